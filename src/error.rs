@@ -1,0 +1,70 @@
+//! The crate's error type. Each message says what went wrong and what to do
+//! about it; `main` prints the whole chain and maps every error to exit code 1
+//! (usage errors are clap's, exit code 2).
+
+use std::path::PathBuf;
+
+/// Everything cinecut can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The folder that should hold the database does not exist.
+    #[error("database folder {0} does not exist; create it or pass another --db")]
+    DbFolderMissing(PathBuf),
+    /// The database folder cannot be written (SQLite needs it for the WAL file).
+    #[error("database folder {0} is not writable; fix its permissions or pass another --db")]
+    DbFolderNotWritable(PathBuf),
+    /// `--db` names a directory.
+    #[error("{0} is a directory, not a database file; pass a file path to --db")]
+    DbIsDirectory(PathBuf),
+    /// The file exists but is not SQLite.
+    #[error("{0} is not a SQLite database; pass another --db (cinecut will create a new one)")]
+    NotADatabase(PathBuf),
+    /// SQLite could not open or write the file.
+    #[error("cannot open database {path}: {reason}; check the path and its permissions")]
+    DbCannotOpen { path: PathBuf, reason: String },
+    /// The database was migrated by a newer cinecut.
+    #[error(
+        "database {path} has schema version {found}, newer than this cinecut knows (up to {known}); \
+         upgrade cinecut or use another --db"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A migration failed for another reason.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A named film does not exist.
+    #[error("no film titled {0:?}; `cinecut status` lists the films")]
+    UnknownFilm(String),
+    /// Some inputs of an enqueue were rejected (listed before this error).
+    #[error("{rejected} frame(s) rejected{}; fix or remove them and enqueue again (already enqueued frames are skipped)",
+        if *enqueued_anyway { "" } else { ", nothing enqueued (--strict)" })]
+    FramesRejected {
+        rejected: usize,
+        enqueued_anyway: bool,
+    },
+    /// A manifest line could not be read.
+    #[error("manifest {path}, line {line}: {reason}")]
+    Manifest {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    /// Nothing to enqueue was given.
+    #[error("no input: give image files, folders, globs or --manifest FILE")]
+    NoInput,
+    /// A database error without a more specific meaning.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// An I/O error with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
