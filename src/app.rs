@@ -5,24 +5,167 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::cli::{CancelArgs, Cli, Command, EnqueueArgs, RetryArgs, StatusArgs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{
+    CancelArgs, Cli, Command, EnqueueArgs, GpuLockArgs, RetryArgs, StatusArgs, WorkerArgs,
+};
+use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{self, Db, queue, status};
 use crate::error::Error;
 use crate::ingest::{self, EnqueueOptions, frames};
+use crate::vision::VisionClient;
+use crate::worker::{self, HttpDescriber, WorkerConfig};
 
-/// Runs one command to completion.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command to completion and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let db = Db::open(&cli.db, cli.durability)
         .await
         .with_context(|| format!("opening database {}", cli.db.display()))?;
     let result = match cli.command {
-        Command::Enqueue(args) => enqueue(&db, args).await,
-        Command::Status(args) => show_status(&db, args).await,
-        Command::Retry(args) => retry(&db, args).await,
-        Command::Cancel(args) => cancel(&db, args).await,
+        Command::Enqueue(args) => enqueue(&db, args).await.map(|()| 0),
+        Command::Status(args) => show_status(&db, args).await.map(|()| 0),
+        Command::Retry(args) => retry(&db, args).await.map(|()| 0),
+        Command::Cancel(args) => cancel(&db, args).await.map(|()| 0),
+        Command::Worker(args) => run_worker(&db, args).await.map(|()| 0),
+        Command::GpuLock(args) => gpu_lock(&db, args).await,
     };
     db.close().await;
     result
+}
+
+/// One token for the whole process, cancelled by SIGINT or SIGTERM.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
+    let film = match &args.film {
+        Some(title) => Some(queue::film_id(db.pool(), title).await?),
+        None => None,
+    };
+    let cfg = WorkerConfig {
+        gpu: args.gpu_name,
+        film,
+        parallel: usize::from(args.parallel),
+        until_empty: args.until_empty,
+        no_wait: args.no_wait,
+        lease_ttl: args.lease_ttl.max(Duration::from_millis(300)),
+        grace: args.grace,
+        poison_after: args.poison_after,
+        retry_backoff: args.retry_backoff,
+        ..WorkerConfig::default()
+    };
+    let describer = Arc::new(HttpDescriber {
+        client: VisionClient::new(
+            &args.server_url,
+            args.api_key,
+            args.max_tokens,
+            args.request_timeout,
+        ),
+        model: args.model_name,
+    });
+    let started = std::time::Instant::now();
+    let s = worker::run(db, &cfg, describer, shutdown_token()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
+        s.done,
+        s.failed,
+        s.retried,
+        s.requeued,
+        s.done as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Runs a command under a GPU lease and returns its exit code.
+async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
+    let pool = db.pool();
+    let me = Holder::this_process(Purpose::GpuLock);
+    let ttl = args.lease_ttl.as_millis() as i64;
+    let started = tokio::time::Instant::now();
+    let shutdown = shutdown_token();
+    let mut told = false;
+    let epoch = loop {
+        lease::wait_for(pool, &args.gpu, &me, db::now_ms()).await?;
+        match lease::acquire(pool, &args.gpu, &me, ttl, db::now_ms()).await? {
+            Acquire::Acquired { epoch, .. } => break epoch,
+            Acquire::Held { holder, .. } if !told => {
+                tracing::info!(
+                    "GPU {} is held by {holder}; waiting for it to yield",
+                    args.gpu
+                );
+                told = true;
+            }
+            _ => {}
+        }
+        if let Some(limit) = args.timeout {
+            if started.elapsed() >= limit {
+                lease::stop_waiting(pool, &me).await?;
+                return Err(Error::GpuLockTimeout {
+                    gpu: args.gpu,
+                    waited_s: limit.as_secs(),
+                }
+                .into());
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => { lease::stop_waiting(pool, &me).await?; return Ok(130); }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    };
+    lease::stop_waiting(pool, &me).await?;
+    tracing::info!(gpu = %args.gpu, epoch, "holding the GPU lease; running the command");
+    let program = args.command[0].clone();
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args.command[1..])
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        });
+    let code = match &mut child {
+        Err(_) => None,
+        Ok(child) => {
+            let mut beat = tokio::time::interval(args.lease_ttl / 3);
+            loop {
+                tokio::select! {
+                    status = child.wait() => break Some(status?),
+                    _ = beat.tick() => {
+                        lease::renew(pool, &args.gpu, &me.id, epoch, ttl, db::now_ms()).await?;
+                    }
+                }
+            }
+        }
+    };
+    lease::release(pool, &args.gpu, &me.id, epoch, db::now_ms()).await?;
+    let status = match code {
+        Some(status) => status,
+        None => return Err(child.err().expect("spawn error").into()),
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+        _ => 1,
+    })
 }
 
 async fn enqueue(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
@@ -35,7 +178,7 @@ async fn enqueue(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         strict: args.strict,
         priority: args.priority,
         max_attempts: args.max_attempts,
-        ..EnqueueOptions::default()
+        chunk_size: args.chunk_size as usize,
     };
     let summary = ingest::enqueue(db, sources, rejected, &opts).await?;
     let mut out = std::io::stdout().lock();

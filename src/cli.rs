@@ -54,6 +54,97 @@ or unreadable are listed and skipped; the exit code is then 1.")]
     Retry(RetryArgs),
     /// Cancel a film's queued jobs.
     Cancel(CancelArgs),
+    /// Describe queued frames: hold the GPU lease, claim, send each frame to
+    /// the model, record the answers.
+    #[command(after_help = "\
+One worker per GPU: a second worker for the same --gpu-name waits for the
+lease (or exits with --no-wait). SIGINT/SIGTERM: stop claiming, finish the
+frames in flight within --grace, put the rest back, release the lease, exit 0.")]
+    Worker(WorkerArgs),
+    /// Run a command while holding a GPU's lease (a running worker yields it).
+    #[command(after_help = "\
+Example: cinecut gpu-lock -- ffmpeg -hwaccel cuda -i in.mp4 out.mp4
+Exits with the command's exit code.")]
+    GpuLock(GpuLockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// An llama-server (or OpenAI-compatible server) that is already running,
+    /// e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL")]
+    pub server_url: String,
+
+    /// The server's API key (never logged).
+    #[arg(long, env = "CINECUT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Name stored with each description.
+    #[arg(long, default_value = "llama-server")]
+    pub model_name: String,
+
+    /// Frames in flight at once (match the server's -np).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// Exit 0 once nothing is queued or running (instead of waiting for work).
+    #[arg(long)]
+    pub until_empty: bool,
+
+    /// Only this film's frames.
+    #[arg(long, value_name = "TITLE")]
+    pub film: Option<String>,
+
+    /// Name of the GPU lease to hold (the lock shared with other workers and gpu-lock).
+    #[arg(long, default_value = "gpu0", env = "CINECUT_GPU_NAME")]
+    pub gpu_name: String,
+
+    /// Exit with an error instead of waiting when another process holds the GPU.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Deadline of one request.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+
+    /// Token limit of one answer.
+    #[arg(long, default_value_t = 384)]
+    pub max_tokens: u32,
+
+    /// On shutdown, how long in-flight frames may take to finish.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+
+    /// A frame that crashes, hangs or 5xx-es the server this many times is failed as poison.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(1..))]
+    pub poison_after: i64,
+
+    /// GPU and job lease length; renewed every third of it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+
+    /// First delay before retrying a frame whose answer was invalid (doubles per attempt).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct GpuLockArgs {
+    /// The GPU lease to take.
+    #[arg(long, default_value = "gpu0", env = "CINECUT_GPU_NAME")]
+    pub gpu: String,
+
+    /// Give up if the GPU is not free within this long (default: wait forever).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Lease length; renewed every third of it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    pub lease_ttl: std::time::Duration,
+
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +176,10 @@ pub struct EnqueueArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Frames per write transaction.
+    #[arg(long, default_value_t = 20_000, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: u32,
 }
 
 #[derive(Debug, Args)]

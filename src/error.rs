@@ -55,6 +55,25 @@ pub enum Error {
     /// Nothing to enqueue was given.
     #[error("no input: give image files, folders, globs or --manifest FILE")]
     NoInput,
+    /// Another process holds the GPU lease and `--no-wait` was given.
+    #[error(
+        "GPU {gpu} is held by {holder}; wait for it (drop --no-wait) or use another --gpu-name"
+    )]
+    GpuBusy { gpu: String, holder: String },
+    /// The server refused our requests outright (wrong API key).
+    #[error("{0}")]
+    ServerRefused(String),
+    /// gpu-lock gave up waiting.
+    #[error(
+        "GPU {gpu} was not free within {waited_s} s (--timeout); `cinecut status` shows who holds it"
+    )]
+    GpuLockTimeout { gpu: String, waited_s: u64 },
+    /// A command could not be started.
+    #[error("cannot run {program}: {source}; check that it is installed and on PATH")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     /// A database error without a more specific meaning.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),

@@ -11,6 +11,10 @@ pub mod cli;
 pub mod db;
 pub mod error;
 pub mod ingest;
+pub mod process;
+pub mod scene;
+pub mod vision;
+pub mod worker;
 
 /// The schema migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

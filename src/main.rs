@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cinecut::app::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

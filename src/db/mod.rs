@@ -7,6 +7,8 @@
 //! `BEGIN IMMEDIATE` ([`begin_immediate`]); a deferred one can fail with
 //! SQLITE_BUSY on its first write, which `busy_timeout` cannot cure.
 
+pub mod jobs;
+pub mod lease;
 pub mod queue;
 pub mod status;
 
@@ -152,4 +154,13 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
         Err(MigrateError::Execute(e)) => Err(classify_open_error(path, e)),
         Err(e) => Err(Error::Migrate(e)),
     }
+}
+
+/// `PRAGMA data_version` of one connection: it changes when another
+/// connection commits.
+pub async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar!(r#"PRAGMA data_version"#)
+        .fetch_one(conn)
+        .await?
+        .unwrap_or_default())
 }

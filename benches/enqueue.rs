@@ -1,0 +1,182 @@
+//! Enqueue throughput: `cinecut enqueue --manifest` of 1,000,000 frames next
+//! to the ceiling, a plain bulk insert of the same rows into a bare SQLite
+//! table (prepared multi-row INSERTs, one transaction per chunk, same
+//! pragmas), then the time `cinecut status` takes on the result.
+//!
+//! Run: `cargo bench --bench enqueue` (FRAMES=N to change the size).
+//! The frame files (empty, they are only checked for existence) are made once
+//! under $CINECUT_CACHE/bench-frames.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CINECUT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+                .join(".cache/cinecut")
+        })
+}
+
+fn frame_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("{:03}", i / 10_000))
+        .join(format!("frame_{i:07}.jpg"))
+}
+
+fn ensure_frames(dir: &Path, n: usize) {
+    let marker = dir.join(format!(".made-{n}"));
+    if marker.exists() {
+        return;
+    }
+    eprintln!(
+        "making {n} empty frame files under {} (once)",
+        dir.display()
+    );
+    for i in 0..n {
+        let p = frame_path(dir, i);
+        if i % 10_000 == 0 {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::fs::File::create(&p).unwrap();
+    }
+    std::fs::File::create(marker).unwrap();
+}
+
+fn main() {
+    let n: usize = std::env::var("FRAMES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let frames_dir = cache_dir().join("bench-frames");
+    ensure_frames(&frames_dir, n);
+    let work = tempdir();
+    let manifest = work.join("frames.jsonl");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&manifest).unwrap());
+        for i in 0..n {
+            writeln!(
+                w,
+                "{{\"path\":{:?},\"frame_index\":{i},\"pts_ms\":{}}}",
+                frame_path(&frames_dir, i).display().to_string(),
+                i * 40
+            )
+            .unwrap();
+        }
+    }
+    let bin = env!("CARGO_BIN_EXE_cinecut");
+
+    // cinecut enqueue, end to end through the CLI.
+    let db = work.join("queue.db");
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .args(["enqueue", "--manifest"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let enqueue_s = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "enqueue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The ceiling: the same rows into a bare table.
+    let ceiling_s = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bare_insert(&work.join("bare.db"), &frames_dir, n));
+
+    // status on the enqueued database: best of 5 CLI runs.
+    let mut status_ms = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(&db)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        status_ms = status_ms.min(t.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    let rate = n as f64 / enqueue_s;
+    let ceiling = n as f64 / ceiling_s;
+    println!("frames                         {n}");
+    println!("cinecut enqueue --manifest     {enqueue_s:8.2} s  {rate:>10.0} frames/s");
+    println!("bare SQLite bulk insert        {ceiling_s:8.2} s  {ceiling:>10.0} frames/s");
+    println!("ratio (cinecut / ceiling)      {:8.2}", rate / ceiling);
+    println!("cinecut status (best of 5)     {status_ms:8.1} ms");
+    std::fs::remove_dir_all(&work).ok();
+}
+
+async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
+    let opts = SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (film_id INTEGER, frame_index INTEGER, pts_ms INTEGER, path TEXT, created_at INTEGER) STRICT")
+        .execute(&pool)
+        .await
+        .unwrap();
+    const ROWS: usize = 500;
+    let sql = format!(
+        "INSERT INTO t VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; ROWS].join(", ")
+    );
+    let paths: Vec<String> = (0..n)
+        .map(|i| frame_path(frames_dir, i).display().to_string())
+        .collect();
+    let t = Instant::now();
+    for chunk in paths.chunks(20_000).enumerate() {
+        let (c, chunk) = chunk;
+        let mut tx = pool.begin().await.unwrap();
+        for (s, rows) in chunk.chunks(ROWS).enumerate() {
+            let base = c * 20_000 + s * ROWS;
+            if rows.len() == ROWS {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for (k, p) in rows.iter().enumerate() {
+                    q = q
+                        .bind(1_i64)
+                        .bind((base + k) as i64)
+                        .bind(((base + k) * 40) as i64)
+                        .bind(p)
+                        .bind(0_i64);
+                }
+                q.execute(&mut *tx).await.unwrap();
+            } else {
+                for (k, p) in rows.iter().enumerate() {
+                    sqlx::query("INSERT INTO t VALUES (?, ?, ?, ?, ?)")
+                        .bind(1_i64)
+                        .bind((base + k) as i64)
+                        .bind(((base + k) * 40) as i64)
+                        .bind(p)
+                        .bind(0_i64)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cinecut-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

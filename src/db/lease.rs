@@ -1,0 +1,393 @@
+//! The GPU lease: one row per GPU in `gpu_leases`, the cross-process GPU
+//! lock. Whoever holds it may use the GPU; `epoch` grows on every takeover
+//! and fences out jobs claimed under an older one.
+//!
+//! A holder is dead at once when it ran on this host and its pid is gone or
+//! belongs to another process (start time differs); otherwise when its lease
+//! expires. Taking a dead holder's lease requeues its running jobs in the
+//! same transaction. Waiters (`gpu-lock` commands) registered in
+//! `gpu_waiters` go before workers; a worker yields to them.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use super::begin_immediate;
+use crate::error::Result;
+use crate::process;
+
+/// Who asks for a lease.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub id: String,
+    pub pid: i64,
+    pub started_at: Option<i64>,
+    pub host: String,
+    pub purpose: Purpose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Purpose {
+    Worker,
+    GpuLock,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Worker => "worker",
+            Purpose::GpuLock => "gpu-lock",
+        }
+    }
+}
+
+impl Holder {
+    /// This process, with a fresh id.
+    pub fn this_process(purpose: Purpose) -> Holder {
+        let (pid, started_at) = process::me();
+        Holder {
+            id: format!("{}-{}", purpose.as_str(), uuid::Uuid::new_v4()),
+            pid,
+            started_at,
+            host: process::hostname(),
+            purpose,
+        }
+    }
+}
+
+/// The previous holder's llama-server, for the new holder to reap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanServer {
+    pub pid: i64,
+    pub started_at: Option<i64>,
+    pub cmdline: Option<String>,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// The lease is ours under `epoch`.
+    Acquired {
+        epoch: i64,
+        /// Running jobs of a dead previous holder put back in the queue.
+        recovered: u64,
+        /// The dead holder, if this was a takeover.
+        took_over_from: Option<String>,
+        orphan_server: Option<OrphanServer>,
+    },
+    /// Someone alive holds it.
+    Held {
+        holder: String,
+        pid: Option<i64>,
+        host: Option<String>,
+        purpose: Option<String>,
+    },
+    /// It is free but a gpu-lock command waits for it first.
+    WaitersFirst,
+}
+
+fn holder_is_dead(
+    host: &Option<String>,
+    pid: Option<i64>,
+    started: Option<i64>,
+    expires_at: Option<i64>,
+    my_host: &str,
+    now: i64,
+) -> bool {
+    let proven_dead =
+        host.as_deref() == Some(my_host) && pid.is_some_and(|p| !process::is_alive(p, started));
+    proven_dead || expires_at.is_some_and(|t| t < now)
+}
+
+/// Takes the lease of `gpu` if it is free, ours, or its holder is dead.
+pub async fn acquire(
+    pool: &SqlitePool,
+    gpu: &str,
+    me: &Holder,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Acquire> {
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!(
+        "INSERT INTO gpu_leases (gpu) VALUES (?) ON CONFLICT DO NOTHING",
+        gpu
+    )
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query!(
+        r#"SELECT holder, holder_pid, holder_started_at, host, purpose, epoch AS "epoch!", expires_at,
+                  server_pid, server_started_at, server_cmdline
+           FROM gpu_leases WHERE gpu = ?"#,
+        gpu
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+
+    // Forget waiters that died; then see whether one goes before us.
+    let waiters = sqlx::query!(
+        r#"SELECT id AS "id!", pid, pid_started_at, host, heartbeat_at FROM gpu_waiters WHERE gpu = ? ORDER BY created_at, id"#,
+        gpu
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut first_live_waiter = None;
+    for w in waiters {
+        let dead = holder_is_dead(
+            &Some(w.host),
+            Some(w.pid),
+            w.pid_started_at,
+            Some(w.heartbeat_at + 3 * ttl_ms),
+            &me.host,
+            now,
+        );
+        if dead {
+            sqlx::query!("DELETE FROM gpu_waiters WHERE id = ?", w.id)
+                .execute(&mut *tx)
+                .await?;
+        } else if first_live_waiter.is_none() {
+            first_live_waiter = Some(w.id);
+        }
+    }
+
+    if row.holder.as_deref() == Some(me.id.as_str()) {
+        let expires = now + ttl_ms;
+        sqlx::query!(
+            "UPDATE gpu_leases SET heartbeat_at = ?, expires_at = max(coalesce(expires_at, 0), ?) WHERE gpu = ?",
+            now,
+            expires,
+            gpu
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Acquire::Acquired {
+            epoch: row.epoch,
+            recovered: 0,
+            took_over_from: None,
+            orphan_server: None,
+        });
+    }
+    if let Some(holder) = &row.holder {
+        if !holder_is_dead(
+            &row.host,
+            row.holder_pid,
+            row.holder_started_at,
+            row.expires_at,
+            &me.host,
+            now,
+        ) {
+            tx.commit().await?;
+            return Ok(Acquire::Held {
+                holder: holder.clone(),
+                pid: row.holder_pid,
+                host: row.host,
+                purpose: row.purpose,
+            });
+        }
+    }
+    let waiter_first = match (&first_live_waiter, me.purpose) {
+        (Some(_), Purpose::Worker) => true,
+        (Some(first), Purpose::GpuLock) => *first != me.id,
+        (None, _) => false,
+    };
+    if waiter_first {
+        tx.commit().await?;
+        return Ok(Acquire::WaitersFirst);
+    }
+
+    let epoch = row.epoch + 1;
+    let expires = now + ttl_ms;
+    let purpose = me.purpose.as_str();
+    sqlx::query!(
+        r#"UPDATE gpu_leases SET holder = ?, holder_pid = ?, holder_started_at = ?, host = ?, purpose = ?,
+                  epoch = ?, heartbeat_at = ?, expires_at = ?,
+                  server_pid = NULL, server_started_at = NULL, server_cmdline = NULL
+           WHERE gpu = ?"#,
+        me.id,
+        me.pid,
+        me.started_at,
+        me.host,
+        purpose,
+        epoch,
+        now,
+        expires,
+        gpu
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut recovered = 0;
+    if let Some(dead) = &row.holder {
+        recovered = sqlx::query!(
+            r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL,
+                      updated_at = ?
+               WHERE state = 'running' AND lease_owner = ?"#,
+            now,
+            dead
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query!(
+            "UPDATE workers SET state = 'dead', stopped_at = ? WHERE id = ? AND stopped_at IS NULL",
+            now,
+            dead
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let orphan_server = row.server_pid.map(|pid| OrphanServer {
+        pid,
+        started_at: row.server_started_at,
+        cmdline: row.server_cmdline,
+    });
+    Ok(Acquire::Acquired {
+        epoch,
+        recovered,
+        took_over_from: row.holder,
+        orphan_server,
+    })
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// False when the lease was taken from us: stop using the GPU at once.
+    pub held: bool,
+    /// gpu-lock commands waiting for this GPU.
+    pub waiters: i64,
+}
+
+/// Extends our lease and our running jobs' leases (never shortens them).
+pub async fn renew(
+    pool: &SqlitePool,
+    gpu: &str,
+    holder: &str,
+    epoch: i64,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Renewal> {
+    let until = now + ttl_ms;
+    let mut tx = begin_immediate(pool).await?;
+    let held = sqlx::query!(
+        r#"UPDATE gpu_leases SET heartbeat_at = ?1, expires_at = max(coalesce(expires_at, 0), ?2)
+           WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5"#,
+        now,
+        until,
+        gpu,
+        holder,
+        epoch
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if held {
+        sqlx::query!(
+            r#"UPDATE jobs SET lease_expires_at = max(coalesce(lease_expires_at, 0), ?1)
+               WHERE state = 'running' AND lease_owner = ?2 AND lease_epoch = ?3"#,
+            until,
+            holder,
+            epoch
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let stale = now - 3 * ttl_ms;
+    let waiters = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!: i64" FROM gpu_waiters WHERE gpu = ? AND id != ? AND heartbeat_at >= ?"#,
+        gpu,
+        holder,
+        stale
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Renewal { held, waiters })
+}
+
+/// Gives the lease back (only if it is still ours).
+pub async fn release(
+    pool: &SqlitePool,
+    gpu: &str,
+    holder: &str,
+    epoch: i64,
+    now: i64,
+) -> Result<bool> {
+    let mut tx = begin_immediate(pool).await?;
+    let n = sqlx::query!(
+        r#"UPDATE gpu_leases SET holder = NULL, holder_pid = NULL, holder_started_at = NULL, host = NULL,
+                  purpose = NULL, heartbeat_at = ?, expires_at = NULL,
+                  server_pid = NULL, server_started_at = NULL, server_cmdline = NULL
+           WHERE gpu = ? AND holder = ? AND epoch = ?"#,
+        now,
+        gpu,
+        holder,
+        epoch
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Records (or clears) the holder's llama-server in its lease row.
+pub async fn set_server(
+    pool: &SqlitePool,
+    gpu: &str,
+    holder: &str,
+    epoch: i64,
+    server: Option<&OrphanServer>,
+) -> Result<bool> {
+    let (pid, started, cmdline) = match server {
+        Some(s) => (Some(s.pid), s.started_at, s.cmdline.clone()),
+        None => (None, None, None),
+    };
+    let mut tx = begin_immediate(pool).await?;
+    let n = sqlx::query!(
+        "UPDATE gpu_leases SET server_pid = ?, server_started_at = ?, server_cmdline = ? WHERE gpu = ? AND holder = ? AND epoch = ?",
+        pid,
+        started,
+        cmdline,
+        gpu,
+        holder,
+        epoch
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Registers `me` as waiting for `gpu`, or refreshes the registration.
+pub async fn wait_for(pool: &SqlitePool, gpu: &str, me: &Holder, now: i64) -> Result<()> {
+    let purpose = me.purpose.as_str();
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!(
+        r#"INSERT INTO gpu_waiters (id, gpu, pid, pid_started_at, host, purpose, created_at, heartbeat_at)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+           ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"#,
+        me.id,
+        gpu,
+        me.pid,
+        me.started_at,
+        me.host,
+        purpose,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes `me` from the waiters.
+pub async fn stop_waiting(pool: &SqlitePool, me: &Holder) -> Result<()> {
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!("DELETE FROM gpu_waiters WHERE id = ?", me.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! One frame in, one validated [`SceneDescription`] out, through llama-server's
+//! OpenAI-compatible `POST /v1/chat/completions`.
+//!
+//! Every request has the same system prompt and user text before the image,
+//! so the server's prompt cache is reused across frames. The JSON schema goes
+//! in `response_format` only (a second copy at the top level is an HTTP 400).
+//! Failures are classified here, once, into [`DescribeError`], which decides
+//! what the worker does with the job.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::scene::SceneDescription;
+
+/// Bump when the prompt changes: stored with each description.
+pub const PROMPT_VERSION: i64 = 1;
+
+const SYSTEM_PROMPT: &str = "You describe single frames of a film for an editor's search index. \
+Answer with one JSON object with the keys visual_content, mood, action and setting, and nothing else.";
+const USER_TEXT: &str = "Describe this frame. visual_content: what is visible. mood: the emotional tone. \
+action: what is happening. setting: the place and time of day. One short sentence each.";
+
+/// A frame read from disk, ready to send.
+#[derive(Debug, Clone)]
+pub struct LoadedFrame {
+    pub data_uri: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub description: SceneDescription,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+}
+
+/// Why a frame was not described; each class has its own fate.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DescribeError {
+    /// The frame is missing, unreadable or not an image: fail at once.
+    #[error("{0}")]
+    Frame(String),
+    /// The model answered something that is not a valid description: retry.
+    #[error("{reason}")]
+    BadOutput { reason: String, raw: String },
+    /// Crash, reset, timeout, 5xx: requeue. `reached` is false when the server
+    /// was never reached (connection refused), which is not the frame's fault.
+    #[error("{reason}")]
+    Transient { reason: String, reached: bool },
+    /// The server rejected the request (4xx): fail with its message.
+    #[error("server rejected the request (HTTP {status}): {message}")]
+    BadRequest { status: u16, message: String },
+    /// The server refuses us (wrong API key): stop the worker.
+    #[error(
+        "server refused the API key (HTTP {status}): {message}; pass the server's key with --api-key"
+    )]
+    Unauthorized { status: u16, message: String },
+}
+
+impl DescribeError {
+    /// The short name stored in `attempts.error_class`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DescribeError::Frame(_) => "frame",
+            DescribeError::BadOutput { .. } => "bad_output",
+            DescribeError::Transient { .. } => "transient",
+            DescribeError::BadRequest { .. } => "bad_request",
+            DescribeError::Unauthorized { .. } => "unauthorized",
+        }
+    }
+}
+
+/// Reads a frame and checks that it is an image (header and dimensions).
+pub async fn load_frame(path: &Path) -> Result<LoadedFrame, DescribeError> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DescribeError::Frame(format!(
+                "frame {} does not exist",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(DescribeError::Frame(format!(
+                "frame {} cannot be read: {e}",
+                path.display()
+            )));
+        }
+    };
+    let reader = image::ImageReader::new(Cursor::new(&bytes))
+        .with_guessed_format()
+        .expect("reading from memory");
+    let Some(format) = reader.format() else {
+        return Err(DescribeError::Frame(format!(
+            "frame {} is not a decodable image (unknown format)",
+            path.display()
+        )));
+    };
+    let (width, height) = reader.into_dimensions().map_err(|e| {
+        DescribeError::Frame(format!(
+            "frame {} is not a decodable image: {e}",
+            path.display()
+        ))
+    })?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    Ok(LoadedFrame {
+        data_uri: format!("data:{};base64,{b64}", format.to_mime_type()),
+        width,
+        height,
+    })
+}
+
+/// A client for one llama-server (or compatible) endpoint.
+#[derive(Debug, Clone)]
+pub struct VisionClient {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    max_tokens: u32,
+    timeout: Duration,
+}
+
+impl VisionClient {
+    /// `base_url` like `http://127.0.0.1:8080`.
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        max_tokens: u32,
+        timeout: Duration,
+    ) -> VisionClient {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        VisionClient {
+            http,
+            url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            max_tokens,
+            timeout,
+        }
+    }
+
+    /// The request body for one frame.
+    pub fn request_body(&self, frame: &LoadedFrame) -> Value {
+        json!({
+            "messages": [
+                { "role": "system", "content": SYSTEM_PROMPT },
+                { "role": "user", "content": [
+                    { "type": "text", "text": USER_TEXT },
+                    { "type": "image_url", "image_url": { "url": frame.data_uri } },
+                ]},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": { "name": "scene_description", "schema": SceneDescription::json_schema() },
+            },
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+            "stream": false,
+        })
+    }
+
+    /// Sends one frame and validates the answer, within the request deadline.
+    pub async fn describe(&self, frame: &LoadedFrame) -> Result<Described, DescribeError> {
+        let started = Instant::now();
+        let mut req = self
+            .http
+            .post(&self.url)
+            .timeout(self.timeout)
+            .json(&self.request_body(frame));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, started))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e, started))?;
+        if status.is_server_error() {
+            return Err(DescribeError::Transient {
+                reason: format!(
+                    "server error HTTP {}: {}",
+                    status.as_u16(),
+                    error_message(&body)
+                ),
+                reached: true,
+            });
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(DescribeError::Unauthorized {
+                status: status.as_u16(),
+                message: error_message(&body),
+            });
+        }
+        if !status.is_success() {
+            return Err(DescribeError::BadRequest {
+                status: status.as_u16(),
+                message: error_message(&body),
+            });
+        }
+        parse_completion(&body)
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, started: Instant) -> DescribeError {
+        if e.is_timeout() {
+            return DescribeError::Transient {
+                reason: format!(
+                    "no answer within {:.0} s (request deadline)",
+                    self.timeout.as_secs_f64()
+                ),
+                reached: true,
+            };
+        }
+        let refused = e.is_connect();
+        DescribeError::Transient {
+            reason: format!(
+                "{} after {} ms: {}",
+                if refused {
+                    "cannot connect to the server"
+                } else {
+                    "connection lost"
+                },
+                started.elapsed().as_millis(),
+                error_chain(e)
+            ),
+            reached: !refused,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The `error.message` of an OpenAI-style error body, else the body itself.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(500).collect())
+}
+
+/// Reads a chat completion and validates its content.
+pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
+    let v: Value = serde_json::from_str(body).map_err(|e| DescribeError::BadOutput {
+        reason: format!("response is not JSON: {e}"),
+        raw: body.chars().take(4000).collect(),
+    })?;
+    let choice = &v["choices"][0];
+    let content = choice["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if choice["finish_reason"].as_str() == Some("length") {
+        return Err(DescribeError::BadOutput {
+            reason: "output cut off at max_tokens (finish_reason: length)".into(),
+            raw: content,
+        });
+    }
+    let description = SceneDescription::parse(&content).map_err(|e| DescribeError::BadOutput {
+        reason: e.to_string(),
+        raw: content.clone(),
+    })?;
+    Ok(Described {
+        description,
+        prompt_tokens: v["usage"]["prompt_tokens"].as_i64(),
+        completion_tokens: v["usage"]["completion_tokens"].as_i64(),
+    })
+}

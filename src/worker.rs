@@ -1,0 +1,496 @@
+//! The worker loop: lease → claim → describe → record → repeat.
+//!
+//! One worker per GPU. It holds the GPU lease for as long as it uses the
+//! GPU; it keeps up to `parallel` frames in flight; each step records what
+//! finished and claims replacements in one transaction. It yields the lease
+//! to `gpu-lock` waiters at a safe point (nothing in flight), and on shutdown
+//! stops claiming, lets in-flight frames finish within a grace period and
+//! puts the rest back in the queue. Everything it writes is fenced by its
+//! lease epoch (see [`crate::db::jobs`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded};
+use crate::db::lease::{self, Acquire, Holder, Purpose};
+use crate::db::{Db, now_ms};
+use crate::error::{Error, Result};
+use crate::vision::{self, DescribeError, Described, PROMPT_VERSION, VisionClient};
+
+/// Describes one frame. The worker does not care how: llama-server over HTTP
+/// in production, an instant in-process answer in the queue benchmark.
+pub trait Describer: Send + Sync + 'static {
+    fn describe<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>>;
+    /// The model name stored with each description.
+    fn model(&self) -> &str;
+}
+
+/// Frames described through an OpenAI-compatible chat endpoint.
+pub struct HttpDescriber {
+    pub client: VisionClient,
+    pub model: String,
+}
+
+impl Describer for HttpDescriber {
+    fn describe<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
+        Box::pin(async move {
+            let frame = vision::load_frame(std::path::Path::new(path)).await?;
+            self.client.describe(&frame).await
+        })
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub gpu: String,
+    pub film: Option<i64>,
+    pub parallel: usize,
+    pub until_empty: bool,
+    pub no_wait: bool,
+    pub lease_ttl: Duration,
+    pub grace: Duration,
+    pub poison_after: i64,
+    pub retry_backoff: Duration,
+    /// Pause after a crash, timeout or 5xx; doubles up to `max_backoff`.
+    pub transient_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            gpu: "gpu0".into(),
+            film: None,
+            parallel: 1,
+            until_empty: false,
+            no_wait: false,
+            lease_ttl: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            poison_after: 3,
+            retry_backoff: Duration::from_secs(1),
+            transient_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a worker did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub done: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub requeued: u64,
+    pub fenced: u64,
+}
+
+impl WorkerSummary {
+    fn add(&mut self, r: Recorded) {
+        self.done += r.done;
+        self.failed += r.failed;
+        self.retried += r.retried;
+        self.requeued += r.requeued;
+        self.fenced += r.fenced;
+    }
+}
+
+enum LeaseEnd {
+    Shutdown,
+    Empty,
+    LeaseLost,
+    Yield,
+}
+
+/// Runs a worker until the queue is empty (`until_empty`) or `shutdown`.
+pub async fn run(
+    db: &Db,
+    cfg: &WorkerConfig,
+    describer: Arc<dyn Describer>,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary> {
+    let pool = db.pool();
+    let me = Holder::this_process(Purpose::Worker);
+    jobs::register_worker(pool, &me.id, me.pid, &me.host, &cfg.gpu, now_ms()).await?;
+    tracing::info!(worker = %me.id, gpu = %cfg.gpu, parallel = cfg.parallel, "worker started");
+    let mut summary = WorkerSummary::default();
+    let result = async {
+        loop {
+            if cfg.until_empty && !jobs::has_open_work(pool, cfg.film).await? {
+                tracing::info!("queue is empty");
+                return Ok(());
+            }
+            let Some(epoch) = acquire_lease(db, cfg, &me, &shutdown).await? else { return Ok(()) };
+            jobs::set_worker_state(pool, &me.id, "running", now_ms(), false).await?;
+            let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
+            let end = work_under_lease(db, cfg, &fence, &describer, &shutdown, &mut summary).await;
+            let end = match end {
+                Ok(end) => end,
+                Err(e) => {
+                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await.ok();
+                    return Err(e);
+                }
+            };
+            match end {
+                LeaseEnd::LeaseLost => {
+                    tracing::error!("lost the GPU lease (paused or presumed dead); in-flight results dropped, waiting for the lease again");
+                    continue;
+                }
+                LeaseEnd::Yield => {
+                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
+                    tracing::info!("yielded the GPU lease to a gpu-lock command");
+                    jobs::set_worker_state(pool, &me.id, "yielded", now_ms(), false).await?;
+                    continue;
+                }
+                LeaseEnd::Shutdown | LeaseEnd::Empty => {
+                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    let state = if result.is_ok() { "stopped" } else { "failed" };
+    jobs::set_worker_state(pool, &me.id, state, now_ms(), true)
+        .await
+        .ok();
+    result.map(|()| summary)
+}
+
+/// Waits for the GPU lease; `None` on shutdown.
+async fn acquire_lease(
+    db: &Db,
+    cfg: &WorkerConfig,
+    me: &Holder,
+    shutdown: &CancellationToken,
+) -> Result<Option<i64>> {
+    let ttl = cfg.lease_ttl.as_millis() as i64;
+    let mut told = false;
+    loop {
+        match lease::acquire(db.pool(), &cfg.gpu, me, ttl, now_ms()).await? {
+            Acquire::Acquired {
+                epoch,
+                recovered,
+                took_over_from,
+                ..
+            } => {
+                if let Some(dead) = took_over_from {
+                    tracing::warn!(
+                        "took over the GPU lease of {dead}, which is gone; requeued its {recovered} running job(s)"
+                    );
+                }
+                tracing::info!(gpu = %cfg.gpu, epoch, "holding the GPU lease");
+                return Ok(Some(epoch));
+            }
+            Acquire::Held {
+                holder,
+                pid,
+                host,
+                purpose,
+            } => {
+                let who = format!(
+                    "{holder} ({}, pid {}, host {})",
+                    purpose.as_deref().unwrap_or("?"),
+                    pid.map_or("?".into(), |p| p.to_string()),
+                    host.as_deref().unwrap_or("?")
+                );
+                if cfg.no_wait {
+                    return Err(Error::GpuBusy {
+                        gpu: cfg.gpu.clone(),
+                        holder: who,
+                    });
+                }
+                if !told {
+                    tracing::info!("GPU {} is held by {who}; waiting", cfg.gpu);
+                    told = true;
+                }
+            }
+            Acquire::WaitersFirst => {
+                if !told {
+                    tracing::info!(
+                        "a gpu-lock command waits for GPU {}; waiting until it is done",
+                        cfg.gpu
+                    );
+                    told = true;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+type InFlight = JoinSet<(Finished, Option<String>)>;
+
+async fn work_under_lease(
+    db: &Db,
+    cfg: &WorkerConfig,
+    fence: &Fence,
+    describer: &Arc<dyn Describer>,
+    shutdown: &CancellationToken,
+    summary: &mut WorkerSummary,
+) -> Result<LeaseEnd> {
+    let pool = db.pool();
+    let ttl = cfg.lease_ttl.as_millis() as i64;
+    let mut in_flight: InFlight = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, ClaimedJob> = HashMap::new();
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + cfg.lease_ttl / 3, cfg.lease_ttl / 3);
+    let mut yielding = false;
+    let mut paused_until: Option<Instant> = None;
+    let mut backoff = cfg.transient_backoff;
+    let mut watch = DataVersion::new(db).await?;
+    loop {
+        let paused = paused_until.is_some_and(|t| t > Instant::now());
+        let room = if yielding || paused {
+            0
+        } else {
+            cfg.parallel.saturating_sub(in_flight.len())
+        };
+        if !finished.is_empty() || room > 0 {
+            let (rec, claimed) = jobs::record_and_claim(
+                pool,
+                fence,
+                &finished,
+                room as i64,
+                cfg.film,
+                now_ms(),
+                ttl,
+            )
+            .await?;
+            finished.clear();
+            summary.add(rec);
+            for job in claimed {
+                let handle =
+                    in_flight.spawn(describe_job(describer.clone(), job.clone(), cfg.clone()));
+                running.insert(handle.id(), job);
+            }
+        }
+        if in_flight.is_empty() {
+            if yielding {
+                return Ok(LeaseEnd::Yield);
+            }
+            if cfg.until_empty && !paused && !jobs::has_open_work(pool, cfg.film).await? {
+                return Ok(LeaseEnd::Empty);
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                drain(&mut in_flight, &mut running, &mut finished, cfg.grace).await;
+                let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
+                summary.add(rec);
+                return Ok(LeaseEnd::Shutdown);
+            }
+            _ = heartbeat.tick() => {
+                let renewal = lease::renew(pool, &fence.gpu, &fence.owner, fence.epoch, ttl, now_ms()).await?;
+                if !renewal.held {
+                    in_flight.shutdown().await;
+                    return Ok(LeaseEnd::LeaseLost);
+                }
+                if renewal.waiters > 0 && !yielding {
+                    tracing::info!("a gpu-lock command waits for the GPU; yielding once in-flight frames finish");
+                    yielding = true;
+                }
+            }
+            Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let mut next = Some(joined);
+                while let Some(joined) = next {
+                    let (id, result) = match joined {
+                        Ok((id, r)) => (id, Some(r)),
+                        Err(e) => (e.id(), None),
+                    };
+                    let job = running.remove(&id);
+                    match (result, job) {
+                        (Some((f, fatal)), _) => {
+                            match &f.outcome {
+                                Outcome::Requeue { .. } => {
+                                    tracing::warn!("pausing claims for {:.1} s after a server failure", backoff.as_secs_f64());
+                                    paused_until = Some(Instant::now() + backoff);
+                                    backoff = (backoff * 2).min(cfg.max_backoff);
+                                }
+                                Outcome::Done { .. } => backoff = cfg.transient_backoff,
+                                _ => {}
+                            }
+                            finished.push(f);
+                            if let Some(message) = fatal {
+                                in_flight.shutdown().await;
+                                let released = running.drain().map(|(_, job)| release(job));
+                                finished.extend(released);
+                                let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
+                                summary.add(rec);
+                                return Err(Error::ServerRefused(message));
+                            }
+                        }
+                        (None, Some(job)) => finished.push(release(job)),
+                        (None, None) => {}
+                    }
+                    next = in_flight.try_join_next_with_id();
+                }
+            }
+            _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
+            changed = watch.wait_for_change(next_wake(db, cfg).await?), if in_flight.is_empty() && !paused => { changed?; }
+        }
+    }
+}
+
+async fn next_wake(db: &Db, cfg: &WorkerConfig) -> Result<Duration> {
+    let now = now_ms();
+    let next = jobs::next_run_after(db.pool(), cfg.film, now).await?;
+    let ms = next.map_or(1000, |t| (t - now).clamp(1, 1000));
+    Ok(Duration::from_millis(ms as u64))
+}
+
+fn release(job: ClaimedJob) -> Finished {
+    let now = now_ms();
+    Finished {
+        job,
+        outcome: Outcome::Release,
+        started_at: now,
+        finished_at: now,
+    }
+}
+
+/// Lets in-flight frames finish within `grace`; the rest go back to the queue.
+async fn drain(
+    in_flight: &mut InFlight,
+    running: &mut HashMap<tokio::task::Id, ClaimedJob>,
+    finished: &mut Vec<Finished>,
+    grace: Duration,
+) {
+    if !in_flight.is_empty() {
+        tracing::info!(
+            "shutting down: waiting up to {:.0} s for {} frame(s) in flight",
+            grace.as_secs_f64(),
+            in_flight.len()
+        );
+    }
+    let deadline = Instant::now() + grace;
+    while !in_flight.is_empty() {
+        tokio::select! {
+            joined = in_flight.join_next_with_id() => match joined {
+                Some(Ok((id, (f, _)))) => { running.remove(&id); finished.push(f); }
+                Some(Err(e)) => { if let Some(job) = running.remove(&e.id()) { finished.push(release(job)); } }
+                None => break,
+            },
+            _ = sleep_until(deadline) => {
+                tracing::warn!("grace period over: {} frame(s) go back to the queue", in_flight.len());
+                in_flight.shutdown().await;
+                break;
+            }
+        }
+    }
+    finished.extend(running.drain().map(|(_, job)| release(job)));
+}
+
+async fn describe_job(
+    describer: Arc<dyn Describer>,
+    job: ClaimedJob,
+    cfg: WorkerConfig,
+) -> (Finished, Option<String>) {
+    let started_at = now_ms();
+    let result = describer.describe(&job.path).await;
+    let finished_at = now_ms();
+    let mut fatal = None;
+    let outcome = match result {
+        Ok(d) => Outcome::Done {
+            description: d.description,
+            model: describer.model().to_string(),
+            model_sha256: None,
+            prompt_version: PROMPT_VERSION,
+            prompt_tokens: d.prompt_tokens,
+            completion_tokens: d.completion_tokens,
+        },
+        Err(e) => {
+            tracing::warn!(job = job.job_id, path = %job.path, class = e.class(), "{e}");
+            let class = e.class();
+            let error = e.to_string();
+            match e {
+                DescribeError::Frame(_) | DescribeError::BadRequest { .. } => {
+                    Outcome::Fail { class, error }
+                }
+                DescribeError::BadOutput { raw, .. } => {
+                    let backoff =
+                        cfg.retry_backoff.as_millis() as i64 * (1 << job.attempts.clamp(0, 10));
+                    Outcome::Retry {
+                        class,
+                        error,
+                        raw: Some(raw),
+                        backoff_ms: backoff,
+                    }
+                }
+                DescribeError::Transient { reached, .. } => Outcome::Requeue {
+                    class,
+                    error,
+                    counts: reached,
+                    poison_after: cfg.poison_after,
+                    backoff_ms: 0,
+                },
+                DescribeError::Unauthorized { .. } => {
+                    fatal = Some(error);
+                    Outcome::Release
+                }
+            }
+        }
+    };
+    (
+        Finished {
+            job,
+            outcome,
+            started_at,
+            finished_at,
+        },
+        fatal,
+    )
+}
+
+/// Notices commits by other processes without querying the jobs table:
+/// `PRAGMA data_version` on one held connection changes when another
+/// connection commits.
+struct DataVersion {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    last: i64,
+}
+
+impl DataVersion {
+    async fn new(db: &Db) -> Result<DataVersion> {
+        let mut conn = db.pool().acquire().await?;
+        let last = crate::db::data_version(&mut conn).await?;
+        Ok(DataVersion { conn, last })
+    }
+
+    /// Returns when the database changed or after `at_most`.
+    async fn wait_for_change(&mut self, at_most: Duration) -> Result<()> {
+        let deadline = Instant::now() + at_most;
+        while Instant::now() < deadline {
+            sleep(Duration::from_millis(50).min(at_most)).await;
+            let v = crate::db::data_version(&mut self.conn).await?;
+            if v != self.last {
+                self.last = v;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}

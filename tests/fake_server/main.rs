@@ -1,0 +1,218 @@
+//! A stand-in for llama-server, for the faults the real one cannot be made
+//! to show on demand: garbage or truncated answers, 4xx/5xx, slowness, hangs,
+//! a crash mid-request, a load that never ends. It speaks the two endpoints
+//! cinecut uses (`GET /health`, `POST /v1/chat/completions`) over plain
+//! HTTP/1.1 on 127.0.0.1.
+//!
+//! Usage: fake-llama-server [--port N] [--port-file F] [--api-key K]
+//!        [--answers MODE,MODE,…] [--delay-ms N] [--loading-ms N]
+//!        [--record FILE] [--exit-during-load]
+//! MODES (one per request, the last repeats): ok, garbage, truncated,
+//! missing-field, http500, http400, hang, exit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Config {
+    answers: Vec<String>,
+    api_key: Option<String>,
+    delay: Duration,
+    loading_until: Instant,
+    record: Option<std::path::PathBuf>,
+    count: AtomicUsize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let port: u16 = get("--port").map_or(0, |p| p.parse().expect("--port"));
+    if args.iter().any(|a| a == "--exit-during-load") {
+        eprintln!("fake-llama-server: loading model");
+        std::thread::sleep(Duration::from_millis(200));
+        eprintln!("error: failed to load model (--exit-during-load)");
+        std::process::exit(1);
+    }
+    let cfg = Arc::new(Config {
+        answers: get("--answers")
+            .unwrap_or_else(|| "ok".into())
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        api_key: get("--api-key"),
+        delay: Duration::from_millis(
+            get("--delay-ms").map_or(0, |d| d.parse().expect("--delay-ms")),
+        ),
+        loading_until: Instant::now()
+            + Duration::from_millis(
+                get("--loading-ms").map_or(0, |d| d.parse().expect("--loading-ms")),
+            ),
+        record: get("--record").map(Into::into),
+        count: AtomicUsize::new(0),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        if let Some(f) = get("--port-file") {
+            let tmp = format!("{f}.tmp");
+            std::fs::write(&tmp, port.to_string()).unwrap();
+            std::fs::rename(tmp, f).unwrap();
+        }
+        eprintln!("fake-llama-server: listening on 127.0.0.1:{port}");
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let _ = serve(stream, cfg).await;
+            });
+        }
+    });
+}
+
+async fn serve(stream: TcpStream, cfg: Arc<Config>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await? == 0 {
+            return Ok(());
+        }
+        let mut content_length = 0usize;
+        let mut auth = None;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => content_length = value.trim().parse().unwrap_or(0),
+                "authorization" => auth = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; content_length];
+        reader.read_exact(&mut body).await?;
+        let (status, payload) = respond(&request_line, auth.as_deref(), &body, &cfg).await;
+        let out = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{payload}",
+            payload.len()
+        );
+        reader.get_mut().write_all(out.as_bytes()).await?;
+    }
+}
+
+async fn respond(
+    request_line: &str,
+    auth: Option<&str>,
+    body: &[u8],
+    cfg: &Config,
+) -> (&'static str, String) {
+    if request_line.starts_with("GET /health") {
+        return if Instant::now() < cfg.loading_until {
+            (
+                "503 Service Unavailable",
+                r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#
+                    .into(),
+            )
+        } else {
+            ("200 OK", r#"{"status":"ok"}"#.into())
+        };
+    }
+    if !request_line.starts_with("POST /v1/chat/completions") {
+        return (
+            "404 Not Found",
+            r#"{"error":{"message":"not found"}}"#.into(),
+        );
+    }
+    if let Some(key) = &cfg.api_key {
+        if auth != Some(&format!("Bearer {key}")) {
+            return ("401 Unauthorized", r#"{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}"#.into());
+        }
+    }
+    if let Some(path) = &cfg.record {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(body).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    let n = cfg.count.fetch_add(1, Ordering::SeqCst);
+    let mode = cfg
+        .answers
+        .get(n)
+        .or(cfg.answers.last())
+        .cloned()
+        .unwrap_or_default();
+    if !cfg.delay.is_zero() {
+        tokio::time::sleep(cfg.delay).await;
+    }
+    // A description that depends on the image, like a real model's.
+    let digest = body
+        .iter()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    let description = format!(
+        r#"{{"visual_content":"frame {digest:x}, a figure by a window","mood":"tense, quiet","action":"someone waits","setting":"a small room at night"}}"#
+    );
+    let (status, content, finish) = match mode.as_str() {
+        "ok" => ("200 OK", description, "stop"),
+        "garbage" => (
+            "200 OK",
+            "Sure! This frame shows a person.".to_string(),
+            "stop",
+        ),
+        "truncated" => (
+            "200 OK",
+            r#"{"visual_content":"a dark ro"#.to_string(),
+            "length",
+        ),
+        "missing-field" => (
+            "200 OK",
+            r#"{"visual_content":"a","mood":"b","action":"c"}"#.to_string(),
+            "stop",
+        ),
+        "http500" => {
+            return (
+                "500 Internal Server Error",
+                r#"{"error":{"code":500,"message":"fake internal error"}}"#.into(),
+            );
+        }
+        "http400" => {
+            return (
+                "400 Bad Request",
+                r#"{"error":{"code":400,"message":"failed to load image (fake)"}}"#.into(),
+            );
+        }
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            unreachable!()
+        }
+        "exit" => {
+            eprintln!("fake-llama-server: exiting mid-request as told");
+            std::process::exit(3);
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let resp = serde_json::json!({
+        "choices": [{ "index": 0, "finish_reason": finish, "message": { "role": "assistant", "content": content } }],
+        "usage": { "prompt_tokens": 80, "completion_tokens": 30 },
+    });
+    (status, resp.to_string())
+}

@@ -1,0 +1,80 @@
+//! `status`, `retry --failed` and `cancel`.
+
+use crate::util::{Env, assert_exit, stdout};
+
+async fn fail_some(env: &Env, n: i64, reason: &str) {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    sqlx::query("UPDATE jobs SET state = 'failed', last_error = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)")
+        .bind(reason)
+        .bind(n)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn status_counts_states_and_failure_reasons_per_film() {
+    let env = Env::new();
+    let a = env.frames("alpha", 10);
+    let b = env.frames("beta", 4);
+    assert_exit(
+        &env.run(["enqueue".as_ref(), a.as_os_str(), b.as_os_str()]),
+        0,
+    );
+    fail_some(&env, 3, "frame is not a decodable image").await;
+    fail_some(&env, 1, "model answered garbage").await;
+
+    let o = env.run(["status", "--json"]);
+    assert_exit(&o, 0);
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let alpha = &s["films"][0];
+    assert_eq!(alpha["title"], "alpha");
+    assert_eq!(alpha["total"], 10);
+    assert_eq!(alpha["failed"], 4);
+    assert_eq!(alpha["queued"], 6);
+    assert_eq!(
+        alpha["top_failures"][0]["reason"],
+        "frame is not a decodable image"
+    );
+    assert_eq!(alpha["top_failures"][0]["count"], 3);
+    assert_eq!(s["films"][1]["queued"], 4);
+    assert_eq!(s["totals"]["total"], 14);
+    assert_eq!(s["totals"]["failed"], 4);
+    assert!(alpha["oldest_queued_at"].as_i64().unwrap() > 0);
+
+    let text = stdout(&env.run(["status"]));
+    assert!(
+        text.contains("alpha") && text.contains("3 failed: frame is not a decodable image"),
+        "{text}"
+    );
+    assert!(text.contains("GPU leases: none held"), "{text}");
+
+    let o = env.run(["retry", "--failed", "--film", "alpha"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("requeued 4 failed job(s)"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0")
+            .await,
+        14
+    );
+
+    let o = env.run(["cancel", "--film", "beta"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("cancelled 4 queued job(s)"));
+    let s: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(["status", "--json", "--film", "beta"]))).unwrap();
+    assert_eq!(s["films"].as_array().unwrap().len(), 1);
+    assert_eq!(s["films"][0]["cancelled"], 4);
+    assert_eq!(s["films"][0]["queued"], 0);
+}
+
+#[test]
+fn an_unknown_film_is_a_clear_error() {
+    let env = Env::new();
+    let o = env.run(["cancel", "--film", "nope"]);
+    assert_exit(&o, 1);
+    assert!(crate::util::stderr(&o).contains("no film titled \"nope\""));
+    assert_exit(&env.run(["retry"]), 2);
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary: real database files, real processes.
+
+mod util;
+
+mod database;
+mod enqueue;
+mod status;
