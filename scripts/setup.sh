@@ -40,6 +40,11 @@ if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
     --no-default-features --features sqlite,completions
 fi
 
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --quiet --locked cargo-nextest
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"
   python3 -m venv "$venv"

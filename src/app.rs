@@ -114,15 +114,15 @@ async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
             }
             _ => {}
         }
-        if let Some(limit) = args.timeout {
-            if started.elapsed() >= limit {
-                lease::stop_waiting(pool, &me).await?;
-                return Err(Error::GpuLockTimeout {
-                    gpu: args.gpu,
-                    waited_s: limit.as_secs(),
-                }
-                .into());
+        if let Some(limit) = args.timeout
+            && started.elapsed() >= limit
+        {
+            lease::stop_waiting(pool, &me).await?;
+            return Err(Error::GpuLockTimeout {
+                gpu: args.gpu,
+                waited_s: limit.as_secs(),
             }
+            .into());
         }
         tokio::select! {
             biased;
@@ -158,7 +158,7 @@ async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
     lease::release(pool, &args.gpu, &me.id, epoch, db::now_ms()).await?;
     let status = match code {
         Some(status) => status,
-        None => return Err(child.err().expect("spawn error").into()),
+        None => return Err(child.expect_err("spawn failed").into()),
     };
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {

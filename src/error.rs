@@ -33,7 +33,7 @@ pub enum Error {
         known: i64,
     },
     /// A migration failed for another reason.
-    #[error("cannot migrate the database: {0}")]
+    #[error("cannot migrate the database")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A named film does not exist.
     #[error("no film titled {0:?}; `cinecut status` lists the films")]
@@ -69,16 +69,16 @@ pub enum Error {
     )]
     GpuLockTimeout { gpu: String, waited_s: u64 },
     /// A command could not be started.
-    #[error("cannot run {program}: {source}; check that it is installed and on PATH")]
+    #[error("cannot run {program} (is it installed and on PATH?)")]
     Spawn {
         program: String,
         source: std::io::Error,
     },
     /// A database error without a more specific meaning.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Sqlx(#[from] sqlx::Error),
     /// An I/O error with the path involved.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -251,7 +251,7 @@ async fn a_malformed_manifest_changes_nothing() {
     let o = env.run(["enqueue", "--manifest", "/no/such/manifest.csv"]);
     assert_exit(&o, 1);
     assert!(
-        stderr(&o).contains("/no/such/manifest.csv: No such file"),
+        stderr(&o).contains("cannot read /no/such/manifest.csv: No such file"),
         "{}",
         stderr(&o)
     );

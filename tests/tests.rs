@@ -5,3 +5,5 @@ mod util;
 mod database;
 mod enqueue;
 mod status;
+mod worker;
+mod worker_processes;

@@ -166,23 +166,23 @@ pub async fn acquire(
             orphan_server: None,
         });
     }
-    if let Some(holder) = &row.holder {
-        if !holder_is_dead(
+    if let Some(holder) = &row.holder
+        && !holder_is_dead(
             &row.host,
             row.holder_pid,
             row.holder_started_at,
             row.expires_at,
             &me.host,
             now,
-        ) {
-            tx.commit().await?;
-            return Ok(Acquire::Held {
-                holder: holder.clone(),
-                pid: row.holder_pid,
-                host: row.host,
-                purpose: row.purpose,
-            });
-        }
+        )
+    {
+        tx.commit().await?;
+        return Ok(Acquire::Held {
+            holder: holder.clone(),
+            pid: row.holder_pid,
+            host: row.host,
+            purpose: row.purpose,
+        });
     }
     let waiter_first = match (&first_live_waiter, me.purpose) {
         (Some(_), Purpose::Worker) => true,

@@ -400,10 +400,10 @@ impl FrameChecker {
         } else {
             dir
         };
-        if let Some((raw, canon)) = &self.last_dir {
-            if raw == dir {
-                return Ok(canon.join(name));
-            }
+        if let Some((raw, canon)) = &self.last_dir
+            && raw == dir
+        {
+            return Ok(canon.join(name));
         }
         let canon = std::fs::canonicalize(dir)?;
         let out = canon.join(name);

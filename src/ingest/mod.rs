@@ -172,10 +172,8 @@ fn prepass(sources: &[Source], strict: bool) -> Result<Vec<Rejection>> {
     for source in sources {
         for frame in frame_refs(source)? {
             let frame = frame?;
-            if strict {
-                if let Err(r) = checker.check(frame) {
-                    rejected.push(r);
-                }
+            if strict && let Err(r) = checker.check(frame) {
+                rejected.push(r);
             }
         }
     }

@@ -139,10 +139,14 @@ async fn respond(
             r#"{"error":{"message":"not found"}}"#.into(),
         );
     }
-    if let Some(key) = &cfg.api_key {
-        if auth != Some(&format!("Bearer {key}")) {
-            return ("401 Unauthorized", r#"{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}"#.into());
-        }
+    if let Some(key) = &cfg.api_key
+        && auth != Some(&format!("Bearer {key}"))
+    {
+        return (
+            "401 Unauthorized",
+            r#"{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}"#
+                .into(),
+        );
     }
     if let Some(path) = &cfg.record {
         use std::io::Write;

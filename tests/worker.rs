@@ -1,0 +1,371 @@
+//! The worker against the fake server: the happy path, and each error class
+//! ending in its documented state. Plus fencing at the database level with an
+//! injected clock.
+
+use std::time::Duration;
+
+use cinecut::db::jobs::{self, Fence, Finished, Outcome};
+use cinecut::db::lease::{self, Acquire, Holder, Purpose};
+use cinecut::db::{Db, Durability};
+use cinecut::scene::SceneDescription;
+
+use crate::util::{Env, FakeServer, assert_exit, stderr};
+
+const FAST: &[&str] = &["--until-empty", "--retry-backoff", "10ms"];
+
+fn run_worker(env: &Env, url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["worker", "--server-url", url];
+    args.extend_from_slice(FAST);
+    args.extend_from_slice(extra);
+    env.run(args)
+}
+
+#[tokio::test]
+async fn twenty_frames_are_described_once_each() {
+    let env = Env::new();
+    env.enqueue_images("film", 20, &[]);
+    let record = env.path().join("requests.jsonl");
+    let fake = FakeServer::start(
+        &env,
+        &[
+            "--delay-ms",
+            "20",
+            "--record",
+            record.to_str().unwrap(),
+            "--api-key",
+            "k3y",
+        ],
+    );
+    let o = run_worker(&env, &fake.url(), &["--parallel", "4", "--api-key", "k3y"]);
+    assert_exit(&o, 0);
+    assert!(!stderr(&o).contains("k3y"), "the API key is never logged");
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 20);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT visual_content) FROM descriptions")
+            .await,
+        20,
+        "answers depend on the image"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        20
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
+            .await,
+        20
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM frame_descriptions WHERE film = 'film'")
+            .await,
+        20
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
+            .await,
+        0,
+        "lease released"
+    );
+    assert_eq!(env.count("SELECT jobs_done FROM workers").await, 20);
+
+    // The request carries the schema once, in response_format, and the image as a data URI.
+    let first = std::fs::read_to_string(&record).unwrap();
+    let req: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(req["response_format"]["type"], "json_schema");
+    assert_eq!(
+        req["response_format"]["json_schema"]["schema"],
+        SceneDescription::json_schema()
+    );
+    assert!(req.get("json_schema").is_none());
+    assert_eq!(req["temperature"], 0);
+    let url = req["messages"][1]["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("data:image/png;base64,"), "{}", &url[..40]);
+}
+
+async fn single_frame_with(
+    answers: &str,
+    worker_args: &[&str],
+    max_attempts: &str,
+) -> (Env, std::process::Output) {
+    let env = Env::new();
+    env.enqueue_images("one", 1, &["--max-attempts", max_attempts]);
+    let fake = FakeServer::start(&env, &["--answers", answers]);
+    let o = run_worker(&env, &fake.url(), worker_args);
+    (env, o)
+}
+
+#[tokio::test]
+async fn bad_output_is_retried_then_failed_with_the_raw_output_kept() {
+    for (answers, reason) in [
+        ("garbage", "output is not JSON"),
+        ("truncated", "finish_reason: length"),
+        ("missing-field", "missing field `setting`"),
+    ] {
+        let (env, o) = single_frame_with(answers, &[], "2").await;
+        assert_exit(&o, 0);
+        let errors = env
+            .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
+            .await;
+        assert_eq!(errors.len(), 1, "{answers}: {}", stderr(&o));
+        assert!(
+            errors[0].starts_with("gave up after 2 attempt(s)") && errors[0].contains(reason),
+            "{answers}: {}",
+            errors[0]
+        );
+        assert_eq!(env.count("SELECT count(*) FROM attempts WHERE error_class = 'bad_output' AND raw_output IS NOT NULL").await, 2);
+        assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn bad_output_then_a_good_answer_is_done_after_a_retry() {
+    let (env, o) = single_frame_with("garbage,ok", &[], "3").await;
+    assert_exit(&o, 0);
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
+    assert_eq!(
+        env.strings("SELECT outcome FROM attempts ORDER BY id")
+            .await,
+        vec!["retry", "done"]
+    );
+    assert_eq!(env.count("SELECT attempts FROM jobs").await, 2);
+}
+
+#[tokio::test]
+async fn a_server_error_requeues_and_poisons_after_the_bound() {
+    let (env, o) = single_frame_with("http500", &["--poison-after", "2"], "3").await;
+    assert_exit(&o, 0);
+    let errors = env
+        .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
+        .await;
+    assert!(
+        errors[0].starts_with("poison: failed 2 time(s)") && errors[0].contains("HTTP 500"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        env.count("SELECT attempts FROM jobs").await,
+        0,
+        "transient failures burn no attempt"
+    );
+    assert_eq!(
+        env.strings("SELECT outcome FROM attempts ORDER BY id")
+            .await,
+        vec!["requeued", "failed"]
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_then_success_is_done() {
+    let (env, o) = single_frame_with("http500,ok", &[], "3").await;
+    assert_exit(&o, 0);
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
+    assert!(
+        stderr(&o).contains("pausing claims"),
+        "the worker backs off: {}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_request_fails_at_once_with_the_servers_message() {
+    let (env, o) = single_frame_with("http400", &[], "3").await;
+    assert_exit(&o, 0);
+    let errors = env
+        .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
+        .await;
+    assert_eq!(
+        errors,
+        vec!["server rejected the request (HTTP 400): failed to load image (fake)".to_string()]
+    );
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 1);
+}
+
+#[tokio::test]
+async fn a_hanging_request_times_out_and_is_poisoned() {
+    let (env, o) = single_frame_with(
+        "hang",
+        &["--request-timeout", "300ms", "--poison-after", "2"],
+        "3",
+    )
+    .await;
+    assert_exit(&o, 0);
+    let errors = env.strings("SELECT last_error FROM jobs").await;
+    assert!(
+        errors[0].contains("poison") && errors[0].contains("no answer within"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[tokio::test]
+async fn missing_and_corrupt_frames_fail_at_once_naming_the_path() {
+    let env = Env::new();
+    let dir = env.enqueue_images("bad", 3, &[]);
+    std::fs::remove_file(dir.join("img_1.png")).unwrap();
+    std::fs::write(dir.join("img_2.png"), b"this is not a png").unwrap();
+    let fake = FakeServer::start(&env, &[]);
+    assert_exit(&run_worker(&env, &fake.url(), &[]), 0);
+    let errors = env
+        .strings("SELECT last_error FROM jobs WHERE state = 'failed' ORDER BY id")
+        .await;
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors[0].contains("img_1.png does not exist"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("img_2.png is not a decodable image"),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_class = 'frame'")
+            .await,
+        2,
+        "no retry"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
+}
+
+#[tokio::test]
+async fn a_server_that_dies_mid_request_costs_nothing_once_it_is_back() {
+    let env = Env::new();
+    env.enqueue_images("crash", 3, &[]);
+    let fake = FakeServer::start(&env, &["--answers", "exit"]);
+    let port = fake.port;
+    let mut worker = env.worker(&fake.url(), "w.log", FAST).spawn().unwrap();
+    // Wait until the server died mid-request, then bring it back on the same port.
+    let mut fake = fake;
+    crate::util::wait_for(&mut fake.child, Duration::from_secs(10));
+    let _back = FakeServer::start_on(&env, port, &[]);
+    let status = crate::util::wait_for(&mut worker, Duration::from_secs(30));
+    assert!(status.success(), "{}", env.log("w.log"));
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 3);
+    assert_eq!(env.count("SELECT count(*) FROM attempts WHERE outcome = 'requeued' AND error LIKE '%connection lost%'").await, 1, "{}", env.log("w.log"));
+    assert!(
+        env.log("w.log").contains("connection lost"),
+        "{}",
+        env.log("w.log")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_stops_the_worker_and_fails_no_job() {
+    let env = Env::new();
+    env.enqueue_images("key", 2, &[]);
+    let fake = FakeServer::start(&env, &["--api-key", "right"]);
+    let o = run_worker(&env, &fake.url(), &["--api-key", "wrong"]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("refused the API key (HTTP 401)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("wrong"), "the key is not logged");
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+/// Fencing, deterministic: worker A's lease expires (clock injected), B
+/// takes over; A's late result writes nothing.
+#[tokio::test]
+async fn a_stale_holder_cannot_write_after_a_takeover() {
+    let env = Env::new();
+    env.enqueue_images("fence", 2, &[]);
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let pool = db.pool();
+    // A looks like a process on another host: only expiry can free its lease.
+    let mut a = Holder::this_process(Purpose::Worker);
+    a.host = "elsewhere".into();
+    let b = Holder::this_process(Purpose::Worker);
+    jobs::register_worker(pool, &a.id, a.pid, &a.host, "g", 0)
+        .await
+        .unwrap();
+    let Acquire::Acquired { epoch: ea, .. } =
+        lease::acquire(pool, "g", &a, 1000, 10_000).await.unwrap()
+    else {
+        panic!()
+    };
+    let fa = Fence {
+        gpu: "g".into(),
+        owner: a.id.clone(),
+        epoch: ea,
+    };
+    let (_, claimed) = jobs::record_and_claim(pool, &fa, &[], 2, None, 10_000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+
+    // Before expiry B must wait; after it, B takes over and recovers A's jobs.
+    assert!(matches!(
+        lease::acquire(pool, "g", &b, 1000, 10_500).await.unwrap(),
+        Acquire::Held { .. }
+    ));
+    let Acquire::Acquired {
+        epoch: eb,
+        recovered,
+        took_over_from,
+        ..
+    } = lease::acquire(pool, "g", &b, 1000, 11_500).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (eb, recovered, took_over_from.as_deref()),
+        (ea + 1, 2, Some(a.id.as_str()))
+    );
+
+    // A comes back with a result: fenced.
+    let done = Finished {
+        job: claimed[0].clone(),
+        outcome: Outcome::Done {
+            description: SceneDescription {
+                visual_content: "a".into(),
+                mood: "b".into(),
+                action: "c".into(),
+                setting: "d".into(),
+            },
+            model: "m".into(),
+            model_sha256: None,
+            prompt_version: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+        },
+        started_at: 10_000,
+        finished_at: 11_600,
+    };
+    let (rec, more) = jobs::record_and_claim(pool, &fa, &[done], 1, None, 11_600, 1000)
+        .await
+        .unwrap();
+    assert_eq!(rec.fenced, 1);
+    assert!(more.is_empty(), "a stale holder claims nothing");
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
+    assert!(
+        !lease::renew(pool, "g", &a.id, ea, 1000, 11_600)
+            .await
+            .unwrap()
+            .held
+    );
+    // B's renewals never shorten the lease.
+    lease::renew(pool, "g", &b.id, eb, 5000, 11_600)
+        .await
+        .unwrap();
+    lease::renew(pool, "g", &b.id, eb, 10, 11_700)
+        .await
+        .unwrap();
+    assert_eq!(env.count("SELECT expires_at FROM gpu_leases").await, 16_600);
+    db.close().await;
+}
