@@ -11,12 +11,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    CancelArgs, Cli, Command, EnqueueArgs, GpuLockArgs, RetryArgs, StatusArgs, WorkerArgs,
+    CancelArgs, Cli, Command, EnqueueArgs, GpuArgs, GpuLockArgs, RetryArgs, StatusArgs, WorkerArgs,
 };
 use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{self, Db, queue, status};
+use crate::engine::{Attached, Engine, Supervised, SupervisorConfig};
 use crate::error::Error;
+use crate::gpu::{Nvml, VramProbe};
 use crate::ingest::{self, EnqueueOptions, frames};
+use crate::server::{self, ServerConfig};
 use crate::vision::VisionClient;
 use crate::worker::{self, HttpDescriber, WorkerConfig};
 
@@ -32,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cancel(args) => cancel(&db, args).await.map(|()| 0),
         Command::Worker(args) => run_worker(&db, args).await.map(|()| 0),
         Command::GpuLock(args) => gpu_lock(&db, args).await,
+        Command::Gpu(args) => show_gpus(&db, args).await.map(|()| 0),
     };
     db.close().await;
     result
@@ -58,8 +62,16 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
         Some(title) => Some(queue::film_id(db.pool(), title).await?),
         None => None,
     };
+    let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
+    let gpu = match args.gpu_name {
+        Some(name) => name,
+        None => match probe.probe(args.server.gpu) {
+            Ok(mem) => mem.uuid,
+            Err(_) => "gpu0".to_string(),
+        },
+    };
     let cfg = WorkerConfig {
-        gpu: args.gpu_name,
+        gpu,
         film,
         parallel: usize::from(args.parallel),
         until_empty: args.until_empty,
@@ -68,19 +80,54 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
         grace: args.grace,
         poison_after: args.poison_after,
         retry_backoff: args.retry_backoff,
+        idle_unload: args.server.idle_unload,
         ..WorkerConfig::default()
     };
-    let describer = Arc::new(HttpDescriber {
-        client: VisionClient::new(
-            &args.server_url,
-            args.api_key,
-            args.max_tokens,
-            args.request_timeout,
-        ),
-        model: args.model_name,
-    });
+    let engine: Box<dyn Engine> = match (&args.server_url, &args.server.model, &args.server.mmproj)
+    {
+        (Some(url), _, _) => Box::new(Attached(Arc::new(HttpDescriber {
+            client: VisionClient::new(url, args.api_key, args.max_tokens, args.request_timeout),
+            model: args.model_name.unwrap_or_else(|| "llama-server".into()),
+        }))),
+        (None, Some(model), Some(mmproj)) => {
+            let s = &args.server;
+            let bin = server::find_binary(s.server_bin.as_deref())?;
+            let model_name = args.model_name.unwrap_or_else(|| {
+                model
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into())
+            });
+            Box::new(Supervised::new(
+                SupervisorConfig {
+                    server: ServerConfig {
+                        bin,
+                        model: model.clone(),
+                        mmproj: mmproj.clone(),
+                        ctx_size: s.ctx_size,
+                        gpu_layers: s.gpu_layers.clone(),
+                        parallel: args.parallel,
+                        extra_args: s.server_args.clone(),
+                        log_file: s.server_log.clone(),
+                        load_timeout: s.load_timeout,
+                        gpu_index: Some(s.gpu),
+                    },
+                    model_name,
+                    max_tokens: args.max_tokens,
+                    request_timeout: args.request_timeout,
+                    vram_check: s.vram_check,
+                    vram_min_mib: s.vram_min_mib,
+                    vram_wait: s.vram_wait,
+                    crash_budget: s.crash_budget as usize,
+                    crash_window: s.crash_window,
+                },
+                probe,
+            ))
+        }
+        _ => unreachable!("clap requires --server-url or --model with --mmproj"),
+    };
     let started = std::time::Instant::now();
-    let s = worker::run(db, &cfg, describer, shutdown_token()).await?;
+    let s = worker::run(db, &cfg, engine, shutdown_token()).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
@@ -91,6 +138,61 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
         s.done as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// Prints the GPUs NVML sees and the lease holders.
+async fn show_gpus(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
+    let probe = Nvml::default();
+    let leases = status::lease_holders(db.pool()).await?;
+    let devices: Result<Vec<_>, _> = probe
+        .device_count()
+        .and_then(|n| (0..n).map(|i| probe.probe(i)).collect());
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let (list, error) = match &devices {
+            Ok(list) => (Some(list), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "devices": list, "error": error, "gpu_leases": leases }),
+        )?;
+        writeln!(out)?;
+    } else {
+        match &devices {
+            Ok(list) if list.is_empty() => writeln!(out, "NVML found no GPU")?,
+            Ok(list) => {
+                for d in list {
+                    writeln!(
+                        out,
+                        "GPU {} {} ({}): {} MiB free of {} MiB",
+                        d.index, d.name, d.uuid, d.free_mib, d.total_mib
+                    )?;
+                    if !d.processes.is_empty() {
+                        writeln!(out, "    processes: {}", crate::gpu::describe_holders(d))?;
+                    }
+                }
+            }
+            Err(e) => writeln!(
+                out,
+                "{e}; llama-server would run on CPU (--vram-check auto)"
+            )?,
+        }
+        for l in &leases {
+            writeln!(
+                out,
+                "lease {}: held by {} (pid {}, epoch {})",
+                l.gpu,
+                l.holder,
+                l.holder_pid.map_or("?".into(), |p| p.to_string()),
+                l.epoch
+            )?;
+        }
+        if leases.is_empty() {
+            writeln!(out, "no GPU lease is held")?;
+        }
+    }
+    devices.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Runs a command under a GPU lease and returns its exit code.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Durability;
+use crate::gpu::VramCheck;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -61,6 +62,8 @@ One worker per GPU: a second worker for the same --gpu-name waits for the
 lease (or exits with --no-wait). SIGINT/SIGTERM: stop claiming, finish the
 frames in flight within --grace, put the rest back, release the lease, exit 0.")]
     Worker(WorkerArgs),
+    /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
+    Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).
     #[command(after_help = "\
 Example: cinecut gpu-lock -- ffmpeg -hwaccel cuda -i in.mp4 out.mp4
@@ -71,17 +74,20 @@ Exits with the command's exit code.")]
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// An llama-server (or OpenAI-compatible server) that is already running,
-    /// e.g. http://127.0.0.1:8080.
-    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL")]
-    pub server_url: String,
+    /// e.g. http://127.0.0.1:8080. Instead of --model/--mmproj.
+    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present = "model", conflicts_with_all = ["model", "mmproj"])]
+    pub server_url: Option<String>,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
 
     /// The server's API key (never logged).
     #[arg(long, env = "CINECUT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Name stored with each description.
-    #[arg(long, default_value = "llama-server")]
-    pub model_name: String,
+    /// Model name stored with each description (default: the --model file name).
+    #[arg(long)]
+    pub model_name: Option<String>,
 
     /// Frames in flight at once (match the server's -np).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -95,9 +101,10 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
 
-    /// Name of the GPU lease to hold (the lock shared with other workers and gpu-lock).
-    #[arg(long, default_value = "gpu0", env = "CINECUT_GPU_NAME")]
-    pub gpu_name: String,
+    /// Name of the GPU lease to hold (the lock shared with other workers and
+    /// gpu-lock). Default: the GPU's NVML UUID, or `gpu0` without NVML.
+    #[arg(long, env = "CINECUT_GPU_NAME")]
+    pub gpu_name: Option<String>,
 
     /// Exit with an error instead of waiting when another process holds the GPU.
     #[arg(long)]
@@ -126,6 +133,77 @@ pub struct WorkerArgs {
     /// First delay before retrying a frame whose answer was invalid (doubles per attempt).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_backoff: std::time::Duration,
+}
+
+/// Flags of a llama-server the worker starts and supervises.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The text model GGUF: the worker starts llama-server itself.
+    #[arg(long, value_name = "GGUF", requires = "mmproj")]
+    pub model: Option<PathBuf>,
+
+    /// The vision projector GGUF that goes with --model.
+    #[arg(long, value_name = "GGUF", requires = "model")]
+    pub mmproj: Option<PathBuf>,
+
+    /// The llama-server binary (else env LLAMA_SERVER, else PATH).
+    #[arg(long, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+
+    /// Context size (-c) for the server.
+    #[arg(long)]
+    pub ctx_size: Option<u32>,
+
+    /// Layers on the GPU (-ngl), e.g. 99 or all.
+    #[arg(long)]
+    pub gpu_layers: Option<String>,
+
+    /// Extra llama-server argument (repeatable), e.g. --server-arg=--flash-attn.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+
+    /// Append the server's output to this file.
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
+
+    /// Give up a load after the server printed nothing for this long.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub load_timeout: std::time::Duration,
+
+    /// Stop the server after this long without work (it starts again when work comes).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_unload: std::time::Duration,
+
+    /// The GPU (index) the server runs on (CUDA_VISIBLE_DEVICES).
+    #[arg(long, default_value_t = 0)]
+    pub gpu: u32,
+
+    /// Free VRAM needed before each server start.
+    #[arg(long, default_value_t = 6144)]
+    pub vram_min_mib: u64,
+
+    /// How long to wait for that much VRAM before failing.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub vram_wait: std::time::Duration,
+
+    /// VRAM check through NVML: `auto` runs on CPU without an NVIDIA driver,
+    /// `required` fails without one.
+    #[arg(long, value_enum, default_value_t = VramCheck::Auto)]
+    pub vram_check: VramCheck,
+
+    /// Server crashes tolerated within --crash-window before the worker stops.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub crash_budget: u32,
+
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub crash_window: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct GpuArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

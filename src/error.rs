@@ -74,6 +74,34 @@ pub enum Error {
         program: String,
         source: std::io::Error,
     },
+    /// llama-server could not be started or made ready (not retried).
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    /// llama-server kept crashing.
+    #[error(
+        "llama-server crashed {crashes} times within {window_s} s; giving up (its in-flight frames went back to the queue). Its last lines:\n{lines}"
+    )]
+    CrashBudget {
+        crashes: usize,
+        window_s: u64,
+        lines: String,
+    },
+    /// `--vram-check required` on a machine without an NVIDIA driver.
+    #[error(
+        "--vram-check required, but {0}; install the NVIDIA driver, or use --vram-check auto to run on CPU"
+    )]
+    NoGpu(String),
+    /// Not enough free VRAM within --vram-wait.
+    #[error(
+        "GPU {index} has {free_mib} MiB free, {need_mib} MiB needed (--vram-min-mib), after waiting {waited_s} s; memory is held by: {holders}"
+    )]
+    VramShort {
+        index: u32,
+        free_mib: u64,
+        need_mib: u64,
+        waited_s: u64,
+        holders: String,
+    },
     /// A database error without a more specific meaning.
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),

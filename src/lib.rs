@@ -9,10 +9,13 @@
 pub mod app;
 pub mod cli;
 pub mod db;
+pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod ingest;
 pub mod process;
 pub mod scene;
+pub mod server;
 pub mod vision;
 pub mod worker;
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded};
 use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{Db, now_ms};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::vision::{self, DescribeError, Described, PROMPT_VERSION, VisionClient};
 
@@ -72,6 +73,8 @@ pub struct WorkerConfig {
     /// Pause after a crash, timeout or 5xx; doubles up to `max_backoff`.
     pub transient_backoff: Duration,
     pub max_backoff: Duration,
+    /// Stop a supervised server after this long without work.
+    pub idle_unload: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +91,7 @@ impl Default for WorkerConfig {
             retry_backoff: Duration::from_secs(1),
             transient_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            idle_unload: Duration::from_secs(300),
         }
     }
 }
@@ -123,7 +127,7 @@ enum LeaseEnd {
 pub async fn run(
     db: &Db,
     cfg: &WorkerConfig,
-    describer: Arc<dyn Describer>,
+    mut engine: Box<dyn Engine>,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary> {
     let pool = db.pool();
@@ -140,7 +144,9 @@ pub async fn run(
             let Some(epoch) = acquire_lease(db, cfg, &me, &shutdown).await? else { return Ok(()) };
             jobs::set_worker_state(pool, &me.id, "running", now_ms(), false).await?;
             let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
-            let end = work_under_lease(db, cfg, &fence, &describer, &shutdown, &mut summary).await;
+            let end = work_under_lease(db, cfg, &fence, engine.as_mut(), &shutdown, &mut summary).await;
+            // The server never runs without the lease: stop it before the lease goes.
+            engine.release(db, Some(&fence)).await;
             let end = match end {
                 Ok(end) => end,
                 Err(e) => {
@@ -151,13 +157,11 @@ pub async fn run(
             match end {
                 LeaseEnd::LeaseLost => {
                     tracing::error!("lost the GPU lease (paused or presumed dead); in-flight results dropped, waiting for the lease again");
-                    continue;
                 }
                 LeaseEnd::Yield => {
                     lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
                     tracing::info!("yielded the GPU lease to a gpu-lock command");
                     jobs::set_worker_state(pool, &me.id, "yielded", now_ms(), false).await?;
-                    continue;
                 }
                 LeaseEnd::Shutdown | LeaseEnd::Empty => {
                     lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
@@ -174,7 +178,8 @@ pub async fn run(
     result.map(|()| summary)
 }
 
-/// Waits for the GPU lease; `None` on shutdown.
+/// Waits for the GPU lease; `None` on shutdown. Reaps a dead holder's
+/// orphaned llama-server.
 async fn acquire_lease(
     db: &Db,
     cfg: &WorkerConfig,
@@ -189,12 +194,15 @@ async fn acquire_lease(
                 epoch,
                 recovered,
                 took_over_from,
-                ..
+                orphan_server,
             } => {
                 if let Some(dead) = took_over_from {
                     tracing::warn!(
                         "took over the GPU lease of {dead}, which is gone; requeued its {recovered} running job(s)"
                     );
+                }
+                if let Some(o) = orphan_server {
+                    crate::server::reap_orphan(o.pid, o.started_at, o.cmdline.as_deref());
                 }
                 tracing::info!(gpu = %cfg.gpu, epoch, "holding the GPU lease");
                 return Ok(Some(epoch));
@@ -240,26 +248,103 @@ async fn acquire_lease(
     }
 }
 
-type InFlight = JoinSet<(Finished, Option<String>)>;
+/// One finished request: its record, a reason to stop the worker, and
+/// `Some(timed_out)` when the server may be at fault.
+struct JobResult {
+    finished: Finished,
+    fatal: Option<String>,
+    server_trouble: Option<bool>,
+}
+
+/// Requests in flight, and the job each task works on.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<JobResult>,
+    jobs: HashMap<tokio::task::Id, ClaimedJob>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn start(&mut self, describer: Arc<dyn Describer>, job: ClaimedJob, cfg: &WorkerConfig) {
+        let handle = self
+            .tasks
+            .spawn(describe_job(describer, job.clone(), cfg.clone()));
+        self.jobs.insert(handle.id(), job);
+    }
+
+    /// Aborts every request; their jobs go back to the queue untouched.
+    async fn abort_all(&mut self) -> Vec<Finished> {
+        self.tasks.shutdown().await;
+        self.jobs.drain().map(|(_, job)| release(job)).collect()
+    }
+
+    /// The result of a joined task, or a release if it was aborted.
+    fn settle(
+        &mut self,
+        joined: Result<(tokio::task::Id, JobResult), tokio::task::JoinError>,
+    ) -> Option<JobResult> {
+        match joined {
+            Ok((id, r)) => {
+                self.jobs.remove(&id);
+                Some(r)
+            }
+            Err(e) => self.jobs.remove(&e.id()).map(|job| JobResult {
+                finished: release(job),
+                fatal: None,
+                server_trouble: None,
+            }),
+        }
+    }
+}
 
 async fn work_under_lease(
     db: &Db,
     cfg: &WorkerConfig,
     fence: &Fence,
-    describer: &Arc<dyn Describer>,
+    engine: &mut dyn Engine,
     shutdown: &CancellationToken,
     summary: &mut WorkerSummary,
 ) -> Result<LeaseEnd> {
+    let mut in_flight = InFlight::default();
+    let result = lease_loop(db, cfg, fence, engine, shutdown, summary, &mut in_flight).await;
+    if result.is_err() && !in_flight.is_empty() {
+        // Whatever stopped us, frames in flight go back to the queue.
+        let released = in_flight.abort_all().await;
+        let ttl = cfg.lease_ttl.as_millis() as i64;
+        if let Ok((rec, _)) =
+            jobs::record_and_claim(db.pool(), fence, &released, 0, None, now_ms(), ttl).await
+        {
+            summary.add(rec);
+        }
+    }
+    result
+}
+
+async fn lease_loop(
+    db: &Db,
+    cfg: &WorkerConfig,
+    fence: &Fence,
+    engine: &mut dyn Engine,
+    shutdown: &CancellationToken,
+    summary: &mut WorkerSummary,
+    in_flight: &mut InFlight,
+) -> Result<LeaseEnd> {
     let pool = db.pool();
     let ttl = cfg.lease_ttl.as_millis() as i64;
-    let mut in_flight: InFlight = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, ClaimedJob> = HashMap::new();
     let mut finished: Vec<Finished> = Vec::new();
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + cfg.lease_ttl / 3, cfg.lease_ttl / 3);
     let mut yielding = false;
     let mut paused_until: Option<Instant> = None;
     let mut backoff = cfg.transient_backoff;
+    let mut idle_since: Option<Instant> = None;
     let mut watch = DataVersion::new(db).await?;
     loop {
         let paused = paused_until.is_some_and(|t| t > Instant::now());
@@ -268,23 +353,30 @@ async fn work_under_lease(
         } else {
             cfg.parallel.saturating_sub(in_flight.len())
         };
-        if !finished.is_empty() || room > 0 {
-            let (rec, claimed) = jobs::record_and_claim(
-                pool,
-                fence,
-                &finished,
-                room as i64,
-                cfg.film,
-                now_ms(),
-                ttl,
-            )
-            .await?;
+        // Start (or restart) the server only when there is work for it.
+        let wants_work = room > 0
+            && (engine.is_running() || jobs::has_claimable(pool, cfg.film, now_ms()).await?);
+        let describer = if wants_work {
+            Some(engine.ready(db, fence).await?)
+        } else {
+            None
+        };
+        if !finished.is_empty() || describer.is_some() {
+            let claim = if describer.is_some() { room as i64 } else { 0 };
+            let (rec, claimed) =
+                jobs::record_and_claim(pool, fence, &finished, claim, cfg.film, now_ms(), ttl)
+                    .await?;
             finished.clear();
             summary.add(rec);
+            if !claimed.is_empty() {
+                idle_since = None;
+            }
             for job in claimed {
-                let handle =
-                    in_flight.spawn(describe_job(describer.clone(), job.clone(), cfg.clone()));
-                running.insert(handle.id(), job);
+                in_flight.start(
+                    describer.clone().expect("claims only with a describer"),
+                    job,
+                    cfg,
+                );
             }
         }
         if in_flight.is_empty() {
@@ -294,11 +386,19 @@ async fn work_under_lease(
             if cfg.until_empty && !paused && !jobs::has_open_work(pool, cfg.film).await? {
                 return Ok(LeaseEnd::Empty);
             }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if engine.supervises() && engine.is_running() && since.elapsed() >= cfg.idle_unload {
+                tracing::info!(
+                    "no work for {:.0} s: stopping llama-server (--idle-unload)",
+                    cfg.idle_unload.as_secs_f64()
+                );
+                engine.release(db, Some(fence)).await;
+            }
         }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                drain(&mut in_flight, &mut running, &mut finished, cfg.grace).await;
+                finished.extend(drain(in_flight, cfg.grace).await);
                 let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
                 summary.add(rec);
                 return Ok(LeaseEnd::Shutdown);
@@ -306,7 +406,7 @@ async fn work_under_lease(
             _ = heartbeat.tick() => {
                 let renewal = lease::renew(pool, &fence.gpu, &fence.owner, fence.epoch, ttl, now_ms()).await?;
                 if !renewal.held {
-                    in_flight.shutdown().await;
+                    in_flight.abort_all().await;
                     return Ok(LeaseEnd::LeaseLost);
                 }
                 if renewal.waiters > 0 && !yielding {
@@ -314,39 +414,31 @@ async fn work_under_lease(
                     yielding = true;
                 }
             }
-            Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+            Some(joined) = in_flight.tasks.join_next_with_id(), if !in_flight.is_empty() => {
                 let mut next = Some(joined);
                 while let Some(joined) = next {
-                    let (id, result) = match joined {
-                        Ok((id, r)) => (id, Some(r)),
-                        Err(e) => (e.id(), None),
-                    };
-                    let job = running.remove(&id);
-                    match (result, job) {
-                        (Some((f, fatal)), _) => {
-                            match &f.outcome {
-                                Outcome::Requeue { .. } => {
-                                    tracing::warn!("pausing claims for {:.1} s after a server failure", backoff.as_secs_f64());
-                                    paused_until = Some(Instant::now() + backoff);
-                                    backoff = (backoff * 2).min(cfg.max_backoff);
-                                }
-                                Outcome::Done { .. } => backoff = cfg.transient_backoff,
-                                _ => {}
-                            }
-                            finished.push(f);
-                            if let Some(message) = fatal {
-                                in_flight.shutdown().await;
-                                let released = running.drain().map(|(_, job)| release(job));
-                                finished.extend(released);
-                                let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
-                                summary.add(rec);
-                                return Err(Error::ServerRefused(message));
-                            }
+                    if let Some(r) = in_flight.settle(joined) {
+                        if let Some(timed_out) = r.server_trouble {
+                            engine.server_failed(timed_out).await;
                         }
-                        (None, Some(job)) => finished.push(release(job)),
-                        (None, None) => {}
+                        match &r.finished.outcome {
+                            Outcome::Requeue { .. } => {
+                                tracing::warn!("pausing claims for {:.1} s after a server failure", backoff.as_secs_f64());
+                                paused_until = Some(Instant::now() + backoff);
+                                backoff = (backoff * 2).min(cfg.max_backoff);
+                            }
+                            Outcome::Done { .. } => backoff = cfg.transient_backoff,
+                            _ => {}
+                        }
+                        finished.push(r.finished);
+                        if let Some(message) = r.fatal {
+                            finished.extend(in_flight.abort_all().await);
+                            let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
+                            summary.add(rec);
+                            return Err(Error::ServerRefused(message));
+                        }
                     }
-                    next = in_flight.try_join_next_with_id();
+                    next = in_flight.tasks.try_join_next_with_id();
                 }
             }
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
@@ -373,12 +465,8 @@ fn release(job: ClaimedJob) -> Finished {
 }
 
 /// Lets in-flight frames finish within `grace`; the rest go back to the queue.
-async fn drain(
-    in_flight: &mut InFlight,
-    running: &mut HashMap<tokio::task::Id, ClaimedJob>,
-    finished: &mut Vec<Finished>,
-    grace: Duration,
-) {
+async fn drain(in_flight: &mut InFlight, grace: Duration) -> Vec<Finished> {
+    let mut out = Vec::new();
     if !in_flight.is_empty() {
         tracing::info!(
             "shutting down: waiting up to {:.0} s for {} frame(s) in flight",
@@ -389,30 +477,35 @@ async fn drain(
     let deadline = Instant::now() + grace;
     while !in_flight.is_empty() {
         tokio::select! {
-            joined = in_flight.join_next_with_id() => match joined {
-                Some(Ok((id, (f, _)))) => { running.remove(&id); finished.push(f); }
-                Some(Err(e)) => { if let Some(job) = running.remove(&e.id()) { finished.push(release(job)); } }
+            joined = in_flight.tasks.join_next_with_id() => match joined {
+                Some(joined) => out.extend(in_flight.settle(joined).map(|r| r.finished)),
                 None => break,
             },
             _ = sleep_until(deadline) => {
                 tracing::warn!("grace period over: {} frame(s) go back to the queue", in_flight.len());
-                in_flight.shutdown().await;
                 break;
             }
         }
     }
-    finished.extend(running.drain().map(|(_, job)| release(job)));
+    out.extend(in_flight.abort_all().await);
+    out
 }
 
 async fn describe_job(
     describer: Arc<dyn Describer>,
     job: ClaimedJob,
     cfg: WorkerConfig,
-) -> (Finished, Option<String>) {
+) -> JobResult {
     let started_at = now_ms();
     let result = describer.describe(&job.path).await;
     let finished_at = now_ms();
     let mut fatal = None;
+    let server_trouble = match &result {
+        Err(DescribeError::Transient { reached, reason }) => {
+            Some(*reached && reason.starts_with("no answer within"))
+        }
+        _ => None,
+    };
     let outcome = match result {
         Ok(d) => Outcome::Done {
             description: d.description,
@@ -454,15 +547,16 @@ async fn describe_job(
             }
         }
     };
-    (
-        Finished {
+    JobResult {
+        finished: Finished {
             job,
             outcome,
             started_at,
             finished_at,
         },
         fatal,
-    )
+        server_trouble,
+    }
 }
 
 /// Notices commits by other processes without querying the jobs table:

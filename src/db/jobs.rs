@@ -438,6 +438,25 @@ pub async fn has_open_work(pool: &SqlitePool, film: Option<i64>) -> Result<bool>
     })
 }
 
+/// Whether a job in scope can be claimed now.
+pub async fn has_claimable(pool: &SqlitePool, film: Option<i64>, now: i64) -> Result<bool> {
+    Ok(match film {
+        None => sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?) AS "open!: bool""#,
+            now
+        )
+        .fetch_one(pool)
+        .await?,
+        Some(film) => sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ? AND state = 'queued' AND run_after <= ?) AS "open!: bool""#,
+            film,
+            now
+        )
+        .fetch_one(pool)
+        .await?,
+    })
+}
+
 /// When the next delayed (backing-off) job in scope becomes claimable.
 pub async fn next_run_after(pool: &SqlitePool, film: Option<i64>, now: i64) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar!(

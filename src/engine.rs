@@ -1,0 +1,295 @@
+//! What the worker describes frames with, and its lifecycle around the GPU
+//! lease: [`Attached`] to a server someone else runs, or [`Supervised`], a
+//! llama-server the worker starts, keeps warm, restarts after a crash and
+//! stops whenever it gives up the lease (the server never runs without it).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::db::Db;
+use crate::db::jobs::{self, Fence};
+use crate::db::lease::{self, OrphanServer};
+use crate::error::{Error, Result};
+use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
+use crate::server::{LlamaServer, ServerConfig};
+use crate::vision::VisionClient;
+use crate::worker::{Describer, HttpDescriber};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The worker's model backend.
+pub trait Engine: Send {
+    /// A describer ready for frames; starts (or restarts) the server if needed.
+    fn ready<'a>(
+        &'a mut self,
+        db: &'a Db,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>>;
+    /// A request failed the server's way (crash, hang): `timed_out` when it
+    /// never answered. A supervised server that hangs is restarted.
+    fn server_failed<'a>(&'a mut self, timed_out: bool) -> BoxFuture<'a, ()>;
+    /// Frees the GPU: stops a supervised server.
+    fn release<'a>(&'a mut self, db: &'a Db, fence: Option<&'a Fence>) -> BoxFuture<'a, ()>;
+    /// Whether a server is running now (always, for one someone else runs).
+    fn is_running(&self) -> bool;
+    /// Whether this engine starts and stops its server.
+    fn supervises(&self) -> bool {
+        false
+    }
+}
+
+/// A server someone else runs.
+pub struct Attached(pub Arc<dyn Describer>);
+
+impl Engine for Attached {
+    fn ready<'a>(
+        &'a mut self,
+        _: &'a Db,
+        _: &'a Fence,
+    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+    fn server_failed<'a>(&'a mut self, _: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn release<'a>(&'a mut self, _: &'a Db, _: Option<&'a Fence>) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn is_running(&self) -> bool {
+        true
+    }
+}
+
+/// Settings of a supervised server beyond its command line.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub server: ServerConfig,
+    pub model_name: String,
+    pub max_tokens: u32,
+    pub request_timeout: Duration,
+    pub vram_check: VramCheck,
+    pub vram_min_mib: u64,
+    pub vram_wait: Duration,
+    pub crash_budget: usize,
+    pub crash_window: Duration,
+}
+
+/// A llama-server this worker runs.
+pub struct Supervised {
+    cfg: SupervisorConfig,
+    probe: Arc<dyn VramProbe>,
+    server: Option<LlamaServer>,
+    describer: Option<Arc<dyn Describer>>,
+    crashes: VecDeque<Instant>,
+    restart_backoff: Duration,
+    started_once: bool,
+    told_cpu: bool,
+}
+
+impl Supervised {
+    pub fn new(cfg: SupervisorConfig, probe: Arc<dyn VramProbe>) -> Supervised {
+        Supervised {
+            cfg,
+            probe,
+            server: None,
+            describer: None,
+            crashes: VecDeque::new(),
+            restart_backoff: Duration::from_secs(1),
+            started_once: false,
+            told_cpu: false,
+        }
+    }
+
+    async fn note_crash(&mut self, lines: String) -> Result<()> {
+        let now = Instant::now();
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.cfg.crash_window)
+        {
+            self.crashes.pop_front();
+        }
+        if self.crashes.len() >= self.cfg.crash_budget {
+            return Err(Error::CrashBudget {
+                crashes: self.crashes.len(),
+                window_s: self.cfg.crash_window.as_secs(),
+                lines,
+            });
+        }
+        tracing::warn!(
+            "restarting llama-server in {:.0} s",
+            self.restart_backoff.as_secs_f64()
+        );
+        tokio::time::sleep(self.restart_backoff).await;
+        self.restart_backoff = (self.restart_backoff * 2).min(Duration::from_secs(60));
+        Ok(())
+    }
+
+    async fn preflight(&mut self) -> Result<()> {
+        if self.cfg.vram_check == VramCheck::Off {
+            return Ok(());
+        }
+        let index = self.cfg.server.gpu_index.unwrap_or(0);
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.probe.probe(index) {
+                Err(e @ (ProbeError::NoDriver(_) | ProbeError::Failed(_))) => {
+                    if self.cfg.vram_check == VramCheck::Required {
+                        return Err(Error::NoGpu(e.to_string()));
+                    }
+                    if !self.told_cpu {
+                        tracing::warn!("{e}; llama-server runs on CPU (--vram-check auto)");
+                        self.told_cpu = true;
+                    }
+                    return Ok(());
+                }
+                Ok(mem) if mem.free_mib >= self.cfg.vram_min_mib => {
+                    tracing::info!(gpu = %mem.uuid, free_mib = mem.free_mib, need_mib = self.cfg.vram_min_mib, "VRAM check passed");
+                    return Ok(());
+                }
+                Ok(mem) => {
+                    if started.elapsed() >= self.cfg.vram_wait {
+                        return Err(Error::VramShort {
+                            index,
+                            free_mib: mem.free_mib,
+                            need_mib: self.cfg.vram_min_mib,
+                            waited_s: started.elapsed().as_secs(),
+                            holders: gpu::describe_holders(&mem),
+                        });
+                    }
+                    tracing::warn!(
+                        "GPU {index}: {} MiB free, {} MiB needed; waiting",
+                        mem.free_mib,
+                        self.cfg.vram_min_mib
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(15));
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, db: &Db, fence: &Fence) -> Result<()> {
+        self.preflight().await?;
+        let mut server = LlamaServer::spawn(&self.cfg.server)?;
+        let record = OrphanServer {
+            pid: server.pid,
+            started_at: crate::process::start_ticks(server.pid),
+            cmdline: Some(server.cmdline.clone()),
+        };
+        if !lease::set_server(
+            db.pool(),
+            &fence.gpu,
+            &fence.owner,
+            fence.epoch,
+            Some(&record),
+        )
+        .await?
+        {
+            server.stop().await;
+            return Err(Error::Sqlx(sqlx::Error::Protocol(
+                "the GPU lease was lost while starting llama-server".into(),
+            )));
+        }
+        if let Err(e) = server
+            .wait_until_healthy(self.cfg.server.load_timeout)
+            .await
+        {
+            server.stop().await;
+            lease::set_server(db.pool(), &fence.gpu, &fence.owner, fence.epoch, None)
+                .await
+                .ok();
+            return Err(e.into());
+        }
+        jobs::count_server_start(db.pool(), &fence.owner, self.started_once).await?;
+        self.started_once = true;
+        let client = VisionClient::new(
+            &server.base_url(),
+            Some(server.api_key.clone()),
+            self.cfg.max_tokens,
+            self.cfg.request_timeout,
+        );
+        self.describer = Some(Arc::new(HttpDescriber {
+            client,
+            model: self.cfg.model_name.clone(),
+        }));
+        self.server = Some(server);
+        Ok(())
+    }
+}
+
+impl Engine for Supervised {
+    fn ready<'a>(
+        &'a mut self,
+        db: &'a Db,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>> {
+        Box::pin(async move {
+            if let Some(server) = &mut self.server
+                && let Some(status) = server.exited()
+            {
+                tracing::error!(
+                    pid = server.pid,
+                    "llama-server died ({status}); its last lines:\n{}",
+                    server.last_lines()
+                );
+                let lines = server.last_lines();
+                self.server = None;
+                self.describer = None;
+                self.note_crash(lines).await?;
+            }
+            if self.server.is_none() {
+                self.start(db, fence).await?;
+            } else if self.crashes.is_empty() {
+                self.restart_backoff = Duration::from_secs(1);
+            }
+            Ok(self
+                .describer
+                .clone()
+                .expect("describer of a running server"))
+        })
+    }
+
+    fn server_failed<'a>(&'a mut self, timed_out: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(server) = &mut self.server else {
+                return;
+            };
+            if timed_out && server.exited().is_none() {
+                tracing::error!(
+                    pid = server.pid,
+                    "llama-server is alive but does not answer within the request deadline; restarting it"
+                );
+                server.stop().await;
+                // Now it has exited: ready() counts the crash and restarts it.
+            }
+        })
+    }
+
+    fn release<'a>(&'a mut self, db: &'a Db, fence: Option<&'a Fence>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(mut server) = self.server.take() {
+                server.stop().await;
+                if let Some(f) = fence {
+                    lease::set_server(db.pool(), &f.gpu, &f.owner, f.epoch, None)
+                        .await
+                        .ok();
+                }
+            }
+            self.describer = None;
+        })
+    }
+
+    fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    fn supervises(&self) -> bool {
+        true
+    }
+}
