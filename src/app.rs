@@ -33,7 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => show_status(&db, args).await.map(|()| 0),
         Command::Retry(args) => retry(&db, args).await.map(|()| 0),
         Command::Cancel(args) => cancel(&db, args).await.map(|()| 0),
-        Command::Worker(args) => run_worker(&db, args).await.map(|()| 0),
+        Command::Worker(args) => run_worker(&db, *args).await.map(|()| 0),
         Command::GpuLock(args) => gpu_lock(&db, args).await,
         Command::Gpu(args) => show_gpus(&db, args).await.map(|()| 0),
     };

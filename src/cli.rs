@@ -61,7 +61,7 @@ or unreadable are listed and skipped; the exit code is then 1.")]
 One worker per GPU: a second worker for the same --gpu-name waits for the
 lease (or exits with --no-wait). SIGINT/SIGTERM: stop claiming, finish the
 frames in flight within --grace, put the rest back, release the lease, exit 0.")]
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
     Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).

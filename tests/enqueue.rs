@@ -233,7 +233,7 @@ async fn a_malformed_manifest_changes_nothing() {
         ),
         (
             "nopath.csv",
-            "file,pts_ms\nb/frame_1.jpg,3\n",
+            "pts_ms,frame_index\n3,1\n",
             "missing field `path`",
         ),
         (

@@ -4,6 +4,7 @@ mod util;
 
 mod database;
 mod enqueue;
+mod server;
 mod status;
 mod worker;
 mod worker_processes;

@@ -47,7 +47,14 @@ fn main() {
             .split(',')
             .map(str::to_string)
             .collect(),
-        api_key: get("--api-key"),
+        api_key: get("--api-key").or_else(|| {
+            get("--api-key-file").map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("--api-key-file")
+                    .trim()
+                    .to_string()
+            })
+        }),
         delay: Duration::from_millis(
             get("--delay-ms").map_or(0, |d| d.parse().expect("--delay-ms")),
         ),
@@ -155,8 +162,10 @@ async fn respond(
             .append(true)
             .open(path)
             .unwrap();
-        f.write_all(body).unwrap();
-        f.write_all(b"\n").unwrap();
+        // One write per line: concurrent requests append whole lines.
+        let mut line = body.to_vec();
+        line.push(b'\n');
+        f.write_all(&line).unwrap();
     }
     let n = cfg.count.fetch_add(1, Ordering::SeqCst);
     let mode = cfg

@@ -236,3 +236,93 @@ pub fn wait_for(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CINECUT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/cinecut")
+        })
+}
+
+/// The llama-server that scripts/setup.sh installed (or LLAMA_SERVER).
+pub fn llama_server() -> PathBuf {
+    let from_env = std::env::var_os("LLAMA_SERVER").map(PathBuf::from);
+    let from_setup = std::fs::read_to_string(cache_dir().join("env.sh"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("export LLAMA_SERVER=")
+                    .map(|v| PathBuf::from(v.trim_matches('"')))
+            })
+        });
+    let path = from_env.or(from_setup).unwrap_or_default();
+    assert!(
+        path.is_file(),
+        "llama-server not found ({}); install it with `bash scripts/setup.sh` (or set LLAMA_SERVER)",
+        path.display()
+    );
+    path
+}
+
+/// The tiny test model pair: (text model, mmproj, mismatched mmproj),
+/// generated once into the cache by tests/gen_tiny_model.py.
+pub fn tiny_model() -> (PathBuf, PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gen_tiny_model.py");
+    let text = std::fs::read(&script).unwrap();
+    let digest = text.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let dir = cache_dir().join(format!("tiny-model-{digest:016x}"));
+    let files = [
+        "tiny-text.gguf",
+        "tiny-mmproj.gguf",
+        "tiny-mmproj-mismatch.gguf",
+    ]
+    .map(|f| dir.join(f));
+    if !files.iter().all(|f| f.is_file()) {
+        let python = cache_dir().join("venv/bin/python");
+        assert!(
+            python.is_file(),
+            "the test model needs Python with gguf and numpy; run `bash scripts/setup.sh`"
+        );
+        let tmp = cache_dir().join(format!(
+            "tiny-model-tmp-{}-{}",
+            std::process::id(),
+            uuid_like()
+        ));
+        let status = Command::new(&python)
+            .arg(&script)
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tests/gen_tiny_model.py failed");
+        // Another test process may have won the race; either copy is the same.
+        if std::fs::rename(&tmp, &dir).is_err() {
+            std::fs::remove_dir_all(&tmp).ok();
+        }
+    }
+    let [a, b, c] = files;
+    (a, b, c)
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_with(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(false);
+        if cmd.contains(needle) && !zombie && pid as u32 != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}

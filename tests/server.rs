@@ -1,0 +1,408 @@
+//! The worker runs llama-server itself: the real server with the tiny
+//! generated model for the end-to-end path, crashes and orphans; the fake
+//! server for faults the real one cannot show on demand.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{
+    Env, FAKE, assert_exit, llama_server, pids_with, signal, stderr, tiny_model, wait_for,
+};
+
+/// `cinecut worker --model … --mmproj …` on the real server; `alias` tags
+/// the server's command line so the test can find it.
+fn real_worker(env: &Env, alias: &str, log: &str, extra: &[&str]) -> Command {
+    let (model, mmproj, _) = tiny_model();
+    let mut c = env.cmd(["worker"]);
+    c.arg("--model").arg(model).arg("--mmproj").arg(mmproj);
+    c.arg("--server-bin").arg(llama_server());
+    c.arg("--server-arg=--alias")
+        .arg(format!("--server-arg={alias}"));
+    c.args(extra);
+    c.stdout(std::process::Stdio::null());
+    c.stderr(std::fs::File::create(env.path().join(log)).unwrap());
+    c
+}
+
+/// The llama-server processes started with `--alias alias` (not the worker,
+/// whose command line holds `--server-arg=alias`).
+fn server_pids(alias: &str) -> Vec<i32> {
+    pids_with(&format!("--alias {alias}"))
+}
+
+fn unique(tag: &str) -> String {
+    format!(
+        "cinecut-test-{tag}-{}-{}",
+        std::process::id(),
+        cinecut::db::now_ms()
+    )
+}
+
+#[tokio::test]
+async fn twenty_frames_through_the_real_server_started_once() {
+    let env = Env::new();
+    env.enqueue_images("real", 20, &[]);
+    let alias = unique("e2e");
+    let server_log = env.path().join("server.log");
+    let mut c = real_worker(&env, &alias, "w.log", &["--until-empty", "--parallel", "2"]);
+    c.arg("--server-log").arg(&server_log);
+    let status = c.status().unwrap();
+    assert!(status.success(), "{}", env.log("w.log"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM descriptions").await,
+        20,
+        "{}",
+        env.log("w.log")
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        20
+    );
+    assert_eq!(
+        env.count("SELECT server_starts FROM workers").await,
+        1,
+        "started once, not per batch"
+    );
+    assert_eq!(env.count("SELECT server_restarts FROM workers").await, 0);
+    assert!(
+        server_pids(&alias).is_empty(),
+        "llama-server stopped at exit"
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL OR server_pid IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    let log = env.log("w.log");
+    assert!(
+        log.contains("no NVIDIA driver") && log.contains("runs on CPU"),
+        "{log}"
+    );
+    let server_out = std::fs::read_to_string(&server_log).unwrap();
+    assert!(
+        server_out.contains("listening on http://127.0.0.1:"),
+        "server log kept: {server_out}"
+    );
+    // The per-run key is in neither the command line nor any log.
+    assert!(!log.contains("api-key ") && !server_out.contains("--api-key "));
+    let models = env.strings("SELECT DISTINCT model FROM descriptions").await;
+    assert_eq!(models, vec!["tiny-text.gguf".to_string()]);
+}
+
+#[tokio::test]
+async fn a_server_killed_three_times_is_restarted_and_nothing_is_lost() {
+    let env = Env::new();
+    env.enqueue_images("crash", 400, &[]);
+    let alias = unique("crash");
+    let mut w = real_worker(
+        &env,
+        &alias,
+        "w.log",
+        &[
+            "--until-empty",
+            "--parallel",
+            "2",
+            "--request-timeout",
+            "20s",
+            "--poison-after",
+            "4",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut killed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while killed.len() < 3 {
+        assert!(Instant::now() < deadline, "{}", env.log("w.log"));
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "worker ended before 3 kills: {}",
+            env.log("w.log")
+        );
+        let pids: Vec<i32> = server_pids(&alias)
+            .into_iter()
+            .filter(|p| !killed.contains(p))
+            .collect();
+        if let Some(pid) = pids.first() {
+            std::thread::sleep(Duration::from_millis(150));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
+            killed.push(*pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = wait_for(&mut w, Duration::from_secs(90));
+    assert!(status.success(), "{}", env.log("w.log"));
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 400);
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state != 'done'")
+            .await,
+        0
+    );
+    assert_eq!(env.count("SELECT server_restarts FROM workers").await, 3);
+    assert!(server_pids(&alias).is_empty());
+    let o = env.run(["status"]);
+    assert!(
+        crate::util::stdout(&o).contains("restarts 3"),
+        "{}",
+        crate::util::stdout(&o)
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_leaves_no_server_behind() {
+    let env = Env::new();
+    env.enqueue_images("orphan", 200, &[]);
+    let alias = unique("orphan");
+    let mut w = real_worker(&env, &alias, "w1.log", &["--parallel", "2"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.count("SELECT count(*) FROM descriptions").await < 5 {
+        assert!(Instant::now() < deadline, "{}", env.log("w1.log"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&w, Signal::SIGKILL);
+    w.wait().unwrap();
+    let o = real_worker(
+        &env,
+        &alias,
+        "w2.log",
+        &["--until-empty", "--parallel", "2"],
+    )
+    .status()
+    .unwrap();
+    assert!(o.success(), "{}", env.log("w2.log"));
+    assert!(
+        server_pids(&alias).is_empty(),
+        "no llama-server left running"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 200);
+    assert!(
+        env.log("w2.log").contains("took over the GPU lease"),
+        "{}",
+        env.log("w2.log")
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_stop_the_worker_at_once_with_the_servers_lines() {
+    let env = Env::new();
+    env.enqueue_images("config", 3, &[]);
+    let (model, _, mismatch) = tiny_model();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--mmproj".into(),
+                mismatch.display().to_string(),
+                "--model".into(),
+                model.display().to_string(),
+            ],
+            "mismatch between text model",
+        ),
+        (
+            vec![
+                "--model".into(),
+                env.path().join("missing.gguf").display().to_string(),
+                "--mmproj".into(),
+                mismatch.display().to_string(),
+            ],
+            "missing.gguf",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.display().to_string(),
+                "--mmproj".into(),
+                mismatch.display().to_string(),
+                "--server-arg=--no-such-flag".into(),
+            ],
+            "--no-such-flag",
+        ),
+    ];
+    for (args, want) in cases {
+        let started = Instant::now();
+        let mut c = env.cmd(["worker", "--until-empty"]);
+        c.args(&args).arg("--server-bin").arg(llama_server());
+        let o = c.output().unwrap();
+        assert_exit(&o, 1);
+        let err = stderr(&o);
+        assert!(
+            err.contains("llama-server exited during load") && err.contains(want),
+            "{want}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "no retry loop");
+        assert_eq!(
+            env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+                .await,
+            3,
+            "no job failed"
+        );
+        assert_eq!(
+            env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
+                .await,
+            0
+        );
+    }
+}
+
+fn fake_worker(env: &Env, log: &str, server_args: &[&str], extra: &[&str]) -> Command {
+    let (model, mmproj, _) = tiny_model();
+    let mut c = env.cmd(["worker", "--until-empty", "--server-bin", FAKE]);
+    c.arg("--model").arg(model).arg("--mmproj").arg(mmproj);
+    for a in server_args {
+        c.arg(format!("--server-arg={a}"));
+    }
+    c.args(extra);
+    c.stdout(std::process::Stdio::null());
+    c.stderr(std::fs::File::create(env.path().join(log)).unwrap());
+    c
+}
+
+#[tokio::test]
+async fn a_server_that_never_becomes_healthy_hits_the_load_timeout() {
+    let env = Env::new();
+    env.enqueue_images("slow", 2, &[]);
+    let started = Instant::now();
+    let o = fake_worker(
+        &env,
+        "w.log",
+        &["--loading-ms", "600000"],
+        &["--load-timeout", "1s"],
+    )
+    .status()
+    .unwrap();
+    assert_eq!(o.code(), Some(1));
+    assert!(
+        env.log("w.log")
+            .contains("printed nothing for 1 s while loading"),
+        "{}",
+        env.log("w.log")
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_exits_during_load_is_reported_at_once() {
+    let env = Env::new();
+    env.enqueue_images("exit", 2, &[]);
+    let started = Instant::now();
+    let o = fake_worker(
+        &env,
+        "w.log",
+        &["--exit-during-load"],
+        &["--load-timeout", "60s"],
+    )
+    .status()
+    .unwrap();
+    assert_eq!(o.code(), Some(1));
+    let log = env.log("w.log");
+    assert!(
+        log.contains("exited during load")
+            && log.contains("failed to load model (--exit-during-load)"),
+        "{log}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "noticed from the exit status, not a timeout"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_hangs_after_ready_is_restarted() {
+    let env = Env::new();
+    env.enqueue_images("hang", 1, &[]);
+    let o = fake_worker(
+        &env,
+        "w.log",
+        &["--answers", "hang"],
+        &["--request-timeout", "500ms", "--poison-after", "2"],
+    )
+    .status()
+    .unwrap();
+    assert!(o.success(), "{}", env.log("w.log"));
+    assert!(
+        env.log("w.log")
+            .contains("does not answer within the request deadline; restarting it"),
+        "{}",
+        env.log("w.log")
+    );
+    let errors = env.strings("SELECT last_error FROM jobs").await;
+    assert!(
+        errors[0].starts_with("poison") && errors[0].contains("no answer within"),
+        "{}",
+        errors[0]
+    );
+    assert!(env.count("SELECT server_restarts FROM workers").await >= 1);
+}
+
+#[tokio::test]
+async fn vram_check_required_without_a_driver_is_a_clear_error() {
+    let env = Env::new();
+    env.enqueue_images("vram", 2, &[]);
+    let o = fake_worker(&env, "w.log", &[], &["--vram-check", "required"])
+        .status()
+        .unwrap();
+    assert_eq!(o.code(), Some(1));
+    assert!(
+        env.log("w.log")
+            .contains("--vram-check required, but no NVIDIA driver"),
+        "{}",
+        env.log("w.log")
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        2
+    );
+    // `cinecut gpu` says the same, with exit code 1.
+    let o = env.run(["gpu"]);
+    assert_exit(&o, 1);
+    assert!(crate::util::stdout(&o).contains("no NVIDIA driver"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_and_releases_the_lease() {
+    let env = Env::new();
+    env.enqueue_images("term", 300, &[]);
+    let alias = unique("term");
+    let mut w = real_worker(&env, &alias, "w.log", &["--parallel", "2"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.count("SELECT count(*) FROM descriptions").await < 3 {
+        assert!(Instant::now() < deadline, "{}", env.log("w.log"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server_pids(&alias).len(), 1);
+    let sent = Instant::now();
+    signal(&w, Signal::SIGTERM);
+    let status = wait_for(&mut w, Duration::from_secs(15));
+    assert!(status.success(), "{}", env.log("w.log"));
+    assert!(sent.elapsed() < Duration::from_secs(15));
+    assert!(server_pids(&alias).is_empty(), "server gone");
+    assert_eq!(
+        env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .await,
+        0
+    );
+}
