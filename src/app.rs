@@ -18,7 +18,7 @@ use crate::db::{self, Db, queue, status};
 use crate::engine::{Attached, Engine, Supervised, SupervisorConfig};
 use crate::error::Error;
 use crate::gpu::{Nvml, VramProbe};
-use crate::ingest::{self, EnqueueOptions, frames};
+use crate::ingest::{self, EnqueueOptions, film, frames};
 use crate::server::{self, ServerConfig};
 use crate::vision::VisionClient;
 use crate::worker::{self, HttpDescriber, WorkerConfig};
@@ -274,8 +274,63 @@ async fn enqueue(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
     if args.inputs.is_empty() && args.manifest.is_none() {
         return Err(Error::NoInput.into());
     }
+    let (videos, inputs): (Vec<String>, Vec<String>) = args
+        .inputs
+        .iter()
+        .cloned()
+        .partition(|i| film::looks_like_video(std::path::Path::new(i)));
+    let mut failed_videos = 0;
+    if !videos.is_empty() {
+        let frames_dir = args.frames_dir.clone().unwrap_or_else(|| {
+            let stem = db
+                .path()
+                .file_stem()
+                .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
+            db.path().with_file_name(format!("{stem}-frames"))
+        });
+        let opts = film::FilmOptions {
+            select: args.select,
+            scene_threshold: args.scene_threshold,
+            max_gap_s: args.max_gap,
+            every_s: args.every,
+            max_side: args.max_side,
+            frames_dir,
+            replace: args.replace,
+            title: args.film.clone(),
+            priority: args.priority,
+            max_attempts: args.max_attempts,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        for video in &videos {
+            match film::enqueue_video(db, std::path::Path::new(video), &opts).await {
+                Ok(r) => {
+                    if args.json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!(
+                            "film {:?}: {} new, {} already queued ({:.1} s)",
+                            r.title, r.new, r.already, r.seconds
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    failed_videos += 1;
+                }
+            }
+        }
+        if inputs.is_empty() && args.manifest.is_none() {
+            if failed_videos > 0 {
+                anyhow::bail!(
+                    "{failed_videos} of {} video(s) failed (see above)",
+                    videos.len()
+                );
+            }
+            return Ok(());
+        }
+    }
     let (sources, rejected) =
-        frames::plan_sources(&args.inputs, args.manifest.as_deref(), args.film.as_deref());
+        frames::plan_sources(&inputs, args.manifest.as_deref(), args.film.as_deref());
     let opts = EnqueueOptions {
         strict: args.strict,
         priority: args.priority,
@@ -312,6 +367,12 @@ async fn enqueue(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
             enqueued_anyway: !args.strict,
         }
         .into());
+    }
+    if failed_videos > 0 {
+        anyhow::bail!(
+            "{failed_videos} of {} video(s) failed (see above)",
+            videos.len()
+        );
     }
     if summary.new > 0 {
         tracing::info!(

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::db::Durability;
 use crate::gpu::VramCheck;
+use crate::ingest::film::SelectMode;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -227,7 +228,7 @@ pub struct GpuLockArgs {
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// Image files, folders of images, or glob patterns (quote them).
+    /// Video files, image files, folders of images, or glob patterns (quote them).
     pub inputs: Vec<String>,
 
     /// A manifest of frames: JSON Lines or CSV with `path` and optional
@@ -254,6 +255,35 @@ pub struct EnqueueArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Video frame selection: scene cuts (+ first frame + --max-gap), a fixed
+    /// interval, the stream's key frames, or every frame.
+    #[arg(long, value_enum, default_value_t = SelectMode::Scene)]
+    pub select: SelectMode,
+
+    /// Scene-change score above which a frame starts a new shot (0–1).
+    #[arg(long, default_value_t = 0.3)]
+    pub scene_threshold: f64,
+
+    /// In scene mode, at least one frame every this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_gap: f64,
+
+    /// In interval mode, one frame every this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub every: f64,
+
+    /// Downscale extracted frames so their longest side is at most this.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_side: u32,
+
+    /// Where extracted frames go (default: a folder beside the database).
+    #[arg(long, value_name = "DIR")]
+    pub frames_dir: Option<PathBuf>,
+
+    /// Replace the film of a video file that changed (default: a changed file is a new film).
+    #[arg(long)]
+    pub replace: bool,
 
     /// Frames per write transaction.
     #[arg(long, default_value_t = 20_000, hide = true, value_parser = clap::value_parser!(u32).range(1..))]

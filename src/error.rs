@@ -102,6 +102,9 @@ pub enum Error {
         waited_s: u64,
         holders: String,
     },
+    /// A video could not be turned into frames.
+    #[error("video {path}: {reason}")]
+    Video { path: PathBuf, reason: String },
     /// A database error without a more specific meaning.
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),

@@ -4,6 +4,7 @@ mod util;
 
 mod database;
 mod enqueue;
+mod film;
 mod server;
 mod status;
 mod worker;

@@ -216,3 +216,88 @@ pub async fn cancel_queued(pool: &SqlitePool, film_id: i64) -> Result<u64> {
     tx.commit().await?;
     Ok(n)
 }
+
+/// A film made from a video file, identified by path, size and mtime.
+#[derive(Debug, Clone, Default)]
+pub struct VideoFilm {
+    pub title: String,
+    pub source_path: String,
+    pub source_size: i64,
+    pub source_mtime_ms: i64,
+    pub fps: Option<f64>,
+    pub duration_ms: Option<i64>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub priority: i64,
+}
+
+/// The film already made from this very file (same path, size and mtime).
+pub async fn find_video_film(
+    pool: &SqlitePool,
+    v: &VideoFilm,
+) -> Result<Option<(i64, String, i64)>> {
+    let row = sqlx::query!(
+        r#"SELECT id AS "id!", title, frame_count FROM films
+           WHERE source_path = ? AND source_size = ? AND source_mtime_ms = ?"#,
+        v.source_path,
+        v.source_size,
+        v.source_mtime_ms
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.id, r.title, r.frame_count)))
+}
+
+/// Films made from an earlier version of this file (same path).
+pub async fn films_from_path(pool: &SqlitePool, source_path: &str) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM films WHERE source_path = ?"#,
+        source_path
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Creates the film of a video; a title already taken gets " (2)", " (3)"….
+pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64, String)> {
+    let now = now_ms();
+    let mut tx = begin_immediate(pool).await?;
+    let mut title = v.title.clone();
+    let mut n = 1;
+    while sqlx::query_scalar!(r#"SELECT id AS "id!" FROM films WHERE title = ?"#, title)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some()
+    {
+        n += 1;
+        title = format!("{} ({n})", v.title);
+    }
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO films (title, source_path, source_size, source_mtime_ms, fps, duration_ms, width, height, priority, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id AS "id!""#,
+        title,
+        v.source_path,
+        v.source_size,
+        v.source_mtime_ms,
+        v.fps,
+        v.duration_ms,
+        v.width,
+        v.height,
+        v.priority,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((id, title))
+}
+
+/// Deletes a film with its frames, jobs and descriptions.
+pub async fn delete_film(pool: &SqlitePool, film_id: i64) -> Result<()> {
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!("DELETE FROM films WHERE id = ?", film_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

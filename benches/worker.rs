@@ -1,0 +1,222 @@
+//! Queue throughput of the worker: claim → describe → record, with an
+//! instant in-process describer, next to the ceiling — the same database
+//! calls (`record_and_claim`) in a bare loop with no worker around them —
+//! for synchronous=NORMAL and FULL, in one run. Also the same worker against
+//! the fake llama-server over loopback HTTP, answering at once.
+//!
+//! Run: `cargo bench --bench worker` (JOBS=N, PARALLEL=N to change).
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cinecut::db::jobs::{self, Fence, Finished, Outcome};
+use cinecut::db::lease::{self, Acquire, Holder, Purpose};
+use cinecut::db::{Db, Durability, now_ms};
+use cinecut::engine::Attached;
+use cinecut::ingest::frames::Source;
+use cinecut::ingest::{self, EnqueueOptions};
+use cinecut::scene::SceneDescription;
+use cinecut::vision::{DescribeError, Described, VisionClient};
+use cinecut::worker::{self, Describer, HttpDescriber, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+struct Instant0;
+
+fn answer() -> SceneDescription {
+    SceneDescription {
+        visual_content: "a figure by a window".into(),
+        mood: "tense".into(),
+        action: "someone waits".into(),
+        setting: "a small room at night".into(),
+    }
+}
+
+impl Describer for Instant0 {
+    fn describe<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
+        Box::pin(async {
+            Ok(Described {
+                description: answer(),
+                prompt_tokens: Some(80),
+                completion_tokens: Some(30),
+            })
+        })
+    }
+    fn model(&self) -> &str {
+        "instant"
+    }
+}
+
+async fn fresh_db(dir: &Path, name: &str, frames: &Path, n: usize, durability: Durability) -> Db {
+    let db = Db::open(&dir.join(name), durability).await.unwrap();
+    let paths = (0..n).map(|i| frames.join(format!("f{i}.png"))).collect();
+    let sources = vec![Source::Paths {
+        title: "bench".into(),
+        paths,
+    }];
+    let s = ingest::enqueue(&db, sources, Vec::new(), &EnqueueOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.new as usize, n);
+    db
+}
+
+fn cfg(parallel: usize) -> WorkerConfig {
+    WorkerConfig {
+        parallel,
+        until_empty: true,
+        ..WorkerConfig::default()
+    }
+}
+
+async fn through_worker(db: &Db, parallel: usize, describer: Arc<dyn Describer>) -> f64 {
+    let t = Instant::now();
+    let s = worker::run(
+        db,
+        &cfg(parallel),
+        Box::new(Attached(describer)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    s.done as f64 / secs
+}
+
+async fn ceiling(db: &Db, parallel: usize) -> f64 {
+    let pool = db.pool();
+    let me = Holder::this_process(Purpose::Worker);
+    jobs::register_worker(pool, &me.id, me.pid, &me.host, "gpu0", now_ms())
+        .await
+        .unwrap();
+    let Acquire::Acquired { epoch, .. } = lease::acquire(pool, "gpu0", &me, 30_000, now_ms())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let fence = Fence {
+        gpu: "gpu0".into(),
+        owner: me.id.clone(),
+        epoch,
+    };
+    let t = Instant::now();
+    let mut done = 0u64;
+    let mut finished: Vec<Finished> = Vec::new();
+    loop {
+        let (rec, claimed) = jobs::record_and_claim(
+            pool,
+            &fence,
+            &finished,
+            parallel as i64,
+            None,
+            now_ms(),
+            30_000,
+        )
+        .await
+        .unwrap();
+        done += rec.done;
+        if claimed.is_empty() {
+            break;
+        }
+        let now = now_ms();
+        finished = claimed
+            .into_iter()
+            .map(|job| Finished {
+                job,
+                outcome: Outcome::Done {
+                    description: answer(),
+                    model: "instant".into(),
+                    model_sha256: None,
+                    prompt_version: 1,
+                    prompt_tokens: Some(80),
+                    completion_tokens: Some(30),
+                },
+                started_at: now,
+                finished_at: now,
+            })
+            .collect();
+    }
+    done as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::var("JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let parallel: usize = std::env::var("PARALLEL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for i in 0..n {
+        std::fs::write(frames.join(format!("f{i}.png")), b"").unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        println!("jobs {n}, parallel {parallel}");
+        println!(
+            "{:<10} {:>16} {:>16} {:>7}",
+            "sync", "worker jobs/s", "ceiling jobs/s", "ratio"
+        );
+        for (label, d) in [("NORMAL", Durability::Normal), ("FULL", Durability::Full)] {
+            let db = fresh_db(dir.path(), &format!("w-{label}.db"), &frames, n, d).await;
+            let w = through_worker(&db, parallel, Arc::new(Instant0)).await;
+            db.close().await;
+            let db = fresh_db(dir.path(), &format!("c-{label}.db"), &frames, n, d).await;
+            let c = ceiling(&db, parallel).await;
+            db.close().await;
+            println!("{label:<10} {w:>16.0} {c:>16.0} {:>7.2}", w / c);
+        }
+        // The same worker over loopback HTTP against the fake server (instant answers).
+        let fake = std::process::Command::new(env!("CARGO_BIN_EXE_fake-llama-server"))
+            .args(["--port-file"])
+            .arg(dir.path().join("port"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while !dir.path().join("port").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let port = std::fs::read_to_string(dir.path().join("port")).unwrap();
+        let m = n.min(5000);
+        // Real image files for the HTTP path (the fake hashes the request).
+        let img_dir = dir.path().join("img");
+        std::fs::create_dir(&img_dir).unwrap();
+        let png = image::RgbImage::from_pixel(32, 24, image::Rgb([10, 20, 30]));
+        for i in 0..m {
+            png.save(img_dir.join(format!("f{i}.png"))).unwrap();
+        }
+        let db = fresh_db(dir.path(), "http.db", &img_dir, m, Durability::Normal).await;
+        let client = VisionClient::new(
+            &format!("http://127.0.0.1:{}", port.trim()),
+            None,
+            256,
+            Duration::from_secs(10),
+        );
+        let http = through_worker(
+            &db,
+            parallel.min(16),
+            Arc::new(HttpDescriber {
+                client,
+                model: "fake".into(),
+            }),
+        )
+        .await;
+        println!(
+            "NORMAL, over HTTP to the fake server ({m} jobs, parallel {}): {http:.0} jobs/s",
+            parallel.min(16)
+        );
+        let mut fake = fake;
+        fake.kill().ok();
+        fake.wait().ok();
+    });
+}

@@ -1,0 +1,340 @@
+//! Whole films through ffmpeg: videos generated with lavfi sources, with
+//! cuts at known times.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Env, assert_exit, stderr, stdout};
+
+/// Runs ffmpeg (the tests need it: scripts/setup.sh installs it).
+fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect(
+            "ffmpeg not found: install it with `bash scripts/setup.sh` (Debian package ffmpeg)",
+        );
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// Three 2-second shots of different sources: cuts at 2 s and 4 s.
+fn three_shots(env: &Env, name: &str) -> PathBuf {
+    let out = env.path().join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=320x240:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "smptebars=size=320x240:rate=25:duration=2",
+        "-filter_complex",
+        "[0][1][2]concat=n=3:v=1:a=0",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "25",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+async fn frames_of(env: &Env, title: &str) -> Vec<(i64, i64, i64, i64, String)> {
+    let pool = env.pool().await;
+    let rows = sqlx::query_as(
+        "SELECT fr.frame_index, fr.pts_ms, fr.width, fr.height, fr.path FROM frames fr JOIN films f ON f.id = fr.film_id
+         WHERE f.title = ? ORDER BY fr.frame_index",
+    )
+    .bind(title)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn scene_mode_finds_the_cuts_at_their_times() {
+    let env = Env::new();
+    let video = three_shots(&env, "my fïlm with spaces.mp4");
+    let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"my fïlm with spaces\": 3 new"),
+        "{}",
+        stdout(&o)
+    );
+    let frames = frames_of(&env, "my fïlm with spaces").await;
+    let times: Vec<i64> = frames.iter().map(|f| f.1).collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    for (got, want) in times.iter().zip([0, 2000, 4000]) {
+        assert!(
+            (got - want).abs() <= 40,
+            "cut at {got} ms, want {want} ms ± one frame"
+        );
+    }
+    for (_, _, w, h, path) in &frames {
+        assert_eq!((*w, *h), (320, 240));
+        assert!(
+            Path::new(path).is_absolute() && Path::new(path).is_file(),
+            "{path}"
+        );
+        assert!(image::open(path).is_ok(), "a real JPEG");
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        3
+    );
+    assert_eq!(env.count("SELECT duration_ms FROM films").await, 6000);
+
+    // Again: nothing new, and ffmpeg is not even run.
+    let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("0 new, 3 already queued"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM frames").await, 3);
+}
+
+#[tokio::test]
+async fn a_static_shot_gets_a_frame_every_max_gap() {
+    let env = Env::new();
+    let video = env.path().join("static.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=blue:size=160x120:rate=10:duration=25",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--max-gap".as_ref(),
+            "10".as_ref(),
+        ]),
+        0,
+    );
+    let times: Vec<i64> = frames_of(&env, "static")
+        .await
+        .iter()
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(times, vec![0, 10_000, 20_000]);
+}
+
+#[tokio::test]
+async fn a_variable_frame_rate_film_keeps_its_real_timestamps() {
+    let env = Env::new();
+    let video = env.path().join("vfr.mkv");
+    // 1 s at 10 fps, then 1 s at 4 fps: frame times only the container knows.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "smptebars=size=160x120:rate=4:duration=1",
+        "-filter_complex",
+        "[0]settb=1/1000[a];[1]settb=1/1000[b];[a][b]concat=n=2:v=1:a=0",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "all".as_ref(),
+        ]),
+        0,
+    );
+    let times: Vec<i64> = frames_of(&env, "vfr").await.iter().map(|f| f.1).collect();
+    let want: Vec<i64> = (0..10)
+        .map(|i| i * 100)
+        .chain((0..4).map(|i| 1000 + i * 250))
+        .collect();
+    assert_eq!(times, want);
+}
+
+#[tokio::test]
+async fn keyframes_and_interval_modes() {
+    let env = Env::new();
+    let video = three_shots(&env, "modes.mp4");
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "keyframes".as_ref(),
+            "--film".as_ref(),
+            "k".as_ref(),
+        ]),
+        0,
+    );
+    let k: Vec<i64> = frames_of(&env, "k").await.iter().map(|f| f.1).collect();
+    assert!(
+        k.len() >= 6 && k[0] == 0,
+        "a key frame at least every second (-g 25): {k:?}"
+    );
+    let v2 = env.path().join("copy.mp4");
+    std::fs::copy(&video, &v2).unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        v2.as_os_str(),
+        "--select".as_ref(),
+        "interval".as_ref(),
+        "--every".as_ref(),
+        "1.5".as_ref(),
+        "--max-side".as_ref(),
+        "100".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let i = frames_of(&env, "copy").await;
+    assert_eq!(
+        i.iter().map(|f| f.1).collect::<Vec<_>>(),
+        vec![0, 1520, 3040, 4560]
+    );
+    assert_eq!(
+        (i[0].2, i[0].3),
+        (100, 76),
+        "downscaled to --max-side, aspect kept"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_file_is_a_new_film_unless_replace() {
+    let env = Env::new();
+    let video = three_shots(&env, "cut.mp4");
+    assert_exit(&env.run(["enqueue".as_ref(), video.as_os_str()]), 0);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&video)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"cut (2)\": 3 new"),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&video)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10))
+        .unwrap();
+    let o = env.run(["enqueue".as_ref(), video.as_os_str(), "--replace".as_ref()]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM films").await,
+        1,
+        "--replace removed the earlier films"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 3);
+}
+
+#[tokio::test]
+async fn broken_videos_give_clear_errors_and_enqueue_nothing() {
+    let env = Env::new();
+    let junk = env.path().join("junk.mp4");
+    std::fs::write(&junk, b"this is not a video at all").unwrap();
+    let empty = env.path().join("empty.mkv");
+    std::fs::write(&empty, b"").unwrap();
+    let good = three_shots(&env, "good.mp4");
+    let o = env.run([
+        "enqueue".as_ref(),
+        junk.as_os_str(),
+        empty.as_os_str(),
+        good.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("video {}: ", junk.display())) && err.contains("Invalid data found"),
+        "{err}"
+    );
+    assert!(err.contains("the file is empty (zero length)"), "{err}");
+    assert!(err.contains("2 of 3 video(s) failed"), "{err}");
+    assert!(
+        stdout(&o).contains("film \"good\": 3 new"),
+        "each video on its own: {}",
+        stdout(&o)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM films").await, 1);
+}
+
+#[tokio::test]
+async fn a_truncated_video_enqueues_what_decodes_with_a_warning() {
+    let env = Env::new();
+    let full = env.path().join("full.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=8",
+        "-c:v",
+        "libx264",
+        "-g",
+        "25",
+        full.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = env.path().join("cut.mkv");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        cut.as_os_str(),
+        "--select".as_ref(),
+        "interval".as_ref(),
+        "--every".as_ref(),
+        "1".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let n = env.count("SELECT count(*) FROM frames").await;
+    assert!((1..8).contains(&n), "only the decodable part: {n} frames");
+    assert!(
+        stderr(&o).contains("decoding stopped or failed near"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_ffmpeg_says_how_to_install_it() {
+    let env = Env::new();
+    let video = env.path().join("film.mp4");
+    std::fs::write(&video, b"whatever").unwrap();
+    let o = env
+        .cmd(["enqueue".as_ref(), video.as_os_str()])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("ffprobe is not installed; install it with `apt-get install ffmpeg`"),
+        "{}",
+        stderr(&o)
+    );
+}
