@@ -334,17 +334,17 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
         priority: opts.priority,
         ..VideoFilm::default()
     };
-    if let Some((film_id, title, frames)) = queue::find_video_film(db.pool(), &spec).await? {
-        if !opts.replace {
-            return Ok(FilmResult {
-                title,
-                film_id,
-                new: 0,
-                already: frames as u64,
-                warning: None,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
+    if !opts.replace
+        && let Some((film_id, title, frames)) = queue::find_video_film(db.pool(), &spec).await?
+    {
+        return Ok(FilmResult {
+            title,
+            film_id,
+            new: 0,
+            already: frames as u64,
+            warning: None,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     if opts.replace {
         for old in queue::films_from_path(db.pool(), &spec.source_path).await? {
