@@ -311,7 +311,11 @@ fn no_input_and_empty_folders_are_clear_errors() {
     std::fs::write(&txt, "x").unwrap();
     let o = env.run(["enqueue".as_ref(), txt.as_os_str()]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("not an image file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a video or image file (ffprobe: "),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Two producer processes enqueue overlapping frame sets into one database at

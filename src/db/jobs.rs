@@ -98,10 +98,11 @@ pub async fn record_and_claim(
     lease_ms: i64,
 ) -> Result<(Recorded, Vec<ClaimedJob>)> {
     let mut tx = begin_immediate(pool).await?;
-    let mut rec = Recorded::default();
-    for f in finished {
-        record_one(&mut tx, fence, f, now, &mut rec).await?;
-    }
+    let rec = if finished.is_empty() {
+        Recorded::default()
+    } else {
+        record_batch(&mut tx, fence, finished, now).await?
+    };
     if finished
         .iter()
         .any(|f| !matches!(f.outcome, Outcome::Release))
@@ -192,85 +193,132 @@ async fn claim_in(
         .map(|r| (r.id, r.attempts, r.transient_failures, r.max_attempts))
         .collect(),
     };
-    let mut claimed = Vec::with_capacity(rows.len());
-    for (job_id, attempts, transient_failures, max_attempts) in rows {
-        let path = sqlx::query_scalar!("SELECT path FROM frames WHERE id = ?", job_id)
-            .fetch_one(&mut **tx)
-            .await?;
-        claimed.push(ClaimedJob {
-            job_id,
-            path,
-            attempts,
-            transient_failures,
-            max_attempts,
-        });
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .expect("ids serialise");
+    let paths: std::collections::HashMap<i64, String> = sqlx::query!(
+        r#"SELECT id AS "id!", path FROM frames WHERE id IN (SELECT value FROM json_each(?))"#,
+        ids
+    )
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.path))
+    .collect();
+    let mut claimed: Vec<ClaimedJob> = rows
+        .into_iter()
+        .map(
+            |(job_id, attempts, transient_failures, max_attempts)| ClaimedJob {
+                job_id,
+                path: paths.get(&job_id).cloned().unwrap_or_default(),
+                attempts,
+                transient_failures,
+                max_attempts,
+            },
+        )
+        .collect();
     claimed.sort_by_key(|j| j.job_id);
     Ok(claimed)
 }
 
-async fn record_one(
-    tx: &mut Transaction<'static, Sqlite>,
-    fence: &Fence,
-    f: &Finished,
-    now: i64,
-    rec: &mut Recorded,
-) -> Result<()> {
+/// One finished try as a row of the batch JSON that [`record_batch`] binds.
+#[derive(serde::Serialize)]
+struct ResultRow<'a> {
+    job: i64,
+    state: &'static str,
+    error: Option<String>,
+    attempts: i64,
+    transient: i64,
+    run_after: i64,
+    /// `attempts.outcome`; empty for a release, which leaves no attempt.
+    outcome: &'static str,
+    class: Option<&'static str>,
+    attempt_error: Option<&'a str>,
+    raw: Option<&'a str>,
+    started: i64,
+    finished: i64,
+    d: Option<&'a SceneDescription>,
+    model: Option<&'a str>,
+    sha: Option<&'a str>,
+    pv: Option<i64>,
+    pt: Option<i64>,
+    ct: Option<i64>,
+}
+
+fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
     let job = &f.job;
-    // (state, last_error, attempts, transient_failures, run_after, attempt outcome)
-    let (state, error, attempts, transient, run_after, outcome, class, raw) = match &f.outcome {
-        Outcome::Done { .. } => (
-            "done",
-            None,
-            job.attempts + 1,
-            job.transient_failures,
-            0,
-            "done",
-            None,
-            None,
-        ),
+    let mut row = ResultRow {
+        job: job.job_id,
+        state: "queued",
+        error: None,
+        attempts: job.attempts,
+        transient: job.transient_failures,
+        run_after: 0,
+        outcome: "",
+        class: None,
+        attempt_error: None,
+        raw: None,
+        started: f.started_at,
+        finished: f.finished_at,
+        d: None,
+        model: None,
+        sha: None,
+        pv: None,
+        pt: None,
+        ct: None,
+    };
+    match &f.outcome {
+        Outcome::Done {
+            description,
+            model,
+            model_sha256,
+            prompt_version,
+            prompt_tokens,
+            completion_tokens,
+        } => {
+            row.state = "done";
+            row.outcome = "done";
+            row.attempts += 1;
+            row.d = Some(description);
+            row.model = Some(model);
+            row.sha = model_sha256.as_deref();
+            row.pv = Some(*prompt_version);
+            row.pt = *prompt_tokens;
+            row.ct = *completion_tokens;
+        }
         Outcome::Retry {
             class,
             error,
             raw,
             backoff_ms,
         } => {
-            let attempts = job.attempts + 1;
-            if attempts >= job.max_attempts {
-                let msg = format!("gave up after {attempts} attempt(s): {error}");
-                (
-                    "failed",
-                    Some(msg),
-                    attempts,
-                    job.transient_failures,
-                    0,
-                    "failed",
-                    Some(*class),
-                    raw.clone(),
-                )
+            row.attempts += 1;
+            row.class = Some(class);
+            row.attempt_error = Some(error);
+            row.raw = raw.as_deref();
+            if row.attempts >= job.max_attempts {
+                row.state = "failed";
+                row.outcome = "failed";
+                row.error = Some(format!(
+                    "gave up after {} attempt(s): {error}",
+                    row.attempts
+                ));
             } else {
-                (
-                    "queued",
-                    Some(error.clone()),
-                    attempts,
-                    job.transient_failures,
-                    now + backoff_ms,
-                    "retry",
-                    Some(*class),
-                    raw.clone(),
-                )
+                row.outcome = "retry";
+                row.error = Some(error.clone());
+                row.run_after = now + backoff_ms;
             }
         }
-        Outcome::Fail { class, error } => (
-            "failed",
-            Some(error.clone()),
-            job.attempts + 1,
-            job.transient_failures,
-            0,
-            "failed",
-            Some(*class),
-            None,
-        ),
+        Outcome::Fail { class, error } => {
+            row.state = "failed";
+            row.outcome = "failed";
+            row.attempts += 1;
+            row.class = Some(class);
+            row.attempt_error = Some(error);
+            row.error = Some(error.clone());
+        }
         Outcome::Requeue {
             class,
             error,
@@ -278,146 +326,114 @@ async fn record_one(
             poison_after,
             backoff_ms,
         } => {
-            let transient = job.transient_failures + i64::from(*counts);
-            if transient >= *poison_after {
-                let msg =
-                    format!("poison: failed {transient} time(s) in a row this way, last: {error}");
-                (
-                    "failed",
-                    Some(msg),
-                    job.attempts,
-                    transient,
-                    0,
-                    "failed",
-                    Some(*class),
-                    None,
-                )
+            row.transient += i64::from(*counts);
+            row.class = Some(class);
+            row.attempt_error = Some(error);
+            if row.transient >= *poison_after {
+                row.state = "failed";
+                row.outcome = "failed";
+                row.error = Some(format!(
+                    "poison: failed {} time(s) in a row this way, last: {error}",
+                    row.transient
+                ));
             } else {
-                (
-                    "queued",
-                    Some(error.clone()),
-                    job.attempts,
-                    transient,
-                    now + backoff_ms,
-                    "requeued",
-                    Some(*class),
-                    None,
-                )
+                row.outcome = "requeued";
+                row.error = Some(error.clone());
+                row.run_after = now + backoff_ms;
             }
         }
-        Outcome::Release => (
-            "queued",
-            None,
-            job.attempts,
-            job.transient_failures,
-            0,
-            "",
-            None,
-            None,
-        ),
-    };
-    let updated = sqlx::query!(
-        r#"UPDATE jobs SET state = ?1, last_error = coalesce(?2, CASE WHEN ?1 = 'done' THEN NULL ELSE last_error END),
-                  attempts = ?3, transient_failures = ?4, run_after = ?5, updated_at = ?6,
-                  lease_owner = CASE WHEN ?1 = 'queued' THEN NULL ELSE lease_owner END,
-                  lease_epoch = CASE WHEN ?1 = 'queued' THEN NULL ELSE lease_epoch END,
+        Outcome::Release => {}
+    }
+    row
+}
+
+/// Records a batch of results with three statements, whatever its size.
+/// Rows whose job is no longer ours (fencing) change nothing.
+async fn record_batch(
+    tx: &mut Transaction<'static, Sqlite>,
+    fence: &Fence,
+    finished: &[Finished],
+    now: i64,
+) -> Result<Recorded> {
+    let rows: Vec<ResultRow> = finished.iter().map(|f| result_row(f, now)).collect();
+    let json = serde_json::to_string(&rows).expect("rows serialise");
+    let accepted: Vec<i64> = sqlx::query_scalar!(
+        r#"UPDATE jobs SET state = r.value ->> 'state',
+                  last_error = CASE WHEN r.value ->> 'state' = 'done' THEN NULL
+                                    ELSE coalesce(r.value ->> 'error', jobs.last_error) END,
+                  attempts = r.value ->> 'attempts', transient_failures = r.value ->> 'transient',
+                  run_after = r.value ->> 'run_after', updated_at = ?4,
+                  lease_owner = CASE WHEN r.value ->> 'state' = 'queued' THEN NULL ELSE jobs.lease_owner END,
+                  lease_epoch = CASE WHEN r.value ->> 'state' = 'queued' THEN NULL ELSE jobs.lease_epoch END,
                   lease_expires_at = NULL
-           WHERE id = ?7 AND state = 'running' AND lease_owner = ?8 AND lease_epoch = ?9"#,
-        state,
-        error,
-        attempts,
-        transient,
-        run_after,
-        now,
-        job.job_id,
+           FROM json_each(?1) AS r
+           WHERE jobs.id = r.value ->> 'job' AND jobs.state = 'running'
+             AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3
+           RETURNING jobs.id AS "id!""#,
+        json,
         fence.owner,
-        fence.epoch
+        fence.epoch,
+        now
     )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        rec.fenced += 1;
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut rec = Recorded {
+        fenced: (rows.len() - accepted.len()) as u64,
+        ..Recorded::default()
+    };
+    if rec.fenced > 0 {
         tracing::warn!(
-            "job {} is no longer ours (lease lost or taken over); result dropped",
-            job.job_id
+            "{} result(s) dropped: their jobs are no longer ours (lease lost or taken over)",
+            rec.fenced
         );
-        return Ok(());
     }
-    match (state, outcome) {
-        ("done", _) => rec.done += 1,
-        ("failed", _) => rec.failed += 1,
-        (_, "retry") => rec.retried += 1,
-        (_, "requeued") => rec.requeued += 1,
-        _ => {}
+    if accepted.is_empty() {
+        return Ok(rec);
     }
-    if let Outcome::Done {
-        description: d,
-        model,
-        model_sha256,
-        prompt_version,
-        prompt_tokens,
-        completion_tokens,
-    } = &f.outcome
-    {
-        let latency = f.finished_at - f.started_at;
+    let accepted_set: std::collections::HashSet<i64> = accepted.iter().copied().collect();
+    for r in rows.iter().filter(|r| accepted_set.contains(&r.job)) {
+        match (r.state, r.outcome) {
+            ("done", _) => rec.done += 1,
+            ("failed", _) => rec.failed += 1,
+            (_, "retry") => rec.retried += 1,
+            (_, "requeued") => rec.requeued += 1,
+            _ => {}
+        }
+    }
+    let ids = serde_json::to_string(&accepted).expect("ids serialise");
+    if rec.done > 0 {
         sqlx::query!(
             r#"INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, model_sha256,
                                          prompt_version, latency_ms, prompt_tokens, completion_tokens, created_at)
-               VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"#,
-            job.job_id,
-            d.visual_content,
-            d.mood,
-            d.action,
-            d.setting,
-            model,
-            model_sha256,
-            prompt_version,
-            latency,
-            prompt_tokens,
-            completion_tokens,
+               SELECT r.value ->> 'job', r.value ->> 'job', r.value ->> '$.d.visual_content', r.value ->> '$.d.mood',
+                      r.value ->> '$.d.action', r.value ->> '$.d.setting', r.value ->> 'model', r.value ->> 'sha',
+                      r.value ->> 'pv', (r.value ->> 'finished') - (r.value ->> 'started'), r.value ->> 'pt',
+                      r.value ->> 'ct', ?3
+               FROM json_each(?1) AS r
+               WHERE r.value ->> 'state' = 'done' AND r.value ->> 'job' IN (SELECT value FROM json_each(?2))"#,
+            json,
+            ids,
             now
         )
         .execute(&mut **tx)
         .await?;
     }
-    if !outcome.is_empty() {
-        let (pt, ct) = match &f.outcome {
-            Outcome::Done {
-                prompt_tokens,
-                completion_tokens,
-                ..
-            } => (*prompt_tokens, *completion_tokens),
-            _ => (None, None),
-        };
-        let latency = f.finished_at - f.started_at;
-        let attempt_error = match &f.outcome {
-            Outcome::Retry { error, .. }
-            | Outcome::Fail { error, .. }
-            | Outcome::Requeue { error, .. } => Some(error.as_str()),
-            _ => None,
-        };
-        sqlx::query!(
-            r#"INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
-                                     raw_output, latency_ms, prompt_tokens, completion_tokens)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-            job.job_id,
-            fence.owner,
-            fence.epoch,
-            f.started_at,
-            f.finished_at,
-            outcome,
-            class,
-            attempt_error,
-            raw,
-            latency,
-            pt,
-            ct
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    sqlx::query!(
+        r#"INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
+                                 raw_output, latency_ms, prompt_tokens, completion_tokens)
+           SELECT r.value ->> 'job', ?3, ?4, r.value ->> 'started', r.value ->> 'finished', r.value ->> 'outcome',
+                  r.value ->> 'class', r.value ->> 'attempt_error', r.value ->> 'raw',
+                  (r.value ->> 'finished') - (r.value ->> 'started'), r.value ->> 'pt', r.value ->> 'ct'
+           FROM json_each(?1) AS r
+           WHERE r.value ->> 'outcome' != '' AND r.value ->> 'job' IN (SELECT value FROM json_each(?2))"#,
+        json,
+        ids,
+        fence.owner,
+        fence.epoch
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(rec)
 }
 
 /// Whether jobs in scope are still queued or running.

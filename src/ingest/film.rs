@@ -363,7 +363,13 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
         tokio::task::spawn_blocking(move || probe(&path))
             .await
             .expect("probe thread")
-            .map_err(&fail)?
+            .map_err(|reason| {
+                if reason.contains("not installed") {
+                    fail(reason)
+                } else {
+                    fail(format!("not a video or image file (ffprobe: {reason})"))
+                }
+            })?
     };
     if probed.duration_ms == Some(0) {
         return Err(fail("the video has zero duration".into()));

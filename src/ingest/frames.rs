@@ -142,14 +142,6 @@ pub fn plan_sources(
                     reason: format!("bad glob pattern: {e}"),
                 }),
             }
-        } else if path.exists() && !is_image_path(&path) {
-            rejected.push(Rejection {
-                path: input.clone(),
-                reason: format!(
-                    "not an image file (expected one of: {})",
-                    IMAGE_EXTENSIONS.join(", ")
-                ),
-            });
         } else {
             // A missing file is checked (and reported) with the others.
             let parent = path
