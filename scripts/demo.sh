@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
-# README's main command: on a fresh machine, install what is needed, build
-# cinecut, generate a short sample film's frames with ffmpeg, enqueue them,
-# and show the queue.
+# README's main command: on a fresh machine, install what is needed
+# (scripts/setup.sh: ffmpeg, sqlite3, llama-server), build cinecut, write the
+# tiny test model, generate a short sample film with ffmpeg, enqueue it (one
+# job per keyframe), describe every keyframe with a worker that runs
+# llama-server itself, and print the descriptions from SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# shellcheck disable=SC1091
+source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 cargo build --release --locked --quiet
 bin="$PWD/target/release/cinecut"
 
 work="${CINECUT_DEMO_DIR:-$PWD/demo}"
-mkdir -p "$work/sample-film"
+mkdir -p "$work"
 export CINECUT_DB="$work/cinecut.db"
 
-# Three 4-second shots of different test patterns, one frame per second.
-if [ ! -f "$work/sample-film/frame_12.jpg" ]; then
+# The tiny random-weight model the tests use (a real model: see README).
+"$CINECUT_PYTHON" tests/gen_tiny_model.py "$work/model"
+
+# A 15-second sample film: five 3-second shots, so five scene cuts.
+film="$work/sample film.mp4"
+if [ ! -f "$film" ]; then
   ffmpeg -loglevel error -y \
-    -f lavfi -i "testsrc2=size=640x360:rate=25:duration=4" \
-    -f lavfi -i "mandelbrot=size=640x360:rate=25:end_pts=4" \
-    -f lavfi -i "smptebars=size=640x360:rate=25:duration=4" \
-    -filter_complex "[1]trim=duration=4,setpts=PTS-STARTPTS[m];[0][m][2]concat=n=3:v=1:a=0,fps=1" \
-    "$work/sample-film/frame_%d.jpg"
+    -f lavfi -i "testsrc2=size=640x360:rate=25:duration=3" \
+    -f lavfi -i "mandelbrot=size=640x360:rate=25" \
+    -f lavfi -i "smptebars=size=640x360:rate=25:duration=3" \
+    -f lavfi -i "life=size=640x360:rate=25:mold=10:ratio=0.2" \
+    -f lavfi -i "color=c=darkblue:size=640x360:rate=25:duration=3" \
+    -filter_complex "[1]trim=duration=3,setpts=PTS-STARTPTS[m];[3]trim=duration=3,setpts=PTS-STARTPTS[l];[0][m][2][l][4]concat=n=5:v=1:a=0" \
+    -c:v libx264 -pix_fmt yuv420p "$film"
 fi
 
-"$bin" enqueue "$work/sample-film"
+"$bin" enqueue "$film"
+"$bin" worker --model "$work/model/tiny-text.gguf" --mmproj "$work/model/tiny-mmproj.gguf" \
+  --parallel 2 --until-empty
 "$bin" status
 echo
 echo "database: $CINECUT_DB"
 sqlite3 -header -column "$CINECUT_DB" \
-  "SELECT f.title AS film, fr.frame_index, j.state, fr.path FROM frames fr JOIN films f ON f.id = fr.film_id JOIN jobs j ON j.frame_id = fr.id ORDER BY fr.frame_index LIMIT 5"
+  "SELECT film, frame_index, pts_ms, visual_content, mood, action, setting FROM frame_descriptions ORDER BY film, frame_index"

@@ -358,17 +358,21 @@ async fn record_batch(
     let rows: Vec<ResultRow> = finished.iter().map(|f| result_row(f, now)).collect();
     let json = serde_json::to_string(&rows).expect("rows serialise");
     let accepted: Vec<i64> = sqlx::query_scalar!(
-        r#"UPDATE jobs SET state = r.value ->> 'state',
-                  last_error = CASE WHEN r.value ->> 'state' = 'done' THEN NULL
-                                    ELSE coalesce(r.value ->> 'error', jobs.last_error) END,
-                  attempts = r.value ->> 'attempts', transient_failures = r.value ->> 'transient',
-                  run_after = r.value ->> 'run_after', updated_at = ?4,
-                  lease_owner = CASE WHEN r.value ->> 'state' = 'queued' THEN NULL ELSE jobs.lease_owner END,
-                  lease_epoch = CASE WHEN r.value ->> 'state' = 'queued' THEN NULL ELSE jobs.lease_epoch END,
+        // A MATERIALIZED CTE: joining jobs straight to json_each re-reads the
+        // JSON per row and turns the batch quadratic (165 ms for 320 rows).
+        r#"WITH r AS MATERIALIZED (
+               SELECT value ->> 'job' AS job, value ->> 'state' AS state, value ->> 'error' AS error,
+                      value ->> 'attempts' AS attempts, value ->> 'transient' AS transient,
+                      value ->> 'run_after' AS run_after
+               FROM json_each(?1))
+           UPDATE jobs SET state = r.state,
+                  last_error = CASE WHEN r.state = 'done' THEN NULL ELSE coalesce(r.error, jobs.last_error) END,
+                  attempts = r.attempts, transient_failures = r.transient, run_after = r.run_after, updated_at = ?4,
+                  lease_owner = CASE WHEN r.state = 'queued' THEN NULL ELSE jobs.lease_owner END,
+                  lease_epoch = CASE WHEN r.state = 'queued' THEN NULL ELSE jobs.lease_epoch END,
                   lease_expires_at = NULL
-           FROM json_each(?1) AS r
-           WHERE jobs.id = r.value ->> 'job' AND jobs.state = 'running'
-             AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3
+           FROM r
+           WHERE jobs.id = r.job AND jobs.state = 'running' AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3
            RETURNING jobs.id AS "id!""#,
         json,
         fence.owner,
@@ -403,14 +407,18 @@ async fn record_batch(
     let ids = serde_json::to_string(&accepted).expect("ids serialise");
     if rec.done > 0 {
         sqlx::query!(
-            r#"INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, model_sha256,
+            r#"WITH r AS MATERIALIZED (
+                   SELECT value ->> 'job' AS job, value ->> 'state' AS state, value ->> '$.d.visual_content' AS vc,
+                          value ->> '$.d.mood' AS mood, value ->> '$.d.action' AS action, value ->> '$.d.setting' AS setting,
+                          value ->> 'model' AS model, value ->> 'sha' AS sha, value ->> 'pv' AS pv,
+                          (value ->> 'finished') - (value ->> 'started') AS latency, value ->> 'pt' AS pt, value ->> 'ct' AS ct
+                   FROM json_each(?1)),
+               ok AS MATERIALIZED (SELECT value AS job FROM json_each(?2))
+               INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, model_sha256,
                                          prompt_version, latency_ms, prompt_tokens, completion_tokens, created_at)
-               SELECT r.value ->> 'job', r.value ->> 'job', r.value ->> '$.d.visual_content', r.value ->> '$.d.mood',
-                      r.value ->> '$.d.action', r.value ->> '$.d.setting', r.value ->> 'model', r.value ->> 'sha',
-                      r.value ->> 'pv', (r.value ->> 'finished') - (r.value ->> 'started'), r.value ->> 'pt',
-                      r.value ->> 'ct', ?3
-               FROM json_each(?1) AS r
-               WHERE r.value ->> 'state' = 'done' AND r.value ->> 'job' IN (SELECT value FROM json_each(?2))"#,
+               SELECT r.job, r.job, r.vc, r.mood, r.action, r.setting, r.model, r.sha, r.pv, r.latency, r.pt, r.ct, ?3
+               FROM r JOIN ok ON ok.job = r.job
+               WHERE r.state = 'done'"#,
             json,
             ids,
             now
@@ -419,13 +427,18 @@ async fn record_batch(
         .await?;
     }
     sqlx::query!(
-        r#"INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
+        r#"WITH r AS MATERIALIZED (
+               SELECT value ->> 'job' AS job, value ->> 'started' AS started, value ->> 'finished' AS finished,
+                      value ->> 'outcome' AS outcome, value ->> 'class' AS class, value ->> 'attempt_error' AS error,
+                      value ->> 'raw' AS raw, value ->> 'pt' AS pt, value ->> 'ct' AS ct
+               FROM json_each(?1)),
+           ok AS MATERIALIZED (SELECT value AS job FROM json_each(?2))
+           INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
                                  raw_output, latency_ms, prompt_tokens, completion_tokens)
-           SELECT r.value ->> 'job', ?3, ?4, r.value ->> 'started', r.value ->> 'finished', r.value ->> 'outcome',
-                  r.value ->> 'class', r.value ->> 'attempt_error', r.value ->> 'raw',
-                  (r.value ->> 'finished') - (r.value ->> 'started'), r.value ->> 'pt', r.value ->> 'ct'
-           FROM json_each(?1) AS r
-           WHERE r.value ->> 'outcome' != '' AND r.value ->> 'job' IN (SELECT value FROM json_each(?2))"#,
+           SELECT r.job, ?3, ?4, r.started, r.finished, r.outcome, r.class, r.error, r.raw,
+                  r.finished - r.started, r.pt, r.ct
+           FROM r JOIN ok ON ok.job = r.job
+           WHERE r.outcome != ''"#,
         json,
         ids,
         fence.owner,
