@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    CancelArgs, Cli, Command, EnqueueArgs, GpuArgs, GpuLockArgs, RetryArgs, StatusArgs, WorkerArgs,
+    CancelArgs, Cli, Command, EnqueueArgs, GpuArgs, GpuLockArgs, ResultFormat, ResultState,
+    ResultsArgs, RetryArgs, SearchArgs, StatusArgs, WorkerArgs,
 };
 use crate::db::lease::{self, Acquire, Holder, Purpose};
-use crate::db::{self, Db, queue, status};
+use crate::db::{self, Db, queue, results, status};
 use crate::engine::{Attached, Engine, Supervised, SupervisorConfig};
 use crate::error::Error;
 use crate::gpu::{Nvml, VramProbe};
@@ -25,6 +26,11 @@ use crate::worker::{self, HttpDescriber, WorkerConfig};
 
 /// Runs one command to completion and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completions(args) = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(args.shell, &mut cmd, "cinecut", &mut std::io::stdout());
+        return Ok(0);
+    }
     let db = Db::open(&cli.db, cli.durability)
         .await
         .with_context(|| format!("opening database {}", cli.db.display()))?;
@@ -36,6 +42,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Worker(args) => run_worker(&db, *args).await.map(|()| 0),
         Command::GpuLock(args) => gpu_lock(&db, args).await,
         Command::Gpu(args) => show_gpus(&db, args).await.map(|()| 0),
+        Command::Results(args) => export_results(&db, args).await.map(|()| 0),
+        Command::Search(args) => search(&db, args).await.map(|()| 0),
+        Command::Completions(_) => unreachable!("handled before the database opens"),
     };
     db.close().await;
     result
@@ -137,6 +146,175 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
         s.requeued,
         s.done as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+async fn film_filter(db: &Db, film: &Option<String>) -> anyhow::Result<Option<i64>> {
+    Ok(match film {
+        Some(title) => Some(queue::film_id(db.pool(), title).await?),
+        None => None,
+    })
+}
+
+/// `hh:mm:ss.mmm`.
+pub fn timestamp(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) => format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        ),
+    }
+}
+
+async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let film = film_filter(db, &args.film).await?;
+    let mut rows = match args.state {
+        ResultState::Done => results::done(db.pool(), film),
+        ResultState::Failed => results::failed(db.pool(), film),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        ResultFormat::Jsonl => {
+            while let Some(row) = rows.next().await {
+                serde_json::to_writer(&mut out, &row?)?;
+                writeln!(out)?;
+            }
+        }
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            while let Some(row) = rows.next().await {
+                w.serialize(row?)?;
+            }
+            w.flush()?;
+        }
+        ResultFormat::Table => {
+            let width: usize = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(120)
+                .max(60);
+            // film, time and index are fixed; the rest share what is left.
+            let rest = width.saturating_sub(20 + 13 + 7 + 6);
+            let text = (rest / 4).max(8);
+            let failed = args.state == ResultState::Failed;
+            if failed {
+                writeln!(
+                    out,
+                    "{:<20} {:>6} {:<12} {:<w$}",
+                    "FILM",
+                    "FRAME",
+                    "TIME",
+                    "ERROR",
+                    w = rest
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<20} {:>6} {:<12} {:<t$} {:<t$} {:<t$} {:<t$}",
+                    "FILM",
+                    "FRAME",
+                    "TIME",
+                    "VISUAL CONTENT",
+                    "MOOD",
+                    "ACTION",
+                    "SETTING",
+                    t = text - 1
+                )?;
+            }
+            while let Some(row) = rows.next().await {
+                let r = row?;
+                let head = format!(
+                    "{:<20} {:>6} {:<12}",
+                    truncate(&r.film, 20),
+                    r.frame_index,
+                    timestamp(r.pts_ms)
+                );
+                if failed {
+                    writeln!(
+                        out,
+                        "{head} {}",
+                        truncate(r.error.as_deref().unwrap_or(""), rest)
+                    )?;
+                } else {
+                    let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{:<t$}",
+                                truncate(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1),
+                                t = text - 1
+                            )
+                        })
+                        .collect();
+                    writeln!(out, "{head} {}", cells.join(" "))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An FTS5 query that matches all of the user's words, whatever punctuation
+/// they typed (each word quoted, so FTS5 syntax cannot break it).
+pub fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+async fn search(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
+    let film = film_filter(db, &args.film).await?;
+    let Some(query) = fts_query(&args.query) else {
+        anyhow::bail!("the search has no words; give some, e.g. cinecut search \"rainy night\"");
+    };
+    let hits = results::search(db.pool(), &query, film, args.limit).await?;
+    let words: Vec<String> = args
+        .query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for h in &hits {
+        let fields = [
+            ("visual_content", &h.visual_content),
+            ("mood", &h.mood),
+            ("action", &h.action),
+            ("setting", &h.setting),
+        ];
+        let (name, text) = fields
+            .iter()
+            .find(|(_, t)| {
+                let t = t.to_lowercase();
+                words.iter().any(|w| t.contains(w.as_str()))
+            })
+            .unwrap_or(&fields[0]);
+        if args.json {
+            serde_json::to_writer(&mut out, &serde_json::json!({ "hit": h, "field": name }))?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{}  {}  {}  {name}: {}",
+                h.film,
+                timestamp(h.pts_ms),
+                h.path,
+                truncate(text, 200)
+            )?;
+        }
+    }
+    if hits.is_empty() {
+        tracing::info!("no description matches {:?}", args.query);
+    }
     Ok(())
 }
 

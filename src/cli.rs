@@ -63,6 +63,12 @@ One worker per GPU: a second worker for the same --gpu-name waits for the
 lease (or exits with --no-wait). SIGINT/SIGTERM: stop claiming, finish the
 frames in flight within --grace, put the rest back, release the lease, exit 0.")]
     Worker(Box<WorkerArgs>),
+    /// Stream the results: described frames (or failed ones) as a table, JSON lines or CSV.
+    Results(ResultsArgs),
+    /// Full-text search over the descriptions, best matches first.
+    Search(SearchArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
     /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
     Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).
@@ -198,6 +204,57 @@ pub struct ServerArgs {
 
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub crash_window: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Only this film.
+    #[arg(long, value_name = "TITLE")]
+    pub film: Option<String>,
+
+    /// Described frames, or failed ones with their reasons.
+    #[arg(long, value_enum, default_value_t = ResultState::Done)]
+    pub state: ResultState,
+
+    /// `table` fits the terminal; `jsonl` and `csv` are for scripts and spreadsheets.
+    #[arg(long, value_enum, default_value_t = ResultFormat::Table)]
+    pub format: ResultFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultState {
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to find (all of them), e.g. "rainy night chase".
+    pub query: String,
+
+    /// Only this film.
+    #[arg(long, value_name = "TITLE")]
+    pub film: Option<String>,
+
+    /// At most this many matches.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: i64,
+
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

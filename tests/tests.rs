@@ -5,6 +5,7 @@ mod util;
 mod database;
 mod enqueue;
 mod film;
+mod results;
 mod server;
 mod status;
 mod worker;

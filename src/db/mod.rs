@@ -10,6 +10,7 @@
 pub mod jobs;
 pub mod lease;
 pub mod queue;
+pub mod results;
 pub mod status;
 
 use std::path::{Path, PathBuf};

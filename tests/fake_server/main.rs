@@ -8,7 +8,7 @@
 //!        [--answers MODE,MODE,…] [--delay-ms N] [--loading-ms N]
 //!        [--record FILE] [--exit-during-load]
 //! MODES (one per request, the last repeats): ok, garbage, truncated,
-//! missing-field, http500, http400, hang, exit.
+//! missing-field, tricky, http500, http400, hang, exit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,6 +189,14 @@ async fn respond(
         "garbage" => (
             "200 OK",
             "Sure! This frame shows a person.".to_string(),
+            "stop",
+        ),
+        // Commas, quotes and a newline: what CSV export must quote.
+        "tricky" => (
+            "200 OK",
+            format!(
+                r#"{{"visual_content":"a \"quoted\" word, {digest:x}\nand a second line","mood":"rainy, tense","action":"a chase","setting":"night street"}}"#
+            ),
             "stop",
         ),
         "truncated" => (

@@ -1,0 +1,159 @@
+//! Getting results out: `results` in three formats, `search`, completions.
+
+use cinecut::db::results::ResultRow;
+
+use crate::util::{Env, FakeServer, assert_exit, stdout};
+
+async fn described(env: &Env, n: usize, answers: &str) {
+    env.enqueue_images("night", n, &[]);
+    let fake = FakeServer::start(env, &["--answers", answers]);
+    let o = env.run([
+        "worker",
+        "--server-url",
+        &fake.url(),
+        "--until-empty",
+        "--parallel",
+        "4",
+    ]);
+    assert_exit(&o, 0);
+}
+
+async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
+    let pool = env.pool().await;
+    let rows: Vec<(String, i64, Option<i64>, String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model FROM frame_descriptions ORDER BY film_id, frame_index",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(
+            |(film, frame_index, pts_ms, path, v, m, a, s, model)| ResultRow {
+                film,
+                frame_index,
+                pts_ms,
+                path,
+                visual_content: Some(v),
+                mood: Some(m),
+                action: Some(a),
+                setting: Some(s),
+                model: Some(model),
+                error: None,
+            },
+        )
+        .collect()
+}
+
+#[tokio::test]
+async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
+    let env = Env::new();
+    described(&env, 12, "tricky").await;
+    let want = rows_in_db(&env).await;
+    assert_eq!(want.len(), 12);
+    assert!(
+        want[0]
+            .visual_content
+            .as_ref()
+            .unwrap()
+            .contains("\"quoted\" word,")
+            && want[0].visual_content.as_ref().unwrap().contains('\n')
+    );
+
+    let o = env.run(["results", "--format", "jsonl"]);
+    assert_exit(&o, 0);
+    let jsonl: Vec<ResultRow> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(jsonl, want);
+
+    let o = env.run(["results", "--format", "csv"]);
+    assert_exit(&o, 0);
+    let csv: Vec<ResultRow> = csv::Reader::from_reader(o.stdout.as_slice())
+        .deserialize()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(csv, want);
+
+    let o = env.cmd(["results"]).env("COLUMNS", "100").output().unwrap();
+    assert_exit(&o, 0);
+    let table = stdout(&o);
+    assert_eq!(
+        table.lines().count(),
+        13,
+        "a header and one line per frame: {table}"
+    );
+    assert!(
+        table.lines().all(|l| l.chars().count() <= 100),
+        "fits the terminal:\n{table}"
+    );
+    assert!(table.contains("00:00:00.000") || table.contains("-"));
+}
+
+#[tokio::test]
+async fn failed_frames_export_with_their_reasons() {
+    let env = Env::new();
+    described(&env, 2, "http400").await;
+    let o = env.run(["results", "--state", "failed", "--format", "jsonl"]);
+    assert_exit(&o, 0);
+    let rows: Vec<ResultRow> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| {
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("failed to load image (fake)")
+    }));
+    assert_eq!(
+        stdout(&env.run(["results", "--format", "jsonl"]))
+            .lines()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn search_finds_what_another_process_wrote() {
+    let env = Env::new();
+    described(&env, 5, "tricky").await;
+    // The worker (another process) wrote them; this process searches.
+    let o = env.run(["search", "rainy night chase"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("night  ") && l.contains(".png  mood: rainy, tense")),
+        "{out}"
+    );
+    let o = env.run(["search", "window-less: (submarine)", "--film", "night"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "",
+        "no match, and punctuation is no FTS syntax error"
+    );
+    let o = env.run(["search", "chase", "--limit", "2", "--json"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let hit: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(hit["field"], "action");
+    assert_exit(&env.run(["search", "  ..  "]), 1);
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = std::process::Command::new(crate::util::BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert!(
+            stdout(&o).contains("cinecut") && stdout(&o).contains("enqueue"),
+            "{shell}"
+        );
+    }
+}
