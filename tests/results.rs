@@ -18,9 +18,22 @@ async fn described(env: &Env, n: usize, answers: &str) {
     assert_exit(&o, 0);
 }
 
+/// film, frame_index, pts_ms, path, the four fields, model.
+type ViewRow = (
+    String,
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
 async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
     let pool = env.pool().await;
-    let rows: Vec<(String, i64, Option<i64>, String, String, String, String, String, String)> = sqlx::query_as(
+    let rows: Vec<ViewRow> = sqlx::query_as(
         "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model FROM frame_descriptions ORDER BY film_id, frame_index",
     )
     .fetch_all(&pool)
