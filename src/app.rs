@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     CancelArgs, Cli, Command, EnqueueArgs, GpuArgs, GpuLockArgs, ResultFormat, ResultState,
-    ResultsArgs, RetryArgs, SearchArgs, StatusArgs, WorkerArgs,
+    ResultsArgs, RetryArgs, RunArgs, SearchArgs, StatusArgs, WorkerArgs, WorkerCore,
 };
 use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{self, Db, queue, results, status};
@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry(args) => retry(&db, args).await.map(|()| 0),
         Command::Cancel(args) => cancel(&db, args).await.map(|()| 0),
         Command::Worker(args) => run_worker(&db, *args).await.map(|()| 0),
+        Command::Run(args) => run_all(&db, *args).await.map(|()| 0),
         Command::GpuLock(args) => gpu_lock(&db, args).await,
         Command::Gpu(args) => show_gpus(&db, args).await.map(|()| 0),
         Command::Results(args) => export_results(&db, args).await.map(|()| 0),
@@ -67,10 +68,112 @@ pub fn shutdown_token() -> CancellationToken {
 }
 
 async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
-    let film = match &args.film {
-        Some(title) => Some(queue::film_id(db.pool(), title).await?),
-        None => None,
-    };
+    let film = film_filter(db, &args.film).await?;
+    let (cfg, engine) = worker_setup(args.core, film)?;
+    let started = std::time::Instant::now();
+    let s = worker::run(db, &cfg, engine, shutdown_token()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
+        s.done,
+        s.failed,
+        s.retried,
+        s.requeued,
+        s.done as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Enqueue, then a worker until the queue is empty, with one progress display.
+async fn run_all(db: &Db, args: RunArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let enqueued = enqueue(db, args.enqueue).await;
+    if let Err(e) = &enqueued {
+        tracing::error!("{e:#}; describing what was enqueued");
+    }
+    let mut core = args.worker;
+    core.until_empty = true;
+    let (cfg, engine) = worker_setup(core, None)?;
+    let before = totals(&status::films(db.pool(), None).await?);
+    let progress = tokio::spawn(show_progress(db.clone(), before.done));
+    let result = worker::run(db, &cfg, engine, shutdown_token()).await;
+    progress.abort();
+    let films = status::films(db.pool(), None).await?;
+    let t = totals(&films);
+    let secs = started.elapsed().as_secs_f64();
+    let described = t.done - before.done;
+    println!(
+        "described {described} frame(s) in {secs:.1} s ({:.2} frames/s); {} done, {} failed, {} still queued of {}",
+        described as f64 / secs.max(1e-9),
+        t.done,
+        t.failed,
+        t.queued,
+        t.total
+    );
+    for f in films.iter().filter(|f| f.failed > 0) {
+        for r in &f.top_failures {
+            println!(
+                "  {:?}: {} failed: {}",
+                f.title,
+                r.count,
+                truncate(&r.reason, 120)
+            );
+        }
+    }
+    println!("results: {}", db.path().display());
+    println!(
+        "  sqlite3 {:?} \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\"",
+        db.path().display().to_string()
+    );
+    result?;
+    enqueued
+}
+
+async fn show_progress(db: Db, done_before: i64) {
+    let started = std::time::Instant::now();
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} described  {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last_log = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(films) = status::films(db.pool(), None).await else {
+            continue;
+        };
+        let t = totals(&films);
+        let rate = (t.done - done_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let left = t.queued + t.running;
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", left as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let msg = format!("{rate:.1} frames/s, ETA {eta}, {} failed", t.failed);
+        match &bar {
+            Some(b) => {
+                b.set_length(t.total as u64);
+                b.set_position(t.done as u64);
+                b.set_message(msg);
+            }
+            None if last_log.elapsed().as_secs() >= 5 => {
+                tracing::info!("{} of {} described, {msg}", t.done, t.total);
+                last_log = std::time::Instant::now();
+            }
+            None => {}
+        }
+    }
+}
+
+fn worker_setup(
+    args: WorkerCore,
+    film: Option<i64>,
+) -> anyhow::Result<(WorkerConfig, Box<dyn Engine>)> {
     let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
     let gpu = match args.gpu_name {
         Some(name) => name,
@@ -135,18 +238,7 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
         }
         _ => unreachable!("clap requires --server-url or --model with --mmproj"),
     };
-    let started = std::time::Instant::now();
-    let s = worker::run(db, &cfg, engine, shutdown_token()).await?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
-        s.done,
-        s.failed,
-        s.retried,
-        s.requeued,
-        s.done as f64 / secs.max(1e-9)
-    );
-    Ok(())
+    Ok((cfg, engine))
 }
 
 async fn film_filter(db: &Db, film: &Option<String>) -> anyhow::Result<Option<i64>> {

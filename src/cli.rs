@@ -69,6 +69,10 @@ frames in flight within --grace, put the rest back, release the lease, exit 0.")
     Search(SearchArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// The whole job in one command: enqueue films (or frames), then describe
+    /// everything queued with a worker, with one progress display. Re-run with
+    /// the same arguments after an interruption to resume.
+    Run(Box<RunArgs>),
     /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
     Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).
@@ -80,6 +84,17 @@ Exits with the command's exit code.")]
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    #[command(flatten)]
+    pub core: WorkerCore,
+
+    /// Only this film's frames.
+    #[arg(long, value_name = "TITLE")]
+    pub film: Option<String>,
+}
+
+/// Worker flags shared by `worker` and `run`.
+#[derive(Debug, Args)]
+pub struct WorkerCore {
     /// An llama-server (or OpenAI-compatible server) that is already running,
     /// e.g. http://127.0.0.1:8080. Instead of --model/--mmproj.
     #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present = "model", conflicts_with_all = ["model", "mmproj"])]
@@ -103,10 +118,6 @@ pub struct WorkerArgs {
     /// Exit 0 once nothing is queued or running (instead of waiting for work).
     #[arg(long)]
     pub until_empty: bool,
-
-    /// Only this film's frames.
-    #[arg(long, value_name = "TITLE")]
-    pub film: Option<String>,
 
     /// Name of the GPU lease to hold (the lock shared with other workers and
     /// gpu-lock). Default: the GPU's NVML UUID, or `gpu0` without NVML.
@@ -204,6 +215,15 @@ pub struct ServerArgs {
 
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub crash_window: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub enqueue: EnqueueArgs,
+
+    #[command(flatten)]
+    pub worker: WorkerCore,
 }
 
 #[derive(Debug, Args)]

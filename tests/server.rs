@@ -406,3 +406,84 @@ async fn sigterm_stops_the_server_and_releases_the_lease() {
         0
     );
 }
+
+/// `cinecut run` on a generated film, killed part-way and run again with the
+/// same arguments: it resumes and describes each frame once.
+#[tokio::test]
+async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
+    let env = Env::new();
+    let film = env.path().join("short film.mkv");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=12",
+        ])
+        .args(["-c:v", "libx264"])
+        .arg(&film)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+    let (model, mmproj, _) = tiny_model();
+    let run = |log: &str| {
+        let mut c = env.cmd(["run"]);
+        c.arg(&film)
+            .args(["--select", "interval", "--every", "0.1", "--parallel", "2"]);
+        c.arg("--model")
+            .arg(&model)
+            .arg("--mmproj")
+            .arg(&mmproj)
+            .arg("--server-bin")
+            .arg(llama_server());
+        c.stdout(std::fs::File::create(env.path().join(format!("{log}.out"))).unwrap());
+        c.stderr(std::fs::File::create(env.path().join(log)).unwrap());
+        c
+    };
+    let mut first = run("first.log").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.db().exists() || env.count("SELECT count(*) FROM descriptions").await < 20 {
+        assert!(Instant::now() < deadline, "{}", env.log("first.log"));
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished too soon: {}",
+            env.log("first.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&first, Signal::SIGKILL);
+    first.wait().unwrap();
+    let partial = env.count("SELECT count(*) FROM descriptions").await;
+    let total = env.count("SELECT count(*) FROM frames").await;
+    assert!(
+        total >= 90 && partial < total,
+        "killed part-way ({partial} of {total})"
+    );
+
+    let status = run("second.log").status().unwrap();
+    assert!(status.success(), "{}", env.log("second.log"));
+    let out = env.log("second.log.out");
+    assert!(
+        out.contains(&format!("0 new, {total} already queued")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("described {} frame(s)", total - partial)),
+        "re-describes nothing: {out}"
+    );
+    assert!(
+        out.contains("SELECT film, pts_ms, mood, visual_content FROM frame_descriptions"),
+        "{out}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM frames").await, total);
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, total);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
+            .await,
+        total,
+        "each frame described once"
+    );
+}

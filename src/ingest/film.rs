@@ -334,8 +334,12 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
         priority: opts.priority,
         ..VideoFilm::default()
     };
-    if !opts.replace
-        && let Some((film_id, title, frames)) = queue::find_video_film(db.pool(), &spec).await?
+    let existing = queue::find_video_film(db.pool(), &spec).await?;
+    if let Some((film_id, _, 0)) = existing {
+        // An earlier run stopped before its frames were enqueued: start over.
+        queue::delete_film(db.pool(), film_id).await?;
+    } else if !opts.replace
+        && let Some((film_id, title, frames)) = existing
     {
         return Ok(FilmResult {
             title,
