@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # README's main command: on a fresh machine, install what is needed
 # (scripts/setup.sh: ffmpeg, sqlite3, llama-server), build cinecut, write the
-# tiny test model, generate a short sample film with ffmpeg, enqueue it (one
-# job per keyframe), describe every keyframe with a worker that runs
-# llama-server itself, and print the descriptions from SQLite.
+# tiny test model, generate a short sample film with ffmpeg, and run
+# `cinecut run` on it (enqueue one job per keyframe, describe each with a
+# worker that runs llama-server itself), then print the descriptions from SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +33,8 @@ if [ ! -f "$film" ]; then
     -c:v libx264 -pix_fmt yuv420p "$film"
 fi
 
-"$bin" enqueue "$film"
-"$bin" worker --model "$work/model/tiny-text.gguf" --mmproj "$work/model/tiny-mmproj.gguf" \
-  --parallel 2 --until-empty
-"$bin" status
+# Enqueue the film's keyframes and describe them all, in one command.
+"$bin" run "$film" --model "$work/model/tiny-text.gguf" --mmproj "$work/model/tiny-mmproj.gguf" --parallel 2
 echo
 echo "database: $CINECUT_DB"
 sqlite3 -header -column "$CINECUT_DB" \
