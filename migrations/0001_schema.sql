@@ -31,6 +31,8 @@ CREATE TABLE frames (
     UNIQUE (film_id, frame_index),
     UNIQUE (film_id, path)
 ) STRICT;
+-- Queries by film and time ("what happens between 01:10 and 01:20").
+CREATE INDEX frames_film_pts ON frames (film_id, pts_ms);
 
 -- The work, one job per frame. A job's id is its frame's id (CHECK below), which
 -- makes "one job per frame" a primary-key fact at no index cost.
@@ -155,9 +157,9 @@ SELECT f.id             AS film_id,
        d.setting        AS setting,
        d.model          AS model,
        d.created_at     AS described_at
-FROM descriptions d
-JOIN frames fr ON fr.id = d.frame_id
-JOIN films f ON f.id = fr.film_id;
+FROM films f
+JOIN frames fr ON fr.film_id = f.id
+JOIN descriptions d ON d.job_id = fr.id;  -- a job's id is its frame's id
 
 CREATE VIEW film_progress AS
 WITH counts AS (

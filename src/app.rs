@@ -263,25 +263,28 @@ pub fn timestamp(ms: Option<i64>) -> String {
 }
 
 async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
     let film = film_filter(db, &args.film).await?;
-    let mut rows = match args.state {
-        ResultState::Done => results::done(db.pool(), film),
-        ResultState::Failed => results::failed(db.pool(), film),
+    let mut rows = Pages {
+        db,
+        film,
+        state: args.state,
+        after: (0, -1),
+        page: Vec::new().into_iter(),
+        done: false,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.format {
         ResultFormat::Jsonl => {
-            while let Some(row) = rows.next().await {
-                serde_json::to_writer(&mut out, &row?)?;
+            while let Some(row) = rows.next().await? {
+                serde_json::to_writer(&mut out, &row)?;
                 writeln!(out)?;
             }
         }
         ResultFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            while let Some(row) = rows.next().await {
-                w.serialize(row?)?;
+            while let Some(row) = rows.next().await? {
+                w.serialize(row)?;
             }
             w.flush()?;
         }
@@ -319,8 +322,8 @@ async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
                     t = text - 1
                 )?;
             }
-            while let Some(row) = rows.next().await {
-                let r = row?;
+            while let Some(row) = rows.next().await? {
+                let r = row;
                 let head = format!(
                     "{:<20} {:>6} {:<12}",
                     truncate(&r.film, 20),
@@ -350,6 +353,39 @@ async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Result rows, fetched a page at a time.
+struct Pages<'a> {
+    db: &'a Db,
+    film: Option<i64>,
+    state: ResultState,
+    after: (i64, i64),
+    page: std::vec::IntoIter<results::ResultRow>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    async fn next(&mut self) -> anyhow::Result<Option<results::ResultRow>> {
+        if let Some(row) = self.page.next() {
+            return Ok(Some(row));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let page = match self.state {
+            ResultState::Done => results::done_page(self.db.pool(), self.film, self.after).await?,
+            ResultState::Failed => {
+                results::failed_page(self.db.pool(), self.film, self.after).await?
+            }
+        };
+        self.done = (page.len() as i64) < results::PAGE;
+        if let Some(last) = page.last() {
+            self.after = (last.film_id, last.frame_index);
+        }
+        self.page = page.into_iter();
+        Ok(self.page.next())
+    }
 }
 
 /// An FTS5 query that matches all of the user's words, whatever punctuation

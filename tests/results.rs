@@ -42,6 +42,7 @@ async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
     rows.into_iter()
         .map(
             |(film, frame_index, pts_ms, path, v, m, a, s, model)| ResultRow {
+                film_id: 0,
                 film,
                 frame_index,
                 pts_ms,

@@ -60,7 +60,7 @@ impl Db {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", "-8192")
             .optimize_on_close(true, None);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

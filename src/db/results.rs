@@ -1,7 +1,6 @@
-//! Reading results out: streamed rows for `results`, ranked full-text
-//! matches for `search`. Streams never hold more than a row at a time.
+//! Reading results out: pages of rows for `results` (keyset paging, so
+//! memory stays bounded at any size), ranked full-text matches for `search`.
 
-use futures_core::stream::BoxStream;
 use serde::Serialize;
 use sqlx::SqlitePool;
 
@@ -10,6 +9,9 @@ use crate::error::Result;
 /// One described (or failed) frame.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, serde::Deserialize)]
 pub struct ResultRow {
+    /// The paging key with `frame_index`; not exported.
+    #[serde(skip)]
+    pub film_id: i64,
     pub film: String,
     pub frame_index: i64,
     pub pts_ms: Option<i64>,
@@ -23,41 +25,61 @@ pub struct ResultRow {
     pub error: Option<String>,
 }
 
-/// Described frames in film and frame order.
-pub fn done(pool: &SqlitePool, film: Option<i64>) -> BoxStream<'_, Result<ResultRow, sqlx::Error>> {
-    sqlx::query_as!(
-        ResultRow,
-        r#"SELECT f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms, fr.path AS "path!",
-                  d.visual_content AS "visual_content?", d.mood AS "mood?", d.action AS "action?",
-                  d.setting AS "setting?", d.model AS "model?", NULL AS "error?: String"
-           FROM films f
-           JOIN frames fr ON fr.film_id = f.id
-           JOIN descriptions d ON d.frame_id = fr.id
-           WHERE ?1 IS NULL OR f.id = ?1
-           ORDER BY f.id, fr.frame_index"#,
-        film
-    )
-    .fetch(pool)
-}
+/// Rows per page: memory stays bounded whatever the table size.
+pub const PAGE: i64 = 5000;
 
-/// Failed frames with their reasons.
-pub fn failed(
+/// A page of described frames in film and frame order, after `after`
+/// (film id, frame index).
+pub async fn done_page(
     pool: &SqlitePool,
     film: Option<i64>,
-) -> BoxStream<'_, Result<ResultRow, sqlx::Error>> {
-    sqlx::query_as!(
+    after: (i64, i64),
+) -> Result<Vec<ResultRow>> {
+    Ok(sqlx::query_as!(
         ResultRow,
-        r#"SELECT f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms, fr.path AS "path!",
-                  NULL AS "visual_content?: String", NULL AS "mood?: String", NULL AS "action?: String",
-                  NULL AS "setting?: String", NULL AS "model?: String", j.last_error AS "error?"
+        r#"SELECT f.id AS "film_id!", f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms,
+                  fr.path AS "path!", d.visual_content AS "visual_content?", d.mood AS "mood?",
+                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?", NULL AS "error?: String"
            FROM films f
-           JOIN jobs j ON j.film_id = f.id AND j.state = 'failed'
-           JOIN frames fr ON fr.id = j.frame_id
-           WHERE ?1 IS NULL OR f.id = ?1
-           ORDER BY f.id, fr.frame_index"#,
-        film
+           JOIN frames fr ON fr.film_id = f.id
+           JOIN descriptions d ON d.job_id = fr.id
+           WHERE (?1 IS NULL OR f.id = ?1) AND (f.id, fr.frame_index) > (?2, ?3)
+           ORDER BY f.id, fr.frame_index
+           LIMIT ?4"#,
+        film,
+        after.0,
+        after.1,
+        PAGE
     )
-    .fetch(pool)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A page of failed frames with their reasons, as [`done_page`].
+pub async fn failed_page(
+    pool: &SqlitePool,
+    film: Option<i64>,
+    after: (i64, i64),
+) -> Result<Vec<ResultRow>> {
+    Ok(sqlx::query_as!(
+        ResultRow,
+        r#"SELECT f.id AS "film_id!", f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms,
+                  fr.path AS "path!", NULL AS "visual_content?: String", NULL AS "mood?: String",
+                  NULL AS "action?: String", NULL AS "setting?: String", NULL AS "model?: String",
+                  j.last_error AS "error?"
+           FROM films f
+           JOIN frames fr ON fr.film_id = f.id
+           JOIN jobs j ON j.id = fr.id AND j.state = 'failed'
+           WHERE (?1 IS NULL OR f.id = ?1) AND (f.id, fr.frame_index) > (?2, ?3)
+           ORDER BY f.id, fr.frame_index
+           LIMIT ?4"#,
+        film,
+        after.0,
+        after.1,
+        PAGE
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A full-text match.

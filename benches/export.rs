@@ -1,0 +1,94 @@
+//! Exporting 1,000,000 descriptions: time and the exporter's peak RSS for
+//! each `cinecut results` format, and the plan of a query by film and frame.
+//!
+//! Run: `cargo bench --bench export` (ROWS=N to change).
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use cinecut::db::{Db, Durability};
+
+fn peak_rss_kib_of_children() -> i64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap()
+        .max_rss()
+}
+
+fn main() {
+    let n: i64 = std::env::var("ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("big.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = Instant::now();
+    rt.block_on(async {
+        let db = Db::open(&db_path, Durability::Normal).await.unwrap();
+        let pool = db.pool();
+        let mut tx = pool.begin().await.unwrap();
+        for sql in [
+            "INSERT INTO films (id, title, frame_count, created_at) VALUES (1, 'big film', ?1, 0)",
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+             INSERT INTO frames (id, film_id, frame_index, pts_ms, path, created_at)
+             SELECT i, 1, i - 1, (i - 1) * 40, '/films/big/frame_' || i || '.jpg', 0 FROM s",
+            "INSERT INTO jobs (id, frame_id, film_id, state, created_at, updated_at) SELECT id, id, 1, 'done', 0, 0 FROM frames",
+            "INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, prompt_version, created_at)
+             SELECT id, id, 'a figure by a rain-streaked window, frame ' || id, 'tense, \"quiet\"', 'someone waits,
+             then turns', 'a small room at night', 'bench', 1, 0 FROM frames",
+        ] {
+            sqlx::query(sql).bind(n).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        db.close().await;
+    });
+    println!("rows {n} (made in {:.1} s)", t.elapsed().as_secs_f64());
+    let bin = env!("CARGO_BIN_EXE_cinecut");
+    let mut last_peak = 0;
+    for format in ["jsonl", "csv", "table"] {
+        let t = Instant::now();
+        let mut child = Command::new(bin)
+            .arg("--db")
+            .arg(&db_path)
+            .args(["results", "--format", format])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let bytes = std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
+        assert!(child.wait().unwrap().success());
+        let secs = t.elapsed().as_secs_f64();
+        // getrusage(RUSAGE_CHILDREN) reports the largest peak of the children waited for.
+        let peak = peak_rss_kib_of_children();
+        println!(
+            "results --format {format:<6} {secs:6.2} s  {:>9.0} rows/s  {:>6} MiB out  peak RSS {} MiB (largest so far)",
+            n as f64 / secs,
+            bytes / (1024 * 1024),
+            peak.max(last_peak) / 1024
+        );
+        last_peak = peak.max(last_peak);
+    }
+    let out = Command::new("sqlite3")
+        .arg(&db_path)
+        .arg("EXPLAIN QUERY PLAN SELECT pts_ms, visual_content FROM frame_descriptions WHERE film = 'big film' ORDER BY frame_index LIMIT 10")
+        .output()
+        .unwrap();
+    println!(
+        "plan of a query by film in frame order:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let t = Instant::now();
+    let ok = Command::new(bin)
+        .arg("--db")
+        .arg(&db_path)
+        .arg("status")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    println!(
+        "cinecut status on {n} done jobs: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+}
