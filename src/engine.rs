@@ -14,7 +14,7 @@ use crate::db::jobs::{self, Fence};
 use crate::db::lease::{self, OrphanServer};
 use crate::error::{Error, Result};
 use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
-use crate::server::{LlamaServer, ServerConfig};
+use crate::server::{LlamaServer, ServerConfig, ServerError};
 use crate::vision::VisionClient;
 use crate::worker::{Describer, HttpDescriber};
 
@@ -85,7 +85,6 @@ pub struct Supervised {
     describer: Option<Arc<dyn Describer>>,
     crashes: VecDeque<Instant>,
     restart_backoff: Duration,
-    started_once: bool,
     told_cpu: bool,
 }
 
@@ -98,7 +97,6 @@ impl Supervised {
             describer: None,
             crashes: VecDeque::new(),
             restart_backoff: Duration::from_secs(1),
-            started_once: false,
             told_cpu: false,
         }
     }
@@ -206,8 +204,7 @@ impl Supervised {
                 .ok();
             return Err(e.into());
         }
-        jobs::count_server_start(db.pool(), &fence.owner, self.started_once).await?;
-        self.started_once = true;
+        jobs::count_server_start(db.pool(), &fence.owner).await?;
         let client = VisionClient::new(
             &server.base_url(),
             Some(server.api_key.clone()),
@@ -242,11 +239,23 @@ impl Engine for Supervised {
                 self.server = None;
                 self.describer = None;
                 self.note_crash(lines).await?;
+                jobs::count_server_restart(db.pool(), &fence.owner).await?;
             }
-            if self.server.is_none() {
-                self.start(db, fence).await?;
-            } else if self.crashes.is_empty() {
+            if self.server.is_some() && self.crashes.is_empty() {
                 self.restart_backoff = Duration::from_secs(1);
+            }
+            while self.server.is_none() {
+                match self.start(db, fence).await {
+                    Ok(()) => {}
+                    Err(Error::Server(ServerError::KilledDuringLoad { status, lines })) => {
+                        tracing::error!(
+                            "llama-server was killed while loading ({status}); its last lines:\n{lines}"
+                        );
+                        self.note_crash(lines).await?;
+                        jobs::count_server_restart(db.pool(), &fence.owner).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok(self
                 .describer

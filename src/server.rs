@@ -53,6 +53,10 @@ pub enum ServerError {
     /// Exit before ready: the model, mmproj or flags are wrong. Not retried.
     #[error("llama-server exited during load ({status}); its last lines:\n{lines}")]
     ExitedDuringLoad { status: String, lines: String },
+    /// Killed by a signal while loading (OOM killer, an operator): a crash,
+    /// not a configuration error.
+    #[error("llama-server was killed during load ({status}); its last lines:\n{lines}")]
+    KilledDuringLoad { status: String, lines: String },
     #[error(
         "llama-server printed nothing for {waited_s} s while loading (--load-timeout); its last lines:\n{lines}"
     )]
@@ -182,10 +186,20 @@ impl LlamaServer {
             if let Some(status) = self.exited() {
                 // Let the drain tasks take the last lines.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(ServerError::ExitedDuringLoad {
-                    status: status.to_string(),
-                    lines: self.last_lines(),
-                });
+                let (status_text, lines) = (status.to_string(), self.last_lines());
+                return Err(
+                    if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
+                        ServerError::KilledDuringLoad {
+                            status: status_text,
+                            lines,
+                        }
+                    } else {
+                        ServerError::ExitedDuringLoad {
+                            status: status_text,
+                            lines,
+                        }
+                    },
+                );
             }
             if let Ok(resp) = http.get(&url).send().await
                 && resp.status().is_success()

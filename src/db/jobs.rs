@@ -545,13 +545,24 @@ pub async fn set_worker_state(
     Ok(())
 }
 
-/// Adds to a worker's server start and restart counters.
-pub async fn count_server_start(pool: &SqlitePool, id: &str, restart: bool) -> Result<()> {
-    let restarts = i64::from(restart);
+/// Counts a llama-server start of a worker.
+pub async fn count_server_start(pool: &SqlitePool, id: &str) -> Result<()> {
     let mut tx = begin_immediate(pool).await?;
     sqlx::query!(
-        "UPDATE workers SET server_starts = server_starts + 1, server_restarts = server_restarts + ? WHERE id = ?",
-        restarts,
+        "UPDATE workers SET server_starts = server_starts + 1 WHERE id = ?",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Counts a llama-server crash that the worker restarts after.
+pub async fn count_server_restart(pool: &SqlitePool, id: &str) -> Result<()> {
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!(
+        "UPDATE workers SET server_restarts = server_restarts + 1 WHERE id = ?",
         id
     )
     .execute(&mut *tx)
