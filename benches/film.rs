@@ -61,7 +61,7 @@ fn main() {
                     "lavfi",
                     "-i",
                 ])
-                .arg(format!("{src}=size=1280x720:rate=24:duration=7"))
+                .arg(format!("{src}=size=1280x720:rate=24"))
                 .args([
                     "-t", "7", "-c:v", "libx264", "-preset", "veryfast", "-g", "48", "-pix_fmt",
                     "yuv420p",

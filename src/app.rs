@@ -264,13 +264,14 @@ pub fn timestamp(ms: Option<i64>) -> String {
 
 async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     let film = film_filter(db, &args.film).await?;
+    let films = results::film_ids(db.pool(), film).await?.into_iter();
     let mut rows = Pages {
         db,
-        film,
+        films,
+        film: None,
         state: args.state,
-        after: (0, -1),
+        after: -1,
         page: Vec::new().into_iter(),
-        done: false,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -355,36 +356,48 @@ async fn export_results(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Result rows, fetched a page at a time.
+/// Result rows, fetched a page at a time, film after film.
 struct Pages<'a> {
     db: &'a Db,
+    films: std::vec::IntoIter<i64>,
+    /// The film being read, or `None` between films.
     film: Option<i64>,
     state: ResultState,
-    after: (i64, i64),
+    after: i64,
     page: std::vec::IntoIter<results::ResultRow>,
-    done: bool,
 }
 
 impl Pages<'_> {
     async fn next(&mut self) -> anyhow::Result<Option<results::ResultRow>> {
-        if let Some(row) = self.page.next() {
-            return Ok(Some(row));
-        }
-        if self.done {
-            return Ok(None);
-        }
-        let page = match self.state {
-            ResultState::Done => results::done_page(self.db.pool(), self.film, self.after).await?,
-            ResultState::Failed => {
-                results::failed_page(self.db.pool(), self.film, self.after).await?
+        loop {
+            if let Some(row) = self.page.next() {
+                return Ok(Some(row));
             }
-        };
-        self.done = (page.len() as i64) < results::PAGE;
-        if let Some(last) = page.last() {
-            self.after = (last.film_id, last.frame_index);
+            let film = match self.film {
+                Some(f) => f,
+                None => match self.films.next() {
+                    Some(f) => {
+                        self.film = Some(f);
+                        self.after = -1;
+                        f
+                    }
+                    None => return Ok(None),
+                },
+            };
+            let page = match self.state {
+                ResultState::Done => results::done_page(self.db.pool(), film, self.after).await?,
+                ResultState::Failed => {
+                    results::failed_page(self.db.pool(), film, self.after).await?
+                }
+            };
+            if (page.len() as i64) < results::PAGE {
+                self.film = None;
+            }
+            if let Some(last) = page.last() {
+                self.after = last.frame_index;
+            }
+            self.page = page.into_iter();
         }
-        self.page = page.into_iter();
-        Ok(self.page.next())
     }
 }
 

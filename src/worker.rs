@@ -413,6 +413,8 @@ async fn lease_loop(
                     tracing::info!("a gpu-lock command waits for the GPU; yielding once in-flight frames finish");
                     yielding = true;
                 }
+                let state = if yielding { "yielding" } else if in_flight.is_empty() { "idle" } else { "running" };
+                jobs::set_worker_state(pool, &fence.owner, state, now_ms(), false).await?;
             }
             Some(joined) = in_flight.tasks.join_next_with_id(), if !in_flight.is_empty() => {
                 let mut next = Some(joined);

@@ -28,27 +28,33 @@ pub struct ResultRow {
 /// Rows per page: memory stays bounded whatever the table size.
 pub const PAGE: i64 = 5000;
 
-/// A page of described frames in film and frame order, after `after`
-/// (film id, frame index).
-pub async fn done_page(
-    pool: &SqlitePool,
-    film: Option<i64>,
-    after: (i64, i64),
-) -> Result<Vec<ResultRow>> {
+/// The films to export, in order.
+pub async fn film_ids(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM films WHERE ?1 IS NULL OR id = ?1 ORDER BY id"#,
+        only
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A page of one film's described frames in frame order, after frame index
+/// `after`: a range seek on `UNIQUE(film_id, frame_index)`, so each page
+/// costs the same however far the export has got.
+pub async fn done_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ResultRow>> {
     Ok(sqlx::query_as!(
         ResultRow,
-        r#"SELECT f.id AS "film_id!", f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms,
+        r#"SELECT fr.film_id AS "film_id!", (SELECT title FROM films WHERE id = ?1) AS "film!: String",
+                  fr.frame_index AS "frame_index!", fr.pts_ms,
                   fr.path AS "path!", d.visual_content AS "visual_content?", d.mood AS "mood?",
                   d.action AS "action?", d.setting AS "setting?", d.model AS "model?", NULL AS "error?: String"
-           FROM films f
-           JOIN frames fr ON fr.film_id = f.id
+           FROM frames fr
            JOIN descriptions d ON d.job_id = fr.id
-           WHERE (?1 IS NULL OR f.id = ?1) AND (f.id, fr.frame_index) > (?2, ?3)
-           ORDER BY f.id, fr.frame_index
-           LIMIT ?4"#,
+           WHERE fr.film_id = ?1 AND fr.frame_index > ?2
+           ORDER BY fr.frame_index
+           LIMIT ?3"#,
         film,
-        after.0,
-        after.1,
+        after,
         PAGE
     )
     .fetch_all(pool)
@@ -56,26 +62,21 @@ pub async fn done_page(
 }
 
 /// A page of failed frames with their reasons, as [`done_page`].
-pub async fn failed_page(
-    pool: &SqlitePool,
-    film: Option<i64>,
-    after: (i64, i64),
-) -> Result<Vec<ResultRow>> {
+pub async fn failed_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ResultRow>> {
     Ok(sqlx::query_as!(
         ResultRow,
-        r#"SELECT f.id AS "film_id!", f.title AS "film!", fr.frame_index AS "frame_index!", fr.pts_ms,
+        r#"SELECT fr.film_id AS "film_id!", (SELECT title FROM films WHERE id = ?1) AS "film!: String",
+                  fr.frame_index AS "frame_index!", fr.pts_ms,
                   fr.path AS "path!", NULL AS "visual_content?: String", NULL AS "mood?: String",
                   NULL AS "action?: String", NULL AS "setting?: String", NULL AS "model?: String",
                   j.last_error AS "error?"
-           FROM films f
-           JOIN frames fr ON fr.film_id = f.id
+           FROM frames fr
            JOIN jobs j ON j.id = fr.id AND j.state = 'failed'
-           WHERE (?1 IS NULL OR f.id = ?1) AND (f.id, fr.frame_index) > (?2, ?3)
-           ORDER BY f.id, fr.frame_index
-           LIMIT ?4"#,
+           WHERE fr.film_id = ?1 AND fr.frame_index > ?2
+           ORDER BY fr.frame_index
+           LIMIT ?3"#,
         film,
-        after.0,
-        after.1,
+        after,
         PAGE
     )
     .fetch_all(pool)
