@@ -445,7 +445,11 @@ async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
     };
     let mut first = run("first.log").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !env.db().exists() || env.count("SELECT count(*) FROM descriptions").await < 20 {
+    while env
+        .count_when_ready("SELECT count(*) FROM descriptions")
+        .await
+        < 20
+    {
         assert!(Instant::now() < deadline, "{}", env.log("first.log"));
         assert!(
             first.try_wait().unwrap().is_none(),

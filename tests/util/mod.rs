@@ -206,6 +206,23 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Like [`Env::count`], but 0 while the database or its schema does not
+    /// exist yet (another process is creating it).
+    pub async fn count_when_ready(&self, sql: &'static str) -> i64 {
+        if !self.db().exists() {
+            return 0;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(self.db())
+            .read_only(true);
+        let Ok(pool) = SqlitePool::connect_with(opts).await else {
+            return 0;
+        };
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap_or(0);
+        pool.close().await;
+        n
+    }
+
     pub async fn strings(&self, sql: &'static str) -> Vec<String> {
         let pool = self.pool().await;
         let v: Vec<String> = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
