@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
-use crate::db::jobs::{self, Fence};
+use crate::db::jobs::{self, Fence, ServerEvent};
 use crate::db::lease::{self, OrphanServer};
 use crate::error::{Error, Result};
 use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
@@ -101,7 +101,10 @@ impl Supervised {
         }
     }
 
-    async fn note_crash(&mut self, lines: String) -> Result<()> {
+    /// Counts a crash (in memory for the budget, in `workers` for `status`)
+    /// and waits out the restart backoff.
+    async fn note_crash(&mut self, db: &Db, worker: &str, lines: String) -> Result<()> {
+        jobs::count_server_event(db.pool(), worker, ServerEvent::Crashed).await?;
         let now = Instant::now();
         self.crashes.push_back(now);
         while self
@@ -204,7 +207,7 @@ impl Supervised {
                 .ok();
             return Err(e.into());
         }
-        jobs::count_server_start(db.pool(), &fence.owner).await?;
+        jobs::count_server_event(db.pool(), &fence.owner, ServerEvent::Started).await?;
         let client = VisionClient::new(
             &server.base_url(),
             Some(server.api_key.clone()),
@@ -238,8 +241,7 @@ impl Engine for Supervised {
                 let lines = server.last_lines();
                 self.server = None;
                 self.describer = None;
-                self.note_crash(lines).await?;
-                jobs::count_server_restart(db.pool(), &fence.owner).await?;
+                self.note_crash(db, &fence.owner, lines).await?;
             }
             if self.server.is_some() && self.crashes.is_empty() {
                 self.restart_backoff = Duration::from_secs(1);
@@ -251,8 +253,7 @@ impl Engine for Supervised {
                         tracing::error!(
                             "llama-server was killed while loading ({status}); its last lines:\n{lines}"
                         );
-                        self.note_crash(lines).await?;
-                        jobs::count_server_restart(db.pool(), &fence.owner).await?;
+                        self.note_crash(db, &fence.owner, lines).await?;
                     }
                     Err(e) => return Err(e),
                 }

@@ -545,28 +545,27 @@ pub async fn set_worker_state(
     Ok(())
 }
 
-/// Counts a llama-server start of a worker.
-pub async fn count_server_start(pool: &SqlitePool, id: &str) -> Result<()> {
-    let mut tx = begin_immediate(pool).await?;
-    sqlx::query!(
-        "UPDATE workers SET server_starts = server_starts + 1 WHERE id = ?",
-        id
-    )
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
+/// What happened to a worker's llama-server, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    Started,
+    /// Crashed; the worker restarts it.
+    Crashed,
 }
 
-/// Counts a llama-server crash that the worker restarts after.
-pub async fn count_server_restart(pool: &SqlitePool, id: &str) -> Result<()> {
-    let mut tx = begin_immediate(pool).await?;
+/// Adds one to the worker's `server_starts` or `server_restarts`.
+pub async fn count_server_event(pool: &SqlitePool, id: &str, event: ServerEvent) -> Result<()> {
+    let (started, restarted) = match event {
+        ServerEvent::Started => (1, 0),
+        ServerEvent::Crashed => (0, 1),
+    };
     sqlx::query!(
-        "UPDATE workers SET server_restarts = server_restarts + 1 WHERE id = ?",
+        "UPDATE workers SET server_starts = server_starts + ?, server_restarts = server_restarts + ? WHERE id = ?",
+        started,
+        restarted,
         id
     )
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
