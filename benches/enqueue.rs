@@ -1,7 +1,7 @@
 //! Enqueue throughput: `cinecut enqueue --manifest` of 1,000,000 frames next
 //! to the ceiling, a plain bulk insert of the same rows into a bare SQLite
 //! table (prepared multi-row INSERTs, one transaction per chunk, same
-//! pragmas), then the time `cinecut status` takes on the result.
+//! page size and pragmas), then the time `cinecut status` takes on the result.
 //!
 //! Run: `cargo bench --bench enqueue` (FRAMES=N to change the size).
 //! The frame files (empty, they are only checked for existence) are made once
@@ -120,6 +120,7 @@ async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
     let opts = SqliteConnectOptions::new()
         .filename(db)
         .create_if_missing(true)
+        .page_size(cinecut::db::PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full);
     let pool = SqlitePoolOptions::new()

@@ -38,6 +38,9 @@ pub enum Error {
     /// A named film does not exist.
     #[error("no film titled {0:?}; `cinecut status` lists the films")]
     UnknownFilm(String),
+    /// A film disappeared (deleted by another process) while frames were added to it.
+    #[error("film #{0} was deleted while its frames were being enqueued; enqueue it again")]
+    FilmDeleted(i64),
     /// Some inputs of an enqueue were rejected (listed before this error).
     #[error("{rejected} frame(s) rejected{}; fix or remove them and enqueue again (already enqueued frames are skipped)",
         if *enqueued_anyway { "" } else { ", nothing enqueued (--strict)" })]

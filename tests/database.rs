@@ -176,3 +176,118 @@ fn help_documents_the_exit_codes() {
     let help = crate::util::stdout(&o);
     assert!(help.contains("2  usage error"), "{help}");
 }
+
+/// A database made by the first release (migrations 0001 and 0002) keeps all
+/// its rows, references and search index through the later migrations, and
+/// the rebuilt tables still refuse what they refused before.
+#[tokio::test]
+async fn a_database_with_work_in_it_migrates_without_losing_anything() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    let env = Env::new();
+    // The schema as the first release left it.
+    let first = tempfile::tempdir().unwrap();
+    for m in ["0001_schema.sql", "0002_search.sql"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(m),
+            first.path().join(m),
+        )
+        .unwrap();
+    }
+    let old = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(env.db())
+                .create_if_missing(true)
+                .foreign_keys(true),
+        )
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&old)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO films (id, title, frame_count, created_at) VALUES (1, 'film', 3, 0);
+         INSERT INTO frames (id, film_id, frame_index, pts_ms, path, created_at) VALUES
+             (1, 1, 0, 0, '/f/0.jpg', 0), (2, 1, 1, 40, '/f/1.jpg', 0), (3, 1, 2, 80, '/f/2.jpg', 0);
+         INSERT INTO jobs (id, frame_id, film_id, state, created_at, updated_at) VALUES
+             (1, 1, 1, 'done', 0, 0), (2, 2, 1, 'failed', 0, 0), (3, 3, 1, 'queued', 0, 0);
+         INSERT INTO attempts (job_id, worker_id, started_at, outcome) VALUES
+             (1, 'w', 0, 'done'), (2, 'w', 0, 'retry'), (2, 'w', 0, 'failed');
+         INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting,
+                                   model, prompt_version, created_at)
+             VALUES (1, 1, 'a red door', 'calm', 'nothing moves', 'a hallway', 'm', 1, 0);",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let pool = db.pool();
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count("SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(
+        count("SELECT count(*) FROM jobs WHERE state = 'failed'").await,
+        1
+    );
+    assert_eq!(count("SELECT count(*) FROM attempts").await, 3);
+    assert_eq!(count("SELECT count(*) FROM descriptions").await, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM film_progress WHERE done = 1 AND failed = 1 AND queued = 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM description_search WHERE description_search MATCH 'door'")
+            .await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM pragma_foreign_key_check").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%IN (%'").await,
+        0,
+        "no CHECK (x IN (...)) is left"
+    );
+    // The checks still hold, and the references still cascade.
+    let bad_state = sqlx::query("UPDATE jobs SET state = 'lost' WHERE id = 3")
+        .execute(pool)
+        .await;
+    assert!(bad_state.is_err(), "a state outside the list is refused");
+    let bad_outcome = sqlx::query(
+        "INSERT INTO attempts (job_id, worker_id, started_at, outcome) VALUES (3, 'w', 0, 'maybe')",
+    )
+    .execute(pool)
+    .await;
+    assert!(
+        bad_outcome.is_err(),
+        "an outcome outside the list is refused"
+    );
+    let orphan = sqlx::query(
+        "INSERT INTO attempts (job_id, worker_id, started_at, outcome) VALUES (99, 'w', 0, 'done')",
+    )
+    .execute(pool)
+    .await;
+    assert!(orphan.is_err(), "attempts still reference jobs");
+    sqlx::query("DELETE FROM films WHERE id = 1")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(count("SELECT count(*) FROM jobs").await, 0);
+    assert_eq!(count("SELECT count(*) FROM attempts").await, 0);
+    db.close().await;
+}

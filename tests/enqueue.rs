@@ -149,6 +149,27 @@ async fn manifests_in_jsonl_and_csv_keep_index_and_time() {
             ("other".into(), 1, 5678, "frame_2.jpg".into()),
         ]
     );
+
+    // Again, plus a path the film has under another index: nothing new, and
+    // neither counts as a clash of indexes.
+    let mut text = std::fs::read_to_string(&jsonl).unwrap();
+    text.push_str("{\"path\":\"m/frame_1.jpg\",\"frame_index\":30,\"pts_ms\":1200}\n");
+    std::fs::write(&jsonl, text).unwrap();
+    let o = env.run(["enqueue".as_ref(), "--manifest".as_ref(), jsonl.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"film\": 0 new, 3 already queued"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM frames").await, 4);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 4);
+    // The bulk loader skips per-row foreign-key checks; every reference holds.
+    assert_eq!(
+        env.count("SELECT count(*) FROM pragma_foreign_key_check")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]

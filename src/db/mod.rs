@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 /// How long a connection waits for another writer before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Page size of a new database file.
+pub const PAGE_SIZE: u32 = 16_384;
+
 /// `synchronous` pragma: FULL keeps every finished description across a power
 /// failure; NORMAL is faster and only risks the last transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -59,6 +62,9 @@ impl Db {
                 Durability::Full => SqliteSynchronous::Full,
                 Durability::Normal => SqliteSynchronous::Normal,
             })
+            // New databases only (an existing file keeps its page size): 16 KiB
+            // pages made the million-frame enqueue a quarter faster than 4 KiB.
+            .page_size(PAGE_SIZE)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-8192")
             .optimize_on_close(true, None);
@@ -78,6 +84,16 @@ impl Db {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A connection of its own for bulk loading, with foreign-key checks
+    /// off: the loader's statements keep every reference by construction
+    /// (see [`queue::enqueue_chunk`]), and checking them row by row costs
+    /// two parent lookups per frame, a tenth of a million-frame enqueue.
+    pub async fn bulk_loader(&self) -> Result<sqlx::SqliteConnection> {
+        use sqlx::ConnectOptions;
+        let options = (*self.pool.connect_options()).clone().foreign_keys(false);
+        Ok(options.connect().await?)
     }
 
     pub fn path(&self) -> &Path {

@@ -1,13 +1,13 @@
 //! The job queue's producer side: films and frames in, one job per frame.
 //!
 //! Enqueue is bulk and idempotent: a chunk of frames travels as one JSON
-//! array bound to one statement (`json_each`), inside one `BEGIN IMMEDIATE`
+//! array bound to one statement (`jsonb_each`), inside one `BEGIN IMMEDIATE`
 //! transaction that also creates the chunk's jobs and bumps the film's
 //! `frame_count`. A frame is identified by (film, path); enqueuing a path the
 //! film already has is a no-op, whichever process does it.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use super::{begin_immediate, now_ms};
 use crate::error::{Error, Result};
@@ -36,6 +36,8 @@ pub struct NewFrame {
 pub struct FrameChunk {
     pub json: String,
     pub len: u64,
+    /// Every frame names its frame_index (manifests with indexes, videos).
+    pub indexed: bool,
 }
 
 impl FrameChunk {
@@ -47,6 +49,7 @@ impl FrameChunk {
         FrameChunk {
             json: serde_json::to_string(&rows).expect("frames serialise"),
             len: frames.len() as u64,
+            indexed: frames.iter().all(|f| f.frame_index.is_some()),
         }
     }
 }
@@ -101,47 +104,76 @@ pub async fn film_id(pool: &SqlitePool, title: &str) -> Result<i64> {
 
 /// Inserts a chunk of frames and their jobs in one IMMEDIATE transaction.
 /// Frames without an explicit index are numbered after the film's last one.
+///
+/// The chunk is parsed once into SQLite's binary JSON (`jsonb_each(jsonb(?))`),
+/// so reading a row's fields does not parse its text again. A frame the film
+/// already has (same path) or whose index is taken is skipped by
+/// `ON CONFLICT DO NOTHING`; the two cases are told apart below, only when
+/// something was skipped.
+///
+/// `conn` is a [`super::Db::bulk_loader`] connection (foreign-key checks off):
+/// the film is looked up inside this write transaction, frames point at it,
+/// and jobs are made from the frames just inserted, so every reference holds.
 pub async fn enqueue_chunk(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     film_id: i64,
     chunk: &FrameChunk,
     max_attempts: i64,
 ) -> Result<ChunkOutcome> {
     let now = now_ms();
-    let mut tx = begin_immediate(pool).await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let priority = sqlx::query_scalar!("SELECT priority FROM films WHERE id = ?", film_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::FilmDeleted(film_id))?;
     let max_frame_id =
         sqlx::query_scalar!(r#"SELECT coalesce(max(id), 0) AS "id!: i64" FROM frames"#)
             .fetch_one(&mut *tx)
             .await?;
-    let next_index = sqlx::query_scalar!(
-        r#"SELECT coalesce(max(frame_index) + 1, 0) AS "next!: i64" FROM frames WHERE film_id = ?"#,
-        film_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    // Window functions run after WHERE, so assigned indexes have no gaps for
-    // frames the film already has.
-    let inserted = sqlx::query!(
-        r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
-           SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
-                  j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
-           FROM json_each(?4) AS j
-           WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
-           ON CONFLICT DO NOTHING"#,
-        film_id,
-        next_index,
-        now,
-        chunk.json
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let inserted = if chunk.indexed {
+        sqlx::query!(
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+               SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?2
+               FROM jsonb_each(jsonb(?3)) AS j
+               WHERE true
+               ON CONFLICT DO NOTHING"#,
+            film_id,
+            now,
+            chunk.json
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    } else {
+        let next_index = sqlx::query_scalar!(
+            r#"SELECT coalesce(max(frame_index) + 1, 0) AS "next!: i64" FROM frames WHERE film_id = ?"#,
+            film_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        // Window functions run after WHERE, so the numbers given have no
+        // gaps for frames the film already has.
+        sqlx::query!(
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+               SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
+                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
+               FROM jsonb_each(jsonb(?4)) AS j
+               WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
+               ON CONFLICT DO NOTHING"#,
+            film_id,
+            next_index,
+            now,
+            chunk.json
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    };
     if inserted > 0 {
         sqlx::query!(
             r#"INSERT INTO jobs (id, frame_id, film_id, priority, max_attempts, created_at, updated_at)
-               SELECT fr.id, fr.id, fr.film_id, fi.priority, ?1, ?2, ?2
-               FROM frames fr JOIN films fi ON fi.id = fr.film_id
-               WHERE fr.id > ?3"#,
+               SELECT id, id, film_id, ?1, ?2, ?3, ?3 FROM frames WHERE id > ?4"#,
+            priority,
             max_attempts,
             now,
             max_frame_id
@@ -165,7 +197,7 @@ pub async fn enqueue_chunk(
         // Only a re-enqueue or a clash pays for telling the two apart.
         let conflicts = sqlx::query!(
             r#"SELECT j.value ->> 0 AS "path!: String", j.value ->> 1 AS "frame_index!: i64"
-               FROM json_each(?1) AS j
+               FROM jsonb_each(jsonb(?1)) AS j
                WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?2 AND f.path = j.value ->> 0)"#,
             chunk.json,
             film_id

@@ -423,9 +423,10 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
         );
     }
     let mut new = 0;
+    let mut loader = db.bulk_loader().await?;
     for chunk in extracted.frames.chunks(20_000) {
         new += queue::enqueue_chunk(
-            db.pool(),
+            &mut loader,
             film_id,
             &FrameChunk::new(chunk),
             opts.max_attempts,

@@ -84,6 +84,10 @@ pub async fn enqueue(
             .await
             .expect("prepass thread");
         rejected.extend(pre?);
+        tracing::debug!(
+            "enqueue: inputs read through in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     if strict && !rejected.is_empty() {
         summary.rejected = rejected;
@@ -95,11 +99,12 @@ pub async fn enqueue(
     let chunk_size = opts.chunk_size.max(1);
     let producer = tokio::task::spawn_blocking(move || produce(&sources, chunk_size, &tx));
 
+    let mut loader = db.bulk_loader().await?;
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut last_log = Instant::now();
     let mut result = Ok(());
     while let Some(item) = rx.recv().await {
-        if let Err(e) = write_chunk(db, &item, opts, &mut films, &mut rejected).await {
+        if let Err(e) = write_chunk(db, &mut loader, &item, opts, &mut films, &mut rejected).await {
             result = Err(e);
             break;
         }
@@ -125,6 +130,7 @@ pub async fn enqueue(
 
 async fn write_chunk(
     db: &Db,
+    loader: &mut sqlx::SqliteConnection,
     item: &TitledChunk,
     opts: &EnqueueOptions,
     films: &mut BTreeMap<String, FilmSummary>,
@@ -147,7 +153,7 @@ async fn write_chunk(
         }
     };
     let outcome =
-        queue::enqueue_chunk(db.pool(), film.film_id, &item.chunk, opts.max_attempts).await?;
+        queue::enqueue_chunk(loader, film.film_id, &item.chunk, opts.max_attempts).await?;
     film.new += outcome.inserted;
     film.already += outcome.already;
     rejected.extend(
