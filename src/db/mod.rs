@@ -155,9 +155,29 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> Error {
     Error::Sqlx(err)
 }
 
+/// Applies pending migrations, one process at a time: two processes opening
+/// a new (or older) database together would otherwise both apply the same
+/// migration, and one would fail ("table films already exists"). The lock is
+/// an `flock` on a file beside the database, dropped when this returns or the
+/// process dies. A folder where it cannot be made goes on unlocked.
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
     use sqlx::migrate::MigrateError;
-    match crate::MIGRATOR.run(pool).await {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".migrate-lock");
+    let lock = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    })
+    .await
+    .expect("migration lock thread");
+    let result = crate::MIGRATOR.run(pool).await;
+    drop(lock);
+    match result {
         Ok(()) => Ok(()),
         Err(MigrateError::VersionMissing(found)) => Err(Error::SchemaTooNew {
             path: path.to_path_buf(),
