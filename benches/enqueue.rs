@@ -1,7 +1,9 @@
 //! Enqueue throughput: `cinecut enqueue --manifest` of 1,000,000 frames next
 //! to the ceiling, a plain bulk insert of the same rows into a bare SQLite
 //! table (prepared multi-row INSERTs, one transaction per chunk, same
-//! page size and pragmas), then the time `cinecut status` takes on the result.
+//! page size and pragmas), and, for reference, the frame and job rows
+//! enqueue writes into two bare tables; then the time `cinecut status` takes
+//! on the result.
 //!
 //! Run: `cargo bench --bench enqueue` (FRAMES=N to change the size).
 //! The frame files (empty, they are only checked for existence) are made once
@@ -87,10 +89,12 @@ fn main() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The ceiling: the same rows into a bare table.
-    let ceiling_s = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(bare_insert(&work.join("bare.db"), &frames_dir, n));
+    // The ceiling: the same rows into a bare table. Beside it, for reference,
+    // both rows enqueue writes per frame (its frame and its job) into two bare
+    // tables: what the data costs before any index, constraint or check.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ceiling_s = rt.block_on(bare_insert(&work.join("bare.db"), &frames_dir, n, false));
+    let both_s = rt.block_on(bare_insert(&work.join("bare2.db"), &frames_dir, n, true));
 
     // status on the enqueued database: best of 5 CLI runs.
     let mut status_ms = f64::MAX;
@@ -112,11 +116,14 @@ fn main() {
     println!("cinecut enqueue --manifest     {enqueue_s:8.2} s  {rate:>10.0} frames/s");
     println!("bare SQLite bulk insert        {ceiling_s:8.2} s  {ceiling:>10.0} frames/s");
     println!("ratio (cinecut / ceiling)      {:8.2}", rate / ceiling);
+    let both = n as f64 / both_s;
+    println!("bare frame + job rows, 2 tables{both_s:8.2} s  {both:>10.0} frames/s");
+    println!("ratio (cinecut / both rows)    {:8.2}", rate / both);
     println!("cinecut status (best of 5)     {status_ms:8.1} ms");
     std::fs::remove_dir_all(&work).ok();
 }
 
-async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
+async fn bare_insert(db: &Path, frames_dir: &Path, n: usize, with_jobs: bool) -> f64 {
     let opts = SqliteConnectOptions::new()
         .filename(db)
         .create_if_missing(true)
@@ -132,7 +139,15 @@ async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("CREATE TABLE j (id INTEGER, frame_id INTEGER, film_id INTEGER, priority INTEGER, state TEXT, max_attempts INTEGER, created_at INTEGER, updated_at INTEGER) STRICT")
+        .execute(&pool)
+        .await
+        .unwrap();
     const ROWS: usize = 500;
+    let job_sql = format!(
+        "INSERT INTO j VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", ")
+    );
     let sql = format!(
         "INSERT INTO t VALUES {}",
         vec!["(?, ?, ?, ?, ?)"; ROWS].join(", ")
@@ -157,6 +172,22 @@ async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
                         .bind(0_i64);
                 }
                 q.execute(&mut *tx).await.unwrap();
+                if with_jobs {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(job_sql.clone()));
+                    for k in 0..ROWS {
+                        let id = (base + k + 1) as i64;
+                        q = q
+                            .bind(id)
+                            .bind(id)
+                            .bind(1_i64)
+                            .bind(0_i64)
+                            .bind("queued")
+                            .bind(3_i64)
+                            .bind(0_i64)
+                            .bind(0_i64);
+                    }
+                    q.execute(&mut *tx).await.unwrap();
+                }
             } else {
                 for (k, p) in rows.iter().enumerate() {
                     sqlx::query("INSERT INTO t VALUES (?, ?, ?, ?, ?)")
@@ -168,6 +199,15 @@ async fn bare_insert(db: &Path, frames_dir: &Path, n: usize) -> f64 {
                         .execute(&mut *tx)
                         .await
                         .unwrap();
+                    if with_jobs {
+                        let id = (base + k + 1) as i64;
+                        sqlx::query("INSERT INTO j VALUES (?, ?, 1, 0, 'queued', 3, 0, 0)")
+                            .bind(id)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                    }
                 }
             }
         }
