@@ -160,7 +160,8 @@ async fn claim_in(
                WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_after <= ?4
                             ORDER BY priority DESC, id LIMIT ?5)
                  AND EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?6 AND holder = ?1 AND epoch = ?2)
-               RETURNING id AS "id!", attempts, transient_failures, max_attempts"#,
+               RETURNING id AS "id!", attempts, transient_failures, max_attempts,
+                         (SELECT path FROM frames WHERE frames.id = jobs.id) AS "path!: String""#,
             fence.owner,
             fence.epoch,
             until,
@@ -171,14 +172,15 @@ async fn claim_in(
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|r| (r.id, r.attempts, r.transient_failures, r.max_attempts))
+        .map(|r| (r.id, r.path, r.attempts, r.transient_failures, r.max_attempts))
         .collect::<Vec<_>>(),
         Some(film) => sqlx::query!(
             r#"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_epoch = ?2, lease_expires_at = ?3, updated_at = ?4
                WHERE id IN (SELECT id FROM jobs WHERE film_id = ?7 AND state = 'queued' AND run_after <= ?4
                             ORDER BY id LIMIT ?5)
                  AND EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?6 AND holder = ?1 AND epoch = ?2)
-               RETURNING id AS "id!", attempts, transient_failures, max_attempts"#,
+               RETURNING id AS "id!", attempts, transient_failures, max_attempts,
+                         (SELECT path FROM frames WHERE frames.id = jobs.id) AS "path!: String""#,
             fence.owner,
             fence.epoch,
             until,
@@ -190,29 +192,15 @@ async fn claim_in(
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|r| (r.id, r.attempts, r.transient_failures, r.max_attempts))
+        .map(|r| (r.id, r.path, r.attempts, r.transient_failures, r.max_attempts))
         .collect(),
     };
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
-        .expect("ids serialise");
-    let paths: std::collections::HashMap<i64, String> = sqlx::query!(
-        r#"SELECT id AS "id!", path FROM frames WHERE id IN (SELECT value FROM jsonb_each(jsonb(?)))"#,
-        ids
-    )
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|r| (r.id, r.path))
-    .collect();
     let mut claimed: Vec<ClaimedJob> = rows
         .into_iter()
         .map(
-            |(job_id, attempts, transient_failures, max_attempts)| ClaimedJob {
+            |(job_id, path, attempts, transient_failures, max_attempts)| ClaimedJob {
                 job_id,
-                path: paths.get(&job_id).cloned().unwrap_or_default(),
+                path,
                 attempts,
                 transient_failures,
                 max_attempts,
@@ -406,7 +394,12 @@ async fn record_batch(
             _ => {}
         }
     }
-    let ids = serde_json::to_string(&accepted).expect("ids serialise");
+    // The rows that changed their job, for the description and attempt rows.
+    let mine: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| accepted_set.contains(&r.job))
+        .collect();
+    let json = serde_json::to_string(&mine).expect("rows serialise");
     if rec.done > 0 {
         sqlx::query!(
             r#"WITH r AS MATERIALIZED (
@@ -414,15 +407,13 @@ async fn record_batch(
                           value ->> '$.d.mood' AS mood, value ->> '$.d.action' AS action, value ->> '$.d.setting' AS setting,
                           value ->> 'model' AS model, value ->> 'sha' AS sha, value ->> 'pv' AS pv,
                           (value ->> 'finished') - (value ->> 'started') AS latency, value ->> 'pt' AS pt, value ->> 'ct' AS ct
-                   FROM jsonb_each(jsonb(?1))),
-               ok AS MATERIALIZED (SELECT value AS job FROM jsonb_each(jsonb(?2)))
+                   FROM jsonb_each(jsonb(?1)))
                INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, model_sha256,
                                          prompt_version, latency_ms, prompt_tokens, completion_tokens, created_at)
-               SELECT r.job, r.job, r.vc, r.mood, r.action, r.setting, r.model, r.sha, r.pv, r.latency, r.pt, r.ct, ?3
-               FROM r JOIN ok ON ok.job = r.job
+               SELECT r.job, r.job, r.vc, r.mood, r.action, r.setting, r.model, r.sha, r.pv, r.latency, r.pt, r.ct, ?2
+               FROM r
                WHERE r.state = 'done'"#,
             json,
-            ids,
             now
         )
         .execute(&mut **tx)
@@ -433,16 +424,14 @@ async fn record_batch(
                SELECT value ->> 'job' AS job, value ->> 'started' AS started, value ->> 'finished' AS finished,
                       value ->> 'outcome' AS outcome, value ->> 'class' AS class, value ->> 'attempt_error' AS error,
                       value ->> 'raw' AS raw, value ->> 'pt' AS pt, value ->> 'ct' AS ct
-               FROM jsonb_each(jsonb(?1))),
-           ok AS MATERIALIZED (SELECT value AS job FROM jsonb_each(jsonb(?2)))
+               FROM jsonb_each(jsonb(?1)))
            INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
                                  raw_output, latency_ms, prompt_tokens, completion_tokens)
-           SELECT r.job, ?3, ?4, r.started, r.finished, r.outcome, r.class, r.error, r.raw,
+           SELECT r.job, ?2, ?3, r.started, r.finished, r.outcome, r.class, r.error, r.raw,
                   r.finished - r.started, r.pt, r.ct
-           FROM r JOIN ok ON ok.job = r.job
+           FROM r
            WHERE r.outcome != ''"#,
         json,
-        ids,
         fence.owner,
         fence.epoch
     )
