@@ -4,7 +4,7 @@
 //! for synchronous=NORMAL and FULL, in one run. Also the same worker against
 //! the fake llama-server over loopback HTTP, answering at once.
 //!
-//! Run: `cargo bench --bench worker` (JOBS=N, PARALLEL=N to change).
+//! Run: `cargo bench --bench worker` (JOBS=N, PARALLEL=N, ROUNDS=N to change).
 
 use std::future::Future;
 use std::path::Path;
@@ -145,6 +145,12 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
     done as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Sorts `xs` and returns its median.
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn main() {
     let n: usize = std::env::var("JOBS")
         .ok()
@@ -154,6 +160,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
@@ -162,19 +173,33 @@ fn main() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        println!("jobs {n}, parallel {parallel}");
+        println!("jobs {n}, parallel {parallel}, median of {rounds} rounds");
         println!(
             "{:<10} {:>16} {:>16} {:>7}",
             "sync", "worker jobs/s", "ceiling jobs/s", "ratio"
         );
+        // Worker and ceiling alternate, `rounds` times each, on fresh
+        // databases; the medians are printed (this machine's timings vary
+        // by a fifth from run to run), with the range of the worker's.
         for (label, d) in [("NORMAL", Durability::Normal), ("FULL", Durability::Full)] {
-            let db = fresh_db(dir.path(), &format!("w-{label}.db"), &frames, n, d).await;
-            let w = through_worker(&db, parallel, Arc::new(Instant0)).await;
-            db.close().await;
-            let db = fresh_db(dir.path(), &format!("c-{label}.db"), &frames, n, d).await;
-            let c = ceiling(&db, parallel).await;
-            db.close().await;
-            println!("{label:<10} {w:>16.0} {c:>16.0} {:>7.2}", w / c);
+            let (mut ws, mut cs) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let db =
+                    fresh_db(dir.path(), &format!("w-{label}-{round}.db"), &frames, n, d).await;
+                ws.push(through_worker(&db, parallel, Arc::new(Instant0)).await);
+                db.close().await;
+                let db =
+                    fresh_db(dir.path(), &format!("c-{label}-{round}.db"), &frames, n, d).await;
+                cs.push(ceiling(&db, parallel).await);
+                db.close().await;
+            }
+            let (w, c) = (median(&mut ws), median(&mut cs));
+            println!(
+                "{label:<10} {w:>16.0} {c:>16.0} {:>7.2}   worker {:.0}-{:.0}",
+                w / c,
+                ws[0],
+                ws[ws.len() - 1]
+            );
         }
         // The same worker over loopback HTTP against the fake server (instant answers).
         let fake = std::process::Command::new(env!("CARGO_BIN_EXE_fake-llama-server"))

@@ -395,6 +395,14 @@ async fn lease_loop(
                 engine.release(db, Some(fence)).await;
             }
         }
+        // Asked here, not inside select!: select! evaluates every branch's
+        // expression, enabled or not, and this query scans the queued jobs.
+        // Run once per batch, it made the worker quadratic in the queue's size.
+        let idle_wake = if in_flight.is_empty() && !paused {
+            Some(next_wake(db, cfg).await?)
+        } else {
+            None
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -444,7 +452,7 @@ async fn lease_loop(
                 }
             }
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
-            changed = watch.wait_for_change(next_wake(db, cfg).await?), if in_flight.is_empty() && !paused => { changed?; }
+            changed = watch.wait_for_change(idle_wake.unwrap_or_default()), if idle_wake.is_some() => { changed?; }
         }
     }
 }
