@@ -172,6 +172,75 @@ async fn manifests_in_jsonl_and_csv_keep_index_and_time() {
     );
 }
 
+/// Links are followed to what they point at; a broken link, a link to a
+/// folder, a frame in a missing folder and a FIFO are each rejected with
+/// their reason, and the rest is enqueued.
+#[tokio::test]
+async fn links_and_odd_files_are_followed_or_rejected_with_their_reason() {
+    use std::os::unix::fs::symlink;
+
+    let env = Env::new();
+    let real = env.frames("real", 2);
+    let dir = env.path().join("links");
+    std::fs::create_dir(&dir).unwrap();
+    symlink(real.join("frame_1.jpg"), dir.join("a_link.jpg")).unwrap();
+    symlink(real.join("gone.jpg"), dir.join("b_broken.jpg")).unwrap();
+    symlink(&real, dir.join("c_folder.jpg")).unwrap();
+    nix::unistd::mkfifo(&dir.join("d_fifo.jpg"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let in_missing_folder = env.path().join("nowhere").join("e.jpg");
+    // A manifest, so each path reaches the frame check as it is (on the
+    // command line a link to a folder is a folder of frames).
+    let manifest = env.path().join("links.jsonl");
+    let rows: String = [
+        dir.join("a_link.jpg"),
+        dir.join("b_broken.jpg"),
+        dir.join("c_folder.jpg"),
+        dir.join("d_fifo.jpg"),
+        in_missing_folder.clone(),
+        real.join("frame_2.jpg"),
+    ]
+    .iter()
+    .map(|p| format!("{}\n", serde_json::json!({ "path": p })))
+    .collect();
+    std::fs::write(&manifest, rows).unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--manifest".as_ref(),
+        manifest.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    for (name, reason) in [
+        ("b_broken.jpg", "broken link"),
+        ("c_folder.jpg", "is a folder, not an image file"),
+        ("d_fifo.jpg", "is not a regular file"),
+    ] {
+        assert!(
+            err.contains(&format!("{}: {reason}", dir.join(name).display())),
+            "{name}: {err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{}: does not exist", in_missing_folder.display())),
+        "{err}"
+    );
+    assert!(err.contains("4 frame(s) rejected"), "{err}");
+    let pool = env.pool().await;
+    let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM frames ORDER BY frame_index")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let canonical = std::fs::canonicalize(&real).unwrap();
+    assert_eq!(
+        paths,
+        vec![
+            canonical.join("frame_1.jpg").display().to_string(),
+            canonical.join("frame_2.jpg").display().to_string(),
+        ],
+        "a link is stored as the canonical path of its target"
+    );
+}
+
 #[tokio::test]
 async fn missing_frames_are_reported_and_the_rest_enqueued() {
     let env = Env::new();

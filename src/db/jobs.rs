@@ -384,8 +384,11 @@ async fn record_batch(
     if accepted.is_empty() {
         return Ok(rec);
     }
-    let accepted_set: std::collections::HashSet<i64> = accepted.iter().copied().collect();
-    for r in rows.iter().filter(|r| accepted_set.contains(&r.job)) {
+    let accepted: std::collections::HashSet<i64> = accepted.into_iter().collect();
+    // The rows that changed their job: counted, and the source of the
+    // description and attempt rows.
+    let mine: Vec<&ResultRow> = rows.iter().filter(|r| accepted.contains(&r.job)).collect();
+    for r in &mine {
         match (r.state, r.outcome) {
             ("done", _) => rec.done += 1,
             ("failed", _) => rec.failed += 1,
@@ -394,11 +397,6 @@ async fn record_batch(
             _ => {}
         }
     }
-    // The rows that changed their job, for the description and attempt rows.
-    let mine: Vec<&ResultRow> = rows
-        .iter()
-        .filter(|r| accepted_set.contains(&r.job))
-        .collect();
     let json = serde_json::to_string(&mine).expect("rows serialise");
     if rec.done > 0 {
         sqlx::query!(

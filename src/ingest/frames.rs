@@ -379,7 +379,8 @@ impl FrameChecker {
     pub fn check(&mut self, frame: FrameRef) -> Result<NewFrame, Rejection> {
         use nix::errno::Errno;
         use nix::fcntl::AtFlags;
-        use nix::sys::stat::{SFlag, fstatat};
+        use nix::sys::stat::{FileStat, SFlag, fstatat};
+        use nix::unistd::AccessFlags;
 
         let reject = |reason: String| Rejection {
             path: frame.path.display().to_string(),
@@ -398,46 +399,37 @@ impl FrameChecker {
                 Errno::ENOENT => reject("does not exist".into()),
                 e => reject(format!("cannot read: {}", e.desc())),
             })?;
-        let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
-        let canonical = if kind == SFlag::S_IFLNK {
+        let kind = |stat: &FileStat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        let is_link = kind(&stat) == SFlag::S_IFLNK;
+        let (canonical, stat) = if is_link {
             // A link: resolve it the slow way and check what it points to.
             let target = std::fs::canonicalize(&frame.path)
                 .map_err(|e| reject(format!("broken link: {e}")))?;
-            let meta =
-                std::fs::metadata(&target).map_err(|e| reject(format!("cannot read: {e}")))?;
-            if meta.is_dir() {
-                return Err(reject("is a folder, not an image file".into()));
-            }
-            if !meta.is_file() {
-                return Err(reject("is not a regular file".into()));
-            }
-            if nix::unistd::access(&target, nix::unistd::AccessFlags::R_OK).is_err() {
-                return Err(reject("is not readable (permission denied)".into()));
-            }
-            target
+            let stat = nix::sys::stat::stat(&target)
+                .map_err(|e| reject(format!("cannot read: {}", e.desc())))?;
+            (target, stat)
         } else {
-            if kind == SFlag::S_IFDIR {
-                return Err(reject("is a folder, not an image file".into()));
-            }
-            if kind != SFlag::S_IFREG {
-                return Err(reject("is not a regular file".into()));
-            }
-            // The owner's read bit decides for the owner (ACLs included), so
-            // only other files need the `faccessat` call.
-            let own_readable = stat.st_uid == uid && stat.st_mode & 0o400 != 0;
-            if !own_readable
-                && nix::unistd::faccessat(
-                    &folder.fd,
-                    name,
-                    nix::unistd::AccessFlags::R_OK,
-                    AtFlags::empty(),
-                )
-                .is_err()
-            {
-                return Err(reject("is not readable (permission denied)".into()));
-            }
-            folder.canonical.join(name)
+            (folder.canonical.join(name), stat)
         };
+        if kind(&stat) == SFlag::S_IFDIR {
+            return Err(reject("is a folder, not an image file".into()));
+        }
+        if kind(&stat) != SFlag::S_IFREG {
+            return Err(reject("is not a regular file".into()));
+        }
+        // The owner's read bit decides for the owner (ACLs included), so only
+        // other users' files need the `access` call.
+        let own_readable = stat.st_uid == uid && stat.st_mode & 0o400 != 0;
+        let readable = own_readable
+            || if is_link {
+                nix::unistd::access(&canonical, AccessFlags::R_OK)
+            } else {
+                nix::unistd::faccessat(&folder.fd, name, AccessFlags::R_OK, AtFlags::empty())
+            }
+            .is_ok();
+        if !readable {
+            return Err(reject("is not readable (permission denied)".into()));
+        }
         let path = canonical.into_os_string().into_string().map_err(|p| {
             reject(format!(
                 "path is not valid UTF-8: {}",
