@@ -13,6 +13,15 @@ async fn every_migration_applies_to_a_fresh_file() {
         .await
         .unwrap();
     assert_eq!(applied as usize, cinecut::MIGRATOR.iter().count());
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        page_size,
+        i64::from(cinecut::db::PAGE_SIZE),
+        "a new file gets the bulk-load page size"
+    );
     for table in [
         "films",
         "frames",
@@ -317,4 +326,46 @@ fn processes_opening_a_new_database_at_once_all_succeed() {
             assert_exit(&out, 0);
         }
     }
+}
+
+/// A film deleted by another process while its frames are being enqueued is
+/// a clear error, and nothing of the chunk is written.
+#[tokio::test]
+async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
+    use cinecut::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+
+    let env = Env::new();
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let film = queue::ensure_film(
+        db.pool(),
+        &FilmSpec {
+            title: "gone".into(),
+            ..FilmSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    queue::delete_film(db.pool(), film).await.unwrap();
+    let chunk = FrameChunk::new(&[NewFrame {
+        path: "/frames/1.jpg".into(),
+        frame_index: Some(0),
+        pts_ms: None,
+        width: None,
+        height: None,
+    }]);
+    let mut loader = db.bulk_loader().await.unwrap();
+    let err = queue::enqueue_chunk(&mut loader, film, &chunk, 3)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("was deleted while its frames were being enqueued"),
+        "{err}"
+    );
+    let frames: i64 = sqlx::query_scalar("SELECT count(*) FROM frames")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(frames, 0);
+    db.close().await;
 }
