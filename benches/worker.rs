@@ -105,12 +105,13 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
         owner: me.id.clone(),
         epoch,
     };
+    let mut conn = pool.acquire().await.unwrap();
     let t = Instant::now();
     let mut done = 0u64;
     let mut finished: Vec<Finished> = Vec::new();
     loop {
         let (rec, claimed) = jobs::record_and_claim(
-            pool,
+            &mut conn,
             &fence,
             &finished,
             parallel as i64,

@@ -318,8 +318,9 @@ async fn work_under_lease(
         // Whatever stopped us, frames in flight go back to the queue.
         let released = in_flight.abort_all().await;
         let ttl = cfg.lease_ttl.as_millis() as i64;
-        if let Ok((rec, _)) =
-            jobs::record_and_claim(db.pool(), fence, &released, 0, None, now_ms(), ttl).await
+        if let Ok(mut conn) = db.pool().acquire().await
+            && let Ok((rec, _)) =
+                jobs::record_and_claim(&mut conn, fence, &released, 0, None, now_ms(), ttl).await
         {
             summary.add(rec);
         }
@@ -346,6 +347,10 @@ async fn lease_loop(
     let mut backoff = cfg.transient_backoff;
     let mut idle_since: Option<Instant> = None;
     let mut watch = DataVersion::new(db).await?;
+    // Batches run on a connection of their own: its page cache stays valid
+    // from one batch to the next (a pool hands out its connections in turn,
+    // and each had to reread what the other wrote).
+    let mut batches = pool.acquire().await?;
     loop {
         let paused = paused_until.is_some_and(|t| t > Instant::now());
         let room = if yielding || paused {
@@ -363,9 +368,16 @@ async fn lease_loop(
         };
         if !finished.is_empty() || describer.is_some() {
             let claim = if describer.is_some() { room as i64 } else { 0 };
-            let (rec, claimed) =
-                jobs::record_and_claim(pool, fence, &finished, claim, cfg.film, now_ms(), ttl)
-                    .await?;
+            let (rec, claimed) = jobs::record_and_claim(
+                &mut batches,
+                fence,
+                &finished,
+                claim,
+                cfg.film,
+                now_ms(),
+                ttl,
+            )
+            .await?;
             finished.clear();
             summary.add(rec);
             if !claimed.is_empty() {
@@ -407,7 +419,7 @@ async fn lease_loop(
             biased;
             _ = shutdown.cancelled() => {
                 finished.extend(drain(in_flight, cfg.grace).await);
-                let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
+                let (rec, _) = jobs::record_and_claim(&mut batches, fence, &finished, 0, None, now_ms(), ttl).await?;
                 summary.add(rec);
                 return Ok(LeaseEnd::Shutdown);
             }
@@ -443,7 +455,7 @@ async fn lease_loop(
                         finished.push(r.finished);
                         if let Some(message) = r.fatal {
                             finished.extend(in_flight.abort_all().await);
-                            let (rec, _) = jobs::record_and_claim(pool, fence, &finished, 0, None, now_ms(), ttl).await?;
+                            let (rec, _) = jobs::record_and_claim(&mut batches, fence, &finished, 0, None, now_ms(), ttl).await?;
                             summary.add(rec);
                             return Err(Error::ServerRefused(message));
                         }

@@ -278,6 +278,117 @@ async fn a_wrong_api_key_stops_the_worker_and_fails_no_job() {
     );
 }
 
+fn done_now(job: &jobs::ClaimedJob, at: i64) -> Finished {
+    Finished {
+        job: job.clone(),
+        outcome: Outcome::Done {
+            description: SceneDescription {
+                visual_content: "a".into(),
+                mood: "b".into(),
+                action: "c".into(),
+                setting: "d".into(),
+            },
+            model: "m".into(),
+            model_sha256: None,
+            prompt_version: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+        },
+        started_at: at,
+        finished_at: at,
+    }
+}
+
+/// A running job whose holder vanished without a lease row to prove it (a
+/// worker on another GPU, another host) goes back to the queue at the first
+/// lease renewal after its own lease expired, not before; other jobs of the
+/// same holder stay its own, and in a batch that mixes both, only the
+/// fenced result is dropped. (The sweep used to run in every batch.)
+#[tokio::test]
+async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() {
+    let env = Env::new();
+    env.enqueue_images("sweep", 3, &[]);
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let pool = db.pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut a = Holder::this_process(Purpose::Worker);
+    a.host = "elsewhere".into();
+    let b = Holder::this_process(Purpose::Worker);
+    for (h, gpu) in [(&a, "g1"), (&b, "g2")] {
+        jobs::register_worker(pool, &h.id, h.pid, &h.host, gpu, 0)
+            .await
+            .unwrap();
+    }
+    let Acquire::Acquired { epoch: ea, .. } =
+        lease::acquire(pool, "g1", &a, 5000, 10_000).await.unwrap()
+    else {
+        panic!()
+    };
+    let fa = Fence {
+        gpu: "g1".into(),
+        owner: a.id.clone(),
+        epoch: ea,
+    };
+    // A claims one job leased until 11_000, another leased until 11_800.
+    let (_, first) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_000, 1000)
+        .await
+        .unwrap();
+    let (_, second) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_800, 1000)
+        .await
+        .unwrap();
+    let Acquire::Acquired { epoch: eb, .. } =
+        lease::acquire(pool, "g2", &b, 1000, 10_900).await.unwrap()
+    else {
+        panic!()
+    };
+    let running = "SELECT count(*) FROM jobs WHERE state = 'running'";
+    assert_eq!(env.count(running).await, 2, "not expired yet at 10_900");
+    assert!(
+        lease::renew(pool, "g2", &b.id, eb, 1000, 11_400)
+            .await
+            .unwrap()
+            .held
+    );
+    assert_eq!(
+        env.count(running).await,
+        1,
+        "the job leased until 11_000 is back in the queue at 11_400; the other is not"
+    );
+    // B claims the swept job; A then reports both: one is fenced, one lands.
+    let fb = Fence {
+        gpu: "g2".into(),
+        owner: b.id.clone(),
+        epoch: eb,
+    };
+    let (_, taken) = jobs::record_and_claim(&mut conn, &fb, &[], 1, None, 11_400, 1000)
+        .await
+        .unwrap();
+    assert_eq!(taken[0].job_id, first[0].job_id);
+    let results = [done_now(&first[0], 11_500), done_now(&second[0], 11_500)];
+    let (rec, _) = jobs::record_and_claim(&mut conn, &fa, &results, 0, None, 11_500, 1000)
+        .await
+        .unwrap();
+    assert_eq!((rec.done, rec.fenced), (1, 1));
+    let ro = env.pool().await;
+    let described: Vec<i64> = sqlx::query_scalar("SELECT job_id FROM descriptions")
+        .fetch_all(&ro)
+        .await
+        .unwrap();
+    assert_eq!(described, [second[0].job_id]);
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 1);
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ? AND state = 'running'")
+            .bind(first[0].job_id)
+            .fetch_one(&ro)
+            .await
+            .unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some(b.id.as_str()),
+        "B's job is untouched by A's late result"
+    );
+}
+
 /// Fencing, deterministic: worker A's lease expires (clock injected), B
 /// takes over; A's late result writes nothing.
 #[tokio::test]
@@ -303,9 +414,17 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
         owner: a.id.clone(),
         epoch: ea,
     };
-    let (_, claimed) = jobs::record_and_claim(pool, &fa, &[], 2, None, 10_000, 1000)
-        .await
-        .unwrap();
+    let (_, claimed) = jobs::record_and_claim(
+        &mut pool.acquire().await.unwrap(),
+        &fa,
+        &[],
+        2,
+        None,
+        10_000,
+        1000,
+    )
+    .await
+    .unwrap();
     assert_eq!(claimed.len(), 2);
 
     // Before expiry B must wait; after it, B takes over and recovers A's jobs.
@@ -346,9 +465,17 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
         started_at: 10_000,
         finished_at: 11_600,
     };
-    let (rec, more) = jobs::record_and_claim(pool, &fa, &[done], 1, None, 11_600, 1000)
-        .await
-        .unwrap();
+    let (rec, more) = jobs::record_and_claim(
+        &mut pool.acquire().await.unwrap(),
+        &fa,
+        &[done],
+        1,
+        None,
+        11_600,
+        1000,
+    )
+    .await
+    .unwrap();
     assert_eq!(rec.fenced, 1);
     assert!(more.is_empty(), "a stale holder claims nothing");
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 0);

@@ -7,8 +7,15 @@
 //! its result is dropped and counted as fenced.
 //! Results of a batch and the claim of the next batch share one transaction
 //! (group commit): one fsync covers many frames.
+//!
+//! Speed: every statement is a round trip to the connection's thread, and so
+//! is every row a statement returns. The batch statements therefore take
+//! their rows as one JSON argument and answer in one JSON row, never one row
+//! per job; and a worker runs its batches on a connection of its own, whose
+//! page cache no other connection's commit invalidates.
 
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::types::Json;
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::begin_immediate;
 use crate::error::Result;
@@ -86,10 +93,11 @@ pub struct Recorded {
     pub fenced: u64,
 }
 
-/// Records `finished` and claims up to `claim` more jobs, in one transaction.
+/// Records `finished` and claims up to `claim` more jobs, in one transaction,
+/// on `conn` (a worker's own connection: see the module note on speed).
 /// Claims happen only while the fence's lease is current.
 pub async fn record_and_claim(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     fence: &Fence,
     finished: &[Finished],
     claim: i64,
@@ -97,7 +105,7 @@ pub async fn record_and_claim(
     now: i64,
     lease_ms: i64,
 ) -> Result<(Recorded, Vec<ClaimedJob>)> {
-    let mut tx = begin_immediate(pool).await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let rec = if finished.is_empty() {
         Recorded::default()
     } else {
@@ -136,69 +144,94 @@ pub async fn record_and_claim(
     Ok((rec, claimed))
 }
 
+/// Puts back in the queue the running jobs whose own lease expired: their
+/// holder vanished without a lease row to prove it (another host, a lost
+/// lease). Run at every lease acquire and heartbeat, not per batch.
+pub async fn requeue_expired(tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<u64> {
+    Ok(sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?1
+           WHERE state = 'running' AND lease_expires_at < ?1"#,
+        now
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// A claimed job as the claim's JSON answer spells it:
+/// `[id, attempts, transient_failures, max_attempts, path]`.
+type ClaimRow = (i64, i64, i64, i64, String);
+
 async fn claim_in(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     fence: &Fence,
     n: i64,
     film: Option<i64>,
     now: i64,
     lease_ms: i64,
 ) -> Result<Vec<ClaimedJob>> {
-    // Jobs whose holder vanished without a lease row to prove it (another
-    // host, a lost lease) come back when their own lease expires.
+    // Pick (one JSON row), then mark them ours: the write lock is held since
+    // BEGIN IMMEDIATE, so nothing changes in between.
+    let Json(rows): Json<Vec<ClaimRow>> = match film {
+        None => {
+            sqlx::query_scalar!(
+                r#"SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
+                                                      (SELECT path FROM frames WHERE frames.id = c.id)))
+                          AS "jobs!: Json<Vec<ClaimRow>>"
+                   FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
+                         WHERE state = 'queued' AND run_after <= ?1
+                         ORDER BY priority DESC, id LIMIT ?2) AS c
+                   WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)"#,
+                now,
+                n,
+                fence.gpu,
+                fence.owner,
+                fence.epoch
+            )
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Some(film) => {
+            sqlx::query_scalar!(
+                r#"SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
+                                                      (SELECT path FROM frames WHERE frames.id = c.id)))
+                          AS "jobs!: Json<Vec<ClaimRow>>"
+                   FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
+                         WHERE film_id = ?6 AND state = 'queued' AND run_after <= ?1
+                         ORDER BY id LIMIT ?2) AS c
+                   WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)"#,
+                now,
+                n,
+                fence.gpu,
+                fence.owner,
+                fence.epoch,
+                film
+            )
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .expect("ids serialise");
+    let until = now + lease_ms;
     sqlx::query!(
-        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?1
-           WHERE state = 'running' AND lease_expires_at < ?1"#,
-        now
+        r#"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_epoch = ?2, lease_expires_at = ?3, updated_at = ?4
+           WHERE id IN (SELECT value FROM json_each(?5))"#,
+        fence.owner,
+        fence.epoch,
+        until,
+        now,
+        ids
     )
     .execute(&mut **tx)
     .await?;
-    let until = now + lease_ms;
-    let rows = match film {
-        None => sqlx::query!(
-            r#"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_epoch = ?2, lease_expires_at = ?3, updated_at = ?4
-               WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_after <= ?4
-                            ORDER BY priority DESC, id LIMIT ?5)
-                 AND EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?6 AND holder = ?1 AND epoch = ?2)
-               RETURNING id AS "id!", attempts, transient_failures, max_attempts,
-                         (SELECT path FROM frames WHERE frames.id = jobs.id) AS "path!: String""#,
-            fence.owner,
-            fence.epoch,
-            until,
-            now,
-            n,
-            fence.gpu
-        )
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r.path, r.attempts, r.transient_failures, r.max_attempts))
-        .collect::<Vec<_>>(),
-        Some(film) => sqlx::query!(
-            r#"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_epoch = ?2, lease_expires_at = ?3, updated_at = ?4
-               WHERE id IN (SELECT id FROM jobs WHERE film_id = ?7 AND state = 'queued' AND run_after <= ?4
-                            ORDER BY id LIMIT ?5)
-                 AND EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?6 AND holder = ?1 AND epoch = ?2)
-               RETURNING id AS "id!", attempts, transient_failures, max_attempts,
-                         (SELECT path FROM frames WHERE frames.id = jobs.id) AS "path!: String""#,
-            fence.owner,
-            fence.epoch,
-            until,
-            now,
-            n,
-            fence.gpu,
-            film
-        )
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r.path, r.attempts, r.transient_failures, r.max_attempts))
-        .collect(),
-    };
     let mut claimed: Vec<ClaimedJob> = rows
         .into_iter()
         .map(
-            |(job_id, path, attempts, transient_failures, max_attempts)| ClaimedJob {
+            |(job_id, attempts, transient_failures, max_attempts, path)| ClaimedJob {
                 job_id,
                 path,
                 attempts,
@@ -335,21 +368,63 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
     row
 }
 
-/// Records a batch of results with three statements, whatever its size.
+/// Records a batch of results with four statements, whatever its size.
 /// Rows whose job is no longer ours (fencing) change nothing.
 async fn record_batch(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     fence: &Fence,
     finished: &[Finished],
     now: i64,
 ) -> Result<Recorded> {
-    let rows: Vec<ResultRow> = finished.iter().map(|f| result_row(f, now)).collect();
-    let json = serde_json::to_string(&rows).expect("rows serialise");
-    let accepted: Vec<i64> = sqlx::query_scalar!(
+    let ids = serde_json::to_string(&finished.iter().map(|f| f.job.job_id).collect::<Vec<_>>())
+        .expect("ids serialise");
+    let Json(fenced): Json<Vec<i64>> = sqlx::query_scalar!(
+        r#"SELECT json_group_array(value) AS "fenced!: Json<Vec<i64>>" FROM json_each(?1)
+           WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = value AND state = 'running'
+                                                  AND lease_owner = ?2 AND lease_epoch = ?3)"#,
+        ids,
+        fence.owner,
+        fence.epoch
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut rec = Recorded {
+        fenced: fenced.len() as u64,
+        ..Recorded::default()
+    };
+    if rec.fenced > 0 {
+        tracing::warn!(
+            "{} result(s) dropped: their jobs are no longer ours (lease lost or taken over)",
+            rec.fenced
+        );
+    }
+    // The rows that change their job: counted, and the source of the job,
+    // description and attempt rows.
+    let mine: Vec<ResultRow> = finished
+        .iter()
+        .filter(|f| !fenced.contains(&f.job.job_id))
+        .map(|f| result_row(f, now))
+        .collect();
+    if mine.is_empty() {
+        return Ok(rec);
+    }
+    for r in &mine {
+        match (r.state, r.outcome) {
+            ("done", _) => rec.done += 1,
+            ("failed", _) => rec.failed += 1,
+            (_, "retry") => rec.retried += 1,
+            (_, "requeued") => rec.requeued += 1,
+            _ => {}
+        }
+    }
+    let json = serde_json::to_string(&mine).expect("rows serialise");
+    sqlx::query!(
         // A MATERIALIZED CTE: joining jobs straight to json_each re-reads the
         // JSON per row and turns the batch quadratic (165 ms for 320 rows).
         // jsonb: the array is parsed once, and each row's fields are read
-        // from binary JSON, not from text parsed again.
+        // from binary JSON, not from text parsed again. The fence is checked
+        // again here, though nothing could change it since the check above
+        // (the write lock is held).
         r#"WITH r AS MATERIALIZED (
                SELECT value ->> 'job' AS job, value ->> 'state' AS state, value ->> 'error' AS error,
                       value ->> 'attempts' AS attempts, value ->> 'transient' AS transient,
@@ -362,42 +437,14 @@ async fn record_batch(
                   lease_epoch = CASE WHEN r.state = 'queued' THEN NULL ELSE jobs.lease_epoch END,
                   lease_expires_at = NULL
            FROM r
-           WHERE jobs.id = r.job AND jobs.state = 'running' AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3
-           RETURNING jobs.id AS "id!""#,
+           WHERE jobs.id = r.job AND jobs.state = 'running' AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3"#,
         json,
         fence.owner,
         fence.epoch,
         now
     )
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await?;
-    let mut rec = Recorded {
-        fenced: (rows.len() - accepted.len()) as u64,
-        ..Recorded::default()
-    };
-    if rec.fenced > 0 {
-        tracing::warn!(
-            "{} result(s) dropped: their jobs are no longer ours (lease lost or taken over)",
-            rec.fenced
-        );
-    }
-    if accepted.is_empty() {
-        return Ok(rec);
-    }
-    let accepted: std::collections::HashSet<i64> = accepted.into_iter().collect();
-    // The rows that changed their job: counted, and the source of the
-    // description and attempt rows.
-    let mine: Vec<&ResultRow> = rows.iter().filter(|r| accepted.contains(&r.job)).collect();
-    for r in &mine {
-        match (r.state, r.outcome) {
-            ("done", _) => rec.done += 1,
-            ("failed", _) => rec.failed += 1,
-            (_, "retry") => rec.retried += 1,
-            (_, "requeued") => rec.requeued += 1,
-            _ => {}
-        }
-    }
-    let json = serde_json::to_string(&mine).expect("rows serialise");
     if rec.done > 0 {
         sqlx::query!(
             r#"WITH r AS MATERIALIZED (
@@ -416,6 +463,9 @@ async fn record_batch(
         )
         .execute(&mut **tx)
         .await?;
+    }
+    if mine.iter().all(|r| r.outcome.is_empty()) {
+        return Ok(rec);
     }
     sqlx::query!(
         r#"WITH r AS MATERIALIZED (

@@ -5,13 +5,15 @@
 //! A holder is dead at once when it ran on this host and its pid is gone or
 //! belongs to another process (start time differs); otherwise when its lease
 //! expires. Taking a dead holder's lease requeues its running jobs in the
-//! same transaction. Waiters (`gpu-lock` commands) registered in
+//! same transaction, and every acquire and renewal requeues running jobs
+//! whose own lease expired (their holder vanished without a lease row to
+//! prove it: another host, a lost lease). Waiters (`gpu-lock` commands) registered in
 //! `gpu_waiters` go before workers; a worker yields to them.
 
 use serde::Serialize;
 use sqlx::SqlitePool;
 
-use super::begin_immediate;
+use super::{begin_immediate, jobs};
 use crate::error::Result;
 use crate::process;
 
@@ -158,6 +160,7 @@ pub async fn acquire(
         )
         .execute(&mut *tx)
         .await?;
+        jobs::requeue_expired(&mut tx, now).await?;
         tx.commit().await?;
         return Ok(Acquire::Acquired {
             epoch: row.epoch,
@@ -234,6 +237,7 @@ pub async fn acquire(
         .execute(&mut *tx)
         .await?;
     }
+    jobs::requeue_expired(&mut tx, now).await?;
     tx.commit().await?;
     let orphan_server = row.server_pid.map(|pid| OrphanServer {
         pid,
@@ -291,6 +295,7 @@ pub async fn renew(
         )
         .execute(&mut *tx)
         .await?;
+        jobs::requeue_expired(&mut tx, now).await?;
     }
     let stale = now - 3 * ttl_ms;
     let waiters = sqlx::query_scalar!(
