@@ -10,11 +10,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -256,51 +259,57 @@ struct JobResult {
     server_trouble: Option<bool>,
 }
 
-/// Requests in flight, and the job each task works on.
+/// A request in flight: its job's id, and its result or its panic.
+type Request = BoxFuture<'static, (i64, std::thread::Result<JobResult>)>;
+
+/// Requests in flight, and the job each works on. They are polled by the
+/// worker's own task, not spawned: answers that arrive together are recorded
+/// in one batch (spawned tasks finished one by one on other threads and cut
+/// batches into pieces), and no answer costs a thread hand-off. The HTTP
+/// connections themselves run on the runtime's tasks either way.
 #[derive(Default)]
 struct InFlight {
-    tasks: JoinSet<JobResult>,
-    jobs: HashMap<tokio::task::Id, ClaimedJob>,
+    requests: FuturesUnordered<Request>,
+    jobs: HashMap<i64, ClaimedJob>,
 }
 
 impl InFlight {
     fn len(&self) -> usize {
-        self.tasks.len()
+        self.requests.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.requests.is_empty()
     }
 
     fn start(&mut self, describer: Arc<dyn Describer>, job: ClaimedJob, cfg: &WorkerConfig) {
-        let handle = self
-            .tasks
-            .spawn(describe_job(describer, job.clone(), cfg.clone()));
-        self.jobs.insert(handle.id(), job);
+        let id = job.job_id;
+        let request = AssertUnwindSafe(describe_job(describer, job.clone(), cfg.clone()));
+        self.requests
+            .push(Box::pin(async move { (id, request.catch_unwind().await) }));
+        self.jobs.insert(id, job);
     }
 
-    /// Aborts every request; their jobs go back to the queue untouched.
-    async fn abort_all(&mut self) -> Vec<Finished> {
-        self.tasks.shutdown().await;
+    /// Drops every request; their jobs go back to the queue untouched.
+    fn abort_all(&mut self) -> Vec<Finished> {
+        self.requests.clear();
         self.jobs.drain().map(|(_, job)| release(job)).collect()
     }
 
-    /// The result of a joined task, or a release if it was aborted.
-    fn settle(
-        &mut self,
-        joined: Result<(tokio::task::Id, JobResult), tokio::task::JoinError>,
-    ) -> Option<JobResult> {
-        match joined {
-            Ok((id, r)) => {
-                self.jobs.remove(&id);
-                Some(r)
-            }
-            Err(e) => self.jobs.remove(&e.id()).map(|job| JobResult {
+    /// The result of a finished request, or a release if it panicked.
+    fn settle(&mut self, (id, result): (i64, std::thread::Result<JobResult>)) -> Option<JobResult> {
+        let job = self.jobs.remove(&id)?;
+        Some(result.unwrap_or_else(|_| {
+            tracing::error!(
+                job = id,
+                "describing the frame panicked; the job goes back to the queue"
+            );
+            JobResult {
                 finished: release(job),
                 fatal: None,
                 server_trouble: None,
-            }),
-        }
+            }
+        }))
     }
 }
 
@@ -316,7 +325,7 @@ async fn work_under_lease(
     let result = lease_loop(db, cfg, fence, engine, shutdown, summary, &mut in_flight).await;
     if result.is_err() && !in_flight.is_empty() {
         // Whatever stopped us, frames in flight go back to the queue.
-        let released = in_flight.abort_all().await;
+        let released = in_flight.abort_all();
         let ttl = cfg.lease_ttl.as_millis() as i64;
         if let Ok(mut conn) = db.pool().acquire().await
             && let Ok((rec, _)) =
@@ -426,7 +435,7 @@ async fn lease_loop(
             _ = heartbeat.tick() => {
                 let renewal = lease::renew(pool, &fence.gpu, &fence.owner, fence.epoch, ttl, now_ms()).await?;
                 if !renewal.held {
-                    in_flight.abort_all().await;
+                    in_flight.abort_all();
                     return Ok(LeaseEnd::LeaseLost);
                 }
                 if renewal.waiters > 0 && !yielding {
@@ -436,7 +445,7 @@ async fn lease_loop(
                 let state = if yielding { "yielding" } else if in_flight.is_empty() { "idle" } else { "running" };
                 jobs::set_worker_state(pool, &fence.owner, state, now_ms(), false).await?;
             }
-            Some(joined) = in_flight.tasks.join_next_with_id(), if !in_flight.is_empty() => {
+            Some(joined) = in_flight.requests.next(), if !in_flight.is_empty() => {
                 let mut next = Some(joined);
                 while let Some(joined) = next {
                     if let Some(r) = in_flight.settle(joined) {
@@ -454,13 +463,13 @@ async fn lease_loop(
                         }
                         finished.push(r.finished);
                         if let Some(message) = r.fatal {
-                            finished.extend(in_flight.abort_all().await);
+                            finished.extend(in_flight.abort_all());
                             let (rec, _) = jobs::record_and_claim(&mut batches, fence, &finished, 0, None, now_ms(), ttl).await?;
                             summary.add(rec);
                             return Err(Error::ServerRefused(message));
                         }
                     }
-                    next = in_flight.tasks.try_join_next_with_id();
+                    next = in_flight.requests.next().now_or_never().flatten();
                 }
             }
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
@@ -499,7 +508,7 @@ async fn drain(in_flight: &mut InFlight, grace: Duration) -> Vec<Finished> {
     let deadline = Instant::now() + grace;
     while !in_flight.is_empty() {
         tokio::select! {
-            joined = in_flight.tasks.join_next_with_id() => match joined {
+            joined = in_flight.requests.next() => match joined {
                 Some(joined) => out.extend(in_flight.settle(joined).map(|r| r.finished)),
                 None => break,
             },
@@ -509,7 +518,7 @@ async fn drain(in_flight: &mut InFlight, grace: Duration) -> Vec<Finished> {
             }
         }
     }
-    out.extend(in_flight.abort_all().await);
+    out.extend(in_flight.abort_all());
     out
 }
 
@@ -608,5 +617,54 @@ impl DataVersion {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+
+    impl Describer for Panics {
+        fn describe<'a>(
+            &'a self,
+            path: &'a str,
+        ) -> Pin<Box<dyn Future<Output = std::result::Result<Described, DescribeError>> + Send + 'a>>
+        {
+            Box::pin(async move { panic!("describer bug on {path}") })
+        }
+        fn model(&self) -> &str {
+            "panics"
+        }
+    }
+
+    fn job(id: i64) -> ClaimedJob {
+        ClaimedJob {
+            job_id: id,
+            path: format!("/frames/{id}.png"),
+            attempts: 0,
+            transient_failures: 0,
+            max_attempts: 3,
+        }
+    }
+
+    /// Requests are polled by the worker's task, not spawned: a panic in one
+    /// must release its job and leave the others in flight.
+    #[tokio::test]
+    async fn a_panicking_request_releases_its_job_and_nothing_else() {
+        let mut in_flight = InFlight::default();
+        let cfg = WorkerConfig::default();
+        in_flight.start(Arc::new(Panics), job(1), &cfg);
+        in_flight.start(Arc::new(Panics), job(2), &cfg);
+        let first = in_flight.requests.next().await.expect("a result");
+        let r = in_flight.settle(first).expect("its job was in flight");
+        assert!(matches!(r.finished.outcome, Outcome::Release));
+        assert!(r.fatal.is_none());
+        assert_eq!(in_flight.len(), 1);
+        let released = in_flight.abort_all();
+        assert_eq!(released.len(), 1);
+        assert_ne!(released[0].job.job_id, r.finished.job.job_id);
+        assert!(in_flight.is_empty() && in_flight.jobs.is_empty());
     }
 }
