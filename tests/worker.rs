@@ -389,6 +389,145 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     );
 }
 
+/// Every column a batch writes lands where it belongs: the batch statements
+/// read their rows from positional JSON, where a swapped index would go
+/// unnoticed by counts alone.
+#[tokio::test]
+async fn a_batch_writes_each_field_to_its_column() {
+    let env = Env::new();
+    env.enqueue_images("columns", 2, &[]);
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let pool = db.pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let me = Holder::this_process(Purpose::Worker);
+    jobs::register_worker(pool, &me.id, me.pid, &me.host, "g", 0)
+        .await
+        .unwrap();
+    let Acquire::Acquired { epoch, .. } = lease::acquire(pool, "g", &me, 60_000, 10_000)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let fence = Fence {
+        gpu: "g".into(),
+        owner: me.id.clone(),
+        epoch,
+    };
+    let (_, claimed) = jobs::record_and_claim(&mut conn, &fence, &[], 2, None, 10_000, 60_000)
+        .await
+        .unwrap();
+    let done = Finished {
+        job: claimed[0].clone(),
+        outcome: Outcome::Done {
+            description: SceneDescription {
+                visual_content: "vc".into(),
+                mood: "mood".into(),
+                action: "action".into(),
+                setting: "setting".into(),
+            },
+            model: "model.gguf".into(),
+            model_sha256: Some("5ha".into()),
+            prompt_version: 7,
+            prompt_tokens: Some(81),
+            completion_tokens: Some(29),
+        },
+        started_at: 10_000,
+        finished_at: 10_250,
+    };
+    let retry = Finished {
+        job: claimed[1].clone(),
+        outcome: Outcome::Retry {
+            class: "bad_output",
+            error: "not JSON".into(),
+            raw: Some("{oops".into()),
+            backoff_ms: 500,
+        },
+        started_at: 10_100,
+        finished_at: 10_400,
+    };
+    let (rec, _) =
+        jobs::record_and_claim(&mut conn, &fence, &[done, retry], 0, None, 10_500, 60_000)
+            .await
+            .unwrap();
+    assert_eq!((rec.done, rec.retried, rec.fenced), (1, 1, 0));
+    let ro = env.pool().await;
+    let row = |sql: &'static str, id: i64| {
+        let ro = ro.clone();
+        async move {
+            let json: String = sqlx::query_scalar(sql)
+                .bind(id)
+                .fetch_one(&ro)
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        }
+    };
+    assert_eq!(
+        row(
+            "SELECT json_array(frame_id, visual_content, mood, action, setting, model, model_sha256,
+                               prompt_version, latency_ms, prompt_tokens, completion_tokens, created_at)
+             FROM descriptions WHERE job_id = ?",
+            claimed[0].job_id
+        )
+        .await,
+        serde_json::json!([
+            claimed[0].job_id,
+            "vc",
+            "mood",
+            "action",
+            "setting",
+            "model.gguf",
+            "5ha",
+            7,
+            250,
+            81,
+            29,
+            10_500
+        ])
+    );
+    assert_eq!(
+        row(
+            "SELECT json_array(worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
+                               raw_output, latency_ms, prompt_tokens, completion_tokens)
+             FROM attempts WHERE job_id = ?",
+            claimed[1].job_id
+        )
+        .await,
+        serde_json::json!([
+            me.id,
+            epoch,
+            10_100,
+            10_400,
+            "retry",
+            "bad_output",
+            "not JSON",
+            "{oops",
+            300,
+            null,
+            null
+        ])
+    );
+    let j: (String, i64, i64, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT state, attempts, run_after, last_error, lease_owner FROM jobs WHERE id = ?",
+    )
+    .bind(claimed[1].job_id)
+    .fetch_one(&ro)
+    .await
+    .unwrap();
+    assert_eq!(
+        j,
+        ("queued".into(), 1, 11_000, Some("not JSON".into()), None)
+    );
+    let j: (String, i64, Option<String>) =
+        sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE id = ?")
+            .bind(claimed[0].job_id)
+            .fetch_one(&ro)
+            .await
+            .unwrap();
+    assert_eq!(j, ("done".into(), 1, None));
+}
+
 /// Fencing, deterministic: worker A's lease expires (clock injected), B
 /// takes over; A's late result writes nothing.
 #[tokio::test]
