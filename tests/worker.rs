@@ -278,6 +278,22 @@ async fn a_wrong_api_key_stops_the_worker_and_fails_no_job() {
     );
 }
 
+/// Registers `h` as a worker and takes the free lease of `gpu` for it at `now`.
+async fn take_lease(pool: &sqlx::SqlitePool, h: &Holder, gpu: &str, ttl: i64, now: i64) -> Fence {
+    jobs::register_worker(pool, &h.id, h.pid, &h.host, gpu, 0)
+        .await
+        .unwrap();
+    let Acquire::Acquired { epoch, .. } = lease::acquire(pool, gpu, h, ttl, now).await.unwrap()
+    else {
+        panic!("the lease of {gpu} is free")
+    };
+    Fence {
+        gpu: gpu.into(),
+        owner: h.id.clone(),
+        epoch,
+    }
+}
+
 fn done_now(job: &jobs::ClaimedJob, at: i64) -> Finished {
     Finished {
         job: job.clone(),
@@ -314,21 +330,7 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     let mut a = Holder::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
     let b = Holder::this_process(Purpose::Worker);
-    for (h, gpu) in [(&a, "g1"), (&b, "g2")] {
-        jobs::register_worker(pool, &h.id, h.pid, &h.host, gpu, 0)
-            .await
-            .unwrap();
-    }
-    let Acquire::Acquired { epoch: ea, .. } =
-        lease::acquire(pool, "g1", &a, 5000, 10_000).await.unwrap()
-    else {
-        panic!()
-    };
-    let fa = Fence {
-        gpu: "g1".into(),
-        owner: a.id.clone(),
-        epoch: ea,
-    };
+    let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
     // A claims one job leased until 11_000, another leased until 11_800.
     let (_, first) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_000, 1000)
         .await
@@ -336,15 +338,11 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     let (_, second) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_800, 1000)
         .await
         .unwrap();
-    let Acquire::Acquired { epoch: eb, .. } =
-        lease::acquire(pool, "g2", &b, 1000, 10_900).await.unwrap()
-    else {
-        panic!()
-    };
+    let fb = take_lease(pool, &b, "g2", 1000, 10_900).await;
     let running = "SELECT count(*) FROM jobs WHERE state = 'running'";
     assert_eq!(env.count(running).await, 2, "not expired yet at 10_900");
     assert!(
-        lease::renew(pool, "g2", &b.id, eb, 1000, 11_400)
+        lease::renew(pool, "g2", &b.id, fb.epoch, 1000, 11_400)
             .await
             .unwrap()
             .held
@@ -355,11 +353,6 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
         "the job leased until 11_000 is back in the queue at 11_400; the other is not"
     );
     // B claims the swept job; A then reports both: one is fenced, one lands.
-    let fb = Fence {
-        gpu: "g2".into(),
-        owner: b.id.clone(),
-        epoch: eb,
-    };
     let (_, taken) = jobs::record_and_claim(&mut conn, &fb, &[], 1, None, 11_400, 1000)
         .await
         .unwrap();
@@ -400,20 +393,7 @@ async fn a_batch_writes_each_field_to_its_column() {
     let pool = db.pool();
     let mut conn = pool.acquire().await.unwrap();
     let me = Holder::this_process(Purpose::Worker);
-    jobs::register_worker(pool, &me.id, me.pid, &me.host, "g", 0)
-        .await
-        .unwrap();
-    let Acquire::Acquired { epoch, .. } = lease::acquire(pool, "g", &me, 60_000, 10_000)
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let fence = Fence {
-        gpu: "g".into(),
-        owner: me.id.clone(),
-        epoch,
-    };
+    let fence = take_lease(pool, &me, "g", 60_000, 10_000).await;
     let (_, claimed) = jobs::record_and_claim(&mut conn, &fence, &[], 2, None, 10_000, 60_000)
         .await
         .unwrap();
@@ -496,7 +476,7 @@ async fn a_batch_writes_each_field_to_its_column() {
         .await,
         serde_json::json!([
             me.id,
-            epoch,
+            fence.epoch,
             10_100,
             10_400,
             "retry",
@@ -540,19 +520,8 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     let mut a = Holder::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
     let b = Holder::this_process(Purpose::Worker);
-    jobs::register_worker(pool, &a.id, a.pid, &a.host, "g", 0)
-        .await
-        .unwrap();
-    let Acquire::Acquired { epoch: ea, .. } =
-        lease::acquire(pool, "g", &a, 1000, 10_000).await.unwrap()
-    else {
-        panic!()
-    };
-    let fa = Fence {
-        gpu: "g".into(),
-        owner: a.id.clone(),
-        epoch: ea,
-    };
+    let fa = take_lease(pool, &a, "g", 1000, 10_000).await;
+    let ea = fa.epoch;
     let (_, claimed) = jobs::record_and_claim(
         &mut pool.acquire().await.unwrap(),
         &fa,
@@ -586,24 +555,7 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     );
 
     // A comes back with a result: fenced.
-    let done = Finished {
-        job: claimed[0].clone(),
-        outcome: Outcome::Done {
-            description: SceneDescription {
-                visual_content: "a".into(),
-                mood: "b".into(),
-                action: "c".into(),
-                setting: "d".into(),
-            },
-            model: "m".into(),
-            model_sha256: None,
-            prompt_version: 1,
-            prompt_tokens: None,
-            completion_tokens: None,
-        },
-        started_at: 10_000,
-        finished_at: 11_600,
-    };
+    let done = done_now(&claimed[0], 11_600);
     let (rec, more) = jobs::record_and_claim(
         &mut pool.acquire().await.unwrap(),
         &fa,
