@@ -13,6 +13,10 @@
 //! their rows as one JSON argument and answer in one JSON row, never one row
 //! per job; and a worker runs its batches on a connection of its own, whose
 //! page cache no other connection's commit invalidates.
+//!
+//! The batch statements live in `sql/` (each says what it binds), so that
+//! the worker bench runs the very same SQL straight on SQLite for its
+//! ceiling.
 
 use sqlx::types::Json;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -121,10 +125,8 @@ pub async fn record_and_claim(
             rec.retried as i64,
             rec.requeued as i64,
         );
-        sqlx::query!(
-            r#"UPDATE workers SET jobs_done = jobs_done + ?, jobs_failed = jobs_failed + ?,
-                      jobs_retried = jobs_retried + ?, jobs_requeued = jobs_requeued + ?, heartbeat_at = ?
-               WHERE id = ?"#,
+        sqlx::query_file!(
+            "src/db/sql/batch_worker_counters.sql",
             done,
             failed,
             retried,
@@ -174,18 +176,10 @@ async fn claim_in(
     // `UPDATE … RETURNING`, since the write lock is held from BEGIN
     // IMMEDIATE, and 15-20 % faster per batch, since RETURNING sends every
     // claimed row as a message of its own from sqlx's connection thread.
-    // Not a bare `LIMIT ?`: SQLite folds such a limit into the plan and
-    // prepares the statement again every time it is bound.
     let Json(rows): Json<Vec<ClaimRow>> = match film {
         None => {
-            sqlx::query_scalar!(
-                r#"SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
-                                                      (SELECT path FROM frames WHERE frames.id = c.id)))
-                          AS "jobs!: Json<Vec<ClaimRow>>"
-                   FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
-                         WHERE state = 'queued' AND run_after <= ?1
-                         ORDER BY priority DESC, id LIMIT CAST(?2 AS INTEGER)) AS c
-                   WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)"#,
+            sqlx::query_file_scalar!(
+                "src/db/sql/claim_pick.sql",
                 now,
                 n,
                 fence.gpu,
@@ -196,14 +190,8 @@ async fn claim_in(
             .await?
         }
         Some(film) => {
-            sqlx::query_scalar!(
-                r#"SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
-                                                      (SELECT path FROM frames WHERE frames.id = c.id)))
-                          AS "jobs!: Json<Vec<ClaimRow>>"
-                   FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
-                         WHERE film_id = ?6 AND state = 'queued' AND run_after <= ?1
-                         ORDER BY id LIMIT CAST(?2 AS INTEGER)) AS c
-                   WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)"#,
+            sqlx::query_file_scalar!(
+                "src/db/sql/claim_pick_film.sql",
                 now,
                 n,
                 fence.gpu,
@@ -221,9 +209,8 @@ async fn claim_in(
     let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
         .expect("ids serialise");
     let until = now + lease_ms;
-    sqlx::query!(
-        r#"UPDATE jobs SET state = 'running', lease_owner = ?1, lease_epoch = ?2, lease_expires_at = ?3, updated_at = ?4
-           WHERE id IN (SELECT value FROM json_each(?5))"#,
+    sqlx::query_file!(
+        "src/db/sql/claim_mark.sql",
         fence.owner,
         fence.epoch,
         until,
@@ -381,16 +368,10 @@ async fn record_batch(
 ) -> Result<Recorded> {
     let ids = serde_json::to_string(&finished.iter().map(|f| f.job.job_id).collect::<Vec<_>>())
         .expect("ids serialise");
-    let Json(fenced): Json<Vec<i64>> = sqlx::query_scalar!(
-        r#"SELECT json_group_array(value) AS "fenced!: Json<Vec<i64>>" FROM json_each(?1)
-           WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = value AND state = 'running'
-                                                  AND lease_owner = ?2 AND lease_epoch = ?3)"#,
-        ids,
-        fence.owner,
-        fence.epoch
-    )
-    .fetch_one(&mut **tx)
-    .await?;
+    let Json(fenced): Json<Vec<i64>> =
+        sqlx::query_file_scalar!("src/db/sql/batch_fenced.sql", ids, fence.owner, fence.epoch)
+            .fetch_one(&mut **tx)
+            .await?;
     let mut rec = Recorded {
         fenced: fenced.len() as u64,
         ..Recorded::default()
@@ -438,25 +419,8 @@ async fn record_batch(
             .collect::<Vec<_>>(),
     )
     .expect("rows serialise");
-    sqlx::query!(
-        // A MATERIALIZED CTE: joining jobs straight to json_each re-reads the
-        // JSON per row and turns the batch quadratic (165 ms for 320 rows).
-        // jsonb: the array is parsed once, and each row's fields are read
-        // from binary JSON, not from text parsed again. The fence is checked
-        // again here, though nothing could change it since the check above
-        // (the write lock is held).
-        r#"WITH r AS MATERIALIZED (
-               SELECT value ->> 0 AS job, value ->> 1 AS state, value ->> 2 AS error,
-                      value ->> 3 AS attempts, value ->> 4 AS transient, value ->> 5 AS run_after
-               FROM jsonb_each(jsonb(?1)))
-           UPDATE jobs SET state = r.state,
-                  last_error = CASE WHEN r.state = 'done' THEN NULL ELSE coalesce(r.error, jobs.last_error) END,
-                  attempts = r.attempts, transient_failures = r.transient, run_after = r.run_after, updated_at = ?4,
-                  lease_owner = CASE WHEN r.state = 'queued' THEN NULL ELSE jobs.lease_owner END,
-                  lease_epoch = CASE WHEN r.state = 'queued' THEN NULL ELSE jobs.lease_epoch END,
-                  lease_expires_at = NULL
-           FROM r
-           WHERE jobs.id = r.job AND jobs.state = 'running' AND jobs.lease_owner = ?2 AND jobs.lease_epoch = ?3"#,
+    sqlx::query_file!(
+        "src/db/sql/batch_jobs.sql",
         jobs_json,
         fence.owner,
         fence.epoch,
@@ -487,21 +451,9 @@ async fn record_batch(
                 .collect::<Vec<_>>(),
         )
         .expect("rows serialise");
-        sqlx::query!(
-            r#"WITH r AS MATERIALIZED (
-                   SELECT value ->> 0 AS job, value ->> 1 AS vc, value ->> 2 AS mood, value ->> 3 AS action,
-                          value ->> 4 AS setting, value ->> 5 AS model, value ->> 6 AS sha, value ->> 7 AS pv,
-                          value ->> 8 AS latency, value ->> 9 AS pt, value ->> 10 AS ct
-                   FROM jsonb_each(jsonb(?1)))
-               INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, model_sha256,
-                                         prompt_version, latency_ms, prompt_tokens, completion_tokens, created_at)
-               SELECT r.job, r.job, r.vc, r.mood, r.action, r.setting, r.model, r.sha, r.pv, r.latency, r.pt, r.ct, ?2
-               FROM r"#,
-            described,
-            now
-        )
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query_file!("src/db/sql/batch_descriptions.sql", described, now)
+            .execute(&mut **tx)
+            .await?;
     }
     let tried: Vec<_> = mine
         .iter()
@@ -524,17 +476,8 @@ async fn record_batch(
         return Ok(rec);
     }
     let tried = serde_json::to_string(&tried).expect("rows serialise");
-    sqlx::query!(
-        r#"WITH r AS MATERIALIZED (
-               SELECT value ->> 0 AS job, value ->> 1 AS started, value ->> 2 AS finished, value ->> 3 AS outcome,
-                      value ->> 4 AS class, value ->> 5 AS error, value ->> 6 AS raw, value ->> 7 AS pt,
-                      value ->> 8 AS ct
-               FROM jsonb_each(jsonb(?1)))
-           INSERT INTO attempts (job_id, worker_id, lease_epoch, started_at, finished_at, outcome, error_class, error,
-                                 raw_output, latency_ms, prompt_tokens, completion_tokens)
-           SELECT r.job, ?2, ?3, r.started, r.finished, r.outcome, r.class, r.error, r.raw,
-                  r.finished - r.started, r.pt, r.ct
-           FROM r"#,
+    sqlx::query_file!(
+        "src/db/sql/batch_attempts.sql",
         tried,
         fence.owner,
         fence.epoch

@@ -1,0 +1,12 @@
+-- Up to ?2 queued jobs due at ?1, by film priority then frame order, while
+-- worker ?4 holds the lease of GPU ?3 under epoch ?5: one JSON row of
+-- [id, attempts, transient_failures, max_attempts, path].
+-- Not a bare `LIMIT ?2`: SQLite folds such a limit into the plan and
+-- prepares the statement again every time it is bound.
+SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
+                                   (SELECT path FROM frames WHERE frames.id = c.id)))
+       AS "jobs!: Json<Vec<ClaimRow>>"
+FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
+      WHERE state = 'queued' AND run_after <= ?1
+      ORDER BY priority DESC, id LIMIT CAST(?2 AS INTEGER)) AS c
+WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)
