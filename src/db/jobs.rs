@@ -19,9 +19,9 @@
 //! ceiling.
 
 use sqlx::types::Json;
-use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::begin_immediate;
+use super::{begin_immediate, begin_immediate_on};
 use crate::error::Result;
 use crate::scene::SceneDescription;
 
@@ -109,7 +109,7 @@ pub async fn record_and_claim(
     now: i64,
     lease_ms: i64,
 ) -> Result<(Recorded, Vec<ClaimedJob>)> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_immediate_on(conn).await?;
     let rec = if finished.is_empty() {
         Recorded::default()
     } else {

@@ -7,8 +7,8 @@
 //! expires. Taking a dead holder's lease requeues its running jobs in the
 //! same transaction, and every acquire and renewal requeues running jobs
 //! whose own lease expired (their holder vanished without a lease row to
-//! prove it: another host, a lost lease). Waiters (`gpu-lock` commands) registered in
-//! `gpu_waiters` go before workers; a worker yields to them.
+//! prove it: another host, a lost lease). Waiters (`gpu-lock` commands)
+//! registered in `gpu_waiters` go before workers; a worker yields to them.
 
 use serde::Serialize;
 use sqlx::SqlitePool;

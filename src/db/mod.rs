@@ -108,8 +108,19 @@ impl Db {
 
 /// Starts a write transaction that takes the write lock at once.
 pub async fn begin_immediate(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    Ok(pool.begin_with(BEGIN_IMMEDIATE).await?)
 }
+
+/// [`begin_immediate`] on a connection held apart from the pool (the bulk
+/// loader, a worker's batch connection).
+pub async fn begin_immediate_on(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Transaction<'_, Sqlite>> {
+    use sqlx::Connection;
+    Ok(conn.begin_with(BEGIN_IMMEDIATE).await?)
+}
+
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {

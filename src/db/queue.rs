@@ -7,9 +7,9 @@
 //! film already has is a no-op, whichever process does it.
 
 use serde::Serialize;
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
-use super::{begin_immediate, now_ms};
+use super::{begin_immediate, begin_immediate_on, now_ms};
 use crate::error::{Error, Result};
 
 /// What identifies and describes a film when it is created.
@@ -121,7 +121,7 @@ pub async fn enqueue_chunk(
     max_attempts: i64,
 ) -> Result<ChunkOutcome> {
     let now = now_ms();
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_immediate_on(conn).await?;
     let priority = sqlx::query_scalar!("SELECT priority FROM films WHERE id = ?", film_id)
         .fetch_optional(&mut *tx)
         .await?

@@ -389,16 +389,13 @@ impl FrameChecker {
         let Some(name) = frame.path.file_name() else {
             return Err(reject("is not a file path".into()));
         };
-        let uid = self.uid;
-        let folder = self.folder(&frame.path).map_err(|e| match e {
+        let unreadable = |e: Errno| match e {
             Errno::ENOENT => reject("does not exist".into()),
             e => reject(format!("cannot read: {}", e.desc())),
-        })?;
-        let stat =
-            fstatat(&folder.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| match e {
-                Errno::ENOENT => reject("does not exist".into()),
-                e => reject(format!("cannot read: {}", e.desc())),
-            })?;
+        };
+        let uid = self.uid;
+        let folder = self.folder(&frame.path).map_err(unreadable)?;
+        let stat = fstatat(&folder.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(unreadable)?;
         let kind = |stat: &FileStat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
         let is_link = kind(&stat) == SFlag::S_IFLNK;
         let (canonical, stat) = if is_link {
