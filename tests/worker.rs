@@ -382,6 +382,32 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     );
 }
 
+/// The same sweep at a lease acquire: a worker that starts after another
+/// host's worker vanished gets its expired jobs back at once, without
+/// waiting for a heartbeat.
+#[tokio::test]
+async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
+    let env = Env::new();
+    env.enqueue_images("sweep-acquire", 2, &[]);
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let pool = db.pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut a = Holder::this_process(Purpose::Worker);
+    a.host = "elsewhere".into();
+    let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
+    let (_, claimed) = jobs::record_and_claim(&mut conn, &fa, &[], 2, None, 10_000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let b = Holder::this_process(Purpose::Worker);
+    take_lease(pool, &b, "g2", 1000, 11_001).await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND lease_owner IS NULL")
+            .await,
+        2
+    );
+}
+
 /// Every column a batch writes lands where it belongs: the batch statements
 /// read their rows from positional JSON, where a swapped index would go
 /// unnoticed by counts alone.
