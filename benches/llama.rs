@@ -57,7 +57,7 @@ fn server_config(np: u16) -> ServerConfig {
         extra_args: Vec::new(),
         log_file: None,
         load_timeout: Duration::from_secs(60),
-        gpu_index: None,
+        cuda_visible_devices: None,
     }
 }
 
@@ -114,6 +114,7 @@ async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f
             max_tokens: 384,
             request_timeout: Duration::from_secs(60),
             vram_check: VramCheck::Off,
+            nvml_index: None,
             vram_min_mib: 0,
             vram_wait: Duration::ZERO,
             crash_budget: 5,

@@ -124,11 +124,12 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
         .await
         .unwrap();
         done += rec.done;
-        if claimed.is_empty() {
+        if claimed.jobs.is_empty() {
             break;
         }
         let now = now_ms();
         finished = claimed
+            .jobs
             .into_iter()
             .map(|job| Finished {
                 job,
@@ -259,9 +260,10 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
         let picked: String = tx
             .prepare_cached(include_str!("../src/db/sql/claim_pick.sql"))
             .unwrap()
-            .query_row(params![now, parallel as i64, "gpu0", me.id, epoch], |r| {
-                r.get(0)
-            })
+            .query_row(
+                params![now, parallel as i64, "gpu0", me.id, epoch, now - 90_000],
+                |r| r.get(0),
+            )
             .unwrap();
         claimed = serde_json::from_str(&picked).unwrap();
         if !claimed.is_empty() {

@@ -12,8 +12,8 @@ source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy --all-targets -- -D warnings"
-SQLX_OFFLINE=true cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+SQLX_OFFLINE=true cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo sqlx prepare --check"
 check_db="$(mktemp -d)/sqlx-check.db"
@@ -25,4 +25,6 @@ unset DATABASE_URL
 rm -f "$check_db"*
 
 echo "== tests"
+# The stand-in libnvidia-ml.so.1 the NVML tests load (tests/fake_nvml).
+cargo build --locked --quiet -p fake-nvml
 SQLX_OFFLINE=true cargo nextest run --locked --profile ci "$@"

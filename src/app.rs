@@ -18,7 +18,7 @@ use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{self, Db, queue, results, status};
 use crate::engine::{Attached, Engine, Supervised, SupervisorConfig};
 use crate::error::Error;
-use crate::gpu::{Nvml, VramProbe};
+use crate::gpu::{GpuChoice, Nvml, ResolvedGpu, VramProbe};
 use crate::ingest::{self, EnqueueOptions, film, frames};
 use crate::server::{self, ServerConfig};
 use crate::vision::VisionClient;
@@ -31,24 +31,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         clap_complete::generate(args.shell, &mut cmd, "cinecut", &mut std::io::stdout());
         return Ok(0);
     }
-    let db = Db::open(&cli.db, cli.durability)
-        .await
-        .with_context(|| format!("opening database {}", cli.db.display()))?;
+    // Long-running commands stop cleanly on SIGINT/SIGTERM from here on,
+    // also while the database opens; they wait out other connections'
+    // write locks, while short commands give up after --lock-wait.
+    let long_running = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Run(_) | Command::GpuLock(_)
+    );
+    let shutdown = if long_running {
+        shutdown_token()
+    } else {
+        CancellationToken::new()
+    };
+    db::set_lock_wait((!long_running).then_some(cli.lock_wait));
+    let path = cli.db.clone();
+    let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);
+    let db = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        db = Db::open(&cli.db, cli.durability) => db
+            .with_context(|| format!("opening database {}", cli.db.display()))
+            .map_err(explain)?,
+    };
     let result = match cli.command {
         Command::Enqueue(args) => enqueue(&db, args).await.map(|()| 0),
         Command::Status(args) => show_status(&db, args).await.map(|()| 0),
         Command::Retry(args) => retry(&db, args).await.map(|()| 0),
         Command::Cancel(args) => cancel(&db, args).await.map(|()| 0),
-        Command::Worker(args) => run_worker(&db, *args).await.map(|()| 0),
-        Command::Run(args) => run_all(&db, *args).await.map(|()| 0),
-        Command::GpuLock(args) => gpu_lock(&db, args).await,
+        Command::Worker(args) => run_worker(&db, *args, shutdown).await.map(|()| 0),
+        Command::Run(args) => run_all(&db, *args, shutdown).await,
+        Command::GpuLock(args) => gpu_lock(&db, args, shutdown).await,
         Command::Gpu(args) => show_gpus(&db, args).await.map(|()| 0),
         Command::Results(args) => export_results(&db, args).await.map(|()| 0),
         Command::Search(args) => search(&db, args).await.map(|()| 0),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
     db.close().await;
-    result
+    result.map_err(explain)
+}
+
+/// A database failure (locked, disk full, read-only, corrupt) as the error
+/// a person can act on, naming the file; anything else as it is.
+fn explain_database_error(
+    err: anyhow::Error,
+    path: &std::path::Path,
+    lock_wait: Duration,
+) -> anyhow::Error {
+    let explained = err.chain().find_map(|cause| {
+        let sqlx_err = match cause.downcast_ref::<Error>() {
+            Some(Error::Sqlx(e)) => Some(e),
+            _ => cause.downcast_ref::<sqlx::Error>(),
+        }?;
+        Error::explain_database(sqlx_err, path, lock_wait.as_secs())
+    });
+    match explained {
+        Some(e) => e.into(),
+        None => err,
+    }
 }
 
 /// One token for the whole process, cancelled by SIGINT or SIGTERM.
@@ -67,11 +106,11 @@ pub fn shutdown_token() -> CancellationToken {
     token
 }
 
-async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
+async fn run_worker(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let film = film_filter(db, &args.film).await?;
     let (cfg, engine) = worker_setup(args.core, film)?;
     let started = std::time::Instant::now();
-    let s = worker::run(db, &cfg, engine, shutdown_token()).await?;
+    let s = worker::run(db, &cfg, engine, shutdown).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
@@ -85,9 +124,15 @@ async fn run_worker(db: &Db, args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 /// Enqueue, then a worker until the queue is empty, with one progress display.
-async fn run_all(db: &Db, args: RunArgs) -> anyhow::Result<()> {
+async fn run_all(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let enqueued = enqueue(db, args.enqueue).await;
+    // Interrupted while enqueuing: each chunk is a transaction, so what is
+    // in is whole; running the same command again carries on.
+    let enqueued = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        r = enqueue(db, args.enqueue) => r,
+    };
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
@@ -96,7 +141,7 @@ async fn run_all(db: &Db, args: RunArgs) -> anyhow::Result<()> {
     let (cfg, engine) = worker_setup(core, None)?;
     let before = totals(&status::films(db.pool(), None).await?);
     let progress = tokio::spawn(show_progress(db.clone(), before.done));
-    let result = worker::run(db, &cfg, engine, shutdown_token()).await;
+    let result = worker::run(db, &cfg, engine, shutdown).await;
     progress.abort();
     let films = status::films(db.pool(), None).await?;
     let t = totals(&films);
@@ -126,7 +171,7 @@ async fn run_all(db: &Db, args: RunArgs) -> anyhow::Result<()> {
         db.path().display().to_string()
     );
     result?;
-    enqueued
+    enqueued.map(|()| 0)
 }
 
 async fn show_progress(db: Db, done_before: i64) {
@@ -174,21 +219,21 @@ fn worker_setup(
     args: WorkerCore,
     film: Option<i64>,
 ) -> anyhow::Result<(WorkerConfig, Box<dyn Engine>)> {
+    if args.lease_ttl < Duration::from_millis(300) {
+        anyhow::bail!(
+            "--lease-ttl {} is too short: it is renewed every third of it; give at least 300ms",
+            humantime::format_duration(args.lease_ttl)
+        );
+    }
     let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
-    let gpu = match args.gpu_name {
-        Some(name) => name,
-        None => match probe.probe(args.server.gpu) {
-            Ok(mem) => mem.uuid,
-            Err(_) => "gpu0".to_string(),
-        },
-    };
+    let gpu = resolve_gpu(probe.as_ref(), args.server.gpu, args.gpu_name.clone());
     let cfg = WorkerConfig {
-        gpu,
+        gpu: gpu.lease.clone(),
         film,
         parallel: usize::from(args.parallel),
         until_empty: args.until_empty,
         no_wait: args.no_wait,
-        lease_ttl: args.lease_ttl.max(Duration::from_millis(300)),
+        lease_ttl: args.lease_ttl,
         grace: args.grace,
         poison_after: args.poison_after,
         retry_backoff: args.retry_backoff,
@@ -222,12 +267,13 @@ fn worker_setup(
                         extra_args: s.server_args.clone(),
                         log_file: s.server_log.clone(),
                         load_timeout: s.load_timeout,
-                        gpu_index: Some(s.gpu),
+                        cuda_visible_devices: gpu.cuda_visible_devices,
                     },
                     model_name,
                     max_tokens: args.max_tokens,
                     request_timeout: args.request_timeout,
                     vram_check: s.vram_check,
+                    nvml_index: gpu.nvml_index,
                     vram_min_mib: s.vram_min_mib,
                     vram_wait: s.vram_wait,
                     crash_budget: s.crash_budget as usize,
@@ -239,6 +285,14 @@ fn worker_setup(
         _ => unreachable!("clap requires --server-url or --model with --mmproj"),
     };
     Ok((cfg, engine))
+}
+
+/// The GPU a command means, named as every other command names it.
+fn resolve_gpu(probe: &dyn VramProbe, index: Option<u32>, name: Option<String>) -> ResolvedGpu {
+    let inherited = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let gpu = crate::gpu::resolve(probe, &GpuChoice { index, name }, inherited.as_deref());
+    tracing::debug!(lease = %gpu.lease, nvml_index = ?gpu.nvml_index, "GPU resolved");
+    gpu
 }
 
 async fn film_filter(db: &Db, film: &Option<String>) -> anyhow::Result<Option<i64>> {
@@ -459,17 +513,42 @@ async fn search(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the GPUs NVML sees and the lease holders.
+/// Prints every GPU NVML sees (index, UUID, memory, processes) with its
+/// lease (the name a worker and gpu-lock use for it) and the lease's holder,
+/// then leases held under other names.
 async fn show_gpus(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
     let probe = Nvml::default();
     let leases = status::lease_holders(db.pool()).await?;
     let devices: Result<Vec<_>, _> = probe
         .device_count()
         .and_then(|n| (0..n).map(|i| probe.probe(i)).collect());
+    let holder_of = |lease: &str| leases.iter().find(|l| l.gpu == lease);
+    let others: Vec<_> = leases
+        .iter()
+        .filter(|l| {
+            devices
+                .as_ref()
+                .map_or(true, |list| list.iter().all(|d| d.uuid != l.gpu))
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     if args.json {
         let (list, error) = match &devices {
-            Ok(list) => (Some(list), None),
+            Ok(list) => (
+                Some(
+                    list.iter()
+                        .map(|d| {
+                            serde_json::json!({
+                                "index": d.index, "uuid": d.uuid, "name": d.name,
+                                "free_mib": d.free_mib, "total_mib": d.total_mib,
+                                "processes": d.processes, "lease": d.uuid,
+                                "holder": holder_of(&d.uuid),
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                None,
+            ),
             Err(e) => (None, Some(e.to_string())),
         };
         serde_json::to_writer(
@@ -487,6 +566,11 @@ async fn show_gpus(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
                         "GPU {} {} ({}): {} MiB free of {} MiB",
                         d.index, d.name, d.uuid, d.free_mib, d.total_mib
                     )?;
+                    let holder = match holder_of(&d.uuid) {
+                        Some(l) => describe_lease(l),
+                        None => "free".into(),
+                    };
+                    writeln!(out, "    lease {}: {holder}", d.uuid)?;
                     if !d.processes.is_empty() {
                         writeln!(out, "    processes: {}", crate::gpu::describe_holders(d))?;
                     }
@@ -494,18 +578,11 @@ async fn show_gpus(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
             }
             Err(e) => writeln!(
                 out,
-                "{e}; llama-server would run on CPU (--vram-check auto)"
+                "{e}; llama-server would run on CPU (--vram-check auto); leases are named gpu<INDEX>"
             )?,
         }
-        for l in &leases {
-            writeln!(
-                out,
-                "lease {}: held by {} (pid {}, epoch {})",
-                l.gpu,
-                l.holder,
-                l.holder_pid.map_or("?".into(), |p| p.to_string()),
-                l.epoch
-            )?;
+        for l in &others {
+            writeln!(out, "lease {}: {}", l.gpu, describe_lease(l))?;
         }
         if leases.is_empty() {
             writeln!(out, "no GPU lease is held")?;
@@ -514,23 +591,31 @@ async fn show_gpus(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
     devices.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+fn describe_lease(l: &status::LeaseHolder) -> String {
+    format!(
+        "held by {} ({}, pid {}, host {}, epoch {})",
+        l.holder,
+        l.purpose.as_deref().unwrap_or("?"),
+        l.holder_pid.map_or_else(|| "?".into(), |p| p.to_string()),
+        l.host.as_deref().unwrap_or("?"),
+        l.epoch
+    )
+}
+
 /// Runs a command under a GPU lease and returns its exit code.
-async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
+async fn gpu_lock(db: &Db, args: GpuLockArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let pool = db.pool();
     let me = Holder::this_process(Purpose::GpuLock);
     let ttl = args.lease_ttl.as_millis() as i64;
     let started = tokio::time::Instant::now();
-    let shutdown = shutdown_token();
+    let gpu = resolve_gpu(&Nvml::default(), args.gpu, args.gpu_name.clone()).lease;
     let mut told = false;
     let epoch = loop {
-        lease::wait_for(pool, &args.gpu, &me, db::now_ms()).await?;
-        match lease::acquire(pool, &args.gpu, &me, ttl, db::now_ms()).await? {
+        lease::wait_for(pool, &gpu, &me, db::now_ms()).await?;
+        match lease::acquire(pool, &gpu, &me, ttl, db::now_ms()).await? {
             Acquire::Acquired { epoch, .. } => break epoch,
             Acquire::Held { holder, .. } if !told => {
-                tracing::info!(
-                    "GPU {} is held by {holder}; waiting for it to yield",
-                    args.gpu
-                );
+                tracing::info!("GPU {gpu} is held by {holder}; waiting for it to yield");
                 told = true;
             }
             _ => {}
@@ -540,7 +625,7 @@ async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
         {
             lease::stop_waiting(pool, &me).await?;
             return Err(Error::GpuLockTimeout {
-                gpu: args.gpu,
+                gpu,
                 waited_s: limit.as_secs(),
             }
             .into());
@@ -552,7 +637,7 @@ async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
         }
     };
     lease::stop_waiting(pool, &me).await?;
-    tracing::info!(gpu = %args.gpu, epoch, "holding the GPU lease; running the command");
+    tracing::info!(gpu = %gpu, epoch, "holding the GPU lease; running the command");
     let program = args.command[0].clone();
     let mut child = tokio::process::Command::new(&program)
         .args(&args.command[1..])
@@ -570,13 +655,13 @@ async fn gpu_lock(db: &Db, args: GpuLockArgs) -> anyhow::Result<u8> {
                 tokio::select! {
                     status = child.wait() => break Some(status?),
                     _ = beat.tick() => {
-                        lease::renew(pool, &args.gpu, &me.id, epoch, ttl, db::now_ms()).await?;
+                        lease::renew(pool, &gpu, &me.id, epoch, ttl, db::now_ms()).await?;
                     }
                 }
             }
         }
     };
-    lease::release(pool, &args.gpu, &me.id, epoch, db::now_ms()).await?;
+    lease::release(pool, &gpu, &me.id, epoch, db::now_ms()).await?;
     let status = match code {
         Some(status) => status,
         None => return Err(child.expect_err("spawn failed").into()),
@@ -769,16 +854,7 @@ async fn show_status(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
         writeln!(out, "GPU leases: none held")?;
     }
     for l in &leases {
-        writeln!(
-            out,
-            "GPU {}: held by {} ({}, pid {}, host {}, epoch {})",
-            l.gpu,
-            l.holder,
-            l.purpose.as_deref().unwrap_or("?"),
-            l.holder_pid.map_or_else(|| "?".into(), |p| p.to_string()),
-            l.host.as_deref().unwrap_or("?"),
-            l.epoch
-        )?;
+        writeln!(out, "GPU {}: {}", l.gpu, describe_lease(l))?;
     }
     for w in &workers {
         writeln!(

@@ -28,6 +28,13 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, env = "CINECUT_DURABILITY", default_value_t = Durability::Full)]
     pub durability: Durability,
 
+    /// How long a short command (enqueue, retry, cancel, status…) waits for
+    /// another connection's write lock (a sqlite3 shell or DB Browser in a
+    /// transaction) before it gives up; worker, run and gpu-lock wait as
+    /// long as it takes, saying so in the log.
+    #[arg(long, global = true, env = "CINECUT_LOCK_WAIT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub lock_wait: std::time::Duration,
+
     /// Log format on stderr. Verbosity follows RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -120,7 +127,8 @@ pub struct WorkerCore {
     pub until_empty: bool,
 
     /// Name of the GPU lease to hold (the lock shared with other workers and
-    /// gpu-lock). Default: the GPU's NVML UUID, or `gpu0` without NVML.
+    /// gpu-lock). Default: the NVML UUID of the GPU (--gpu, else the first
+    /// one CUDA_VISIBLE_DEVICES names, else 0), or `gpu<INDEX>` without NVML.
     #[arg(long, env = "CINECUT_GPU_NAME")]
     pub gpu_name: Option<String>,
 
@@ -192,9 +200,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_unload: std::time::Duration,
 
-    /// The GPU (index) the server runs on (CUDA_VISIBLE_DEVICES).
-    #[arg(long, default_value_t = 0)]
-    pub gpu: u32,
+    /// The GPU (NVML index, PCI bus order) to lease and run the server on
+    /// (sets CUDA_VISIBLE_DEVICES). Default: what an inherited
+    /// CUDA_VISIBLE_DEVICES selects (left as it is), else 0.
+    #[arg(long, value_name = "INDEX")]
+    pub gpu: Option<u32>,
 
     /// Free VRAM needed before each server start.
     #[arg(long, default_value_t = 6144)]
@@ -286,9 +296,14 @@ pub struct GpuArgs {
 
 #[derive(Debug, Args)]
 pub struct GpuLockArgs {
-    /// The GPU lease to take.
-    #[arg(long, default_value = "gpu0", env = "CINECUT_GPU_NAME")]
-    pub gpu: String,
+    /// The GPU (NVML index) whose lease to take. Default: what an inherited
+    /// CUDA_VISIBLE_DEVICES selects, else 0 — the same GPU a worker takes.
+    #[arg(long, value_name = "INDEX")]
+    pub gpu: Option<u32>,
+
+    /// The lease name to take instead (as a worker's --gpu-name).
+    #[arg(long, env = "CINECUT_GPU_NAME")]
+    pub gpu_name: Option<String>,
 
     /// Give up if the GPU is not free within this long (default: wait forever).
     #[arg(long, value_parser = humantime::parse_duration)]

@@ -71,6 +71,8 @@ pub struct SupervisorConfig {
     pub max_tokens: u32,
     pub request_timeout: Duration,
     pub vram_check: VramCheck,
+    /// The leased GPU's NVML index; `None` when NVML does not see it.
+    pub nvml_index: Option<u32>,
     pub vram_min_mib: u64,
     pub vram_wait: Duration,
     pub crash_budget: usize,
@@ -134,21 +136,19 @@ impl Supervised {
         if self.cfg.vram_check == VramCheck::Off {
             return Ok(());
         }
-        let index = self.cfg.server.gpu_index.unwrap_or(0);
+        let Some(index) = self.cfg.nvml_index else {
+            // No driver (the usual reason), or NVML does not list this GPU.
+            let why = match self.probe.device_count() {
+                Err(e) => e,
+                Ok(_) => ProbeError::Failed("NVML does not list the leased GPU".into()),
+            };
+            return self.no_nvml(why);
+        };
         let started = Instant::now();
         let mut wait = Duration::from_millis(500);
         loop {
             match self.probe.probe(index) {
-                Err(e @ (ProbeError::NoDriver(_) | ProbeError::Failed(_))) => {
-                    if self.cfg.vram_check == VramCheck::Required {
-                        return Err(Error::NoGpu(e.to_string()));
-                    }
-                    if !self.told_cpu {
-                        tracing::warn!("{e}; llama-server runs on CPU (--vram-check auto)");
-                        self.told_cpu = true;
-                    }
-                    return Ok(());
-                }
+                Err(e) => return self.no_nvml(e),
                 Ok(mem) if mem.free_mib >= self.cfg.vram_min_mib => {
                     tracing::info!(gpu = %mem.uuid, free_mib = mem.free_mib, need_mib = self.cfg.vram_min_mib, "VRAM check passed");
                     return Ok(());
@@ -175,6 +175,18 @@ impl Supervised {
         }
     }
 
+    /// `--vram-check required` fails without NVML; `auto` runs on CPU.
+    fn no_nvml(&mut self, e: ProbeError) -> Result<()> {
+        if self.cfg.vram_check == VramCheck::Required {
+            return Err(Error::NoGpu(e.to_string()));
+        }
+        if !self.told_cpu {
+            tracing::warn!("{e}; llama-server runs on CPU (--vram-check auto)");
+            self.told_cpu = true;
+        }
+        Ok(())
+    }
+
     async fn start(&mut self, db: &Db, fence: &Fence) -> Result<()> {
         self.preflight().await?;
         let mut server = LlamaServer::spawn(&self.cfg.server)?;
@@ -193,9 +205,10 @@ impl Supervised {
         .await?
         {
             server.stop().await;
-            return Err(Error::Sqlx(sqlx::Error::Protocol(
-                "the GPU lease was lost while starting llama-server".into(),
-            )));
+            return Err(Error::LeaseLost {
+                gpu: fence.gpu.clone(),
+                during: "llama-server was starting",
+            });
         }
         if let Err(e) = server
             .wait_until_healthy(self.cfg.server.load_timeout)

@@ -108,6 +108,33 @@ pub enum Error {
     /// A video could not be turned into frames.
     #[error("video {path}: {reason}")]
     Video { path: PathBuf, reason: String },
+    /// Another connection held the write lock longer than `--lock-wait`.
+    #[error(
+        "database {path} is locked by another connection (waited {waited_s} s, --lock-wait); \
+         `fuser -v {path}` or `lsof {path}` names the process: end its transaction (COMMIT or ROLLBACK, \
+         or close DB Browser's edit), then run the same command again (nothing was changed)"
+    )]
+    DatabaseLocked { path: PathBuf, waited_s: u64 },
+    /// The file system holding the database is full.
+    #[error(
+        "disk full while writing {path}: free space and run the same command again (nothing was lost)"
+    )]
+    DiskFull { path: PathBuf },
+    /// The database file or its folder cannot be written.
+    #[error(
+        "database {path} is read-only (the file, its -wal/-shm files or its folder cannot be written); \
+         fix the permissions or pass another --db"
+    )]
+    DatabaseReadOnly { path: PathBuf },
+    /// SQLite found the file damaged.
+    #[error(
+        "database {path} is corrupt ({detail}); recover what it holds with \
+         `sqlite3 {path} .recover | sqlite3 recovered.db`, then use --db recovered.db"
+    )]
+    DatabaseCorrupt { path: PathBuf, detail: String },
+    /// The GPU lease was taken over (this worker was presumed dead).
+    #[error("the GPU lease {gpu} was taken over by another process while {during}")]
+    LeaseLost { gpu: String, during: &'static str },
     /// A database error without a more specific meaning.
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),
@@ -121,3 +148,42 @@ pub enum Error {
 
 /// The crate's result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error a person can act on for a database failure at `path`:
+    /// locked, disk full, read-only or corrupt; `None` for anything else.
+    /// The driver's own text is not repeated.
+    pub fn explain_database(
+        err: &sqlx::Error,
+        path: &std::path::Path,
+        lock_wait_s: u64,
+    ) -> Option<Error> {
+        let path = path.to_path_buf();
+        if let sqlx::Error::Io(io) = err {
+            return is_disk_full(io).then_some(Error::DiskFull { path });
+        }
+        let sqlx::Error::Database(db) = err else {
+            return None;
+        };
+        let code: i32 = db.code()?.parse().ok()?;
+        Some(match (code & 0xff, code) {
+            (5 | 6, _) => Error::DatabaseLocked {
+                path,
+                waited_s: lock_wait_s,
+            },
+            // SQLITE_FULL, or SQLITE_IOERR_SHMSIZE: no room for the -shm file.
+            (13, _) | (10, 4874) => Error::DiskFull { path },
+            (8, _) => Error::DatabaseReadOnly { path },
+            (11, _) | (26, _) => Error::DatabaseCorrupt {
+                path,
+                detail: db.message().to_string(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(io: &std::io::Error) -> bool {
+    matches!(io.raw_os_error(), Some(28) | Some(122))
+}

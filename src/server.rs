@@ -37,8 +37,8 @@ pub struct ServerConfig {
     pub log_file: Option<PathBuf>,
     /// Counted from the last line the server printed.
     pub load_timeout: Duration,
-    /// Sets CUDA_VISIBLE_DEVICES.
-    pub gpu_index: Option<u32>,
+    /// CUDA_VISIBLE_DEVICES for the server; `None` keeps the inherited one.
+    pub cuda_visible_devices: Option<String>,
 }
 
 /// Why the server is not serving.
@@ -119,8 +119,11 @@ impl LlamaServer {
             cmd.args(["-ngl", l]);
         }
         cmd.args(&cfg.extra_args);
-        if let Some(i) = cfg.gpu_index {
-            cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
+        // NVML numbers GPUs by PCI bus, CUDA by default fastest first: with
+        // this, an index means the same GPU to the lease and to the server.
+        cmd.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+        if let Some(devices) = &cfg.cuda_visible_devices {
+            cmd.env("CUDA_VISIBLE_DEVICES", devices);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

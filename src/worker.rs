@@ -50,9 +50,20 @@ impl Describer for HttpDescriber {
         &'a self,
         path: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
+        // A task of its own: the request and its deadline go on while the
+        // worker's loop waits (another connection's write lock can hold it
+        // for minutes), and its answer waits there to be recorded.
+        let client = self.client.clone();
+        let path = path.to_string();
+        let request = tokio::spawn(async move {
+            let frame = vision::load_frame(std::path::Path::new(&path)).await?;
+            client.describe(&frame).await
+        });
         Box::pin(async move {
-            let frame = vision::load_frame(std::path::Path::new(path)).await?;
-            self.client.describe(&frame).await
+            match request.await {
+                Ok(result) => result,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         })
     }
 
@@ -152,6 +163,7 @@ pub async fn run(
             engine.release(db, Some(&fence)).await;
             let end = match end {
                 Ok(end) => end,
+                Err(Error::LeaseLost { .. }) => LeaseEnd::LeaseLost,
                 Err(e) => {
                     lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await.ok();
                     return Err(e);
@@ -351,7 +363,9 @@ async fn lease_loop(
     let mut finished: Vec<Finished> = Vec::new();
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + cfg.lease_ttl / 3, cfg.lease_ttl / 3);
-    let mut yielding = false;
+    // Set once a gpu-lock command waits: claim nothing more, and give the
+    // frames in flight until then to finish.
+    let mut yielding: Option<Instant> = None;
     let mut paused_until: Option<Instant> = None;
     let mut backoff = cfg.transient_backoff;
     let mut idle_since: Option<Instant> = None;
@@ -362,7 +376,7 @@ async fn lease_loop(
     let mut batches = pool.acquire().await?;
     loop {
         let paused = paused_until.is_some_and(|t| t > Instant::now());
-        let room = if yielding || paused {
+        let room = if yielding.is_some() || paused {
             0
         } else {
             cfg.parallel.saturating_sub(in_flight.len())
@@ -389,10 +403,13 @@ async fn lease_loop(
             .await?;
             finished.clear();
             summary.add(rec);
-            if !claimed.is_empty() {
+            if claimed.gpu_wanted {
+                start_yielding(&mut yielding, cfg, in_flight.len());
+            }
+            if !claimed.jobs.is_empty() {
                 idle_since = None;
             }
-            for job in claimed {
+            for job in claimed.jobs {
                 in_flight.start(
                     describer.clone().expect("claims only with a describer"),
                     job,
@@ -401,8 +418,13 @@ async fn lease_loop(
             }
         }
         if in_flight.is_empty() {
-            if yielding {
+            if yielding.is_some() {
                 return Ok(LeaseEnd::Yield);
+            }
+            // No claim tells an idle worker that someone waits: ask.
+            if lease::waiters_for(pool, &fence.gpu, &fence.owner, now_ms() - 3 * ttl).await? > 0 {
+                start_yielding(&mut yielding, cfg, 0);
+                continue;
             }
             if cfg.until_empty && !paused && !jobs::has_open_work(pool, cfg.film).await? {
                 return Ok(LeaseEnd::Empty);
@@ -438,11 +460,10 @@ async fn lease_loop(
                     in_flight.abort_all();
                     return Ok(LeaseEnd::LeaseLost);
                 }
-                if renewal.waiters > 0 && !yielding {
-                    tracing::info!("a gpu-lock command waits for the GPU; yielding once in-flight frames finish");
-                    yielding = true;
+                if renewal.waiters > 0 {
+                    start_yielding(&mut yielding, cfg, in_flight.len());
                 }
-                let state = if yielding { "yielding" } else if in_flight.is_empty() { "idle" } else { "running" };
+                let state = if yielding.is_some() { "yielding" } else if in_flight.is_empty() { "idle" } else { "running" };
                 jobs::set_worker_state(pool, &fence.owner, state, now_ms(), false).await?;
             }
             Some(joined) = in_flight.requests.next(), if !in_flight.is_empty() => {
@@ -472,9 +493,24 @@ async fn lease_loop(
                     next = in_flight.requests.next().now_or_never().flatten();
                 }
             }
+            _ = sleep_until(yielding.unwrap_or_else(Instant::now)), if yielding.is_some() && !in_flight.is_empty() => {
+                tracing::warn!("--grace is over: {} frame(s) in flight go back to the queue for the gpu-lock command", in_flight.len());
+                finished.extend(in_flight.abort_all());
+            }
             _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
             changed = watch.wait_for_change(idle_wake.unwrap_or_default()), if idle_wake.is_some() => { changed?; }
         }
+    }
+}
+
+/// A gpu-lock command waits: claim nothing more and let the frames in
+/// flight finish within `--grace` (the deadline is set once).
+fn start_yielding(yielding: &mut Option<Instant>, cfg: &WorkerConfig, in_flight: usize) {
+    if yielding.is_none() {
+        tracing::info!(
+            "a gpu-lock command waits for the GPU; claiming nothing more, yielding once {in_flight} frame(s) in flight finish"
+        );
+        *yielding = Some(Instant::now() + cfg.grace);
     }
 }
 

@@ -301,33 +301,6 @@ async fn a_database_with_work_in_it_migrates_without_losing_anything() {
     db.close().await;
 }
 
-/// Processes that open a new database at the same moment (a producer and a
-/// worker started together) all succeed: migrations run one process at a time.
-#[test]
-fn processes_opening_a_new_database_at_once_all_succeed() {
-    let env = Env::new();
-    for round in 0..6 {
-        let db = env.path().join(format!("fresh-{round}.db"));
-        let children: Vec<_> = (0..4)
-            .map(|_| {
-                std::process::Command::new(crate::util::BIN)
-                    .arg("--db")
-                    .arg(&db)
-                    .arg("status")
-                    .env_remove("CINECUT_DB")
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert_exit(&out, 0);
-        }
-    }
-}
-
 /// A film deleted by another process while its frames are being enqueued is
 /// a clear error, and nothing of the chunk is written.
 #[tokio::test]

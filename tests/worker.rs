@@ -332,12 +332,16 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     let b = Holder::this_process(Purpose::Worker);
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
     // A claims one job leased until 11_000, another leased until 11_800.
-    let (_, first) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_000, 1000)
+    let first = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_000, 1000)
         .await
-        .unwrap();
-    let (_, second) = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_800, 1000)
+        .unwrap()
+        .1
+        .jobs;
+    let second = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_800, 1000)
         .await
-        .unwrap();
+        .unwrap()
+        .1
+        .jobs;
     let fb = take_lease(pool, &b, "g2", 1000, 10_900).await;
     let running = "SELECT count(*) FROM jobs WHERE state = 'running'";
     assert_eq!(env.count(running).await, 2, "not expired yet at 10_900");
@@ -353,9 +357,11 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
         "the job leased until 11_000 is back in the queue at 11_400; the other is not"
     );
     // B claims the swept job; A then reports both: one is fenced, one lands.
-    let (_, taken) = jobs::record_and_claim(&mut conn, &fb, &[], 1, None, 11_400, 1000)
+    let taken = jobs::record_and_claim(&mut conn, &fb, &[], 1, None, 11_400, 1000)
         .await
-        .unwrap();
+        .unwrap()
+        .1
+        .jobs;
     assert_eq!(taken[0].job_id, first[0].job_id);
     let results = [done_now(&first[0], 11_500), done_now(&second[0], 11_500)];
     let (rec, _) = jobs::record_and_claim(&mut conn, &fa, &results, 0, None, 11_500, 1000)
@@ -395,9 +401,11 @@ async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
     let mut a = Holder::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
-    let (_, claimed) = jobs::record_and_claim(&mut conn, &fa, &[], 2, None, 10_000, 1000)
+    let claimed = jobs::record_and_claim(&mut conn, &fa, &[], 2, None, 10_000, 1000)
         .await
-        .unwrap();
+        .unwrap()
+        .1
+        .jobs;
     assert_eq!(claimed.len(), 2);
     let b = Holder::this_process(Purpose::Worker);
     take_lease(pool, &b, "g2", 1000, 11_001).await;
@@ -420,9 +428,11 @@ async fn a_batch_writes_each_field_to_its_column() {
     let mut conn = pool.acquire().await.unwrap();
     let me = Holder::this_process(Purpose::Worker);
     let fence = take_lease(pool, &me, "g", 60_000, 10_000).await;
-    let (_, claimed) = jobs::record_and_claim(&mut conn, &fence, &[], 2, None, 10_000, 60_000)
+    let claimed = jobs::record_and_claim(&mut conn, &fence, &[], 2, None, 10_000, 60_000)
         .await
-        .unwrap();
+        .unwrap()
+        .1
+        .jobs;
     let done = Finished {
         job: claimed[0].clone(),
         outcome: Outcome::Done {
@@ -548,7 +558,7 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     let b = Holder::this_process(Purpose::Worker);
     let fa = take_lease(pool, &a, "g", 1000, 10_000).await;
     let ea = fa.epoch;
-    let (_, claimed) = jobs::record_and_claim(
+    let claimed = jobs::record_and_claim(
         &mut pool.acquire().await.unwrap(),
         &fa,
         &[],
@@ -558,7 +568,9 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
         1000,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .1
+    .jobs;
     assert_eq!(claimed.len(), 2);
 
     // Before expiry B must wait; after it, B takes over and recovers A's jobs.
@@ -594,7 +606,7 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     .await
     .unwrap();
     assert_eq!(rec.fenced, 1);
-    assert!(more.is_empty(), "a stale holder claims nothing");
+    assert!(more.jobs.is_empty(), "a stale holder claims nothing");
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
     assert!(

@@ -86,6 +86,15 @@ pub struct Finished {
     pub finished_at: i64,
 }
 
+/// What a claim got.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub jobs: Vec<ClaimedJob>,
+    /// A gpu-lock command waits for this GPU: nothing was claimed, and the
+    /// worker should yield once its frames in flight are done.
+    pub gpu_wanted: bool,
+}
+
 /// What a record step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
@@ -99,7 +108,8 @@ pub struct Recorded {
 
 /// Records `finished` and claims up to `claim` more jobs, in one transaction,
 /// on `conn` (a worker's own connection: see the module note on speed).
-/// Claims happen only while the fence's lease is current.
+/// Claims happen only while the fence's lease is current. Another
+/// connection's write lock is waited out ([`super::BusyWait`]).
 pub async fn record_and_claim(
     conn: &mut SqliteConnection,
     fence: &Fence,
@@ -108,7 +118,28 @@ pub async fn record_and_claim(
     film: Option<i64>,
     now: i64,
     lease_ms: i64,
-) -> Result<(Recorded, Vec<ClaimedJob>)> {
+) -> Result<(Recorded, Claimed)> {
+    let mut wait = super::BusyWait::default();
+    loop {
+        match record_and_claim_once(conn, fence, finished, claim, film, now, lease_ms).await {
+            Err(e) => wait.again(e).await?,
+            Ok(batch) => {
+                wait.done();
+                return Ok(batch);
+            }
+        }
+    }
+}
+
+async fn record_and_claim_once(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    finished: &[Finished],
+    claim: i64,
+    film: Option<i64>,
+    now: i64,
+    lease_ms: i64,
+) -> Result<(Recorded, Claimed)> {
     let mut tx = begin_immediate_on(conn).await?;
     let rec = if finished.is_empty() {
         Recorded::default()
@@ -140,7 +171,7 @@ pub async fn record_and_claim(
     let claimed = if claim > 0 {
         claim_in(&mut tx, fence, claim, film, now, lease_ms).await?
     } else {
-        Vec::new()
+        Claimed::default()
     };
     tx.commit().await?;
     Ok((rec, claimed))
@@ -171,11 +202,14 @@ async fn claim_in(
     film: Option<i64>,
     now: i64,
     lease_ms: i64,
-) -> Result<Vec<ClaimedJob>> {
+) -> Result<Claimed> {
     // Pick (one JSON row), then mark them ours: as atomic as one
     // `UPDATE … RETURNING`, since the write lock is held from BEGIN
     // IMMEDIATE, and faster (16-40 % in paired bench runs): RETURNING sends every
     // claimed row as a message of its own from sqlx's connection thread.
+    // Nothing is picked while a gpu-lock command waits for this GPU (it
+    // refreshes its row as it waits; one silent for 3 TTLs is gone).
+    let waiters_since = now - 3 * lease_ms;
     let Json(rows): Json<Vec<ClaimRow>> = match film {
         None => {
             sqlx::query_file_scalar!(
@@ -184,7 +218,8 @@ async fn claim_in(
                 n,
                 fence.gpu,
                 fence.owner,
-                fence.epoch
+                fence.epoch,
+                waiters_since
             )
             .fetch_one(&mut **tx)
             .await?
@@ -197,14 +232,22 @@ async fn claim_in(
                 fence.gpu,
                 fence.owner,
                 fence.epoch,
-                film
+                film,
+                waiters_since
             )
             .fetch_one(&mut **tx)
             .await?
         }
     };
     if rows.is_empty() {
-        return Ok(Vec::new());
+        // Asked only now: an empty claim is rare while work is queued.
+        let gpu_wanted =
+            super::lease::waiters_for(&mut **tx, &fence.gpu, &fence.owner, waiters_since).await?
+                > 0;
+        return Ok(Claimed {
+            jobs: Vec::new(),
+            gpu_wanted,
+        });
     }
     let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
         .expect("ids serialise");
@@ -232,7 +275,10 @@ async fn claim_in(
         )
         .collect();
     claimed.sort_by_key(|j| j.job_id);
-    Ok(claimed)
+    Ok(Claimed {
+        jobs: claimed,
+        gpu_wanted: false,
+    })
 }
 
 /// One finished try, as [`record_batch`] writes it.
@@ -597,13 +643,16 @@ pub async fn count_server_event(pool: &SqlitePool, id: &str, event: ServerEvent)
         ServerEvent::Started => (1, 0),
         ServerEvent::Crashed => (0, 1),
     };
-    sqlx::query!(
-        "UPDATE workers SET server_starts = server_starts + ?, server_restarts = server_restarts + ? WHERE id = ?",
-        started,
-        restarted,
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+    super::retry_busy(|| async {
+        sqlx::query!(
+            "UPDATE workers SET server_starts = server_starts + ?, server_restarts = server_restarts + ? WHERE id = ?",
+            started,
+            restarted,
+            id
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+    .await
 }

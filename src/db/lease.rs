@@ -297,17 +297,27 @@ pub async fn renew(
         .await?;
         jobs::requeue_expired(&mut tx, now).await?;
     }
-    let stale = now - 3 * ttl_ms;
-    let waiters = sqlx::query_scalar!(
+    let waiters = waiters_for(&mut *tx, gpu, holder, now - 3 * ttl_ms).await?;
+    tx.commit().await?;
+    Ok(Renewal { held, waiters })
+}
+
+/// gpu-lock commands other than `holder` that have waited for `gpu` since
+/// `since` (each refreshes its row while it waits).
+pub async fn waiters_for<'e>(
+    conn: impl sqlx::SqliteExecutor<'e>,
+    gpu: &str,
+    holder: &str,
+    since: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!: i64" FROM gpu_waiters WHERE gpu = ? AND id != ? AND heartbeat_at >= ?"#,
         gpu,
         holder,
-        stale
+        since
     )
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Renewal { held, waiters })
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Gives the lease back (only if it is still ours).

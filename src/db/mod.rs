@@ -6,6 +6,14 @@
 //! Invariant: every transaction that reads and then writes starts with
 //! `BEGIN IMMEDIATE` ([`begin_immediate`]); a deferred one can fail with
 //! SQLITE_BUSY on its first write, which `busy_timeout` cannot cure.
+//!
+//! Other SQLite users (a `sqlite3` shell left in a transaction, DB Browser
+//! editing a row) can hold the write lock for minutes. A write that still
+//! finds it held after `busy_timeout` is tried again ([`retry_busy`]) for as
+//! long as the command's lock wait allows (forever for the long-running
+//! commands, `--lock-wait` for the others), saying so in the log; in WAL mode
+//! only taking the write lock can be busy, so a retried transaction has
+//! written nothing yet.
 
 pub mod jobs;
 pub mod lease;
@@ -13,8 +21,10 @@ pub mod queue;
 pub mod results;
 pub mod status;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -24,8 +34,140 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::error::{Error, Result};
 
-/// How long a connection waits for another writer before giving up.
+/// How long a connection waits for another writer before SQLite gives up
+/// and [`retry_busy`] takes over; `CINECUT_BUSY_TIMEOUT` overrides it (tests).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `CINECUT_BUSY_TIMEOUT` (e.g. `500ms`, `2s`), else [`BUSY_TIMEOUT`].
+pub fn busy_timeout() -> Duration {
+    std::env::var("CINECUT_BUSY_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .unwrap_or(BUSY_TIMEOUT)
+}
+
+/// How long this process's writes wait for another connection's write
+/// lock, in ms; `u64::MAX` waits as long as it takes.
+static LOCK_WAIT_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sets how long writes wait for another connection's write lock (`None`:
+/// as long as it takes, for the worker and other long-running commands).
+pub fn set_lock_wait(wait: Option<Duration>) {
+    let ms = wait.map_or(u64::MAX, |w| {
+        w.as_millis().try_into().unwrap_or(u64::MAX - 1)
+    });
+    LOCK_WAIT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn lock_wait() -> Option<Duration> {
+    match LOCK_WAIT_MS.load(Ordering::Relaxed) {
+        u64::MAX => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
+/// The SQLite primary result code of a database error, if it is one.
+fn sqlite_code(err: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    db.code()?.parse::<i32>().ok()
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection
+/// holds a lock we need.
+pub fn is_busy(err: &Error) -> bool {
+    match err {
+        Error::Sqlx(e) => sqlite_code(e).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// Runs `op` until it does not fail with SQLITE_BUSY, within the process's
+/// lock wait ([`BusyWait`]). `op` must be all-or-nothing (one transaction),
+/// which makes it safe to run again.
+pub async fn retry_busy<T, F: Future<Output = Result<T>>>(mut op: impl FnMut() -> F) -> Result<T> {
+    let mut wait = BusyWait::default();
+    loop {
+        match op().await {
+            Err(e) => wait.again(e).await?,
+            Ok(v) => {
+                wait.done();
+                return Ok(v);
+            }
+        }
+    }
+}
+
+/// Waiting out another connection's write lock, one failed try at a time
+/// (for loops whose operation borrows a connection, which [`retry_busy`]'s
+/// closure cannot lend). Logs when it starts waiting, every 30 s while it
+/// waits, and when the lock is released.
+#[derive(Debug, Default)]
+pub struct BusyWait {
+    /// When SQLite started waiting for the first busy try.
+    started: Option<std::time::Instant>,
+    told_at: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl BusyWait {
+    /// After a failed try: returns once it is time to try again, or the
+    /// error itself when it is not SQLITE_BUSY or the lock wait is over.
+    pub async fn again(&mut self, e: Error) -> Result<()> {
+        if !is_busy(&e) {
+            return Err(e);
+        }
+        let now = std::time::Instant::now();
+        // SQLite itself waited busy_timeout before answering busy.
+        let since = *self
+            .started
+            .get_or_insert_with(|| now.checked_sub(busy_timeout()).unwrap_or(now));
+        if lock_wait().is_some_and(|limit| since.elapsed() >= limit) {
+            return Err(e);
+        }
+        match self.told_at {
+            None => tracing::warn!(
+                "the database is write-locked by another connection (a sqlite3 shell or DB Browser in a transaction?); waiting for it{}",
+                db_path_hint()
+            ),
+            Some(t) if t.elapsed() >= Duration::from_secs(30) => tracing::warn!(
+                "still waiting for the database's write lock ({:.0} s so far){}",
+                since.elapsed().as_secs_f64(),
+                db_path_hint()
+            ),
+            Some(_) => return self.pause().await,
+        }
+        self.told_at = Some(now);
+        self.pause().await
+    }
+
+    async fn pause(&mut self) -> Result<()> {
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::time::sleep(self.pause).await;
+        Ok(())
+    }
+
+    /// The try succeeded: says so if it had waited.
+    pub fn done(&self) {
+        if let Some(since) = self.started {
+            tracing::info!(
+                "the database's write lock was released after {:.1} s; carrying on",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The database this process opened, for messages.
+static DB_PATH: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn db_path_hint() -> String {
+    match DB_PATH.lock().ok().and_then(|p| p.clone()) {
+        Some(p) => format!("; `fuser -v {}` names it", p.display()),
+        None => String::new(),
+    }
+}
 
 /// Page size of a new database file.
 pub const PAGE_SIZE: u32 = 16_384;
@@ -51,12 +193,15 @@ impl Db {
     /// migrations.
     pub async fn open(path: &Path, durability: Durability) -> Result<Db> {
         check_location(path)?;
+        if let Ok(mut p) = DB_PATH.lock() {
+            *p = Some(path.to_path_buf());
+        }
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(Error::Sqlx)?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(busy_timeout())
             .foreign_keys(true)
             .synchronous(match durability {
                 Durability::Full => SqliteSynchronous::Full,
@@ -68,14 +213,21 @@ impl Db {
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-8192")
             .optimize_on_close(true, None);
+        // The first connection switches a new file to WAL, which takes an
+        // exclusive lock that busy_timeout cannot wait for: another process
+        // doing the same at that moment failed with "database is locked".
+        // So connecting, like migrating, happens one process at a time.
+        let lock = open_lock(path).await;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .acquire_timeout(Duration::from_secs(120))
             .connect_with(options)
             .await
             .map_err(|e| classify_open_error(path, e))?;
-        migrate(&pool, path).await?;
+        let migrated = retry_busy(|| migrate(&pool, path)).await;
+        drop(lock);
+        migrated?;
         Ok(Db {
             pool,
             path: path.to_path_buf(),
@@ -106,13 +258,16 @@ impl Db {
     }
 }
 
-/// Starts a write transaction that takes the write lock at once.
+/// Starts a write transaction that takes the write lock at once, waiting
+/// for another connection's lock as [`retry_busy`] does.
 pub async fn begin_immediate(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with(BEGIN_IMMEDIATE).await?)
+    retry_busy(|| async { Ok(pool.begin_with(BEGIN_IMMEDIATE).await?) }).await
 }
 
 /// [`begin_immediate`] on a connection held apart from the pool (the bulk
-/// loader, a worker's batch connection).
+/// loader, a worker's batch connection). It does not wait past
+/// busy_timeout (a transaction borrowed from `conn` cannot be returned from
+/// a retry loop): its callers run their whole transaction again ([`BusyWait`]).
 pub async fn begin_immediate_on(
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<Transaction<'_, Sqlite>> {
@@ -166,16 +321,16 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> Error {
     Error::Sqlx(err)
 }
 
-/// Applies pending migrations, one process at a time: two processes opening
-/// a new (or older) database together would otherwise both apply the same
-/// migration, and one would fail ("table films already exists"). The lock is
-/// an `flock` on a file beside the database, dropped when this returns or the
-/// process dies. A folder where it cannot be made goes on unlocked.
-async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
-    use sqlx::migrate::MigrateError;
+/// Opening (the switch to WAL) and migrating run one process at a time:
+/// two processes opening a new (or older) database together would otherwise
+/// race for the WAL switch or apply the same migration twice ("table films
+/// already exists"). The lock is an `flock` on a file beside the database,
+/// dropped by the caller or when the process dies. A folder where it cannot
+/// be made goes on unlocked.
+async fn open_lock(path: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".migrate-lock");
-    let lock = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -185,9 +340,13 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
     })
     .await
-    .expect("migration lock thread");
+    .expect("open lock thread")
+}
+
+/// Applies pending migrations (under [`open_lock`]).
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
+    use sqlx::migrate::MigrateError;
     let result = crate::MIGRATOR.run(pool).await;
-    drop(lock);
     match result {
         Ok(()) => Ok(()),
         Err(MigrateError::VersionMissing(found)) => Err(Error::SchemaTooNew {

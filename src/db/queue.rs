@@ -120,6 +120,24 @@ pub async fn enqueue_chunk(
     chunk: &FrameChunk,
     max_attempts: i64,
 ) -> Result<ChunkOutcome> {
+    let mut wait = super::BusyWait::default();
+    loop {
+        match enqueue_chunk_once(conn, film_id, chunk, max_attempts).await {
+            Err(e) => wait.again(e).await?,
+            Ok(outcome) => {
+                wait.done();
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+async fn enqueue_chunk_once(
+    conn: &mut SqliteConnection,
+    film_id: i64,
+    chunk: &FrameChunk,
+    max_attempts: i64,
+) -> Result<ChunkOutcome> {
     let now = now_ms();
     let mut tx = begin_immediate_on(conn).await?;
     let priority = sqlx::query_scalar!("SELECT priority FROM films WHERE id = ?", film_id)

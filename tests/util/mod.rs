@@ -343,3 +343,105 @@ pub fn pids_with(needle: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Polls `condition` until it holds, at most `limit`; panics naming `what`
+/// otherwise. Tests wait for state through this, never for a fixed time.
+#[track_caller]
+pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {limit:?} for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Env {
+    /// A count from the database, from a test thread that is not async
+    /// (0 while the database or its schema does not exist yet).
+    pub fn count_now(&self, sql: &'static str) -> i64 {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            self.db(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return 0;
+        };
+        conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    }
+}
+
+/// A stand-in `libnvidia-ml.so.1` (tests/fake_nvml) and its state file:
+/// cinecut started with [`FakeNvml::apply`] sees the GPUs of the file.
+pub struct FakeNvml {
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+/// One fake GPU: UUID, total and free MiB, compute processes (pid, MiB).
+pub struct FakeGpu<'a> {
+    pub uuid: &'a str,
+    pub total_mib: u64,
+    pub free_mib: u64,
+    pub processes: Vec<(u32, u64)>,
+}
+
+impl FakeNvml {
+    /// Builds the library if needed (`cargo build -p fake-nvml`) and links
+    /// it as `libnvidia-ml.so.1` into a folder of `env`.
+    pub fn new(env: &Env) -> FakeNvml {
+        let target = Path::new(BIN).parent().unwrap().to_path_buf();
+        let lib = target.join("libfake_nvml.so");
+        if !lib.is_file() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "fake-nvml"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo");
+            assert!(
+                status.success() && lib.is_file(),
+                "the stand-in NVML did not build ({}); run `cargo build -p fake-nvml`",
+                lib.display()
+            );
+        }
+        let dir = env.path().join("fake-nvml");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&lib, dir.join("libnvidia-ml.so.1")).unwrap();
+        FakeNvml {
+            state: dir.join("state"),
+            dir,
+        }
+    }
+
+    /// Writes the GPUs every later NVML call sees.
+    pub fn set(&self, gpus: &[FakeGpu]) {
+        let text: String = gpus
+            .iter()
+            .map(|g| {
+                let procs: Vec<String> = g
+                    .processes
+                    .iter()
+                    .map(|(pid, mib)| format!("{pid}:{mib}"))
+                    .collect();
+                format!(
+                    "{}|NVIDIA Fake GPU|{}|{}|{}\n",
+                    g.uuid,
+                    g.total_mib,
+                    g.free_mib,
+                    procs.join(",")
+                )
+            })
+            .collect();
+        let tmp = self.state.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, &self.state).unwrap();
+    }
+
+    /// Points `cmd`'s NVML at this stand-in.
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env("LD_LIBRARY_PATH", &self.dir)
+            .env("FAKE_NVML_STATE", &self.state)
+            .env_remove("CUDA_VISIBLE_DEVICES")
+    }
+}

@@ -1,4 +1,5 @@
--- claim_pick.sql for the jobs of film ?6 only, in frame order.
+-- claim_pick.sql for the jobs of film ?6 only, in frame order (waiters seen
+-- since ?7).
 SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max_attempts,
                                    (SELECT path FROM frames WHERE frames.id = c.id)))
        AS "jobs!: Json<Vec<ClaimRow>>"
@@ -6,3 +7,4 @@ FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
       WHERE film_id = ?6 AND state = 'queued' AND run_after <= ?1
       ORDER BY id LIMIT CAST(?2 AS INTEGER)) AS c
 WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)
+  AND NOT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = ?3 AND heartbeat_at >= ?7)
