@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::util::{
     Env, FAKE, assert_exit, llama_server, pids_with, signal, stderr, tiny_model, wait_for,
+    wait_until,
 };
 
 /// `cinecut worker --model … --mmproj …` on the real server; `alias` tags
@@ -503,4 +504,94 @@ async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
         total,
         "each frame described once"
     );
+}
+
+/// gpu-lock and a worker that supervises the real server: the command gets
+/// the GPU at the worker's next claim (plus the frame in flight), the server
+/// is gone before the lease is handed over, and the worker resumes after.
+#[tokio::test]
+async fn gpu_lock_stops_the_supervised_server_and_the_worker_resumes() {
+    let env = Env::new();
+    // More than 20 s of work at this machine's pace: the queue outlasts the test.
+    env.enqueue_images("long", 1500, &[]);
+    let alias = unique("lock");
+    let mut w = real_worker(&env, &alias, "w.log", &["--parallel", "1"])
+        .spawn()
+        .unwrap();
+    wait_until(
+        "frames described by the real server",
+        Duration::from_secs(120),
+        || env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 10,
+    );
+    let marks = env.path().join("m");
+    let script = format!(
+        "date +%s%3N > {0}.start; sleep 2; date +%s%3N > {0}.end",
+        marks.display()
+    );
+    let asked = cinecut::db::now_ms();
+    let mut lock = env
+        .cmd(["gpu-lock", "--", "sh", "-c", &script])
+        .stderr(std::fs::File::create(env.path().join("lock.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start_file = marks.with_extension("start");
+    wait_until(
+        "gpu-lock to run its command",
+        Duration::from_secs(60),
+        || start_file.exists(),
+    );
+    assert!(
+        server_pids(&alias).is_empty(),
+        "no llama-server runs while the gpu-lock command holds the GPU"
+    );
+    assert!(wait_for(&mut lock, Duration::from_secs(30)).success());
+    let read = |ext: &str| -> i64 {
+        std::fs::read_to_string(marks.with_extension(ext))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (start, end) = (read("start"), read("end"));
+    let resumed =
+        format!("SELECT count(*) FROM attempts WHERE outcome = 'done' AND started_at >= {end}");
+    wait_until(
+        "the worker to describe frames again after the command",
+        Duration::from_secs(120),
+        || env.count_now(&resumed) > 0,
+    );
+    let pool = env.pool().await;
+    let times: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT started_at, finished_at FROM attempts ORDER BY started_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    signal(&w, Signal::SIGTERM);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("w.log")
+    );
+    assert!(
+        times.iter().all(|(s, f)| *f <= start || *s >= end),
+        "no frame ran while the command held the GPU"
+    );
+    let in_flight_done = times
+        .iter()
+        .filter(|(s, f)| *s <= asked && *f > asked)
+        .map(|(_, f)| *f)
+        .max()
+        .unwrap_or(asked);
+    assert!(
+        start - in_flight_done < 2_000,
+        "gpu-lock ran {} ms after the frame in flight finished",
+        start - in_flight_done
+    );
+    let log = env.log("w.log");
+    assert!(log.contains("yielded the GPU lease"), "{log}");
+    assert!(
+        env.count("SELECT server_starts FROM workers").await >= 2,
+        "started again after the command: {log}"
+    );
+    assert!(server_pids(&alias).is_empty(), "no orphan after SIGTERM");
 }

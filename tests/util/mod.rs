@@ -361,7 +361,7 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl Fn
 impl Env {
     /// A count from the database, from a test thread that is not async
     /// (0 while the database or its schema does not exist yet).
-    pub fn count_now(&self, sql: &'static str) -> i64 {
+    pub fn count_now(&self, sql: &str) -> i64 {
         let Ok(conn) = rusqlite::Connection::open_with_flags(
             self.db(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
