@@ -721,3 +721,57 @@ fn logs_through_a_pipe_carry_no_escape_sequences() {
         "escape sequences in a pipe: {err:?}"
     );
 }
+
+/// Signal handlers are in place before the database opens: a worker stopped
+/// while it waits to open (another process holds the open lock) exits 130,
+/// not by the signal's default action.
+#[test]
+fn sigterm_while_the_database_opens_stops_the_worker_cleanly() {
+    let env = Env::new();
+    let mut lock_path = env.db().into_os_string();
+    lock_path.push(".migrate-lock");
+    // --no-fork: the lock's holder is the process the test kills.
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&lock_path)
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flock (util-linux)");
+    wait_until(
+        "flock to hold the open lock",
+        Duration::from_secs(10),
+        || Path::new(&lock_path).exists(),
+    );
+    let mut w = env
+        .worker("http://127.0.0.1:9", "w.log", &["--until-empty"])
+        .spawn()
+        .unwrap();
+    // SIGTERM (15) caught: the handler is in place, and the worker, which
+    // has logged nothing, is still opening the database.
+    let catches_sigterm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let mask = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(&mask, 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << 14) != 0)
+    };
+    wait_until(
+        "the worker to catch SIGTERM",
+        Duration::from_secs(30),
+        || catches_sigterm(w.id()),
+    );
+    assert!(env.log("w.log").is_empty(), "{}", env.log("w.log"));
+    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
+    let status = wait_for(&mut w, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "{}", env.log("w.log"));
+    holder.kill().ok();
+    holder.wait().ok();
+}

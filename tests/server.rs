@@ -118,25 +118,37 @@ async fn a_server_killed_three_times_is_restarted_and_nothing_is_lost() {
     )
     .spawn()
     .unwrap();
-    let mut killed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed: Vec<i32> = Vec::new();
+    let mut in_flight: Vec<String> = Vec::new();
     while killed.len() < 3 {
-        assert!(Instant::now() < deadline, "{}", env.log("w.log"));
-        assert!(
-            w.try_wait().unwrap().is_none(),
-            "worker ended before 3 kills: {}",
-            env.log("w.log")
+        // A ready server (one more "ready" line than servers killed) with
+        // frames in flight: kill it under them.
+        let mut target = None;
+        wait_until(
+            "a ready llama-server with a frame in flight",
+            Duration::from_secs(60),
+            || {
+                assert!(
+                    w.try_wait().unwrap().is_none(),
+                    "worker ended before 3 kills: {}",
+                    env.log("w.log")
+                );
+                let ready = env.log("w.log").matches("llama-server is ready").count();
+                target = server_pids(&alias)
+                    .into_iter()
+                    .find(|p| !killed.contains(p));
+                ready > killed.len()
+                    && target.is_some()
+                    && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") > 0
+            },
         );
-        let pids: Vec<i32> = server_pids(&alias)
-            .into_iter()
-            .filter(|p| !killed.contains(p))
-            .collect();
-        if let Some(pid) = pids.first() {
-            std::thread::sleep(Duration::from_millis(150));
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
-            killed.push(*pid);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        in_flight.extend(
+            env.strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'")
+                .await,
+        );
+        let pid = target.unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        killed.push(pid);
     }
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
@@ -158,6 +170,27 @@ async fn a_server_killed_three_times_is_restarted_and_nothing_is_lost() {
     );
     assert_eq!(env.count("SELECT server_restarts FROM workers").await, 3);
     assert!(server_pids(&alias).is_empty());
+    // The frames in flight under each kill went back to the queue (an
+    // attempt `requeued`, none burnt) and were described exactly once.
+    assert!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'requeued'")
+            .await
+            >= 3,
+        "{}",
+        env.log("w.log")
+    );
+    let pool = env.pool().await;
+    for id in &in_flight {
+        let (state, done): (String, i64) = sqlx::query_as(
+            "SELECT state, (SELECT count(*) FROM attempts WHERE job_id = jobs.id AND outcome = 'done')
+             FROM jobs WHERE id = ?",
+        )
+        .bind(id.parse::<i64>().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((state.as_str(), done), ("done", 1), "job {id}");
+    }
     let o = env.run(["status"]);
     assert!(
         crate::util::stdout(&o).contains("restarts 3"),
@@ -174,11 +207,9 @@ async fn a_killed_worker_leaves_no_server_behind() {
     let mut w = real_worker(&env, &alias, "w1.log", &["--parallel", "2"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count("SELECT count(*) FROM descriptions").await < 5 {
-        assert!(Instant::now() < deadline, "{}", env.log("w1.log"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("frames described", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM descriptions") >= 5
+    });
     signal(&w, Signal::SIGKILL);
     w.wait().unwrap();
     let o = real_worker(
@@ -396,11 +427,9 @@ async fn sigterm_stops_the_server_and_releases_the_lease() {
     let mut w = real_worker(&env, &alias, "w.log", &["--parallel", "2"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count("SELECT count(*) FROM descriptions").await < 3 {
-        assert!(Instant::now() < deadline, "{}", env.log("w.log"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("frames described", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM descriptions") >= 3
+    });
     assert_eq!(server_pids(&alias).len(), 1);
     let sent = Instant::now();
     signal(&w, Signal::SIGTERM);
@@ -594,4 +623,97 @@ async fn gpu_lock_stops_the_supervised_server_and_the_worker_resumes() {
         "started again after the command: {log}"
     );
     assert!(server_pids(&alias).is_empty(), "no orphan after SIGTERM");
+}
+
+/// A lease row naming a dead worker on this host and its llama-server.
+fn record_dead_holder(env: &Env, server_pid: u32, cmdline: &str) {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
+                                 server_pid, server_started_at, server_cmdline)
+         VALUES ('gpu0', 'worker-dead', ?1, ?2, 'worker', 1, ?3, ?3 + 3600000, ?4, ?5, ?6)",
+        rusqlite::params![
+            dead_pid,
+            cinecut::process::hostname(),
+            cinecut::db::now_ms(),
+            server_pid,
+            cinecut::process::start_ticks(i64::from(server_pid)),
+            cmdline
+        ],
+    )
+    .unwrap();
+}
+
+/// The next worker kills a live orphan llama-server recorded in the lease
+/// row of a dead worker (its parent-death signal defeated: the test started
+/// it), and leaves alone a pid that now runs something else.
+#[tokio::test]
+async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
+    let env = Env::new();
+    env.enqueue_images("orphans", 3, &[]);
+    let (model, mmproj, _) = tiny_model();
+    let alias = unique("orphan-live");
+    let mut orphan = Command::new(llama_server())
+        .arg("-m")
+        .arg(&model)
+        .arg("--mmproj")
+        .arg(&mmproj)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "-t",
+            "1",
+            "--alias",
+            &alias,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Right after spawn, /proc/PID/cmdline can still be empty (before exec).
+    let mut cmdline = String::new();
+    wait_until("the orphan to exec", Duration::from_secs(10), || {
+        cmdline = cinecut::process::cmdline(i64::from(orphan.id())).unwrap_or_default();
+        cmdline.contains(&alias)
+    });
+    record_dead_holder(&env, orphan.id(), &cmdline);
+    let fake = crate::util::FakeServer::start(&env, &[]);
+    let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("killing the orphaned llama-server"),
+        "{}",
+        stderr(&o)
+    );
+    let status = wait_for(&mut orphan, Duration::from_secs(10));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "the orphan was killed");
+    assert!(server_pids(&alias).is_empty());
+
+    // The recorded pid now belongs to another program: it lives.
+    env.enqueue_images("more", 2, &[]);
+    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute("DELETE FROM gpu_leases", []).unwrap();
+    drop(conn);
+    record_dead_holder(&env, bystander.id(), &cmdline);
+    let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("runs something else; leaving it alone"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander lives"
+    );
+    bystander.kill().ok();
+    bystander.wait().ok();
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
 }

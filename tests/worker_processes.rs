@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Env, FakeServer, assert_exit, signal, stderr, wait_for};
+use crate::util::{Env, FakeServer, assert_exit, signal, stderr, wait_for, wait_until};
 
 fn now_ms() -> i64 {
     cinecut::db::now_ms()
@@ -28,6 +28,7 @@ async fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        // Paces the kill to a random moment of the run (not a wait for state).
         std::thread::sleep(Duration::from_millis(150 + seed % 250));
         signal(&w, Signal::SIGKILL);
         w.wait().unwrap();
@@ -76,18 +77,19 @@ async fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn two_workers_on_one_gpu_never_run_together() {
     let env = Env::new();
-    env.enqueue_images("pair", 60, &[]);
+    // Enough work that A is still at it when B and the --no-wait worker ask
+    // (about 6 s at this pace).
+    env.enqueue_images("pair", 400, &[]);
     let fake = FakeServer::start(&env, &["--delay-ms", "30"]);
     let args = ["--parallel", "2", "--until-empty", "--lease-ttl", "120s"];
     let mut a = env.worker(&fake.url(), "a.log", &args).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until("A to describe frames", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 2
+    });
     let mut b = env.worker(&fake.url(), "b.log", &args).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        env.log("b.log").contains("is held by worker-"),
-        "{}",
-        env.log("b.log")
-    );
+    wait_until("B to wait for A's lease", Duration::from_secs(30), || {
+        env.log("b.log").contains("is held by worker-")
+    });
     let o = env.run(["worker", "--server-url", &fake.url(), "--no-wait"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("GPU gpu0 is held by"), "{}", stderr(&o));
@@ -95,9 +97,15 @@ async fn two_workers_on_one_gpu_never_run_together() {
     signal(&a, Signal::SIGKILL);
     a.wait().unwrap();
     let killed_at = now_ms();
+    assert!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await
+            > 0,
+        "A was still working when it was killed"
+    );
     let status = wait_for(&mut b, Duration::from_secs(60));
     assert!(status.success(), "{}", env.log("b.log"));
-    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 60);
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 400);
     let pool = env.pool().await;
     let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker_id FROM attempts")
         .fetch_all(&pool)
@@ -133,7 +141,11 @@ async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
         )
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until(
+        "the worker to describe frames",
+        Duration::from_secs(30),
+        || env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 4,
+    );
     let marks = env.path().join("marks");
     let script = format!(
         "date +%s%3N > {0}.start; sleep 2; date +%s%3N > {0}.end; exit 7",
@@ -150,7 +162,9 @@ async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
             .unwrap()
     };
     let (start, end) = (read("start"), read("end"));
-    assert!(start - asked < 1500, "gpu-lock waited {} ms", start - asked);
+    // The worker yields at its next claim; the bound leaves room for a
+    // loaded machine (process start, the frames in flight, 100 ms each).
+    assert!(start - asked < 5000, "gpu-lock waited {} ms", start - asked);
     let status = wait_for(&mut w, Duration::from_secs(60));
     assert!(status.success(), "{}", env.log("w.log"));
     assert_eq!(
@@ -183,8 +197,17 @@ async fn a_worker_started_under_gpu_lock_waits() {
     let env = Env::new();
     env.enqueue_images("wait", 5, &[]);
     let fake = FakeServer::start(&env, &[]);
-    let mut lock = env.cmd(["gpu-lock", "--", "sleep", "1.5"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let end_mark = env.path().join("lock.end");
+    let script = format!("sleep 1; date +%s%3N > {}", end_mark.display());
+    let mut lock = env
+        .cmd(["gpu-lock", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_until(
+        "gpu-lock to hold the lease",
+        Duration::from_secs(30),
+        || env.count_now("SELECT count(*) FROM gpu_leases WHERE purpose = 'gpu-lock'") == 1,
+    );
     let o = env.run([
         "worker",
         "--server-url",
@@ -194,14 +217,18 @@ async fn a_worker_started_under_gpu_lock_waits() {
     ]);
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("(gpu-lock"), "{}", stderr(&o));
-    let started = Instant::now();
     let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
     assert_exit(&o, 0);
-    assert!(
-        started.elapsed() > Duration::from_millis(700),
-        "the worker waited for gpu-lock"
-    );
     assert!(lock.wait().unwrap().success());
+    let lock_end: i64 = std::fs::read_to_string(&end_mark)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        env.count_now("SELECT min(started_at) FROM attempts") >= lock_end,
+        "the worker waited for the gpu-lock command to end"
+    );
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
     let o = env.run(["gpu-lock", "--", "/no/such/program"]);
     assert_exit(&o, 1);
@@ -226,16 +253,20 @@ async fn a_paused_worker_is_fenced_out_after_a_takeover() {
     let fake = FakeServer::start(&env, &["--delay-ms", "300"]);
     let args = ["--parallel", "4", "--until-empty", "--lease-ttl", "1s"];
     let mut a = env.worker(&fake.url(), "a.log", &args).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    signal(&a, Signal::SIGSTOP);
+    wait_until("A to claim frames", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") > 0
+    });
+    stop_outside_a_transaction(&env, &a);
     let mut b = env.worker(&fake.url(), "b.log", &args).spawn().unwrap();
     // B takes over once A's lease expires (A is alive, so only expiry frees it).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.log("b.log").contains("took over the GPU lease") {
-        assert!(Instant::now() < deadline, "{}", env.log("b.log"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        "B to take over A's expired lease",
+        Duration::from_secs(30),
+        || env.log("b.log").contains("took over the GPU lease"),
+    );
+    wait_until("B to describe frames", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 2
+    });
     let resumed_at = now_ms();
     signal(&a, Signal::SIGCONT);
     assert!(
@@ -282,7 +313,17 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         .worker(&fake.url(), "w.log", &["--parallel", "3"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_until(
+        "frames described and three in flight",
+        Duration::from_secs(30),
+        || {
+            env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
+                && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 3
+        },
+    );
+    let in_flight = env
+        .strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'")
+        .await;
     let sent = Instant::now();
     signal(&w, Signal::SIGTERM);
     let status = wait_for(&mut w, Duration::from_secs(15));
@@ -300,6 +341,21 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
     );
     let done = env.count("SELECT count(*) FROM descriptions").await;
     assert!(done > 0 && done < 30, "{done}");
+    // Frames in flight at SIGTERM are finished within --grace, not requeued.
+    let pool = env.pool().await;
+    for id in &in_flight {
+        let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id.parse::<i64>().unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(state, "done", "job {id} was in flight at SIGTERM");
+    }
+    assert!(
+        env.log("w.log").contains("waiting up to 10 s for"),
+        "{}",
+        env.log("w.log")
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
             .await,
@@ -316,7 +372,11 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         )
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_until(
+        "two frames in flight on the hanging server",
+        Duration::from_secs(30),
+        || env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 2,
+    );
     signal(&w, Signal::SIGINT);
     assert!(
         wait_for(&mut w, Duration::from_secs(15)).success(),
@@ -338,4 +398,23 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
             .await,
         0
     );
+}
+
+/// SIGSTOPs `child` at a moment it holds no SQLite write lock: a process
+/// stopped inside its transaction keeps every other writer out until it is
+/// resumed (SQLite's nature, not a takeover to test). Checked from outside
+/// with a write transaction of our own; if the lock is held, resume it and
+/// stop it again a moment later.
+fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
+    for _ in 0..50 {
+        signal(child, Signal::SIGSTOP);
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.busy_timeout(Duration::from_millis(200)).unwrap();
+        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            return;
+        }
+        signal(child, Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("the worker held the write lock at every try");
 }
