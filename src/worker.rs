@@ -52,13 +52,14 @@ impl Describer for HttpDescriber {
     ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
         // A task of its own: the request and its deadline go on while the
         // worker's loop waits (another connection's write lock can hold it
-        // for minutes), and its answer waits there to be recorded.
+        // for minutes), and its answer waits there to be recorded. Dropped
+        // (shutdown, yield, lost lease), it is aborted, as before.
         let client = self.client.clone();
         let path = path.to_string();
-        let request = tokio::spawn(async move {
+        let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let frame = vision::load_frame(std::path::Path::new(&path)).await?;
             client.describe(&frame).await
-        });
+        }));
         Box::pin(async move {
             match request.await {
                 Ok(result) => result,

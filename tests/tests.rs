@@ -5,6 +5,7 @@ mod util;
 mod database;
 mod enqueue;
 mod film;
+mod promises;
 mod real_hosts;
 mod results;
 mod server;

@@ -1,0 +1,279 @@
+//! README promises that no other test exercised: each test names the
+//! promise it pins.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::{
+    Env, FAKE, FakeServer, assert_exit, stderr, stdout, tiny_model, wait_for, wait_until,
+};
+
+/// A worker that supervises the fake server (`--server-bin`), so server
+/// lifecycle flags run without a model.
+fn supervised(env: &Env, log: &str, extra: &[&str]) -> std::process::Command {
+    let (model, mmproj, _) = tiny_model();
+    let mut c = env.cmd(["worker", "--server-bin", FAKE]);
+    c.arg("--model").arg(model).arg("--mmproj").arg(mmproj);
+    c.args(extra);
+    c.stdout(Stdio::null());
+    c.stderr(std::fs::File::create(env.path().join(log)).unwrap());
+    c
+}
+
+/// "the worker stops after the crash budget"
+#[test]
+fn the_worker_stops_once_the_crash_budget_is_spent() {
+    let env = Env::new();
+    env.enqueue_images("crash", 5, &[]);
+    let o = supervised(
+        &env,
+        "w.log",
+        &[
+            "--until-empty",
+            "--crash-budget",
+            "2",
+            "--poison-after",
+            "10",
+            "--server-arg=--answers",
+            "--server-arg=exit",
+        ],
+    )
+    .status()
+    .unwrap();
+    assert_eq!(o.code(), Some(1), "{}", env.log("w.log"));
+    let log = env.log("w.log");
+    assert!(
+        log.contains("llama-server crashed 2 times within 600 s; giving up"),
+        "{log}"
+    );
+    assert_eq!(env.count_now("SELECT server_restarts FROM workers"), 2);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'failed'"),
+        0,
+        "crashes are not the frames' fault"
+    );
+}
+
+/// "--idle-unload 5m (stop the server when idle, start it again when work comes)"
+#[test]
+fn an_idle_server_is_stopped_and_started_again_when_work_comes() {
+    let env = Env::new();
+    env.enqueue_images("first", 2, &[]);
+    let mut w = supervised(&env, "w.log", &["--idle-unload", "300ms"])
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first frames described",
+        Duration::from_secs(30),
+        || env.count_now("SELECT count(*) FROM descriptions") == 2,
+    );
+    wait_until(
+        "the idle server to be stopped",
+        Duration::from_secs(30),
+        || {
+            env.log("w.log")
+                .contains("stopping llama-server (--idle-unload)")
+                && env.count_now("SELECT count(*) FROM gpu_leases WHERE server_pid IS NOT NULL")
+                    == 0
+        },
+    );
+    assert_eq!(env.count_now("SELECT server_starts FROM workers"), 1);
+    env.enqueue_images("second", 2, &[]);
+    wait_until("the new frames described", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM descriptions") == 4
+    });
+    assert_eq!(
+        env.count_now("SELECT server_starts FROM workers"),
+        2,
+        "started again for the new work"
+    );
+    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
+}
+
+/// "server refuses connections: back to the queue, not counted against the frame"
+#[test]
+fn refused_connections_are_not_counted_against_the_frame() {
+    let env = Env::new();
+    env.enqueue_images("refused", 3, &[]);
+    // A port that nothing listens on, until the server starts on it below.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut w = env
+        .worker(&url, "w.log", &["--until-empty", "--poison-after", "1"])
+        .spawn()
+        .unwrap();
+    wait_until("refused tries", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'requeued'") >= 2
+    });
+    let _server = FakeServer::start_on(&env, port, &[]);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("w.log")
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        3,
+        "--poison-after 1 failed nothing: a refused connection is not the frame's fault"
+    );
+    assert_eq!(env.count_now("SELECT max(transient_failures) FROM jobs"), 0);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE attempts > 1"),
+        0,
+        "no attempt burnt by a refused connection"
+    );
+}
+
+/// "--priority N (higher first)"
+#[test]
+fn higher_priority_films_are_described_first() {
+    let env = Env::new();
+    env.enqueue_images("low", 3, &[]);
+    env.enqueue_images("high", 3, &["--priority", "5"]);
+    let fake = FakeServer::start(&env, &[]);
+    let o = env
+        .worker(&fake.url(), "w.log", &["--until-empty"])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let order = env.count_now(
+        "SELECT count(*) FROM (SELECT f.title FROM attempts a JOIN frames fr ON fr.id = a.job_id
+         JOIN films f ON f.id = fr.film_id ORDER BY a.started_at, a.id LIMIT 3) WHERE title = 'high'",
+    );
+    assert_eq!(
+        order, 3,
+        "the first three frames were the high-priority film's"
+    );
+}
+
+/// "worker --film TITLE" and "results --film F"
+#[test]
+fn film_filters_for_worker_and_results() {
+    let env = Env::new();
+    env.enqueue_images("alpha", 3, &[]);
+    env.enqueue_images("beta", 2, &[]);
+    let fake = FakeServer::start(&env, &[]);
+    let o = env
+        .worker(&fake.url(), "w.log", &["--until-empty", "--film", "beta"])
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", env.log("w.log"));
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM jobs j JOIN films f ON f.id = j.film_id WHERE f.title = 'beta' AND j.state = 'done'"
+        ),
+        2
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        3,
+        "alpha untouched"
+    );
+    let o = env
+        .worker(&fake.url(), "w2.log", &["--until-empty"])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let o = env.run(["results", "--film", "beta", "--format", "jsonl"]);
+    assert_exit(&o, 0);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["film"] == "beta"), "{rows:?}");
+}
+
+/// "gpu-lock --timeout" and the lease renewed while a long command runs.
+#[test]
+fn gpu_lock_renews_its_lease_and_a_second_one_times_out() {
+    let env = Env::new();
+    let marks = env.path().join("long");
+    let script = format!("touch {}; sleep 3", marks.display());
+    let mut long = env
+        .cmd([
+            "gpu-lock",
+            "--lease-ttl",
+            "600ms",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first command to run", Duration::from_secs(30), || {
+        marks.exists()
+    });
+    let first_beat = env.count_now("SELECT heartbeat_at FROM gpu_leases WHERE gpu = 'gpu0'");
+    let o = env.run(["gpu-lock", "--timeout", "1500ms", "--", "true"]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("GPU gpu0 was not free within 1 s (--timeout)"),
+        "{}",
+        stderr(&o)
+    );
+    // 1.5 s is more than two lease lengths: only renewal kept it.
+    assert!(
+        env.count_now("SELECT heartbeat_at FROM gpu_leases WHERE gpu = 'gpu0'") > first_beat,
+        "the lease was renewed while the command ran"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM gpu_leases WHERE purpose = 'gpu-lock'"),
+        1
+    );
+    assert!(wait_for(&mut long, Duration::from_secs(30)).success());
+    assert_eq!(env.count_now("SELECT count(*) FROM gpu_waiters"), 0);
+}
+
+/// "--log-format json"
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let env = Env::new();
+    let dir = env.images("json", 2);
+    let o = env
+        .cmd(["--log-format", "json", "enqueue"])
+        .arg(&dir)
+        .arg(env.path().join("missing.png"))
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let lines: Vec<&str> = std::str::from_utf8(&o.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("error:"))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+/// "run" ends with a summary that names the top failure reasons.
+#[test]
+fn run_summarises_the_top_failure_reasons() {
+    let env = Env::new();
+    let dir = env.images("mixed", 3);
+    std::fs::write(dir.join("img_4.png"), b"this is not a picture").unwrap();
+    let fake = FakeServer::start(&env, &[]);
+    let o = env
+        .cmd(["run"])
+        .arg(&dir)
+        .args(["--server-url", &fake.url()])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("3 done, 1 failed"), "{out}\n{}", stderr(&o));
+    assert!(out.contains("\"mixed\": 1 failed:"), "{out}");
+}
