@@ -96,9 +96,48 @@ async fn scene_mode_finds_the_cuts_at_their_times() {
     );
     assert_eq!(env.count("SELECT duration_ms FROM films").await, 6000);
 
-    // Again: nothing new, and ffmpeg is not even run.
-    let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
+    // Again: nothing new, and ffmpeg is not even run (a wrapper first on
+    // PATH records every call, then runs the real one).
+    let wrappers = env.path().join("wrappers");
+    std::fs::create_dir_all(&wrappers).unwrap();
+    let calls = env.path().join("ffmpeg-calls");
+    let real =
+        String::from_utf8(Command::new("which").arg("ffmpeg").output().unwrap().stdout).unwrap();
+    let wrapper = wrappers.join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            calls.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", wrappers.display(), std::env::var("PATH").unwrap());
+    // The wrapper is what PATH finds, and it records.
+    let probe = Command::new("ffmpeg")
+        .arg("-version")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(probe.status.success() && calls.exists());
+    std::fs::remove_file(&calls).unwrap();
+    let o = env
+        .cmd(["enqueue".as_ref(), video.as_os_str()])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
     assert_exit(&o, 0);
+    assert!(
+        !calls.exists(),
+        "ffmpeg ran: {}",
+        std::fs::read_to_string(&calls).unwrap_or_default()
+    );
     assert!(
         stdout(&o).contains("0 new, 3 already queued"),
         "{}",

@@ -5,7 +5,8 @@ use crate::util::{Env, assert_exit, stdout};
 async fn fail_some(env: &Env, n: i64, reason: &str) {
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
     let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-    sqlx::query("UPDATE jobs SET state = 'failed', last_error = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)")
+    // As a worker leaves them: attempts spent, then failed.
+    sqlx::query("UPDATE jobs SET state = 'failed', attempts = max_attempts, transient_failures = 1, last_error = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)")
         .bind(reason)
         .bind(n)
         .execute(&pool)
@@ -51,11 +52,17 @@ async fn status_counts_states_and_failure_reasons_per_film() {
     );
     assert!(text.contains("GPU leases: none held"), "{text}");
 
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'failed' AND attempts > 0")
+            .await,
+        4,
+        "failed jobs carry their attempts, which retry must reset"
+    );
     let o = env.run(["retry", "--failed", "--film", "alpha"]);
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("requeued 4 failed job(s)"));
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0")
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0 AND transient_failures = 0")
             .await,
         14
     );
