@@ -2,6 +2,7 @@
 //! generated model for the end-to-end path, crashes and orphans; the fake
 //! server for faults the real one cannot show on demand.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -431,12 +432,21 @@ async fn sigterm_stops_the_server_and_releases_the_lease() {
         env.count_now("SELECT count(*) FROM descriptions") >= 3
     });
     assert_eq!(server_pids(&alias).len(), 1);
-    let sent = Instant::now();
+    wait_until("two frames in flight", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 2
+    });
+    let in_flight = env
+        .strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'")
+        .await;
     signal(&w, Signal::SIGTERM);
     let status = wait_for(&mut w, Duration::from_secs(15));
     assert!(status.success(), "{}", env.log("w.log"));
-    assert!(sent.elapsed() < Duration::from_secs(15));
     assert!(server_pids(&alias).is_empty(), "server gone");
+    // Finished within --grace, not put back.
+    for id in &in_flight {
+        let state = env.count_now(&format!("SELECT state = 'done' FROM jobs WHERE id = {id}"));
+        assert_eq!(state, 1, "job {id} was in flight at SIGTERM");
+    }
     assert_eq!(
         env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
             .await,
@@ -716,4 +726,165 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
     bystander.kill().ok();
     bystander.wait().ok();
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
+}
+
+/// The per-run key: in a 0600 file only, in no process's command line or
+/// environment and in no log, and gone with the server.
+#[tokio::test]
+async fn the_per_run_key_is_in_a_private_file_and_nowhere_else() {
+    let env = Env::new();
+    env.enqueue_images("key", 400, &[]);
+    let alias = unique("key");
+    let server_log = env.path().join("server.log");
+    let mut c = real_worker(&env, &alias, "w.log", &["--parallel", "2"]);
+    c.arg("--server-log").arg(&server_log);
+    let mut w = c.spawn().unwrap();
+    wait_until(
+        "frames described by the real server",
+        Duration::from_secs(60),
+        || env.count_now("SELECT count(*) FROM descriptions") >= 3,
+    );
+    let pid = server_pids(&alias)[0];
+    let cmdline = cinecut::process::cmdline(i64::from(pid)).unwrap();
+    let key_file = cmdline
+        .split(' ')
+        .skip_while(|a| *a != "--api-key-file")
+        .nth(1)
+        .expect("--api-key-file on the server's command line")
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{key_file}");
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(key.len() >= 32, "a random key: {key:?}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        for part in ["cmdline", "environ"] {
+            if let Ok(raw) = std::fs::read(entry.path().join(part)) {
+                assert!(
+                    !String::from_utf8_lossy(&raw).contains(&key),
+                    "the key is in {}/{part}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    signal(&w, Signal::SIGTERM);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("w.log")
+    );
+    assert!(!env.log("w.log").contains(&key));
+    assert!(!std::fs::read_to_string(&server_log).unwrap().contains(&key));
+    assert!(
+        !Path::new(&key_file).exists(),
+        "the key file goes with the server"
+    );
+}
+
+/// llama-server on a free port, started by the test with its own flags.
+fn own_server(alias: &str, extra: &[&str]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (model, mmproj, _) = tiny_model();
+    let child = Command::new(llama_server())
+        .arg("-m")
+        .arg(&model)
+        .arg("--mmproj")
+        .arg(&mmproj)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-t",
+            "1",
+            "--alias",
+            alias,
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until("llama-server to load", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).ok()?;
+                Some(answer.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false)
+    });
+    (child, url)
+}
+
+/// The real server's own error bodies: 401 for a wrong key (the worker
+/// stops, nothing failed), 400 for an image it cannot load (that frame
+/// fails with the server's message; the images issue will transcode TIFF).
+#[tokio::test]
+async fn the_real_servers_401_and_400_are_understood() {
+    let env = Env::new();
+    let dir = env.images("errs", 2);
+    image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([x as u8 * 8, y as u8 * 10, 99]))
+        .save(dir.join("img_3.tiff"))
+        .unwrap();
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    let (mut server, url) = own_server(&unique("errs"), &["--api-key", "the-right-key"]);
+
+    let o = env.run([
+        "worker",
+        "--server-url",
+        &url,
+        "--until-empty",
+        "--api-key",
+        "a-wrong-key",
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("server refused the API key (HTTP 401): Invalid API Key"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        3
+    );
+
+    let o = env.run([
+        "worker",
+        "--server-url",
+        &url,
+        "--until-empty",
+        "--api-key",
+        "the-right-key",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        2
+    );
+    let errors = env
+        .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
+        .await;
+    assert_eq!(errors.len(), 1, "the TIFF frame");
+    assert!(
+        errors[0].starts_with("server rejected the request (HTTP 400): ")
+            && errors[0].len() > "server rejected the request (HTTP 400): ".len(),
+        "{errors:?}"
+    );
+    server.kill().ok();
+    server.wait().ok();
 }
