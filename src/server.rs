@@ -324,6 +324,12 @@ pub fn reap_orphan(pid: i64, started_at: Option<i64>, cmdline: Option<&str>) -> 
     tracing::warn!(pid, "killing the orphaned llama-server of a dead worker");
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    // Its memory is free only once it is gone: wait (briefly; SIGKILL is
+    // not refused) before a new server starts and checks VRAM.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while crate::process::is_alive(pid, started_at) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     true
 }
 

@@ -218,7 +218,11 @@ async fn acquire_lease(
                     );
                 }
                 if let Some(o) = orphan_server {
-                    crate::server::reap_orphan(o.pid, o.started_at, o.cmdline.as_deref());
+                    tokio::task::spawn_blocking(move || {
+                        crate::server::reap_orphan(o.pid, o.started_at, o.cmdline.as_deref())
+                    })
+                    .await
+                    .expect("reaping thread");
                 }
                 tracing::info!(gpu = %cfg.gpu, epoch, "holding the GPU lease");
                 return Ok(Some(epoch));

@@ -888,3 +888,157 @@ async fn the_real_servers_401_and_400_are_understood() {
     server.kill().ok();
     server.wait().ok();
 }
+
+/// Samples the llama-servers tagged `alias` until `done`; panics if two ever
+/// run at once (two servers on one GPU lease).
+fn never_two_servers(alias: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done() {
+        let running = server_pids(alias);
+        assert!(running.len() <= 1, "two llama-servers at once: {running:?}");
+        assert!(Instant::now() < deadline, "did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The two-workers test with supervised servers: B waits while A (and its
+/// server) holds the GPU; A killed, its server dies with it, B starts its
+/// own; never two servers; each frame described once.
+#[tokio::test]
+async fn two_supervised_workers_never_run_two_servers() {
+    let env = Env::new();
+    env.enqueue_images("pair", 600, &[]);
+    let alias = unique("pair");
+    let args = ["--until-empty", "--parallel", "2", "--lease-ttl", "120s"];
+    let mut a = real_worker(&env, &alias, "a.log", &args).spawn().unwrap();
+    wait_until("A to describe frames", Duration::from_secs(60), || {
+        env.count_now("SELECT count(*) FROM descriptions") >= 5
+    });
+    let mut b = real_worker(&env, &alias, "b.log", &args).spawn().unwrap();
+    wait_until("B to wait for A", Duration::from_secs(30), || {
+        env.log("b.log").contains("is held by worker-")
+    });
+    assert_eq!(
+        server_pids(&alias).len(),
+        1,
+        "B started no server while waiting"
+    );
+    signal(&a, Signal::SIGKILL);
+    a.wait().unwrap();
+    never_two_servers(&alias, || b.try_wait().unwrap().is_some());
+    assert!(b.wait().unwrap().success(), "{}", env.log("b.log"));
+    assert!(server_pids(&alias).is_empty(), "no orphan");
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 600);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
+            .await,
+        600
+    );
+}
+
+/// SIGSTOP with supervised servers: A is paused past its lease with its
+/// server still running; B takes over, kills A's server before starting its
+/// own, and A, resumed, writes nothing and starts no server.
+#[tokio::test]
+async fn a_paused_supervised_worker_loses_its_server_and_writes_nothing() {
+    let env = Env::new();
+    env.enqueue_images("stop", 400, &[]);
+    let alias = unique("stop");
+    let args = ["--until-empty", "--parallel", "2", "--lease-ttl", "1s"];
+    let mut a = real_worker(&env, &alias, "a.log", &args).spawn().unwrap();
+    wait_until("A to describe frames", Duration::from_secs(60), || {
+        env.count_now("SELECT count(*) FROM descriptions") >= 5
+    });
+    let a_server = server_pids(&alias);
+    assert_eq!(a_server.len(), 1);
+    // Stopped outside a transaction, or every writer would wait for it.
+    let mut stopped = false;
+    for _ in 0..50 {
+        signal(&a, Signal::SIGSTOP);
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.busy_timeout(Duration::from_millis(200)).unwrap();
+        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            stopped = true;
+            break;
+        }
+        signal(&a, Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(stopped, "A held the write lock at every try");
+    let mut b = real_worker(&env, &alias, "b.log", &args).spawn().unwrap();
+    wait_until("B to take over", Duration::from_secs(60), || {
+        env.log("b.log").contains("took over the GPU lease")
+    });
+    wait_until("B to describe frames", Duration::from_secs(60), || {
+        env.log("b.log").contains("llama-server is ready")
+    });
+    assert!(
+        !server_pids(&alias).contains(&a_server[0]),
+        "A's server was killed before B's started"
+    );
+    assert!(
+        env.log("b.log")
+            .contains("killing the orphaned llama-server")
+    );
+    let resumed_at = cinecut::db::now_ms();
+    signal(&a, Signal::SIGCONT);
+    never_two_servers(&alias, || b.try_wait().unwrap().is_some());
+    assert!(b.wait().unwrap().success(), "{}", env.log("b.log"));
+    signal(&a, Signal::SIGTERM);
+    wait_for(&mut a, Duration::from_secs(30));
+    let a_log = env.log("a.log");
+    assert!(a_log.contains("lost the GPU lease"), "{a_log}");
+    let pool = env.pool().await;
+    let late: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempts WHERE worker_id = (SELECT id FROM workers ORDER BY started_at LIMIT 1)
+         AND finished_at >= ?",
+    )
+    .bind(resumed_at)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(late, 0, "the stale worker wrote after it was resumed");
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 400);
+    assert!(server_pids(&alias).is_empty(), "no orphan");
+}
+
+/// Repeated SIGKILL of supervised workers: no server outlives its worker,
+/// nothing is lost or described twice.
+#[tokio::test]
+async fn killing_supervised_workers_leaves_no_server_and_loses_nothing() {
+    let env = Env::new();
+    env.enqueue_images("kills", 300, &[]);
+    let alias = unique("kills");
+    let args = ["--parallel", "2", "--lease-ttl", "120s"];
+    for round in 0..5 {
+        let log = format!("k{round}.log");
+        let mut w = real_worker(&env, &alias, &log, &args).spawn().unwrap();
+        let before = env.count_now("SELECT count(*) FROM descriptions");
+        wait_until(
+            "the worker to describe a frame",
+            Duration::from_secs(60),
+            || env.count_now("SELECT count(*) FROM descriptions") > before,
+        );
+        signal(&w, Signal::SIGKILL);
+        w.wait().unwrap();
+        wait_until("its server to die with it", Duration::from_secs(10), || {
+            server_pids(&alias).is_empty()
+        });
+    }
+    let o = real_worker(
+        &env,
+        &alias,
+        "final.log",
+        &["--until-empty", "--parallel", "2"],
+    )
+    .status()
+    .unwrap();
+    assert!(o.success(), "{}", env.log("final.log"));
+    assert!(server_pids(&alias).is_empty());
+    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 300);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
+            .await,
+        300
+    );
+}
