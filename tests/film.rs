@@ -377,3 +377,42 @@ fn missing_ffmpeg_says_how_to_install_it() {
         stderr(&o)
     );
 }
+
+/// "--frames-dir": extracted frames go where the user says, in a folder per film.
+#[tokio::test]
+async fn frames_go_to_the_frames_dir_given() {
+    let env = Env::new();
+    let video = env.path().join("clip.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10:duration=3",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    let wanted = env.path().join("my frames");
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--select".as_ref(),
+        "interval".as_ref(),
+        "--every".as_ref(),
+        "1".as_ref(),
+        "--frames-dir".as_ref(),
+        wanted.as_os_str(),
+    ]);
+    assert_exit(&o, 0);
+    let frames = frames_of(&env, "clip").await;
+    assert_eq!(frames.len(), 3, "{}", stderr(&o));
+    for (_, _, _, _, path) in &frames {
+        let path = Path::new(path);
+        assert!(path.starts_with(&wanted), "{}", path.display());
+        assert!(path.is_file() && image::open(path).is_ok());
+    }
+    assert!(
+        !env.path().join("cinecut-frames").exists(),
+        "nothing beside the database"
+    );
+}
