@@ -151,17 +151,7 @@ async fn a_server_killed_three_times_is_restarted_and_nothing_is_lost() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         killed.push(pid);
     }
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = w.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = w.kill();
-            panic!("worker still running after the kills: {}", env.log("w.log"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for(&mut w, Duration::from_secs(240));
     assert!(status.success(), "{}", env.log("w.log"));
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 200);
     assert_eq!(
@@ -497,20 +487,14 @@ async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
         c
     };
     let mut first = run("first.log").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env
-        .count_when_ready("SELECT count(*) FROM descriptions")
-        .await
-        < 20
-    {
-        assert!(Instant::now() < deadline, "{}", env.log("first.log"));
+    wait_until("20 frames described", Duration::from_secs(60), || {
         assert!(
             first.try_wait().unwrap().is_none(),
             "finished too soon: {}",
             env.log("first.log")
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        env.count_now("SELECT count(*) FROM descriptions") >= 20
+    });
     signal(&first, Signal::SIGKILL);
     first.wait().unwrap();
     let partial = env.count("SELECT count(*) FROM descriptions").await;
@@ -951,20 +935,7 @@ async fn a_paused_supervised_worker_loses_its_server_and_writes_nothing() {
     });
     let a_server = server_pids(&alias);
     assert_eq!(a_server.len(), 1);
-    // Stopped outside a transaction, or every writer would wait for it.
-    let mut stopped = false;
-    for _ in 0..50 {
-        signal(&a, Signal::SIGSTOP);
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.busy_timeout(Duration::from_millis(200)).unwrap();
-        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
-            stopped = true;
-            break;
-        }
-        signal(&a, Signal::SIGCONT);
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    assert!(stopped, "A held the write lock at every try");
+    crate::util::stop_outside_a_transaction(&env, &a);
     let mut b = real_worker(&env, &alias, "b.log", &args).spawn().unwrap();
     wait_until("B to take over", Duration::from_secs(60), || {
         env.log("b.log").contains("took over the GPU lease")

@@ -256,7 +256,7 @@ async fn a_paused_worker_is_fenced_out_after_a_takeover() {
     wait_until("A to claim frames", Duration::from_secs(30), || {
         env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") > 0
     });
-    stop_outside_a_transaction(&env, &a);
+    crate::util::stop_outside_a_transaction(&env, &a);
     let mut b = env.worker(&fake.url(), "b.log", &args).spawn().unwrap();
     // B takes over once A's lease expires (A is alive, so only expiry frees it).
     wait_until(
@@ -398,23 +398,4 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
             .await,
         0
     );
-}
-
-/// SIGSTOPs `child` at a moment it holds no SQLite write lock: a process
-/// stopped inside its transaction keeps every other writer out until it is
-/// resumed (SQLite's nature, not a takeover to test). Checked from outside
-/// with a write transaction of our own; if the lock is held, resume it and
-/// stop it again a moment later.
-fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
-    for _ in 0..50 {
-        signal(child, Signal::SIGSTOP);
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.busy_timeout(Duration::from_millis(200)).unwrap();
-        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
-            return;
-        }
-        signal(child, Signal::SIGCONT);
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    panic!("the worker held the write lock at every try");
 }

@@ -445,3 +445,22 @@ impl FakeNvml {
             .env_remove("CUDA_VISIBLE_DEVICES")
     }
 }
+
+/// SIGSTOPs `child` at a moment it holds no SQLite write lock: a process
+/// stopped inside its transaction keeps every other writer out until it is
+/// resumed (SQLite's nature, not a takeover to test). Checked from outside
+/// with a write transaction of our own; if the lock is held, resume it and
+/// stop it again a moment later.
+pub fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
+    for _ in 0..50 {
+        signal(child, nix::sys::signal::Signal::SIGSTOP);
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.busy_timeout(std::time::Duration::from_millis(200)).unwrap();
+        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
+            return;
+        }
+        signal(child, nix::sys::signal::Signal::SIGCONT);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    panic!("the worker held the write lock at every try");
+}
