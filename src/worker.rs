@@ -412,6 +412,7 @@ async fn lease_loop(
                 start_yielding(&mut yielding, cfg, in_flight.len());
             }
             if !claimed.jobs.is_empty() {
+                tracing::trace!("claimed {} job(s)", claimed.jobs.len());
                 idle_since = None;
             }
             for job in claimed.jobs {
@@ -648,12 +649,14 @@ impl DataVersion {
 
     /// Returns when the database changed or after `at_most`.
     async fn wait_for_change(&mut self, at_most: Duration) -> Result<()> {
+        tracing::trace!("idle: waiting up to {at_most:?} for another connection's commit");
         let deadline = Instant::now() + at_most;
         while Instant::now() < deadline {
             sleep(Duration::from_millis(50).min(at_most)).await;
             let v = crate::db::data_version(&mut self.conn).await?;
             if v != self.last {
                 self.last = v;
+                tracing::debug!("another connection committed; looking for work");
                 return Ok(());
             }
         }

@@ -277,3 +277,68 @@ fn run_summarises_the_top_failure_reasons() {
     assert!(out.contains("3 done, 1 failed"), "{out}\n{}", stderr(&o));
     assert!(out.contains("\"mixed\": 1 failed:"), "{out}");
 }
+
+/// The fake server checks the request shape (so every fake-server test
+/// also checks what cinecut sends): a stray shape is an HTTP 400.
+#[tokio::test]
+async fn the_fake_server_rejects_a_request_of_another_shape() {
+    let env = Env::new();
+    let fake = FakeServer::start(&env, &[]);
+    let url = format!("{}/v1/chat/completions", fake.url());
+    let good = serde_json::json!({
+        "messages": [
+            {"role": "system", "content": "describe"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "this frame"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ]}
+        ],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+            "type": "object", "required": ["visual_content", "mood", "action", "setting"]}}},
+        "temperature": 0,
+        "max_tokens": 64
+    });
+    let client = reqwest::Client::new();
+    let status = |body: serde_json::Value| {
+        let req = client.post(&url).json(&body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(good.clone()).await, 200);
+    let mut both = good.clone();
+    both["json_schema"] = good["response_format"]["json_schema"].clone();
+    assert_eq!(status(both).await, 400, "the schema in two places");
+    let mut no_image = good.clone();
+    no_image["messages"][1]["content"] = serde_json::json!([{"type": "text", "text": "x"}]);
+    assert_eq!(status(no_image).await, 400, "no image");
+}
+
+/// "it notices other processes' commits through PRAGMA data_version"
+#[test]
+fn an_idle_worker_is_woken_by_another_process_commit() {
+    let env = Env::new();
+    env.run(["status"]);
+    let fake = FakeServer::start(&env, &[]);
+    // A long lease: no heartbeat (a commit of the worker's own) meanwhile.
+    let mut w = env.worker(&fake.url(), "w.log", &["--lease-ttl", "600s"]);
+    w.env("RUST_LOG", "info,cinecut=trace");
+    let mut w = w.spawn().unwrap();
+    wait_until(
+        "the worker to wait for a commit",
+        Duration::from_secs(30),
+        || env.log("w.log").contains("idle: waiting up to"),
+    );
+    let before = env.log("w.log").len();
+    env.enqueue_images("late", 3, &[]);
+    wait_until("the new frames described", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM descriptions") == 3
+    });
+    // Woken by the producer's commit, before claiming: not found by a
+    // timed poll (then the first wake would follow the worker's own claim).
+    let after = env.log("w.log")[before..].to_string();
+    let woken = after.find("another connection committed; looking for work");
+    let claimed = after.find("TRACE claimed ");
+    assert!(woken.is_some() && claimed.is_some(), "{after}");
+    assert!(woken < claimed, "{after}");
+    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
+}

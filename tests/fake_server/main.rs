@@ -9,6 +9,8 @@
 //!        [--record FILE] [--exit-during-load]
 //! MODES (one per request, the last repeats): ok, garbage, truncated,
 //! missing-field, tricky, http500, http400, hang, exit.
+//! Every completion request is first checked for the shape cinecut promises
+//! to send (`check_request`); one that strays is answered HTTP 400.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,6 +169,15 @@ async fn respond(
         line.push(b'\n');
         f.write_all(&line).unwrap();
     }
+    // As llama-server does, a request it cannot take is an HTTP 400; here
+    // also one that strays from the shape cinecut promises to send.
+    if let Err(why) = check_request(body) {
+        return (
+            "400 Bad Request",
+            serde_json::json!({"error": {"code": 400, "message": format!("fake-llama-server: {why}"), "type": "invalid_request_error"}})
+                .to_string(),
+        );
+    }
     let n = cfg.count.fetch_add(1, Ordering::SeqCst);
     let mode = cfg
         .answers
@@ -236,4 +247,50 @@ async fn respond(
         "usage": { "prompt_tokens": 80, "completion_tokens": 30 },
     });
     (status, resp.to_string())
+}
+
+/// The request shape cinecut sends: a system and a user message, the user's
+/// text and one image as a data URI, the schema only under
+/// `response_format.json_schema.schema` (llama-server rejects a second,
+/// top-level `json_schema`), temperature 0, bounded `max_tokens`.
+fn check_request(body: &[u8]) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let messages = v["messages"].as_array().ok_or("no messages")?;
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+    if roles != ["system", "user"] {
+        return Err(format!("roles {roles:?}, want [system, user]"));
+    }
+    let parts = messages[1]["content"]
+        .as_array()
+        .ok_or("user content is not a list")?;
+    let images: Vec<&str> = parts
+        .iter()
+        .filter(|p| p["type"] == "image_url")
+        .filter_map(|p| p["image_url"]["url"].as_str())
+        .collect();
+    if images.len() != 1 || !images[0].starts_with("data:image/") {
+        return Err("want exactly one image_url data URI".into());
+    }
+    if !parts.iter().any(|p| p["type"] == "text") {
+        return Err("no text part".into());
+    }
+    if v.get("json_schema").is_some() {
+        return Err("\"json_schema\" beside \"response_format\"".into());
+    }
+    if v["response_format"]["type"] != "json_schema" {
+        return Err("response_format.type is not json_schema".into());
+    }
+    let required = v["response_format"]["json_schema"]["schema"]["required"]
+        .as_array()
+        .ok_or("no schema under response_format.json_schema.schema")?;
+    for field in ["visual_content", "mood", "action", "setting"] {
+        if !required.iter().any(|r| r == field) {
+            return Err(format!("the schema does not require {field}"));
+        }
+    }
+    if v["temperature"] != 0 || !v["max_tokens"].is_u64() {
+        return Err("want temperature 0 and a max_tokens".into());
+    }
+    Ok(())
 }

@@ -455,7 +455,8 @@ pub fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
     for _ in 0..50 {
         signal(child, nix::sys::signal::Signal::SIGSTOP);
         let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.busy_timeout(std::time::Duration::from_millis(200)).unwrap();
+        conn.busy_timeout(std::time::Duration::from_millis(200))
+            .unwrap();
         if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok() {
             return;
         }
