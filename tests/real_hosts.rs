@@ -3,6 +3,7 @@
 //! CUDA_VISIBLE_DEVICES, other SQLite users holding the write lock, many
 //! processes opening one new database, a full disk, logs read through a pipe.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -393,10 +394,13 @@ fn hold_write_lock(env: &Env, seconds: f64) -> Child {
         "BEGIN IMMEDIATE;\nUPDATE films SET priority = priority;\n.shell touch {}\n.shell sleep {seconds}\nCOMMIT;\n",
         flag.display()
     );
+    // Its own process group, so that killing the group ends its `sleep` too.
     let mut child = Command::new("sqlite3")
         .arg(env.db())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("sqlite3 (install it with scripts/setup.sh)");
     use std::io::Write;
@@ -756,4 +760,31 @@ fn sigterm_while_the_database_opens_stops_the_worker_cleanly() {
     assert_eq!(status.code(), Some(130), "{}", env.log("w.log"));
     holder.kill().ok();
     holder.wait().ok();
+}
+
+/// Reading commands do not wait for another connection's write lock at all.
+/// Regression: `PRAGMA optimize` on every connection's close waited out
+/// busy_timeout (30 s) per connection while a sqlite3 shell held a
+/// transaction, so `status` took a minute.
+#[test]
+fn status_answers_while_another_connection_holds_the_write_lock() {
+    let env = Env::new();
+    env.enqueue_images("held", 3, &[]);
+    let mut shell = hold_write_lock(&env, 60.0);
+    let o = env.run(["status"]);
+    assert_exit(&o, 0);
+    assert!(crate::util::stdout(&o).contains("held"));
+    let o = env.run(["results", "--format", "jsonl"]);
+    assert_exit(&o, 0);
+    assert!(
+        shell.try_wait().unwrap().is_none(),
+        "both answered while the shell still held the lock"
+    );
+    assert!(!stderr(&o).contains("slow statement"), "{}", stderr(&o));
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(shell.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    shell.wait().unwrap();
 }

@@ -211,8 +211,7 @@ impl Db {
             // pages made the million-frame enqueue a quarter faster than 4 KiB.
             .page_size(PAGE_SIZE)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-8192")
-            .optimize_on_close(true, None);
+            .pragma("cache_size", "-8192");
         // The first connection switches a new file to WAL, which takes an
         // exclusive lock that busy_timeout cannot wait for: another process
         // doing the same at that moment failed with "database is locked".
@@ -252,8 +251,22 @@ impl Db {
         &self.path
     }
 
-    /// Waits for every connection to close, so WAL is checkpointed.
+    /// Runs `PRAGMA optimize` (as SQLite advises before closing), then
+    /// waits for every connection to close, so WAL is checkpointed. The
+    /// optimize gives way to another connection's write lock at once: run
+    /// on every connection's close (sqlx's `optimize_on_close`), it made a
+    /// read-only `status` wait out busy_timeout once per connection while a
+    /// sqlite3 shell held a transaction open.
     pub async fn close(self) {
+        if let Ok(mut conn) = self.pool.acquire().await {
+            // Fixed pragmas that the query macros cannot type (optimize
+            // answers a column of no type); nothing is bound.
+            let _ = sqlx::raw_sql("PRAGMA busy_timeout = 0; PRAGMA optimize")
+                .execute(&mut *conn)
+                .await;
+            // Not back to the pool with its busy_timeout of 0.
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
     }
 }
