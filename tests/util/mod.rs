@@ -461,6 +461,7 @@ pub fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
             return;
         }
         signal(child, nix::sys::signal::Signal::SIGCONT);
+        // Paces the next try (lets the transaction finish); not a wait for state.
         std::thread::sleep(std::time::Duration::from_millis(30));
     }
     panic!("the worker held the write lock at every try");
