@@ -334,11 +334,11 @@ fn an_idle_worker_is_woken_by_another_process_commit() {
     });
     // Woken by the producer's commit, before claiming: not found by a
     // timed poll (then the first wake would follow the worker's own claim).
+    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
     let after = env.log("w.log")[before..].to_string();
     let woken = after.find("another connection committed; looking for work");
     let claimed = after.find("TRACE claimed ");
     assert!(woken.is_some() && claimed.is_some(), "{after}");
     assert!(woken < claimed, "{after}");
-    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
 }
