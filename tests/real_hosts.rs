@@ -788,3 +788,35 @@ fn status_answers_while_another_connection_holds_the_write_lock() {
     .unwrap();
     shell.wait().unwrap();
 }
+
+/// `--lock-wait` bounds the whole wait, busy_timeout (30 s by default)
+/// included: the command gives up while the lock is still held.
+#[test]
+fn lock_wait_shorter_than_busy_timeout_is_honoured() {
+    let env = Env::new();
+    env.run(["status"]);
+    let dir = env.images("c", 2);
+    let mut shell = hold_write_lock(&env, 60.0);
+    let o = env
+        .cmd(["enqueue", "--lock-wait", "1s"])
+        .arg(&dir)
+        .env_remove("CINECUT_BUSY_TIMEOUT")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("is locked by another connection (waited 1 s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        shell.try_wait().unwrap().is_none(),
+        "gave up while the lock was held"
+    );
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(shell.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    shell.wait().unwrap();
+}

@@ -38,12 +38,14 @@ use crate::error::{Error, Result};
 /// and [`retry_busy`] takes over; `CINECUT_BUSY_TIMEOUT` overrides it (tests).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `CINECUT_BUSY_TIMEOUT` (e.g. `500ms`, `2s`), else [`BUSY_TIMEOUT`].
+/// `CINECUT_BUSY_TIMEOUT` (e.g. `500ms`, `2s`), else [`BUSY_TIMEOUT`]; never
+/// longer than the command's lock wait (`--lock-wait 5s` waits 5 s, not 30).
 pub fn busy_timeout() -> Duration {
-    std::env::var("CINECUT_BUSY_TIMEOUT")
+    let configured = std::env::var("CINECUT_BUSY_TIMEOUT")
         .ok()
         .and_then(|v| humantime::parse_duration(v.trim()).ok())
-        .unwrap_or(BUSY_TIMEOUT)
+        .unwrap_or(BUSY_TIMEOUT);
+    lock_wait().map_or(configured, |limit| configured.min(limit))
 }
 
 /// How long this process's writes wait for another connection's write
