@@ -49,10 +49,10 @@ pub enum DescribeError {
     /// The model answered something that is not a valid description: retry.
     #[error("{reason}")]
     BadOutput { reason: String, raw: String },
-    /// Crash, reset, timeout, 5xx: requeue. `reached` is false when the server
-    /// was never reached (connection refused), which is not the frame's fault.
+    /// Crash, reset, timeout, 5xx, refused: requeue; `kind` decides whether
+    /// the frame is blamed and whether the server is restarted.
     #[error("{reason}")]
-    Transient { reason: String, reached: bool },
+    Transient { reason: String, kind: TransientKind },
     /// The server rejected the request (4xx): fail with its message.
     #[error("server rejected the request (HTTP {status}): {message}")]
     BadRequest { status: u16, message: String },
@@ -61,6 +61,28 @@ pub enum DescribeError {
         "server refused the API key (HTTP {status}): {message}; pass the server's key with --api-key"
     )]
     Unauthorized { status: u16, message: String },
+}
+
+/// How a request failed the server's way. The worker decides on this, never
+/// on the message: a timeout from a live server restarts it; a refused
+/// connection is not counted against the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientKind {
+    /// No answer within the request deadline.
+    Timeout,
+    /// The connection broke after the request was sent (a crash).
+    Reset,
+    /// HTTP 5xx.
+    ServerError,
+    /// The server could not be reached at all (connection refused).
+    Unreachable,
+}
+
+impl TransientKind {
+    /// Whether the request reached the server (and so may be the frame's fault).
+    pub fn reached(self) -> bool {
+        self != TransientKind::Unreachable
+    }
 }
 
 impl DescribeError {
@@ -195,7 +217,7 @@ impl VisionClient {
                     status.as_u16(),
                     error_message(&body)
                 ),
-                reached: true,
+                kind: TransientKind::ServerError,
             });
         }
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -220,7 +242,7 @@ impl VisionClient {
                     "no answer within {:.0} s (request deadline)",
                     self.timeout.as_secs_f64()
                 ),
-                reached: true,
+                kind: TransientKind::Timeout,
             };
         }
         let refused = e.is_connect();
@@ -235,7 +257,11 @@ impl VisionClient {
                 started.elapsed().as_millis(),
                 error_chain(e)
             ),
-            reached: !refused,
+            kind: if refused {
+                TransientKind::Unreachable
+            } else {
+                TransientKind::Reset
+            },
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::{Db, now_ms};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::vision::{self, DescribeError, Described, PROMPT_VERSION, VisionClient};
+use crate::vision::{self, DescribeError, Described, PROMPT_VERSION, TransientKind, VisionClient};
 
 /// Describes one frame. The worker does not care how: llama-server over HTTP
 /// in production, an instant in-process answer in the queue benchmark.
@@ -574,9 +574,7 @@ async fn describe_job(
     let finished_at = now_ms();
     let mut fatal = None;
     let server_trouble = match &result {
-        Err(DescribeError::Transient { reached, reason }) => {
-            Some(*reached && reason.starts_with("no answer within"))
-        }
+        Err(DescribeError::Transient { kind, .. }) => Some(*kind == TransientKind::Timeout),
         _ => None,
     };
     let outcome = match result {
@@ -606,10 +604,10 @@ async fn describe_job(
                         backoff_ms: backoff,
                     }
                 }
-                DescribeError::Transient { reached, .. } => Outcome::Requeue {
+                DescribeError::Transient { kind, .. } => Outcome::Requeue {
                     class,
                     error,
-                    counts: reached,
+                    counts: kind.reached(),
                     poison_after: cfg.poison_after,
                     backoff_ms: 0,
                 },

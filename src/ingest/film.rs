@@ -79,8 +79,19 @@ fn tool_missing(tool: &str, e: std::io::Error) -> String {
     }
 }
 
-/// Probes `path`; `Err` holds ffprobe's reason (not a video, unreadable…).
-pub fn probe(path: &Path) -> std::result::Result<Probe, String> {
+/// Why a file could not be probed; the caller decides on the variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeFailure {
+    /// ffprobe itself could not run (not installed, not executable).
+    #[error("{0}")]
+    Tool(String),
+    /// ffprobe ran and rejected the file: its reason.
+    #[error("{0}")]
+    File(String),
+}
+
+/// Probes `path`.
+pub fn probe(path: &Path) -> std::result::Result<Probe, ProbeFailure> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
         .arg("stream=width,height,avg_frame_rate,codec_type:format=duration,format_name")
@@ -88,20 +99,20 @@ pub fn probe(path: &Path) -> std::result::Result<Probe, String> {
         .arg(path)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| tool_missing("ffprobe", e))?;
+        .map_err(|e| ProbeFailure::Tool(tool_missing("ffprobe", e)))?;
     if !out.status.success() {
         let reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(if reason.is_empty() {
+        return Err(ProbeFailure::File(if reason.is_empty() {
             format!("ffprobe failed ({})", out.status)
         } else {
             reason
-        });
+        }));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("unreadable ffprobe output: {e}"))?;
+        .map_err(|e| ProbeFailure::File(format!("unreadable ffprobe output: {e}")))?;
     let stream = &v["streams"][0];
     if stream.is_null() {
-        return Err("no video stream".into());
+        return Err(ProbeFailure::File("no video stream".into()));
     }
     let fps = stream["avg_frame_rate"].as_str().and_then(|r| {
         let (a, b) = r.split_once('/')?;
@@ -367,10 +378,9 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
         tokio::task::spawn_blocking(move || probe(&path))
             .await
             .expect("probe thread")
-            .map_err(|reason| {
-                if reason.contains("not installed") {
-                    fail(reason)
-                } else {
+            .map_err(|failure| match failure {
+                ProbeFailure::Tool(reason) => fail(reason),
+                ProbeFailure::File(reason) => {
                     fail(format!("not a video or image file (ffprobe: {reason})"))
                 }
             })?
