@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Env, FAKE, FakeGpu, FakeNvml, FakeServer, assert_exit, stderr, tiny_model, wait_for, wait_until,
+    Bystander, Env, FAKE, FakeGpu, FakeNvml, FakeServer, assert_exit, stderr, tiny_model, wait_for,
+    wait_until,
 };
 
 const GPU0: &str = "GPU-00000000-1111-2222-3333-444444444444";
@@ -208,7 +209,7 @@ fn supervised(env: &Env, nvml: &FakeNvml, log: &str, extra: &[&str]) -> Command 
 async fn too_little_vram_waits_until_the_state_frees_memory_then_starts_the_server() {
     let env = Env::new();
     let nvml = FakeNvml::new(&env);
-    let mut holder = Command::new("sleep").arg("600").spawn().unwrap();
+    let holder = Bystander::start();
     let busy = FakeGpu {
         processes: vec![(holder.id(), 79_000)],
         ..gpu(GPU0, 1_000)
@@ -239,15 +240,13 @@ async fn too_little_vram_waits_until_the_state_frees_memory_then_starts_the_serv
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
     let log = env.log("w.log");
     assert!(log.contains("VRAM check passed"), "{log}");
-    holder.kill().ok();
-    holder.wait().ok();
 }
 
 #[tokio::test]
 async fn vram_that_never_frees_fails_naming_the_processes_that_hold_it() {
     let env = Env::new();
     let nvml = FakeNvml::new(&env);
-    let mut holder = Command::new("sleep").arg("600").spawn().unwrap();
+    let holder = Bystander::start();
     nvml.set(&[FakeGpu {
         processes: vec![(holder.id(), 79_000)],
         ..gpu(GPU0, 500)
@@ -267,8 +266,6 @@ async fn vram_that_never_frees_fails_naming_the_processes_that_hold_it() {
         3,
         "nothing failed, nothing left running"
     );
-    holder.kill().ok();
-    holder.wait().ok();
 }
 
 #[tokio::test]
@@ -387,35 +384,59 @@ fn gpu_lists_each_gpu_with_its_lease_and_holder() {
 }
 
 /// `sqlite3 DB` holding `BEGIN IMMEDIATE` for `seconds`, as a person in the
-/// shell would; returns once the lock is held.
-fn hold_write_lock(env: &Env, seconds: f64) -> Child {
-    let flag = env.path().join(format!("locked-{seconds}"));
-    let script = format!(
-        "BEGIN IMMEDIATE;\nUPDATE films SET priority = priority;\n.shell touch {}\n.shell sleep {seconds}\nCOMMIT;\n",
-        flag.display()
-    );
-    // Its own process group, so that killing the group ends its `sleep` too.
-    let mut child = Command::new("sqlite3")
-        .arg(env.db())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("sqlite3 (install it with scripts/setup.sh)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    wait_until(
-        "sqlite3 to hold the write lock",
-        Duration::from_secs(30),
-        || flag.exists(),
-    );
-    child
+/// shell would; returned once the lock is held. Dropped, it ends the shell
+/// and its `sleep` (their own process group).
+struct WriteLock(Child);
+
+impl WriteLock {
+    fn hold(env: &Env, seconds: f64) -> WriteLock {
+        let flag = env.path().join(format!("locked-{seconds}"));
+        let script = format!(
+            "BEGIN IMMEDIATE;\nUPDATE films SET priority = priority;\n.shell touch {}\n.shell sleep {seconds}\nCOMMIT;\n",
+            flag.display()
+        );
+        let mut child = Command::new("sqlite3")
+            .arg(env.db())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("sqlite3 (install it with scripts/setup.sh)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        wait_until(
+            "sqlite3 to hold the write lock",
+            Duration::from_secs(30),
+            || flag.exists(),
+        );
+        WriteLock(child)
+    }
+
+    /// Whether the shell still runs (and so still holds the lock).
+    fn held(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the shell to commit and end by itself.
+    fn wait(mut self) -> bool {
+        self.0.wait().unwrap().success()
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
@@ -430,9 +451,9 @@ async fn a_worker_outlives_another_connection_holding_the_write_lock() {
         env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 6
     });
     // Twice the worker's busy_timeout.
-    let mut shell = hold_write_lock(&env, 2.0);
+    let shell = WriteLock::hold(&env, 2.0);
     let held_done = env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'");
-    assert!(shell.wait().unwrap().success());
+    assert!(shell.wait());
     assert!(
         wait_for(&mut w, Duration::from_secs(60)).success(),
         "{}",
@@ -457,14 +478,14 @@ fn enqueue_waits_for_the_write_lock_and_gives_up_after_lock_wait() {
     let env = Env::new();
     env.run(["status"]);
     let dir = env.images("a", 5);
-    let mut shell = hold_write_lock(&env, 1.5);
+    let shell = WriteLock::hold(&env, 1.5);
     let o = env
         .cmd(["enqueue"])
         .arg(&dir)
         .env("CINECUT_BUSY_TIMEOUT", "500ms")
         .output()
         .unwrap();
-    assert!(shell.wait().unwrap().success());
+    assert!(shell.wait());
     assert_exit(&o, 0);
     assert!(
         stderr(&o).contains("write-locked by another connection"),
@@ -474,7 +495,7 @@ fn enqueue_waits_for_the_write_lock_and_gives_up_after_lock_wait() {
     assert_eq!(env.count_now("SELECT count(*) FROM frames"), 5);
 
     let dir = env.images("b", 5);
-    let mut shell = hold_write_lock(&env, 4.0);
+    let shell = WriteLock::hold(&env, 4.0);
     let o = env
         .cmd(["enqueue", "--lock-wait", "1s"])
         .arg(&dir)
@@ -494,7 +515,7 @@ fn enqueue_waits_for_the_write_lock_and_gives_up_after_lock_wait() {
         0,
         "no driver text: {err}"
     );
-    assert!(shell.wait().unwrap().success());
+    assert!(shell.wait());
     assert_eq!(
         env.count_now("SELECT count(*) FROM frames"),
         5,
@@ -717,14 +738,17 @@ fn sigterm_while_the_database_opens_stops_the_worker_cleanly() {
     let mut lock_path = env.db().into_os_string();
     lock_path.push(".migrate-lock");
     // --no-fork: the lock's holder is the process the test kills.
-    let mut holder = Command::new("flock")
-        .arg("--no-fork")
-        .arg(&lock_path)
-        .args(["sleep", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flock (util-linux)");
+    // Killed when dropped, also when the test fails.
+    let _holder = Bystander(
+        Command::new("flock")
+            .arg("--no-fork")
+            .arg(&lock_path)
+            .args(["sleep", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flock (util-linux)"),
+    );
     wait_until(
         "flock to hold the open lock",
         Duration::from_secs(10),
@@ -758,8 +782,6 @@ fn sigterm_while_the_database_opens_stops_the_worker_cleanly() {
     crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
     let status = wait_for(&mut w, Duration::from_secs(20));
     assert_eq!(status.code(), Some(130), "{}", env.log("w.log"));
-    holder.kill().ok();
-    holder.wait().ok();
 }
 
 /// Reading commands do not wait for another connection's write lock at all.
@@ -770,23 +792,17 @@ fn sigterm_while_the_database_opens_stops_the_worker_cleanly() {
 fn status_answers_while_another_connection_holds_the_write_lock() {
     let env = Env::new();
     env.enqueue_images("held", 3, &[]);
-    let mut shell = hold_write_lock(&env, 60.0);
+    let mut shell = WriteLock::hold(&env, 60.0);
     let o = env.run(["status"]);
     assert_exit(&o, 0);
     assert!(crate::util::stdout(&o).contains("held"));
     let o = env.run(["results", "--format", "jsonl"]);
     assert_exit(&o, 0);
     assert!(
-        shell.try_wait().unwrap().is_none(),
+        shell.held(),
         "both answered while the shell still held the lock"
     );
     assert!(!stderr(&o).contains("slow statement"), "{}", stderr(&o));
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(shell.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    shell.wait().unwrap();
 }
 
 /// `--lock-wait` bounds the whole wait, busy_timeout (30 s by default)
@@ -796,7 +812,7 @@ fn lock_wait_shorter_than_busy_timeout_is_honoured() {
     let env = Env::new();
     env.run(["status"]);
     let dir = env.images("c", 2);
-    let mut shell = hold_write_lock(&env, 60.0);
+    let mut shell = WriteLock::hold(&env, 60.0);
     let o = env
         .cmd(["enqueue", "--lock-wait", "1s"])
         .arg(&dir)
@@ -809,14 +825,5 @@ fn lock_wait_shorter_than_busy_timeout_is_honoured() {
         "{}",
         stderr(&o)
     );
-    assert!(
-        shell.try_wait().unwrap().is_none(),
-        "gave up while the lock was held"
-    );
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(shell.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    shell.wait().unwrap();
+    assert!(shell.held(), "gave up while the lock was held");
 }

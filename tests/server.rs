@@ -691,7 +691,7 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
 
     // The recorded pid now belongs to another program: it lives.
     env.enqueue_images("more", 2, &[]);
-    let mut bystander = Command::new("sleep").arg("600").spawn().unwrap();
+    let mut bystander = crate::util::Bystander::start();
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     conn.execute("DELETE FROM gpu_leases", []).unwrap();
     drop(conn);
@@ -704,11 +704,9 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
         stderr(&o)
     );
     assert!(
-        bystander.try_wait().unwrap().is_none(),
+        bystander.0.try_wait().unwrap().is_none(),
         "the bystander lives"
     );
-    bystander.kill().ok();
-    bystander.wait().ok();
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
 }
 

@@ -466,3 +466,25 @@ pub fn stop_outside_a_transaction(env: &Env, child: &std::process::Child) {
     }
     panic!("the worker held the write lock at every try");
 }
+
+/// A process a test keeps alive beside cinecut (a GPU memory holder, a
+/// reused pid, a lock holder), killed when dropped, also when the test
+/// fails; [`Bystander::start`] makes a `sleep 600`.
+pub struct Bystander(pub std::process::Child);
+
+impl Bystander {
+    pub fn start() -> Bystander {
+        Bystander(Command::new("sleep").arg("600").spawn().unwrap())
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -201,20 +201,21 @@ pub struct MemoryV2 {
     used: c_ulonglong,
 }
 
+/// (total, free, used) in bytes.
+fn memory(g: &Gpu) -> (c_ulonglong, c_ulonglong, c_ulonglong) {
+    let total = g.total_mib * MIB;
+    let free = g.free_mib.min(g.total_mib) * MIB;
+    (total, free, total - free)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: usize, out: *mut Memory) -> Return {
     with_gpu(device, |g| {
         if out.is_null() {
             return INVALID_ARGUMENT;
         }
-        let free = g.free_mib.min(g.total_mib) * MIB;
-        unsafe {
-            *out = Memory {
-                total: g.total_mib * MIB,
-                free,
-                used: g.total_mib * MIB - free,
-            }
-        };
+        let (total, free, used) = memory(g);
+        unsafe { *out = Memory { total, free, used } };
         SUCCESS
     })
 }
@@ -225,12 +226,12 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: usize, out: *mut Mem
         if out.is_null() {
             return INVALID_ARGUMENT;
         }
-        let free = g.free_mib.min(g.total_mib) * MIB;
+        let (total, free, used) = memory(g);
         unsafe {
-            (*out).total = g.total_mib * MIB;
+            (*out).total = total;
             (*out).reserved = 0;
             (*out).free = free;
-            (*out).used = g.total_mib * MIB - free;
+            (*out).used = used;
         }
         SUCCESS
     })
