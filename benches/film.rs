@@ -111,9 +111,6 @@ fn main() {
         max_side: 1024,
         frames_dir: work.path().join("x"),
         replace: false,
-        title: None,
-        priority: 0,
-        max_attempts: 3,
         progress: false,
     };
     let bare_out = work.path().join("bare");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinecut::db::{Db, Durability};
-use cinecut::engine::{Supervised, SupervisorConfig};
+use cinecut::engine::{Engine, Supervised, SupervisorConfig};
 use cinecut::gpu::{Nvml, VramCheck};
 use cinecut::ingest::frames::Source;
 use cinecut::ingest::{self, EnqueueOptions};
@@ -128,9 +128,14 @@ async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f
         ..WorkerConfig::default()
     };
     let t = Instant::now();
-    let s = worker::run(&db, &cfg, Box::new(engine), CancellationToken::new())
-        .await
-        .unwrap();
+    let s = worker::run(
+        &db,
+        &cfg,
+        Engine::Supervised(Box::new(engine)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let rate = paths.len() as f64 / t.elapsed().as_secs_f64();
     db.close().await;
     (rate, s.done + s.failed)

@@ -14,15 +14,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cinecut::db::jobs::{self, Fence, Finished, Outcome};
+use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome};
 use cinecut::db::lease::{self, Acquire, Holder, Purpose};
 use cinecut::db::{Db, Durability, now_ms};
-use cinecut::engine::Attached;
+use cinecut::engine::{Attached, Engine};
 use cinecut::ingest::frames::Source;
 use cinecut::ingest::{self, EnqueueOptions};
 use cinecut::scene::SceneDescription;
-use cinecut::vision::{DescribeError, Described, VisionClient};
-use cinecut::worker::{self, Describer, HttpDescriber, WorkerConfig};
+use cinecut::vision::{DescribeError, Described, Describer, HttpDescriber, VisionClient};
+use cinecut::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 struct Instant0;
@@ -81,7 +81,7 @@ async fn through_worker(db: &Db, parallel: usize, describer: Arc<dyn Describer>)
     let s = worker::run(
         db,
         &cfg(parallel),
-        Box::new(Attached(describer)),
+        Engine::Attached(Attached(describer)),
         CancellationToken::new(),
     )
     .await
@@ -114,12 +114,14 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
     loop {
         let (rec, claimed) = jobs::record_and_claim(
             &mut conn,
-            &fence,
-            &finished,
-            parallel as i64,
-            None,
-            now_ms(),
-            30_000,
+            &Batch {
+                fence: &fence,
+                finished: &finished,
+                claim: parallel,
+                film: None,
+                now: now_ms(),
+                lease_ms: 30_000,
+            },
         )
         .await
         .unwrap();

@@ -25,8 +25,8 @@ pub struct Cli {
 
     /// SQLite durability: `full` fsyncs every commit (no finished description
     /// is lost on power failure), `normal` is faster.
-    #[arg(long, global = true, value_enum, env = "CINECUT_DURABILITY", default_value_t = Durability::Full)]
-    pub durability: Durability,
+    #[arg(long, global = true, value_enum, env = "CINECUT_DURABILITY", default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
 
     /// How long a short command (enqueue, retry, cancel, status…) waits for
     /// another connection's write lock (a sqlite3 shell or DB Browser in a
@@ -216,8 +216,8 @@ pub struct ServerArgs {
 
     /// VRAM check through NVML: `auto` runs on CPU without an NVIDIA driver,
     /// `required` fails without one.
-    #[arg(long, value_enum, default_value_t = VramCheck::Auto)]
-    pub vram_check: VramCheck,
+    #[arg(long, value_enum, default_value_t = VramCheckArg::Auto)]
+    pub vram_check: VramCheckArg,
 
     /// Server crashes tolerated within --crash-window before the worker stops.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
@@ -350,8 +350,8 @@ pub struct EnqueueArgs {
 
     /// Video frame selection: scene cuts (+ first frame + --max-gap), a fixed
     /// interval, the stream's key frames, or every frame.
-    #[arg(long, value_enum, default_value_t = SelectMode::Scene)]
-    pub select: SelectMode,
+    #[arg(long, value_enum, default_value_t = SelectArg::Scene)]
+    pub select: SelectArg,
 
     /// Scene-change score above which a frame starts a new shot (0–1).
     #[arg(long, default_value_t = 0.3)]
@@ -409,4 +409,67 @@ pub struct CancelArgs {
     /// The film whose queued jobs to cancel.
     #[arg(long, value_name = "TITLE")]
     pub film: String,
+}
+
+// The library's enums, as flags: clap stays out of the library.
+
+/// `--durability`: see [`Durability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    Full,
+    Normal,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Durability {
+        match d {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+        }
+    }
+}
+
+/// `--vram-check`: see [`VramCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VramCheckArg {
+    /// Check with NVML; without an NVIDIA driver, run on CPU.
+    Auto,
+    /// Check with NVML; without an NVIDIA driver, fail.
+    Required,
+    /// Do not check.
+    Off,
+}
+
+impl From<VramCheckArg> for VramCheck {
+    fn from(v: VramCheckArg) -> VramCheck {
+        match v {
+            VramCheckArg::Auto => VramCheck::Auto,
+            VramCheckArg::Required => VramCheck::Required,
+            VramCheckArg::Off => VramCheck::Off,
+        }
+    }
+}
+
+/// `--select`: see [`SelectMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SelectArg {
+    /// Scene cuts, plus the first frame, plus one at least every --max-gap seconds.
+    Scene,
+    /// One frame every --every seconds.
+    Interval,
+    /// The stream's own key frames (fastest: no full decode).
+    Keyframes,
+    /// Every frame (short clips).
+    All,
+}
+
+impl From<SelectArg> for SelectMode {
+    fn from(s: SelectArg) -> SelectMode {
+        match s {
+            SelectArg::Scene => SelectMode::Scene,
+            SelectArg::Interval => SelectMode::Interval,
+            SelectArg::Keyframes => SelectMode::Keyframes,
+            SelectArg::All => SelectMode::All,
+        }
+    }
 }

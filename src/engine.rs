@@ -4,8 +4,6 @@
 //! stops whenever it gives up the lease (the server never runs without it).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,53 +13,55 @@ use crate::db::lease::{self, OrphanServer};
 use crate::error::{Error, Result};
 use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
 use crate::server::{LlamaServer, ServerConfig, ServerError};
-use crate::vision::VisionClient;
-use crate::worker::{Describer, HttpDescriber};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::vision::{Describer, HttpDescriber, VisionClient};
 
 /// The worker's model backend.
-pub trait Engine: Send {
+pub enum Engine {
+    Attached(Attached),
+    Supervised(Box<Supervised>),
+}
+
+impl Engine {
     /// A describer ready for frames; starts (or restarts) the server if needed.
-    fn ready<'a>(
-        &'a mut self,
-        db: &'a Db,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>>;
+    pub async fn ready(&mut self, db: &Db, fence: &Fence) -> Result<Arc<dyn Describer>> {
+        match self {
+            Engine::Attached(a) => Ok(a.0.clone()),
+            Engine::Supervised(s) => s.ready(db, fence).await,
+        }
+    }
+
     /// A request failed the server's way (crash, hang): `timed_out` when it
     /// never answered. A supervised server that hangs is restarted.
-    fn server_failed<'a>(&'a mut self, timed_out: bool) -> BoxFuture<'a, ()>;
-    /// Frees the GPU: stops a supervised server.
-    fn release<'a>(&'a mut self, db: &'a Db, fence: Option<&'a Fence>) -> BoxFuture<'a, ()>;
+    pub async fn server_failed(&mut self, timed_out: bool) {
+        if let Engine::Supervised(s) = self {
+            s.server_failed(timed_out).await;
+        }
+    }
+
+    /// Frees the GPU: stops a supervised server (and clears its record in
+    /// the lease row under `fence`).
+    pub async fn release(&mut self, db: &Db, fence: Option<&Fence>) {
+        if let Engine::Supervised(s) = self {
+            s.release(db, fence).await;
+        }
+    }
+
     /// Whether a server is running now (always, for one someone else runs).
-    fn is_running(&self) -> bool;
+    pub fn is_running(&self) -> bool {
+        match self {
+            Engine::Attached(_) => true,
+            Engine::Supervised(s) => s.server.is_some(),
+        }
+    }
+
     /// Whether this engine starts and stops its server.
-    fn supervises(&self) -> bool {
-        false
+    pub fn supervises(&self) -> bool {
+        matches!(self, Engine::Supervised(_))
     }
 }
 
 /// A server someone else runs.
 pub struct Attached(pub Arc<dyn Describer>);
-
-impl Engine for Attached {
-    fn ready<'a>(
-        &'a mut self,
-        _: &'a Db,
-        _: &'a Fence,
-    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>> {
-        Box::pin(async move { Ok(self.0.clone()) })
-    }
-    fn server_failed<'a>(&'a mut self, _: bool) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
-    }
-    fn release<'a>(&'a mut self, _: &'a Db, _: Option<&'a Fence>) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
-    }
-    fn is_running(&self) -> bool {
-        true
-    }
-}
 
 /// Settings of a supervised server beyond its command line.
 #[derive(Debug, Clone)]
@@ -236,83 +236,65 @@ impl Supervised {
     }
 }
 
-impl Engine for Supervised {
-    fn ready<'a>(
-        &'a mut self,
-        db: &'a Db,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<Arc<dyn Describer>>> {
-        Box::pin(async move {
-            if let Some(server) = &mut self.server
-                && let Some(status) = server.exited()
-            {
-                tracing::error!(
-                    pid = server.pid,
-                    "llama-server died ({status}); its last lines:\n{}",
-                    server.last_lines()
-                );
-                let lines = server.last_lines();
-                self.server = None;
-                self.describer = None;
-                self.note_crash(db, &fence.owner, lines).await?;
-            }
-            if self.server.is_some() && self.crashes.is_empty() {
-                self.restart_backoff = Duration::from_secs(1);
-            }
-            while self.server.is_none() {
-                match self.start(db, fence).await {
-                    Ok(()) => {}
-                    Err(Error::Server(ServerError::KilledDuringLoad { status, lines })) => {
-                        tracing::error!(
-                            "llama-server was killed while loading ({status}); its last lines:\n{lines}"
-                        );
-                        self.note_crash(db, &fence.owner, lines).await?;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(self
-                .describer
-                .clone()
-                .expect("describer of a running server"))
-        })
-    }
-
-    fn server_failed<'a>(&'a mut self, timed_out: bool) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(server) = &mut self.server else {
-                return;
-            };
-            if timed_out && server.exited().is_none() {
-                tracing::error!(
-                    pid = server.pid,
-                    "llama-server is alive but does not answer within the request deadline; restarting it"
-                );
-                server.stop().await;
-                // Now it has exited: ready() counts the crash and restarts it.
-            }
-        })
-    }
-
-    fn release<'a>(&'a mut self, db: &'a Db, fence: Option<&'a Fence>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Some(mut server) = self.server.take() {
-                server.stop().await;
-                if let Some(f) = fence {
-                    lease::set_server(db.pool(), &f.gpu, &f.owner, f.epoch, None)
-                        .await
-                        .ok();
-                }
-            }
+impl Supervised {
+    async fn ready(&mut self, db: &Db, fence: &Fence) -> Result<Arc<dyn Describer>> {
+        if let Some(server) = &mut self.server
+            && let Some(status) = server.exited()
+        {
+            tracing::error!(
+                pid = server.pid,
+                "llama-server died ({status}); its last lines:\n{}",
+                server.last_lines()
+            );
+            let lines = server.last_lines();
+            self.server = None;
             self.describer = None;
-        })
+            self.note_crash(db, &fence.owner, lines).await?;
+        }
+        if self.server.is_some() && self.crashes.is_empty() {
+            self.restart_backoff = Duration::from_secs(1);
+        }
+        while self.server.is_none() {
+            match self.start(db, fence).await {
+                Ok(()) => {}
+                Err(Error::Server(ServerError::KilledDuringLoad { status, lines })) => {
+                    tracing::error!(
+                        "llama-server was killed while loading ({status}); its last lines:\n{lines}"
+                    );
+                    self.note_crash(db, &fence.owner, lines).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self
+            .describer
+            .clone()
+            .expect("describer of a running server"))
     }
 
-    fn is_running(&self) -> bool {
-        self.server.is_some()
+    async fn server_failed(&mut self, timed_out: bool) {
+        let Some(server) = &mut self.server else {
+            return;
+        };
+        if timed_out && server.exited().is_none() {
+            tracing::error!(
+                pid = server.pid,
+                "llama-server is alive but does not answer within the request deadline; restarting it"
+            );
+            server.stop().await;
+            // Now it has exited: ready() counts the crash and restarts it.
+        }
     }
 
-    fn supervises(&self) -> bool {
-        true
+    async fn release(&mut self, db: &Db, fence: Option<&Fence>) {
+        if let Some(mut server) = self.server.take() {
+            server.stop().await;
+            if let Some(f) = fence {
+                lease::set_server(db.pool(), &f.gpu, &f.owner, f.epoch, None)
+                    .await
+                    .ok();
+            }
+        }
+        self.describer = None;
     }
 }

@@ -48,6 +48,14 @@ pub enum Error {
         rejected: usize,
         enqueued_anyway: bool,
     },
+    /// Some videos of an enqueue failed (each listed before this error).
+    #[error("{failed} of {videos} video(s) failed (see above){}",
+        if *enqueued_anyway { "" } else { "; nothing enqueued (--strict)" })]
+    VideosFailed {
+        failed: usize,
+        videos: usize,
+        enqueued_anyway: bool,
+    },
     /// A manifest line could not be read.
     #[error("manifest {path}, line {line}: {reason}")]
     Manifest {
@@ -150,6 +158,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// [`Error::explain_database`] for one cause in an error chain, which
+    /// may be our error wrapping the driver's or the driver's own.
+    pub fn explain_cause(
+        cause: &(dyn std::error::Error + 'static),
+        path: &std::path::Path,
+        lock_wait_s: u64,
+    ) -> Option<Error> {
+        let sqlx_err = match cause.downcast_ref::<Error>() {
+            Some(Error::Sqlx(e)) => Some(e),
+            _ => cause.downcast_ref::<sqlx::Error>(),
+        }?;
+        Error::explain_database(sqlx_err, path, lock_wait_s)
+    }
+
     /// The error a person can act on for a database failure at `path`:
     /// locked, disk full, read-only or corrupt; `None` for anything else.
     /// The driver's own text is not repeated.

@@ -92,7 +92,7 @@ impl VramProbe for Nvml {
 }
 
 /// How strictly the worker checks VRAM before starting llama-server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VramCheck {
     /// Check with NVML; without an NVIDIA driver, run on CPU.
     #[default]

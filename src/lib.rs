@@ -1,13 +1,25 @@
 //! cinecut: a SQLite job queue of film frames and a worker that describes
-//! each with a local vision-language model.
+//! each with a local vision-language model. ARCHITECTURE.md is the map.
 //!
-//! - [`cli`]: the command line; [`app`]: runs a parsed command.
-//! - [`db`]: every SQL statement (pool and pragmas, queue, status).
-//! - [`ingest`]: inputs to frames (folders, globs, manifests).
+//! The command line, top down:
+//! - [`cli`]: the flags (clap); [`cmd`]: one file per command, which turns
+//!   flags into configs ([`config`]), calls the library and prints.
+//!
+//! The library (no clap below this line):
+//! - [`ingest`]: inputs (images, folders, globs, manifests, videos) into
+//!   films, frames and jobs.
+//! - [`worker`]: the loop under a GPU lease: claim, describe, record.
+//! - [`engine`]: what the worker describes with: a server someone else runs,
+//!   or a supervised llama-server ([`server`]) with a VRAM check ([`gpu`]).
+//! - [`vision`]: one frame to one validated [`scene::SceneDescription`] over
+//!   HTTP, and the [`vision::Describer`] trait the worker speaks.
+//! - [`db`]: every SQL statement, behind one boundary.
+//! - [`process`]: facts about other processes (alive? started when?).
 //! - [`error`]: the error enum.
 
-pub mod app;
 pub mod cli;
+pub mod cmd;
+pub mod config;
 pub mod db;
 pub mod engine;
 pub mod error;

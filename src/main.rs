@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cinecut::app::run(cli));
+    let result = runtime.block_on(cinecut::cmd::run(cli));
     // A blocking task still waiting (the open lock, when a signal came
     // first) must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

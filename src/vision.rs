@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::scene::SceneDescription;
@@ -23,6 +24,45 @@ const SYSTEM_PROMPT: &str = "You describe single frames of a film for an editor'
 Answer with one JSON object with the keys visual_content, mood, action and setting, and nothing else.";
 const USER_TEXT: &str = "Describe this frame. visual_content: what is visible. mood: the emotional tone. \
 action: what is happening. setting: the place and time of day. One short sentence each.";
+
+/// Describes one frame. The worker does not care how: llama-server over HTTP
+/// in production, an instant in-process answer in the queue benchmark.
+pub trait Describer: Send + Sync + 'static {
+    fn describe<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Described, DescribeError>>;
+    /// The model name stored with each description.
+    fn model(&self) -> &str;
+}
+
+/// Frames described through an OpenAI-compatible chat endpoint.
+pub struct HttpDescriber {
+    pub client: VisionClient,
+    pub model: String,
+}
+
+impl Describer for HttpDescriber {
+    fn describe<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Described, DescribeError>> {
+        // A task of its own: the request and its deadline go on while the
+        // worker's loop waits (another connection's write lock can hold it
+        // for minutes), and its answer waits there to be recorded. Dropped
+        // (shutdown, yield, lost lease), it is aborted, as before.
+        let client = self.client.clone();
+        let path = path.to_string();
+        let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let frame = load_frame(Path::new(&path)).await?;
+            client.describe(&frame).await
+        }));
+        Box::pin(async move {
+            match request.await {
+                Ok(result) => result,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        })
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
 
 /// A frame read from disk, ready to send.
 #[derive(Debug, Clone)]

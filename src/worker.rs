@@ -9,9 +9,7 @@
 //! lease epoch (see [`crate::db::jobs`]).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,57 +19,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded};
+use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded, WorkerState};
 use crate::db::lease::{self, Acquire, Holder, Purpose};
+use crate::db::work::WorkQueue;
 use crate::db::{Db, now_ms};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::vision::{self, DescribeError, Described, PROMPT_VERSION, TransientKind, VisionClient};
-
-/// Describes one frame. The worker does not care how: llama-server over HTTP
-/// in production, an instant in-process answer in the queue benchmark.
-pub trait Describer: Send + Sync + 'static {
-    fn describe<'a>(
-        &'a self,
-        path: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>>;
-    /// The model name stored with each description.
-    fn model(&self) -> &str;
-}
-
-/// Frames described through an OpenAI-compatible chat endpoint.
-pub struct HttpDescriber {
-    pub client: VisionClient,
-    pub model: String,
-}
-
-impl Describer for HttpDescriber {
-    fn describe<'a>(
-        &'a self,
-        path: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
-        // A task of its own: the request and its deadline go on while the
-        // worker's loop waits (another connection's write lock can hold it
-        // for minutes), and its answer waits there to be recorded. Dropped
-        // (shutdown, yield, lost lease), it is aborted, as before.
-        let client = self.client.clone();
-        let path = path.to_string();
-        let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let frame = vision::load_frame(std::path::Path::new(&path)).await?;
-            client.describe(&frame).await
-        }));
-        Box::pin(async move {
-            match request.await {
-                Ok(result) => result,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        })
-    }
-
-    fn model(&self) -> &str {
-        &self.model
-    }
-}
+use crate::vision::{DescribeError, Describer, PROMPT_VERSION, TransientKind};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -138,11 +92,13 @@ enum LeaseEnd {
     Yield,
 }
 
-/// Runs a worker until the queue is empty (`until_empty`) or `shutdown`.
+/// Runs a worker until the queue is empty (`until_empty`) or `shutdown`:
+/// waits for the GPU lease, works under it ([`LeaseSession`]), gives it up
+/// (shutdown, empty queue, a gpu-lock command) or loses it, and waits again.
 pub async fn run(
     db: &Db,
     cfg: &WorkerConfig,
-    mut engine: Box<dyn Engine>,
+    mut engine: Engine,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary> {
     let pool = db.pool();
@@ -157,9 +113,12 @@ pub async fn run(
                 return Ok(());
             }
             let Some(epoch) = acquire_lease(db, cfg, &me, &shutdown).await? else { return Ok(()) };
-            jobs::set_worker_state(pool, &me.id, "running", now_ms(), false).await?;
+            jobs::set_worker_state(pool, &me.id, WorkerState::Running, now_ms()).await?;
             let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
-            let end = work_under_lease(db, cfg, &fence, engine.as_mut(), &shutdown, &mut summary).await;
+            let end = match WorkQueue::open(db, fence.clone(), cfg.film, cfg.lease_ttl).await {
+                Ok(queue) => LeaseSession::new(db, cfg, queue, &mut engine, &mut summary).run(&shutdown).await,
+                Err(e) => Err(e),
+            };
             // The server never runs without the lease: stop it before the lease goes.
             engine.release(db, Some(&fence)).await;
             let end = match end {
@@ -177,7 +136,7 @@ pub async fn run(
                 LeaseEnd::Yield => {
                     lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
                     tracing::info!("yielded the GPU lease to a gpu-lock command");
-                    jobs::set_worker_state(pool, &me.id, "yielded", now_ms(), false).await?;
+                    jobs::set_worker_state(pool, &me.id, WorkerState::Yielded, now_ms()).await?;
                 }
                 LeaseEnd::Shutdown | LeaseEnd::Empty => {
                     lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
@@ -187,8 +146,12 @@ pub async fn run(
         }
     }
     .await;
-    let state = if result.is_ok() { "stopped" } else { "failed" };
-    jobs::set_worker_state(pool, &me.id, state, now_ms(), true)
+    let state = if result.is_ok() {
+        WorkerState::Stopped
+    } else {
+        WorkerState::Failed
+    };
+    jobs::set_worker_state(pool, &me.id, state, now_ms())
         .await
         .ok();
     result.map(|()| summary)
@@ -276,8 +239,11 @@ struct JobResult {
     server_trouble: Option<bool>,
 }
 
-/// A request in flight: its job's id, and its result or its panic.
-type Request = BoxFuture<'static, (i64, std::thread::Result<JobResult>)>;
+/// A finished request: its job's id, and its result or its panic.
+type Joined = (i64, std::thread::Result<JobResult>);
+
+/// A request in flight.
+type Request = BoxFuture<'static, Joined>;
 
 /// Requests in flight, and the job each works on. They are polled by the
 /// worker's own task, not spawned: answers that arrive together are recorded
@@ -314,7 +280,7 @@ impl InFlight {
     }
 
     /// The result of a finished request, or a release if it panicked.
-    fn settle(&mut self, (id, result): (i64, std::thread::Result<JobResult>)) -> Option<JobResult> {
+    fn settle(&mut self, (id, result): Joined) -> Option<JobResult> {
         let job = self.jobs.remove(&id)?;
         Some(result.unwrap_or_else(|_| {
             tracing::error!(
@@ -330,201 +296,267 @@ impl InFlight {
     }
 }
 
-async fn work_under_lease(
-    db: &Db,
-    cfg: &WorkerConfig,
-    fence: &Fence,
-    engine: &mut dyn Engine,
-    shutdown: &CancellationToken,
-    summary: &mut WorkerSummary,
-) -> Result<LeaseEnd> {
-    let mut in_flight = InFlight::default();
-    let result = lease_loop(db, cfg, fence, engine, shutdown, summary, &mut in_flight).await;
-    if result.is_err() && !in_flight.is_empty() {
-        // Whatever stopped us, frames in flight go back to the queue.
-        let released = in_flight.abort_all();
-        let ttl = cfg.lease_ttl.as_millis() as i64;
-        if let Ok(mut conn) = db.pool().acquire().await
-            && let Ok((rec, _)) =
-                jobs::record_and_claim(&mut conn, fence, &released, 0, None, now_ms(), ttl).await
-        {
-            summary.add(rec);
-        }
-    }
-    result
+/// The worker under one lease: the frames in flight and what it does on
+/// each event. The loop ([`LeaseSession::run`]) records and claims, then
+/// waits for the next event and hands it to its method.
+struct LeaseSession<'a> {
+    db: &'a Db,
+    cfg: &'a WorkerConfig,
+    queue: WorkQueue,
+    engine: &'a mut Engine,
+    summary: &'a mut WorkerSummary,
+    in_flight: InFlight,
+    /// Tries that finished, recorded with the next claim.
+    finished: Vec<Finished>,
+    /// Set once a gpu-lock command waits: claim nothing more, and give the
+    /// frames in flight until then to finish.
+    yielding: Option<Instant>,
+    /// No claims until then, after a server failure.
+    paused_until: Option<Instant>,
+    /// The next pause after a server failure (doubles, up to `max_backoff`).
+    backoff: Duration,
+    idle_since: Option<Instant>,
 }
 
-async fn lease_loop(
-    db: &Db,
-    cfg: &WorkerConfig,
-    fence: &Fence,
-    engine: &mut dyn Engine,
-    shutdown: &CancellationToken,
-    summary: &mut WorkerSummary,
-    in_flight: &mut InFlight,
-) -> Result<LeaseEnd> {
-    let pool = db.pool();
-    let ttl = cfg.lease_ttl.as_millis() as i64;
-    let mut finished: Vec<Finished> = Vec::new();
-    let mut heartbeat =
-        tokio::time::interval_at(Instant::now() + cfg.lease_ttl / 3, cfg.lease_ttl / 3);
-    // Set once a gpu-lock command waits: claim nothing more, and give the
-    // frames in flight until then to finish.
-    let mut yielding: Option<Instant> = None;
-    let mut paused_until: Option<Instant> = None;
-    let mut backoff = cfg.transient_backoff;
-    let mut idle_since: Option<Instant> = None;
-    let mut watch = DataVersion::new(db).await?;
-    // Batches run on a connection of their own: its page cache stays valid
-    // from one batch to the next (a pool hands out its connections in turn,
-    // and each had to reread what the other wrote).
-    let mut batches = pool.acquire().await?;
-    loop {
-        let paused = paused_until.is_some_and(|t| t > Instant::now());
-        let room = if yielding.is_some() || paused {
+impl<'a> LeaseSession<'a> {
+    fn new(
+        db: &'a Db,
+        cfg: &'a WorkerConfig,
+        queue: WorkQueue,
+        engine: &'a mut Engine,
+        summary: &'a mut WorkerSummary,
+    ) -> Self {
+        LeaseSession {
+            db,
+            cfg,
+            queue,
+            engine,
+            summary,
+            in_flight: InFlight::default(),
+            finished: Vec::new(),
+            yielding: None,
+            paused_until: None,
+            backoff: cfg.transient_backoff,
+            idle_since: None,
+        }
+    }
+
+    /// Works until the lease ends. Whatever stops it, frames still in
+    /// flight go back to the queue.
+    async fn run(mut self, shutdown: &CancellationToken) -> Result<LeaseEnd> {
+        let result = self.event_loop(shutdown).await;
+        if result.is_err() && !self.in_flight.is_empty() {
+            let released = self.in_flight.abort_all();
+            if let Ok(rec) = self.queue.record(&released).await {
+                self.summary.add(rec);
+            }
+        }
+        result
+    }
+
+    async fn event_loop(&mut self, shutdown: &CancellationToken) -> Result<LeaseEnd> {
+        let beat = self.cfg.lease_ttl / 3;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
+        loop {
+            self.record_and_claim().await?;
+            if self.in_flight.is_empty()
+                && let Some(end) = self.when_idle().await?
+            {
+                return Ok(end);
+            }
+            // Asked here, not inside select!: select! evaluates every
+            // branch's expression, enabled or not, and this query scans the
+            // queued jobs. Run once per batch, it made the worker quadratic
+            // in the queue's size.
+            let idle_wake = if self.in_flight.is_empty() && !self.paused() {
+                Some(self.queue.next_wake().await?)
+            } else {
+                None
+            };
+            let grace_over = self.yielding.filter(|_| !self.in_flight.is_empty());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return self.on_shutdown().await,
+                _ = heartbeat.tick() => {
+                    if let Some(end) = self.on_heartbeat().await? {
+                        return Ok(end);
+                    }
+                }
+                Some(joined) = self.in_flight.requests.next(), if !self.in_flight.is_empty() => {
+                    self.on_results(joined).await?;
+                }
+                _ = sleep_until(grace_over.unwrap_or_else(Instant::now)), if grace_over.is_some() => {
+                    self.on_grace_over();
+                }
+                _ = sleep_until(self.paused_until.unwrap_or_else(Instant::now)), if self.paused() => {}
+                woke = self.queue.wait_for_work(idle_wake.unwrap_or_default()), if idle_wake.is_some() => woke?,
+            }
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until.is_some_and(|t| t > Instant::now())
+    }
+
+    /// Records what finished and, with room and work, claims more. The
+    /// server is started (or restarted) only when there is work for it.
+    async fn record_and_claim(&mut self) -> Result<()> {
+        let room = if self.yielding.is_some() || self.paused() {
             0
         } else {
-            cfg.parallel.saturating_sub(in_flight.len())
+            self.cfg.parallel.saturating_sub(self.in_flight.len())
         };
-        // Start (or restart) the server only when there is work for it.
-        let wants_work = room > 0
-            && (engine.is_running() || jobs::has_claimable(pool, cfg.film, now_ms()).await?);
-        let describer = if wants_work {
-            Some(engine.ready(db, fence).await?)
-        } else {
-            None
+        let wants_work =
+            room > 0 && (self.engine.is_running() || self.queue.has_claimable().await?);
+        let describer = match wants_work {
+            true => Some(self.engine.ready(self.db, self.queue.fence()).await?),
+            false => None,
         };
-        if !finished.is_empty() || describer.is_some() {
-            let claim = if describer.is_some() { room as i64 } else { 0 };
-            let (rec, claimed) = jobs::record_and_claim(
-                &mut batches,
-                fence,
-                &finished,
-                claim,
-                cfg.film,
-                now_ms(),
-                ttl,
-            )
-            .await?;
-            finished.clear();
-            summary.add(rec);
-            if claimed.gpu_wanted {
-                start_yielding(&mut yielding, cfg, in_flight.len());
-            }
-            if !claimed.jobs.is_empty() {
-                tracing::trace!("claimed {} job(s)", claimed.jobs.len());
-                idle_since = None;
-            }
-            for job in claimed.jobs {
-                in_flight.start(
-                    describer.clone().expect("claims only with a describer"),
-                    job,
-                    cfg,
-                );
-            }
+        if self.finished.is_empty() && describer.is_none() {
+            return Ok(());
         }
-        if in_flight.is_empty() {
-            if yielding.is_some() {
-                return Ok(LeaseEnd::Yield);
-            }
-            // No claim tells an idle worker that someone waits: ask.
-            if lease::waiters_for(pool, &fence.gpu, &fence.owner, now_ms() - 3 * ttl).await? > 0 {
-                start_yielding(&mut yielding, cfg, 0);
-                continue;
-            }
-            if cfg.until_empty && !paused && !jobs::has_open_work(pool, cfg.film).await? {
-                return Ok(LeaseEnd::Empty);
-            }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if engine.supervises() && engine.is_running() && since.elapsed() >= cfg.idle_unload {
-                tracing::info!(
-                    "no work for {:.0} s: stopping llama-server (--idle-unload)",
-                    cfg.idle_unload.as_secs_f64()
-                );
-                engine.release(db, Some(fence)).await;
-            }
+        let claim = if describer.is_some() { room } else { 0 };
+        let (rec, claimed) = self.queue.record_and_claim(&self.finished, claim).await?;
+        self.finished.clear();
+        self.summary.add(rec);
+        if claimed.gpu_wanted {
+            self.start_yielding();
         }
-        // Asked here, not inside select!: select! evaluates every branch's
-        // expression, enabled or not, and this query scans the queued jobs.
-        // Run once per batch, it made the worker quadratic in the queue's size.
-        let idle_wake = if in_flight.is_empty() && !paused {
-            Some(next_wake(db, cfg).await?)
-        } else {
-            None
-        };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                finished.extend(drain(in_flight, cfg.grace).await);
-                let (rec, _) = jobs::record_and_claim(&mut batches, fence, &finished, 0, None, now_ms(), ttl).await?;
-                summary.add(rec);
-                return Ok(LeaseEnd::Shutdown);
-            }
-            _ = heartbeat.tick() => {
-                let renewal = lease::renew(pool, &fence.gpu, &fence.owner, fence.epoch, ttl, now_ms()).await?;
-                if !renewal.held {
-                    in_flight.abort_all();
-                    return Ok(LeaseEnd::LeaseLost);
-                }
-                if renewal.waiters > 0 {
-                    start_yielding(&mut yielding, cfg, in_flight.len());
-                }
-                let state = if yielding.is_some() { "yielding" } else if in_flight.is_empty() { "idle" } else { "running" };
-                jobs::set_worker_state(pool, &fence.owner, state, now_ms(), false).await?;
-            }
-            Some(joined) = in_flight.requests.next(), if !in_flight.is_empty() => {
-                let mut next = Some(joined);
-                while let Some(joined) = next {
-                    if let Some(r) = in_flight.settle(joined) {
-                        if let Some(timed_out) = r.server_trouble {
-                            engine.server_failed(timed_out).await;
-                        }
-                        match &r.finished.outcome {
-                            Outcome::Requeue { .. } => {
-                                tracing::warn!("pausing claims for {:.1} s after a server failure", backoff.as_secs_f64());
-                                paused_until = Some(Instant::now() + backoff);
-                                backoff = (backoff * 2).min(cfg.max_backoff);
-                            }
-                            Outcome::Done { .. } => backoff = cfg.transient_backoff,
-                            _ => {}
-                        }
-                        finished.push(r.finished);
-                        if let Some(message) = r.fatal {
-                            finished.extend(in_flight.abort_all());
-                            let (rec, _) = jobs::record_and_claim(&mut batches, fence, &finished, 0, None, now_ms(), ttl).await?;
-                            summary.add(rec);
-                            return Err(Error::ServerRefused(message));
-                        }
-                    }
-                    next = in_flight.requests.next().now_or_never().flatten();
-                }
-            }
-            _ = sleep_until(yielding.unwrap_or_else(Instant::now)), if yielding.is_some() && !in_flight.is_empty() => {
-                tracing::warn!("--grace is over: {} frame(s) in flight go back to the queue for the gpu-lock command", in_flight.len());
-                finished.extend(in_flight.abort_all());
-            }
-            _ = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused => {}
-            changed = watch.wait_for_change(idle_wake.unwrap_or_default()), if idle_wake.is_some() => { changed?; }
+        if !claimed.jobs.is_empty() {
+            tracing::trace!("claimed {} job(s)", claimed.jobs.len());
+            self.idle_since = None;
         }
+        for job in claimed.jobs {
+            let describer = describer.clone().expect("claims only with a describer");
+            self.in_flight.start(describer, job, self.cfg);
+        }
+        Ok(())
     }
-}
 
-/// A gpu-lock command waits: claim nothing more and let the frames in
-/// flight finish within `--grace` (the deadline is set once).
-fn start_yielding(yielding: &mut Option<Instant>, cfg: &WorkerConfig, in_flight: usize) {
-    if yielding.is_none() {
-        tracing::info!(
-            "a gpu-lock command waits for the GPU; claiming nothing more, yielding once {in_flight} frame(s) in flight finish"
+    /// Nothing in flight: yield to a waiting gpu-lock command, end on an
+    /// empty queue (`--until-empty`), stop a server idle for `--idle-unload`.
+    async fn when_idle(&mut self) -> Result<Option<LeaseEnd>> {
+        if self.yielding.is_some() {
+            return Ok(Some(LeaseEnd::Yield));
+        }
+        // No claim tells an idle worker that someone waits: ask.
+        if self.queue.waiters().await? > 0 {
+            self.start_yielding();
+            return Ok(Some(LeaseEnd::Yield));
+        }
+        if self.cfg.until_empty && !self.paused() && !self.queue.has_open_work().await? {
+            return Ok(Some(LeaseEnd::Empty));
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        let unload = self.cfg.idle_unload;
+        if self.engine.supervises() && self.engine.is_running() && since.elapsed() >= unload {
+            tracing::info!(
+                "no work for {:.0} s: stopping llama-server (--idle-unload)",
+                unload.as_secs_f64()
+            );
+            self.engine.release(self.db, Some(self.queue.fence())).await;
+        }
+        Ok(None)
+    }
+
+    /// Stops claiming; frames in flight get `--grace` to finish, the rest
+    /// go back to the queue.
+    async fn on_shutdown(&mut self) -> Result<LeaseEnd> {
+        let drained = drain(&mut self.in_flight, self.cfg.grace).await;
+        self.finished.extend(drained);
+        let rec = self.queue.record(&self.finished).await?;
+        self.finished.clear();
+        self.summary.add(rec);
+        Ok(LeaseEnd::Shutdown)
+    }
+
+    /// Renews the lease; a lost lease ends the session at once (what is in
+    /// flight is no longer ours to record).
+    async fn on_heartbeat(&mut self) -> Result<Option<LeaseEnd>> {
+        let renewal = self.queue.renew().await?;
+        if !renewal.held {
+            self.in_flight.abort_all();
+            return Ok(Some(LeaseEnd::LeaseLost));
+        }
+        if renewal.waiters > 0 {
+            self.start_yielding();
+        }
+        let state = if self.yielding.is_some() {
+            WorkerState::Yielding
+        } else if self.in_flight.is_empty() {
+            WorkerState::Idle
+        } else {
+            WorkerState::Running
+        };
+        self.queue.set_state(state).await?;
+        Ok(None)
+    }
+
+    /// Answers arrived: takes every one that is ready, so that they are
+    /// recorded together in the next batch.
+    async fn on_results(&mut self, first: Joined) -> Result<()> {
+        let mut next = Some(first);
+        while let Some(joined) = next {
+            if let Some(r) = self.in_flight.settle(joined) {
+                self.on_result(r).await?;
+            }
+            next = self.in_flight.requests.next().now_or_never().flatten();
+        }
+        Ok(())
+    }
+
+    /// One answer: a failing server pauses claims (and a hung one is
+    /// restarted); a refusal (bad API key) stops the worker.
+    async fn on_result(&mut self, r: JobResult) -> Result<()> {
+        if let Some(timed_out) = r.server_trouble {
+            self.engine.server_failed(timed_out).await;
+        }
+        match &r.finished.outcome {
+            Outcome::Requeue { .. } => {
+                tracing::warn!(
+                    "pausing claims for {:.1} s after a server failure",
+                    self.backoff.as_secs_f64()
+                );
+                self.paused_until = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
+            }
+            Outcome::Done { .. } => self.backoff = self.cfg.transient_backoff,
+            _ => {}
+        }
+        self.finished.push(r.finished);
+        if let Some(message) = r.fatal {
+            let released = self.in_flight.abort_all();
+            self.finished.extend(released);
+            let rec = self.queue.record(&self.finished).await?;
+            self.finished.clear();
+            self.summary.add(rec);
+            return Err(Error::ServerRefused(message));
+        }
+        Ok(())
+    }
+
+    /// `--grace` is over while yielding: the frames still in flight go back
+    /// to the queue for the gpu-lock command.
+    fn on_grace_over(&mut self) {
+        tracing::warn!(
+            "--grace is over: {} frame(s) in flight go back to the queue for the gpu-lock command",
+            self.in_flight.len()
         );
-        *yielding = Some(Instant::now() + cfg.grace);
+        let released = self.in_flight.abort_all();
+        self.finished.extend(released);
     }
-}
 
-async fn next_wake(db: &Db, cfg: &WorkerConfig) -> Result<Duration> {
-    let now = now_ms();
-    let next = jobs::next_run_after(db.pool(), cfg.film, now).await?;
-    let ms = next.map_or(1000, |t| (t - now).clamp(1, 1000));
-    Ok(Duration::from_millis(ms as u64))
+    /// A gpu-lock command waits: claim nothing more and let the frames in
+    /// flight finish within `--grace` (the deadline is set once).
+    fn start_yielding(&mut self) {
+        if self.yielding.is_none() {
+            tracing::info!(
+                "a gpu-lock command waits for the GPU; claiming nothing more, yielding once {} frame(s) in flight finish",
+                self.in_flight.len()
+            );
+            self.yielding = Some(Instant::now() + self.cfg.grace);
+        }
+    }
 }
 
 fn release(job: ClaimedJob) -> Finished {
@@ -630,41 +662,10 @@ async fn describe_job(
     }
 }
 
-/// Notices commits by other processes without querying the jobs table:
-/// `PRAGMA data_version` on one held connection changes when another
-/// connection commits.
-struct DataVersion {
-    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    last: i64,
-}
-
-impl DataVersion {
-    async fn new(db: &Db) -> Result<DataVersion> {
-        let mut conn = db.pool().acquire().await?;
-        let last = crate::db::data_version(&mut conn).await?;
-        Ok(DataVersion { conn, last })
-    }
-
-    /// Returns when the database changed or after `at_most`.
-    async fn wait_for_change(&mut self, at_most: Duration) -> Result<()> {
-        tracing::trace!("idle: waiting up to {at_most:?} for another connection's commit");
-        let deadline = Instant::now() + at_most;
-        while Instant::now() < deadline {
-            sleep(Duration::from_millis(50).min(at_most)).await;
-            let v = crate::db::data_version(&mut self.conn).await?;
-            if v != self.last {
-                self.last = v;
-                tracing::debug!("another connection committed; looking for work");
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vision::Described;
 
     struct Panics;
 
@@ -672,8 +673,7 @@ mod tests {
         fn describe<'a>(
             &'a self,
             path: &'a str,
-        ) -> Pin<Box<dyn Future<Output = std::result::Result<Described, DescribeError>> + Send + 'a>>
-        {
+        ) -> BoxFuture<'a, std::result::Result<Described, DescribeError>> {
             Box::pin(async move { panic!("describer bug on {path}") })
         }
         fn model(&self) -> &str {

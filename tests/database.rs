@@ -327,7 +327,7 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         height: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
-    let err = queue::enqueue_chunk(&mut loader, film, &chunk, 3)
+    let err = loader.enqueue_chunk(film, &chunk, 3)
         .await
         .unwrap_err();
     assert!(

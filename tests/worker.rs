@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cinecut::db::jobs::{self, Fence, Finished, Outcome};
+use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome};
 use cinecut::db::lease::{self, Acquire, Holder, Purpose};
 use cinecut::db::{Db, Durability};
 use cinecut::scene::SceneDescription;
@@ -332,16 +332,36 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     let b = Holder::this_process(Purpose::Worker);
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
     // A claims one job leased until 11_000, another leased until 11_800.
-    let first = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_000, 1000)
-        .await
-        .unwrap()
-        .1
-        .jobs;
-    let second = jobs::record_and_claim(&mut conn, &fa, &[], 1, None, 10_800, 1000)
-        .await
-        .unwrap()
-        .1
-        .jobs;
+    let first = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fa,
+            finished: &[],
+            claim: 1,
+            film: None,
+            now: 10_000,
+            lease_ms: 1000,
+        },
+    )
+    .await
+    .unwrap()
+    .1
+    .jobs;
+    let second = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fa,
+            finished: &[],
+            claim: 1,
+            film: None,
+            now: 10_800,
+            lease_ms: 1000,
+        },
+    )
+    .await
+    .unwrap()
+    .1
+    .jobs;
     let fb = take_lease(pool, &b, "g2", 1000, 10_900).await;
     let running = "SELECT count(*) FROM jobs WHERE state = 'running'";
     assert_eq!(env.count(running).await, 2, "not expired yet at 10_900");
@@ -357,16 +377,36 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
         "the job leased until 11_000 is back in the queue at 11_400; the other is not"
     );
     // B claims the swept job; A then reports both: one is fenced, one lands.
-    let taken = jobs::record_and_claim(&mut conn, &fb, &[], 1, None, 11_400, 1000)
-        .await
-        .unwrap()
-        .1
-        .jobs;
+    let taken = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fb,
+            finished: &[],
+            claim: 1,
+            film: None,
+            now: 11_400,
+            lease_ms: 1000,
+        },
+    )
+    .await
+    .unwrap()
+    .1
+    .jobs;
     assert_eq!(taken[0].job_id, first[0].job_id);
     let results = [done_now(&first[0], 11_500), done_now(&second[0], 11_500)];
-    let (rec, _) = jobs::record_and_claim(&mut conn, &fa, &results, 0, None, 11_500, 1000)
-        .await
-        .unwrap();
+    let (rec, _) = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fa,
+            finished: &results,
+            claim: 0,
+            film: None,
+            now: 11_500,
+            lease_ms: 1000,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!((rec.done, rec.fenced), (1, 1));
     let ro = env.pool().await;
     let described: Vec<i64> = sqlx::query_scalar("SELECT job_id FROM descriptions")
@@ -401,11 +441,21 @@ async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
     let mut a = Holder::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
-    let claimed = jobs::record_and_claim(&mut conn, &fa, &[], 2, None, 10_000, 1000)
-        .await
-        .unwrap()
-        .1
-        .jobs;
+    let claimed = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fa,
+            finished: &[],
+            claim: 2,
+            film: None,
+            now: 10_000,
+            lease_ms: 1000,
+        },
+    )
+    .await
+    .unwrap()
+    .1
+    .jobs;
     assert_eq!(claimed.len(), 2);
     let b = Holder::this_process(Purpose::Worker);
     take_lease(pool, &b, "g2", 1000, 11_001).await;
@@ -428,11 +478,21 @@ async fn a_batch_writes_each_field_to_its_column() {
     let mut conn = pool.acquire().await.unwrap();
     let me = Holder::this_process(Purpose::Worker);
     let fence = take_lease(pool, &me, "g", 60_000, 10_000).await;
-    let claimed = jobs::record_and_claim(&mut conn, &fence, &[], 2, None, 10_000, 60_000)
-        .await
-        .unwrap()
-        .1
-        .jobs;
+    let claimed = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fence,
+            finished: &[],
+            claim: 2,
+            film: None,
+            now: 10_000,
+            lease_ms: 60_000,
+        },
+    )
+    .await
+    .unwrap()
+    .1
+    .jobs;
     let done = Finished {
         job: claimed[0].clone(),
         outcome: Outcome::Done {
@@ -462,10 +522,19 @@ async fn a_batch_writes_each_field_to_its_column() {
         started_at: 10_100,
         finished_at: 10_400,
     };
-    let (rec, _) =
-        jobs::record_and_claim(&mut conn, &fence, &[done, retry], 0, None, 10_500, 60_000)
-            .await
-            .unwrap();
+    let (rec, _) = jobs::record_and_claim(
+        &mut conn,
+        &Batch {
+            fence: &fence,
+            finished: &[done, retry],
+            claim: 0,
+            film: None,
+            now: 10_500,
+            lease_ms: 60_000,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!((rec.done, rec.retried, rec.fenced), (1, 1, 0));
     let ro = env.pool().await;
     let row = |sql: &'static str, id: i64| {
@@ -560,12 +629,14 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     let ea = fa.epoch;
     let claimed = jobs::record_and_claim(
         &mut pool.acquire().await.unwrap(),
-        &fa,
-        &[],
-        2,
-        None,
-        10_000,
-        1000,
+        &Batch {
+            fence: &fa,
+            finished: &[],
+            claim: 2,
+            film: None,
+            now: 10_000,
+            lease_ms: 1000,
+        },
     )
     .await
     .unwrap()
@@ -596,12 +667,14 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     let done = done_now(&claimed[0], 11_600);
     let (rec, more) = jobs::record_and_claim(
         &mut pool.acquire().await.unwrap(),
-        &fa,
-        &[done],
-        1,
-        None,
-        11_600,
-        1000,
+        &Batch {
+            fence: &fa,
+            finished: &[done],
+            claim: 1,
+            film: None,
+            now: 11_600,
+            lease_ms: 1000,
+        },
     )
     .await
     .unwrap();

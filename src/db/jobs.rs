@@ -25,6 +25,82 @@ use super::{begin_immediate, begin_immediate_on};
 use crate::error::Result;
 use crate::scene::SceneDescription;
 
+/// A job's state, as `jobs.state` spells it (the schema's CHECK lists the
+/// same five).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const fn as_sql(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What one try came to, as `attempts.outcome` spells it. A release (never
+/// tried) leaves no attempt row, so it has no outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Done,
+    /// Bad output; the job is queued again after a backoff.
+    Retry,
+    /// Not the frame's fault; queued again.
+    Requeued,
+    Failed,
+}
+
+impl AttemptOutcome {
+    pub const fn as_sql(self) -> &'static str {
+        match self {
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Requeued => "requeued",
+            AttemptOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// A worker's state in `workers.state`, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Starting,
+    Running,
+    Idle,
+    /// A gpu-lock command waits: finishing the frames in flight.
+    Yielding,
+    /// Gave the lease to a gpu-lock command; waits to get it back.
+    Yielded,
+    Stopped,
+    Failed,
+}
+
+impl WorkerState {
+    pub const fn as_sql(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Idle => "idle",
+            WorkerState::Yielding => "yielding",
+            WorkerState::Yielded => "yielded",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Failed => "failed",
+        }
+    }
+}
+
 /// A job this worker holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -106,26 +182,37 @@ pub struct Recorded {
     pub fenced: u64,
 }
 
-/// Records `finished` and claims up to `claim` more jobs, in one transaction,
-/// on `conn` (a worker's own connection: see the module note on speed).
-/// Claims happen only while the fence's lease is current. Another
+/// One record-and-claim step, by name.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Whose claims and results these are.
+    pub fence: &'a Fence,
+    /// Tries to record (results, releases).
+    pub finished: &'a [Finished],
+    /// How many more jobs to claim (0: record only).
+    pub claim: usize,
+    /// Claim only this film's jobs.
+    pub film: Option<i64>,
+    pub now: i64,
+    /// How long a claimed job's own lease lasts.
+    pub lease_ms: i64,
+}
+
+/// Records `batch.finished` and claims up to `batch.claim` more jobs, in one
+/// transaction, on `conn` (a worker's own connection: see the module note on
+/// speed). Claims happen only while the fence's lease is current. Another
 /// connection's write lock is waited out ([`super::BusyWait`]).
 pub async fn record_and_claim(
     conn: &mut SqliteConnection,
-    fence: &Fence,
-    finished: &[Finished],
-    claim: i64,
-    film: Option<i64>,
-    now: i64,
-    lease_ms: i64,
+    batch: &Batch<'_>,
 ) -> Result<(Recorded, Claimed)> {
     let mut wait = super::BusyWait::default();
     loop {
-        match record_and_claim_once(conn, fence, finished, claim, film, now, lease_ms).await {
+        match record_and_claim_once(conn, batch).await {
             Err(e) => wait.again(e).await?,
-            Ok(batch) => {
+            Ok(done) => {
                 wait.done();
-                return Ok(batch);
+                return Ok(done);
             }
         }
     }
@@ -133,20 +220,15 @@ pub async fn record_and_claim(
 
 async fn record_and_claim_once(
     conn: &mut SqliteConnection,
-    fence: &Fence,
-    finished: &[Finished],
-    claim: i64,
-    film: Option<i64>,
-    now: i64,
-    lease_ms: i64,
+    b: &Batch<'_>,
 ) -> Result<(Recorded, Claimed)> {
     let mut tx = begin_immediate_on(conn).await?;
-    let rec = if finished.is_empty() {
+    let rec = if b.finished.is_empty() {
         Recorded::default()
     } else {
-        record_batch(&mut tx, fence, finished, now).await?
+        record_batch(&mut tx, b.fence, b.finished, b.now).await?
     };
-    if finished
+    if b.finished
         .iter()
         .any(|f| !matches!(f.outcome, Outcome::Release))
     {
@@ -156,6 +238,7 @@ async fn record_and_claim_once(
             rec.retried as i64,
             rec.requeued as i64,
         );
+        let now = b.now;
         sqlx::query_file!(
             "src/db/sql/batch_worker_counters.sql",
             done,
@@ -163,13 +246,13 @@ async fn record_and_claim_once(
             retried,
             requeued,
             now,
-            fence.owner
+            b.fence.owner
         )
         .execute(&mut *tx)
         .await?;
     }
-    let claimed = if claim > 0 {
-        claim_in(&mut tx, fence, claim, film, now, lease_ms).await?
+    let claimed = if b.claim > 0 {
+        claim_in(&mut tx, b.fence, b.claim as i64, b.film, b.now, b.lease_ms).await?
     } else {
         Claimed::default()
     };
@@ -284,13 +367,13 @@ async fn claim_in(
 /// One finished try, as [`record_batch`] writes it.
 struct ResultRow<'a> {
     job: i64,
-    state: &'static str,
+    state: JobState,
     error: Option<String>,
     attempts: i64,
     transient: i64,
     run_after: i64,
-    /// `attempts.outcome`; empty for a release, which leaves no attempt.
-    outcome: &'static str,
+    /// `None` for a release, which leaves no attempt.
+    outcome: Option<AttemptOutcome>,
     class: Option<&'static str>,
     attempt_error: Option<&'a str>,
     raw: Option<&'a str>,
@@ -308,12 +391,12 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
     let job = &f.job;
     let mut row = ResultRow {
         job: job.job_id,
-        state: "queued",
+        state: JobState::Queued,
         error: None,
         attempts: job.attempts,
         transient: job.transient_failures,
         run_after: 0,
-        outcome: "",
+        outcome: None,
         class: None,
         attempt_error: None,
         raw: None,
@@ -335,8 +418,8 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
             prompt_tokens,
             completion_tokens,
         } => {
-            row.state = "done";
-            row.outcome = "done";
+            row.state = JobState::Done;
+            row.outcome = Some(AttemptOutcome::Done);
             row.attempts += 1;
             row.d = Some(description);
             row.model = Some(model);
@@ -356,21 +439,21 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
             row.attempt_error = Some(error);
             row.raw = raw.as_deref();
             if row.attempts >= job.max_attempts {
-                row.state = "failed";
-                row.outcome = "failed";
+                row.state = JobState::Failed;
+                row.outcome = Some(AttemptOutcome::Failed);
                 row.error = Some(format!(
                     "gave up after {} attempt(s): {error}",
                     row.attempts
                 ));
             } else {
-                row.outcome = "retry";
+                row.outcome = Some(AttemptOutcome::Retry);
                 row.error = Some(error.clone());
                 row.run_after = now + backoff_ms;
             }
         }
         Outcome::Fail { class, error } => {
-            row.state = "failed";
-            row.outcome = "failed";
+            row.state = JobState::Failed;
+            row.outcome = Some(AttemptOutcome::Failed);
             row.attempts += 1;
             row.class = Some(class);
             row.attempt_error = Some(error);
@@ -387,14 +470,14 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
             row.class = Some(class);
             row.attempt_error = Some(error);
             if row.transient >= *poison_after {
-                row.state = "failed";
-                row.outcome = "failed";
+                row.state = JobState::Failed;
+                row.outcome = Some(AttemptOutcome::Failed);
                 row.error = Some(format!(
                     "poison: failed {} time(s) in a row this way, last: {error}",
                     row.transient
                 ));
             } else {
-                row.outcome = "requeued";
+                row.outcome = Some(AttemptOutcome::Requeued);
                 row.error = Some(error.clone());
                 row.run_after = now + backoff_ms;
             }
@@ -440,10 +523,10 @@ async fn record_batch(
     }
     for r in &mine {
         match (r.state, r.outcome) {
-            ("done", _) => rec.done += 1,
-            ("failed", _) => rec.failed += 1,
-            (_, "retry") => rec.retried += 1,
-            (_, "requeued") => rec.requeued += 1,
+            (JobState::Done, _) => rec.done += 1,
+            (JobState::Failed, _) => rec.failed += 1,
+            (_, Some(AttemptOutcome::Retry)) => rec.retried += 1,
+            (_, Some(AttemptOutcome::Requeued)) => rec.requeued += 1,
             _ => {}
         }
     }
@@ -455,7 +538,7 @@ async fn record_batch(
             .map(|r| {
                 (
                     r.job,
-                    r.state,
+                    r.state.as_sql(),
                     &r.error,
                     r.attempts,
                     r.transient,
@@ -503,19 +586,18 @@ async fn record_batch(
     }
     let tried: Vec<_> = mine
         .iter()
-        .filter(|r| !r.outcome.is_empty())
-        .map(|r| {
-            (
+        .filter_map(|r| {
+            Some((
                 r.job,
                 r.started,
                 r.finished,
-                r.outcome,
+                r.outcome?.as_sql(),
                 r.class,
                 r.attempt_error,
                 r.raw,
                 r.pt,
                 r.ct,
-            )
+            ))
         })
         .collect();
     if tried.is_empty() {
@@ -606,15 +688,17 @@ pub async fn register_worker(
     Ok(())
 }
 
-/// Updates a worker's state and heartbeat; `stopped` marks it gone.
+/// Updates a worker's state and heartbeat; `Stopped` and `Failed` mark it
+/// gone.
 pub async fn set_worker_state(
     pool: &SqlitePool,
     id: &str,
-    state: &str,
+    state: WorkerState,
     now: i64,
-    stopped: bool,
 ) -> Result<()> {
+    let stopped = matches!(state, WorkerState::Stopped | WorkerState::Failed);
     let stopped_at = stopped.then_some(now);
+    let state = state.as_sql();
     let mut tx = begin_immediate(pool).await?;
     sqlx::query!(
         "UPDATE workers SET state = ?, heartbeat_at = ?, stopped_at = coalesce(?, stopped_at) WHERE id = ?",

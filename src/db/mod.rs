@@ -20,6 +20,7 @@ pub mod lease;
 pub mod queue;
 pub mod results;
 pub mod status;
+pub mod work;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -176,7 +177,7 @@ pub const PAGE_SIZE: u32 = 16_384;
 
 /// `synchronous` pragma: FULL keeps every finished description across a power
 /// failure; NORMAL is faster and only risks the last transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     #[default]
     Full,
@@ -243,10 +244,10 @@ impl Db {
     /// off: the loader's statements keep every reference by construction
     /// (see [`queue::enqueue_chunk`]), and checking them row by row costs
     /// two parent lookups per frame, a tenth of a million-frame enqueue.
-    pub async fn bulk_loader(&self) -> Result<sqlx::SqliteConnection> {
+    pub async fn bulk_loader(&self) -> Result<queue::BulkLoader> {
         use sqlx::ConnectOptions;
         let options = (*self.pool.connect_options()).clone().foreign_keys(false);
-        Ok(options.connect().await?)
+        Ok(queue::BulkLoader(options.connect().await?))
     }
 
     pub fn path(&self) -> &Path {

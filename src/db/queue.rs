@@ -102,6 +102,21 @@ pub async fn film_id(pool: &SqlitePool, title: &str) -> Result<i64> {
         .ok_or_else(|| Error::UnknownFilm(title.to_string()))
 }
 
+/// A connection of its own for enqueuing ([`super::Db::bulk_loader`]).
+pub struct BulkLoader(pub(super) SqliteConnection);
+
+impl BulkLoader {
+    /// See [`enqueue_chunk`].
+    pub async fn enqueue_chunk(
+        &mut self,
+        film_id: i64,
+        chunk: &FrameChunk,
+        max_attempts: i64,
+    ) -> Result<ChunkOutcome> {
+        enqueue_chunk(&mut self.0, film_id, chunk, max_attempts).await
+    }
+}
+
 /// Inserts a chunk of frames and their jobs in one IMMEDIATE transaction.
 /// Frames without an explicit index are numbered after the film's last one.
 ///

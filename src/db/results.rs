@@ -97,6 +97,18 @@ pub struct SearchHit {
 }
 
 /// Best matches first (FTS5 bm25). `query` is an FTS5 expression.
+/// An FTS5 query that matches all of the user's words, whatever punctuation
+/// they typed (each word quoted, so FTS5 syntax cannot break it); `None`
+/// when the text has no words.
+pub fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 pub async fn search(
     pool: &SqlitePool,
     query: &str,
@@ -121,4 +133,28 @@ pub async fn search(
     )
     .fetch_all(pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn every_word_is_quoted_and_punctuation_dropped() {
+        assert_eq!(
+            fts_query("rainy night").as_deref(),
+            Some("\"rainy\" \"night\"")
+        );
+        assert_eq!(
+            fts_query("  \"neon\" OR (rain)* -car:").as_deref(),
+            Some("\"neon\" \"OR\" \"rain\" \"car\"")
+        );
+        assert_eq!(fts_query("café über").as_deref(), Some("\"café\" \"über\""));
+    }
+
+    #[test]
+    fn text_without_words_is_no_query() {
+        assert_eq!(fts_query(""), None);
+        assert_eq!(fts_query(" -*\"() "), None);
+    }
 }

@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::{EnqueueOptions, FilmSummary};
 use crate::db::Db;
 use crate::db::queue::{self, FrameChunk, NewFrame, VideoFilm};
 use crate::error::{Error, Result};
 
 /// How frames are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum SelectMode {
     /// Scene cuts, plus the first frame, plus one at least every --max-gap seconds.
     #[default]
@@ -42,22 +43,7 @@ pub struct FilmOptions {
     /// Frames go to `frames_dir/<film id>/`.
     pub frames_dir: PathBuf,
     pub replace: bool,
-    pub title: Option<String>,
-    pub priority: i64,
-    pub max_attempts: i64,
     pub progress: bool,
-}
-
-/// What enqueuing one video did.
-#[derive(Debug, Clone, Serialize)]
-pub struct FilmResult {
-    pub title: String,
-    pub film_id: i64,
-    pub new: u64,
-    pub already: u64,
-    /// Where decoding stopped early, for a damaged file.
-    pub warning: Option<String>,
-    pub seconds: f64,
 }
 
 /// The facts ffprobe gives about a video.
@@ -319,49 +305,107 @@ pub fn looks_like_video(path: &Path) -> bool {
     path.is_file() && !super::frames::is_image_path(path)
 }
 
-/// Enqueues one video as a film.
-pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<FilmResult> {
-    let started = Instant::now();
-    let fail = |reason: String| Error::Video {
+/// A video file, opened: where it really is, and its size and mtime (a
+/// re-enqueued file with the same three is the same film).
+struct VideoFile {
+    canonical: PathBuf,
+    size: i64,
+    mtime_ms: i64,
+}
+
+impl VideoFile {
+    fn open(video: &Path) -> std::result::Result<VideoFile, String> {
+        let canonical = std::fs::canonicalize(video).map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(&canonical).map_err(|e| e.to_string())?;
+        let mtime_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(VideoFile {
+            canonical,
+            size: meta.len() as i64,
+            mtime_ms,
+        })
+    }
+
+    /// ffprobe's facts, or why this is no video to extract frames from.
+    async fn probe(&self) -> std::result::Result<Probe, String> {
+        if self.size == 0 {
+            return Err("the file is empty (zero length)".into());
+        }
+        let path = self.canonical.clone();
+        let probed = tokio::task::spawn_blocking(move || probe(&path))
+            .await
+            .expect("probe thread")
+            .map_err(|failure| match failure {
+                ProbeFailure::Tool(reason) => reason,
+                ProbeFailure::File(reason) => {
+                    format!("not a video or image file (ffprobe: {reason})")
+                }
+            })?;
+        if probed.duration_ms == Some(0) {
+            return Err("the video has zero duration".into());
+        }
+        Ok(probed)
+    }
+}
+
+/// Checks that `video` can be read as a video, writing nothing (`--strict`).
+pub async fn check_video(video: &Path) -> Result<()> {
+    let file = VideoFile::open(video).map_err(|reason| video_error(video, reason))?;
+    file.probe()
+        .await
+        .map(|_| ())
+        .map_err(|reason| video_error(video, reason))
+}
+
+fn video_error(video: &Path, reason: String) -> Error {
+    Error::Video {
         path: video.to_path_buf(),
         reason,
-    };
-    let canonical = std::fs::canonicalize(video).map_err(|e| fail(e.to_string()))?;
-    let meta = std::fs::metadata(&canonical).map_err(|e| fail(e.to_string()))?;
-    let mtime_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
+    }
+}
+
+/// Enqueues one video as a film: probes it, extracts its frames, enqueues
+/// them. A file enqueued before (same path, size and mtime) runs no ffmpeg;
+/// a failure after the film row was made leaves neither it nor its frames
+/// folder behind.
+pub async fn enqueue_video(
+    db: &Db,
+    video: &Path,
+    film: &FilmOptions,
+    opts: &EnqueueOptions,
+) -> Result<FilmSummary> {
+    let fail = |reason: String| video_error(video, reason);
+    let file = VideoFile::open(video).map_err(fail)?;
     let mut spec = VideoFilm {
         title: opts.title.clone().unwrap_or_else(|| {
-            canonical
+            file.canonical
                 .file_stem()
                 .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
         }),
-        source_path: canonical.to_string_lossy().into_owned(),
-        source_size: meta.len() as i64,
-        source_mtime_ms: mtime_ms,
+        source_path: file.canonical.to_string_lossy().into_owned(),
+        source_size: file.size,
+        source_mtime_ms: file.mtime_ms,
         priority: opts.priority,
         ..VideoFilm::default()
     };
-    let existing = queue::find_video_film(db.pool(), &spec).await?;
-    if let Some((film_id, _, 0)) = existing {
+    match queue::find_video_film(db.pool(), &spec).await? {
         // An earlier run stopped before its frames were enqueued: start over.
-        queue::delete_film(db.pool(), film_id).await?;
-    } else if !opts.replace
-        && let Some((film_id, title, frames)) = existing
-    {
-        return Ok(FilmResult {
-            title,
-            film_id,
-            new: 0,
-            already: frames as u64,
-            warning: None,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        Some((film_id, _, 0)) => queue::delete_film(db.pool(), film_id).await?,
+        Some((film_id, title, frames)) if !film.replace => {
+            return Ok(FilmSummary {
+                title,
+                film_id,
+                new: 0,
+                already: frames as u64,
+                warning: None,
+            });
+        }
+        _ => {}
     }
-    if opts.replace {
+    if film.replace {
         for old in queue::films_from_path(db.pool(), &spec.source_path).await? {
             tracing::info!(
                 film_id = old,
@@ -370,60 +414,79 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
             queue::delete_film(db.pool(), old).await?;
         }
     }
-    if meta.len() == 0 {
-        return Err(fail("the file is empty (zero length)".into()));
-    }
-    let probed = {
-        let path = canonical.clone();
-        tokio::task::spawn_blocking(move || probe(&path))
-            .await
-            .expect("probe thread")
-            .map_err(|failure| match failure {
-                ProbeFailure::Tool(reason) => fail(reason),
-                ProbeFailure::File(reason) => {
-                    fail(format!("not a video or image file (ffprobe: {reason})"))
-                }
-            })?
-    };
-    if probed.duration_ms == Some(0) {
-        return Err(fail("the video has zero duration".into()));
-    }
+    let probed = file.probe().await.map_err(fail)?;
     spec.fps = probed.fps;
     spec.duration_ms = probed.duration_ms;
     spec.width = probed.width;
     spec.height = probed.height;
     let (film_id, title) = queue::create_video_film(db.pool(), &spec).await?;
-    let out_dir = opts.frames_dir.join(film_id.to_string());
-    // Stored paths are canonical, like every other frame's.
-    let out_dir =
-        match std::fs::create_dir_all(&out_dir).and_then(|()| std::fs::canonicalize(&out_dir)) {
-            Ok(d) => d,
-            Err(e) => {
-                queue::delete_film(db.pool(), film_id).await?;
-                return Err(fail(format!(
-                    "cannot create the frames folder {}: {e}",
-                    out_dir.display()
-                )));
+    let out_dir = film.frames_dir.join(film_id.to_string());
+    match extract_and_enqueue(db, film_id, &file.canonical, &out_dir, &probed, film, opts).await {
+        Ok((new, warning)) => Ok(FilmSummary {
+            title,
+            film_id,
+            new,
+            already: 0,
+            warning,
+        }),
+        Err(e) => {
+            // The one place a half-made film is undone.
+            if let Err(undo) = queue::delete_film(db.pool(), film_id).await {
+                tracing::warn!("could not remove film #{film_id} after a failure: {undo}");
             }
-        };
+            std::fs::remove_dir_all(&out_dir).ok();
+            Err(match e {
+                Step::Video(reason) => fail(reason),
+                Step::Db(e) => e,
+            })
+        }
+    }
+}
+
+/// Why extracting or enqueuing a video's frames stopped.
+enum Step {
+    /// The video's fault, or ffmpeg's: its reason.
+    Video(String),
+    Db(Error),
+}
+
+impl From<Error> for Step {
+    fn from(e: Error) -> Step {
+        Step::Db(e)
+    }
+}
+
+/// Runs ffmpeg into `out_dir` and enqueues the frames it wrote; the number
+/// enqueued, and a warning when decoding stopped early.
+async fn extract_and_enqueue(
+    db: &Db,
+    film_id: i64,
+    video: &Path,
+    out_dir: &Path,
+    probed: &Probe,
+    film: &FilmOptions,
+    opts: &EnqueueOptions,
+) -> std::result::Result<(u64, Option<String>), Step> {
+    // Stored paths are canonical, like every other frame's.
+    let out_dir = std::fs::create_dir_all(out_dir)
+        .and_then(|()| std::fs::canonicalize(out_dir))
+        .map_err(|e| {
+            Step::Video(format!(
+                "cannot create the frames folder {}: {e}",
+                out_dir.display()
+            ))
+        })?;
     let extracted = {
-        let (canonical, out_dir, probed, opts) = (
-            canonical.clone(),
+        let (video, out_dir, probed, film) = (
+            video.to_path_buf(),
             out_dir.clone(),
             probed.clone(),
-            opts.clone(),
+            film.clone(),
         );
-        tokio::task::spawn_blocking(move || extract(&canonical, &out_dir, &probed, &opts))
+        tokio::task::spawn_blocking(move || extract(&video, &out_dir, &probed, &film))
             .await
             .expect("ffmpeg thread")
-    };
-    let extracted = match extracted {
-        Ok(x) => x,
-        Err(reason) => {
-            queue::delete_film(db.pool(), film_id).await?;
-            std::fs::remove_dir_all(&out_dir).ok();
-            return Err(fail(reason));
-        }
+            .map_err(Step::Video)?
     };
     if let Some(w) = &extracted.warning {
         tracing::warn!(
@@ -434,22 +497,11 @@ pub async fn enqueue_video(db: &Db, video: &Path, opts: &FilmOptions) -> Result<
     }
     let mut new = 0;
     let mut loader = db.bulk_loader().await?;
-    for chunk in extracted.frames.chunks(20_000) {
-        new += queue::enqueue_chunk(
-            &mut loader,
-            film_id,
-            &FrameChunk::new(chunk),
-            opts.max_attempts,
-        )
-        .await?
-        .inserted;
+    for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
+        new += loader
+            .enqueue_chunk(film_id, &FrameChunk::new(chunk), opts.max_attempts)
+            .await?
+            .inserted;
     }
-    Ok(FilmResult {
-        title,
-        film_id,
-        new,
-        already: 0,
-        warning: extracted.warning,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((new, extracted.warning))
 }

@@ -10,6 +10,7 @@ pub mod film;
 pub mod frames;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -17,13 +18,17 @@ use tokio::sync::mpsc;
 
 use crate::db::Db;
 use crate::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use frames::{FrameChecker, FrameRef, ManifestReader, Rejection, Source};
 
-/// How an enqueue behaves.
+/// How an enqueue behaves, for every kind of input.
 #[derive(Debug, Clone)]
 pub struct EnqueueOptions {
+    /// Write nothing unless every frame and video passes its check.
     pub strict: bool,
+    /// The film's title (`--film`); by default a folder's, manifest's or
+    /// video's name.
+    pub title: Option<String>,
     pub priority: i64,
     pub max_attempts: i64,
     pub chunk_size: usize,
@@ -33,6 +38,7 @@ impl Default for EnqueueOptions {
     fn default() -> Self {
         EnqueueOptions {
             strict: false,
+            title: None,
             priority: 0,
             max_attempts: 3,
             chunk_size: 20_000,
@@ -47,16 +53,105 @@ pub struct FilmSummary {
     pub film_id: i64,
     pub new: u64,
     pub already: u64,
+    /// A damaged video: where decoding stopped (its frames up to there are in).
+    pub warning: Option<String>,
 }
 
-/// What an enqueue did.
+/// What an enqueue did: `cinecut enqueue --json` prints this.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EnqueueSummary {
     pub films: Vec<FilmSummary>,
     pub new: u64,
     pub already: u64,
+    /// Frames turned away, each with its reason.
     pub rejected: Vec<Rejection>,
+    /// How many inputs were videos, and those that failed with their reason.
+    pub videos: u64,
+    pub failed_videos: Vec<Rejection>,
     pub seconds: f64,
+}
+
+impl EnqueueSummary {
+    /// Whether anything was turned away.
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty() && self.failed_videos.is_empty()
+    }
+}
+
+/// What one `cinecut enqueue` takes: image files, folders, globs and
+/// videos (told apart by [`film::looks_like_video`]), and a manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub paths: Vec<String>,
+    pub manifest: Option<PathBuf>,
+}
+
+/// The one entry for every input: videos become films (ffmpeg), the rest
+/// frames. With `--strict`, every frame and video is checked before
+/// anything is written, and nothing is when one fails. Rejections are
+/// reported in the summary, not raised: the caller decides the exit code.
+pub async fn enqueue_inputs(
+    db: &Db,
+    inputs: &Inputs,
+    film: &film::FilmOptions,
+    opts: &EnqueueOptions,
+) -> Result<EnqueueSummary> {
+    if inputs.paths.is_empty() && inputs.manifest.is_none() {
+        return Err(Error::NoInput);
+    }
+    let started = Instant::now();
+    let (videos, others): (Vec<&String>, Vec<&String>) = inputs
+        .paths
+        .iter()
+        .partition(|i| film::looks_like_video(Path::new(i)));
+    let others: Vec<String> = others.into_iter().cloned().collect();
+    let (sources, rejected) =
+        frames::plan_sources(&others, inputs.manifest.as_deref(), opts.title.as_deref());
+    let checked = check(sources, rejected, opts.strict).await?;
+    let mut failed_videos = Vec::new();
+    if opts.strict {
+        for video in &videos {
+            if let Err(e) = film::check_video(Path::new(video)).await {
+                failed_videos.push(video_rejection(e)?);
+            }
+        }
+    }
+    let mut summary = if opts.strict && (!checked.rejected.is_empty() || !failed_videos.is_empty())
+    {
+        EnqueueSummary {
+            rejected: checked.rejected,
+            ..EnqueueSummary::default()
+        }
+    } else {
+        let mut films = Vec::new();
+        for video in &videos {
+            match film::enqueue_video(db, Path::new(video), film, opts).await {
+                Ok(f) => films.push(f),
+                Err(e) => failed_videos.push(video_rejection(e)?),
+            }
+        }
+        let mut summary = write(db, checked, opts).await?;
+        films.append(&mut summary.films);
+        summary.films = films;
+        summary
+    };
+    summary.new = summary.films.iter().map(|f| f.new).sum();
+    summary.already = summary.films.iter().map(|f| f.already).sum();
+    summary.videos = videos.len() as u64;
+    summary.failed_videos = failed_videos;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// A video's own failure as a rejection; any other error stops the enqueue.
+fn video_rejection(e: Error) -> Result<Rejection> {
+    match e {
+        Error::Video { path, reason } => Ok(Rejection {
+            path: path.display().to_string(),
+            reason,
+        }),
+        e => Err(e),
+    }
 }
 
 struct TitledChunk {
@@ -71,30 +166,68 @@ struct TitledChunk {
 pub async fn enqueue(
     db: &Db,
     sources: Vec<Source>,
-    mut rejected: Vec<Rejection>,
+    rejected: Vec<Rejection>,
     opts: &EnqueueOptions,
 ) -> Result<EnqueueSummary> {
     let started = Instant::now();
-    let mut summary = EnqueueSummary::default();
-    let strict = opts.strict;
-    let sources = std::sync::Arc::new(sources);
-    {
-        let sources = sources.clone();
-        let pre = tokio::task::spawn_blocking(move || prepass(&sources, strict))
-            .await
-            .expect("prepass thread");
-        rejected.extend(pre?);
-        tracing::debug!(
-            "enqueue: inputs read through in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if strict && !rejected.is_empty() {
-        summary.rejected = rejected;
-        summary.seconds = started.elapsed().as_secs_f64();
-        return Ok(summary);
-    }
+    let checked = check(sources, rejected, opts.strict).await?;
+    let mut summary = if opts.strict && !checked.rejected.is_empty() {
+        EnqueueSummary {
+            rejected: checked.rejected,
+            ..EnqueueSummary::default()
+        }
+    } else {
+        write(db, checked, opts).await?
+    };
+    summary.new = summary.films.iter().map(|f| f.new).sum();
+    summary.already = summary.films.iter().map(|f| f.already).sum();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
 
+/// Frame sources read through once, and what was turned away so far.
+struct Checked {
+    sources: std::sync::Arc<Vec<Source>>,
+    rejected: Vec<Rejection>,
+}
+
+/// Reads every manifest through (a syntax error stops everything before a
+/// write) and, with `strict`, checks every frame.
+async fn check(
+    sources: Vec<Source>,
+    mut rejected: Vec<Rejection>,
+    strict: bool,
+) -> Result<Checked> {
+    let started = Instant::now();
+    let sources = std::sync::Arc::new(sources);
+    let pre = {
+        let sources = sources.clone();
+        tokio::task::spawn_blocking(move || prepass(&sources, strict))
+            .await
+            .expect("prepass thread")
+    };
+    rejected.extend(pre?);
+    tracing::debug!(
+        "enqueue: inputs read through in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Checked { sources, rejected })
+}
+
+/// Writes the checked frames, chunk by chunk, while the next chunk is
+/// checked and serialised on a blocking thread.
+async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<EnqueueSummary> {
+    let Checked {
+        sources,
+        mut rejected,
+    } = checked;
+    if sources.is_empty() {
+        return Ok(EnqueueSummary {
+            rejected,
+            ..EnqueueSummary::default()
+        });
+    }
+    let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
     let chunk_size = opts.chunk_size.max(1);
     let producer = tokio::task::spawn_blocking(move || produce(&sources, chunk_size, &tx));
@@ -120,17 +253,16 @@ pub async fn enqueue(
     result?;
     rejected.extend(produced?);
 
-    summary.films = films.into_values().collect();
-    summary.new = summary.films.iter().map(|f| f.new).sum();
-    summary.already = summary.films.iter().map(|f| f.already).sum();
-    summary.rejected = rejected;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(EnqueueSummary {
+        films: films.into_values().collect(),
+        rejected,
+        ..EnqueueSummary::default()
+    })
 }
 
 async fn write_chunk(
     db: &Db,
-    loader: &mut sqlx::SqliteConnection,
+    loader: &mut queue::BulkLoader,
     item: &TitledChunk,
     opts: &EnqueueOptions,
     films: &mut BTreeMap<String, FilmSummary>,
@@ -152,8 +284,9 @@ async fn write_chunk(
             })
         }
     };
-    let outcome =
-        queue::enqueue_chunk(loader, film.film_id, &item.chunk, opts.max_attempts).await?;
+    let outcome = loader
+        .enqueue_chunk(film.film_id, &item.chunk, opts.max_attempts)
+        .await?;
     film.new += outcome.inserted;
     film.already += outcome.already;
     rejected.extend(

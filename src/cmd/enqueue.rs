@@ -1,0 +1,99 @@
+//! `cinecut enqueue`: films, folders, globs and manifests into the queue.
+
+use std::io::Write;
+
+use crate::cli::EnqueueArgs;
+use crate::db::Db;
+use crate::error::Error;
+use crate::ingest::{self, EnqueueOptions, EnqueueSummary, Inputs, film::FilmOptions};
+
+pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
+    let inputs = Inputs {
+        paths: args.inputs.clone(),
+        manifest: args.manifest.clone(),
+    };
+    let opts = EnqueueOptions {
+        strict: args.strict,
+        title: args.film.clone(),
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        chunk_size: args.chunk_size as usize,
+    };
+    let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
+    print(&summary, args.json)?;
+    for r in &summary.failed_videos {
+        tracing::error!("video {}: {}", r.path, r.reason);
+    }
+    for r in &summary.rejected {
+        tracing::error!("rejected {}: {}", r.path, r.reason);
+    }
+    if !summary.rejected.is_empty() {
+        return Err(Error::FramesRejected {
+            rejected: summary.rejected.len(),
+            enqueued_anyway: !args.strict,
+        }
+        .into());
+    }
+    if !summary.failed_videos.is_empty() {
+        return Err(Error::VideosFailed {
+            failed: summary.failed_videos.len(),
+            videos: summary.videos as usize,
+            enqueued_anyway: !args.strict,
+        }
+        .into());
+    }
+    if summary.new > 0 {
+        tracing::info!(
+            "enqueued {} frames in {:.2} s ({:.0} frames/s)",
+            summary.new,
+            summary.seconds,
+            summary.new as f64 / summary.seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// How videos become frames; frames go next to the database by default.
+fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
+    let frames_dir = args.frames_dir.clone().unwrap_or_else(|| {
+        let stem = db
+            .path()
+            .file_stem()
+            .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
+        db.path().with_file_name(format!("{stem}-frames"))
+    });
+    FilmOptions {
+        select: args.select.into(),
+        scene_threshold: args.scene_threshold,
+        max_gap_s: args.max_gap,
+        every_s: args.every,
+        max_side: args.max_side,
+        frames_dir,
+        replace: args.replace,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    }
+}
+
+fn print(summary: &EnqueueSummary, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, summary)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for film in &summary.films {
+        writeln!(
+            out,
+            "film {:?}: {} new, {} already queued",
+            film.title, film.new, film.already
+        )?;
+    }
+    if summary.films.len() > 1 {
+        writeln!(
+            out,
+            "total: {} new, {} already queued",
+            summary.new, summary.already
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The commands: one file each. A command turns its parsed flags (from
+//! [`crate::cli`]) into the library's config ([`crate::config`]), calls the
+//! library and prints: data on stdout, logs on stderr. Nothing here parses
+//! arguments or writes SQL.
+//!
+//! This file opens the database for every command, makes the one shutdown
+//! token (SIGINT/SIGTERM) and turns database failures into errors a person
+//! can act on.
+
+mod enqueue;
+mod gpu;
+mod gpu_lock;
+mod queue;
+mod render;
+mod results;
+mod run;
+mod search;
+mod status;
+mod worker;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::db::{self, Db};
+use crate::error::Error;
+
+/// Runs one command to completion and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completions(args) = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(args.shell, &mut cmd, "cinecut", &mut std::io::stdout());
+        return Ok(0);
+    }
+    // Long-running commands stop cleanly on SIGINT/SIGTERM from here on,
+    // also while the database opens; they wait out other connections'
+    // write locks, while short commands give up after --lock-wait.
+    let long_running = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Run(_) | Command::GpuLock(_)
+    );
+    let shutdown = if long_running {
+        shutdown_token()
+    } else {
+        CancellationToken::new()
+    };
+    db::set_lock_wait((!long_running).then_some(cli.lock_wait));
+    let path = cli.db.clone();
+    let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);
+    let db = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        db = Db::open(&cli.db, cli.durability.into()) => db
+            .with_context(|| format!("opening database {}", cli.db.display()))
+            .map_err(explain)?,
+    };
+    let ok = |()| 0;
+    let result = match cli.command {
+        Command::Enqueue(args) => enqueue::run(&db, args).await.map(ok),
+        Command::Status(args) => status::run(&db, args).await.map(ok),
+        Command::Retry(args) => queue::retry(&db, args).await.map(ok),
+        Command::Cancel(args) => queue::cancel(&db, args).await.map(ok),
+        Command::Worker(args) => worker::run(&db, *args, shutdown).await.map(ok),
+        Command::Run(args) => run::run(&db, *args, shutdown).await,
+        Command::GpuLock(args) => gpu_lock::run(&db, args, shutdown).await,
+        Command::Gpu(args) => gpu::run(&db, args).await.map(ok),
+        Command::Results(args) => results::run(&db, args).await.map(ok),
+        Command::Search(args) => search::run(&db, args).await.map(ok),
+        Command::Completions(_) => unreachable!("handled before the database opens"),
+    };
+    db.close().await;
+    result.map_err(explain)
+}
+
+/// A database failure (locked, disk full, read-only, corrupt) as the error
+/// a person can act on, naming the file; anything else as it is.
+fn explain_database_error(
+    err: anyhow::Error,
+    path: &std::path::Path,
+    lock_wait: Duration,
+) -> anyhow::Error {
+    let explained = err
+        .chain()
+        .find_map(|cause| Error::explain_cause(cause, path, lock_wait.as_secs()));
+    match explained {
+        Some(e) => e.into(),
+        None => err,
+    }
+}
+
+/// The one token of the process, cancelled by SIGINT or SIGTERM.
+/// The handlers are installed before this returns, so a signal that comes
+/// at once is a clean shutdown, never the default action.
+fn shutdown_token() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// The id of the film titled `title`, if a title is given.
+async fn film_filter(db: &Db, title: Option<&str>) -> anyhow::Result<Option<i64>> {
+    Ok(match title {
+        Some(title) => Some(db::queue::film_id(db.pool(), title).await?),
+        None => None,
+    })
+}

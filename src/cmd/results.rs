@@ -1,0 +1,148 @@
+//! `cinecut results`: every description (or failure) as JSONL, CSV or a
+//! table, a page at a time, film after film.
+
+use std::io::Write;
+
+use super::film_filter;
+use super::render::{timestamp, truncate};
+use crate::cli::{ResultFormat, ResultState, ResultsArgs};
+use crate::db::{Db, results};
+
+pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
+    let film = film_filter(db, args.film.as_deref()).await?;
+    let films = results::film_ids(db.pool(), film).await?.into_iter();
+    let mut rows = Pages {
+        db,
+        films,
+        film: None,
+        state: args.state,
+        after: -1,
+        page: Vec::new().into_iter(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        ResultFormat::Jsonl => {
+            while let Some(row) = rows.next().await? {
+                serde_json::to_writer(&mut out, &row)?;
+                writeln!(out)?;
+            }
+        }
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            while let Some(row) = rows.next().await? {
+                w.serialize(row)?;
+            }
+            w.flush()?;
+        }
+        ResultFormat::Table => {
+            let width: usize = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(120)
+                .max(60);
+            // film, time and index are fixed; the rest share what is left.
+            let rest = width.saturating_sub(20 + 13 + 7 + 6);
+            let text = (rest / 4).max(8);
+            let failed = args.state == ResultState::Failed;
+            if failed {
+                writeln!(
+                    out,
+                    "{:<20} {:>6} {:<12} {:<w$}",
+                    "FILM",
+                    "FRAME",
+                    "TIME",
+                    "ERROR",
+                    w = rest
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<20} {:>6} {:<12} {:<t$} {:<t$} {:<t$} {:<t$}",
+                    "FILM",
+                    "FRAME",
+                    "TIME",
+                    "VISUAL CONTENT",
+                    "MOOD",
+                    "ACTION",
+                    "SETTING",
+                    t = text - 1
+                )?;
+            }
+            while let Some(row) = rows.next().await? {
+                let r = row;
+                let head = format!(
+                    "{:<20} {:>6} {:<12}",
+                    truncate(&r.film, 20),
+                    r.frame_index,
+                    timestamp(r.pts_ms)
+                );
+                if failed {
+                    writeln!(
+                        out,
+                        "{head} {}",
+                        truncate(r.error.as_deref().unwrap_or(""), rest)
+                    )?;
+                } else {
+                    let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{:<t$}",
+                                truncate(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1),
+                                t = text - 1
+                            )
+                        })
+                        .collect();
+                    writeln!(out, "{head} {}", cells.join(" "))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Result rows, fetched a page at a time, film after film.
+struct Pages<'a> {
+    db: &'a Db,
+    films: std::vec::IntoIter<i64>,
+    /// The film being read, or `None` between films.
+    film: Option<i64>,
+    state: ResultState,
+    after: i64,
+    page: std::vec::IntoIter<results::ResultRow>,
+}
+
+impl Pages<'_> {
+    async fn next(&mut self) -> anyhow::Result<Option<results::ResultRow>> {
+        loop {
+            if let Some(row) = self.page.next() {
+                return Ok(Some(row));
+            }
+            let film = match self.film {
+                Some(f) => f,
+                None => match self.films.next() {
+                    Some(f) => {
+                        self.film = Some(f);
+                        self.after = -1;
+                        f
+                    }
+                    None => return Ok(None),
+                },
+            };
+            let page = match self.state {
+                ResultState::Done => results::done_page(self.db.pool(), film, self.after).await?,
+                ResultState::Failed => {
+                    results::failed_page(self.db.pool(), film, self.after).await?
+                }
+            };
+            if (page.len() as i64) < results::PAGE {
+                self.film = None;
+            }
+            if let Some(last) = page.last() {
+                self.after = last.frame_index;
+            }
+            self.page = page.into_iter();
+        }
+    }
+}

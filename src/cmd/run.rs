@@ -1,0 +1,103 @@
+//! `cinecut run`: enqueue, then describe until the queue is empty, with one
+//! progress display and a closing summary.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::render::{totals, truncate};
+use crate::cli::RunArgs;
+use crate::db::{Db, status};
+use crate::{config, worker};
+
+/// Enqueue, then a worker until the queue is empty, with one progress display.
+pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    // Interrupted while enqueuing: each chunk is a transaction, so what is
+    // in is whole; running the same command again carries on.
+    let enqueued = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        r = super::enqueue::run(db, args.enqueue) => r,
+    };
+    if let Err(e) = &enqueued {
+        tracing::error!("{e:#}; describing what was enqueued");
+    }
+    let mut core = args.worker;
+    core.until_empty = true;
+    let (cfg, engine) = config::worker(core, None)?;
+    let before = totals(&status::films(db.pool(), None).await?);
+    let progress = tokio::spawn(show_progress(db.clone(), before.done));
+    let result = worker::run(db, &cfg, engine, shutdown).await;
+    progress.abort();
+    let films = status::films(db.pool(), None).await?;
+    let t = totals(&films);
+    let secs = started.elapsed().as_secs_f64();
+    let described = t.done - before.done;
+    println!(
+        "described {described} frame(s) in {secs:.1} s ({:.2} frames/s); {} done, {} failed, {} still queued of {}",
+        described as f64 / secs.max(1e-9),
+        t.done,
+        t.failed,
+        t.queued,
+        t.total
+    );
+    for f in films.iter().filter(|f| f.failed > 0) {
+        for r in &f.top_failures {
+            println!(
+                "  {:?}: {} failed: {}",
+                f.title,
+                r.count,
+                truncate(&r.reason, 120)
+            );
+        }
+    }
+    println!("results: {}", db.path().display());
+    println!(
+        "  sqlite3 {:?} \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\"",
+        db.path().display().to_string()
+    );
+    result?;
+    enqueued.map(|()| 0)
+}
+
+async fn show_progress(db: Db, done_before: i64) {
+    let started = std::time::Instant::now();
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} described  {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last_log = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(films) = status::films(db.pool(), None).await else {
+            continue;
+        };
+        let t = totals(&films);
+        let rate = (t.done - done_before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let left = t.queued + t.running;
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", left as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let msg = format!("{rate:.1} frames/s, ETA {eta}, {} failed", t.failed);
+        match &bar {
+            Some(b) => {
+                b.set_length(t.total as u64);
+                b.set_position(t.done as u64);
+                b.set_message(msg);
+            }
+            None if last_log.elapsed().as_secs() >= 5 => {
+                tracing::info!("{} of {} described, {msg}", t.done, t.total);
+                last_log = std::time::Instant::now();
+            }
+            None => {}
+        }
+    }
+}

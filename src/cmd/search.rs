@@ -1,0 +1,55 @@
+//! `cinecut search`: full-text search over the descriptions.
+
+use std::io::Write;
+
+use super::film_filter;
+use super::render::{timestamp, truncate};
+use crate::cli::SearchArgs;
+use crate::db::{Db, results};
+
+pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
+    let film = film_filter(db, args.film.as_deref()).await?;
+    let Some(query) = results::fts_query(&args.query) else {
+        anyhow::bail!("the search has no words; give some, e.g. cinecut search \"rainy night\"");
+    };
+    let hits = results::search(db.pool(), &query, film, args.limit).await?;
+    let words: Vec<String> = args
+        .query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for h in &hits {
+        let fields = [
+            ("visual_content", &h.visual_content),
+            ("mood", &h.mood),
+            ("action", &h.action),
+            ("setting", &h.setting),
+        ];
+        let (name, text) = fields
+            .iter()
+            .find(|(_, t)| {
+                let t = t.to_lowercase();
+                words.iter().any(|w| t.contains(w.as_str()))
+            })
+            .unwrap_or(&fields[0]);
+        if args.json {
+            serde_json::to_writer(&mut out, &serde_json::json!({ "hit": h, "field": name }))?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{}  {}  {}  {name}: {}",
+                h.film,
+                timestamp(h.pts_ms),
+                h.path,
+                truncate(text, 200)
+            )?;
+        }
+    }
+    if hits.is_empty() {
+        tracing::info!("no description matches {:?}", args.query);
+    }
+    Ok(())
+}

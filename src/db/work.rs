@@ -1,0 +1,139 @@
+//! The queue as one worker sees it under one lease: record what finished
+//! and claim more (one transaction), renew, ask whether there is work, and
+//! wait for another process's commit. [`WorkQueue`] owns its connections
+//! and its way of noticing commits (`PRAGMA data_version` for SQLite; a
+//! PostgreSQL backend would `LISTEN` behind the same methods), so the worker
+//! names no database type.
+
+use std::time::Duration;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+use tokio::time::{Instant, sleep};
+
+use super::jobs::{self, Batch, Claimed, Fence, Finished, Recorded, WorkerState};
+use super::lease::{self, Renewal};
+use super::{Db, now_ms};
+use crate::error::Result;
+
+/// One worker's queue under one lease epoch.
+pub struct WorkQueue {
+    db: Db,
+    fence: Fence,
+    film: Option<i64>,
+    lease_ms: i64,
+    /// Batches run on a connection of their own: its page cache stays valid
+    /// from one batch to the next (a pool hands out its connections in turn,
+    /// and each had to reread what the other wrote).
+    batches: PoolConnection<Sqlite>,
+    /// Held to read `PRAGMA data_version`, which changes on this connection
+    /// when another connection commits.
+    watch: PoolConnection<Sqlite>,
+    version: i64,
+}
+
+impl WorkQueue {
+    pub async fn open(db: &Db, fence: Fence, film: Option<i64>, lease: Duration) -> Result<Self> {
+        let pool = db.pool();
+        let mut watch = pool.acquire().await?;
+        let version = super::data_version(&mut watch).await?;
+        Ok(WorkQueue {
+            db: db.clone(),
+            fence,
+            film,
+            lease_ms: lease.as_millis() as i64,
+            batches: pool.acquire().await?,
+            watch,
+            version,
+        })
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Records `finished` and claims up to `claim` more, in one transaction.
+    pub async fn record_and_claim(
+        &mut self,
+        finished: &[Finished],
+        claim: usize,
+    ) -> Result<(Recorded, Claimed)> {
+        let batch = Batch {
+            fence: &self.fence,
+            finished,
+            claim,
+            film: self.film,
+            now: now_ms(),
+            lease_ms: self.lease_ms,
+        };
+        jobs::record_and_claim(&mut self.batches, &batch).await
+    }
+
+    /// Records `finished`, claiming nothing.
+    pub async fn record(&mut self, finished: &[Finished]) -> Result<Recorded> {
+        Ok(self.record_and_claim(finished, 0).await?.0)
+    }
+
+    /// Extends the lease and our jobs' leases; says whether it is still ours
+    /// and whether a gpu-lock command waits.
+    pub async fn renew(&self) -> Result<Renewal> {
+        let f = &self.fence;
+        lease::renew(
+            self.db.pool(),
+            &f.gpu,
+            &f.owner,
+            f.epoch,
+            self.lease_ms,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// gpu-lock commands waiting for this GPU (an idle worker claims
+    /// nothing, so no claim tells it).
+    pub async fn waiters(&self) -> Result<i64> {
+        let f = &self.fence;
+        let since = now_ms() - 3 * self.lease_ms;
+        lease::waiters_for(self.db.pool(), &f.gpu, &f.owner, since).await
+    }
+
+    /// Whether a job in scope can be claimed now.
+    pub async fn has_claimable(&self) -> Result<bool> {
+        jobs::has_claimable(self.db.pool(), self.film, now_ms()).await
+    }
+
+    /// Whether jobs in scope are still queued or running.
+    pub async fn has_open_work(&self) -> Result<bool> {
+        jobs::has_open_work(self.db.pool(), self.film).await
+    }
+
+    /// How long an idle worker may wait before it looks again: until the
+    /// next backing-off job is due, at most a second.
+    pub async fn next_wake(&self) -> Result<Duration> {
+        let now = now_ms();
+        let next = jobs::next_run_after(self.db.pool(), self.film, now).await?;
+        let ms = next.map_or(1000, |t| (t - now).clamp(1, 1000));
+        Ok(Duration::from_millis(ms as u64))
+    }
+
+    /// Returns when another connection committed, or after `at_most`.
+    pub async fn wait_for_work(&mut self, at_most: Duration) -> Result<()> {
+        tracing::trace!("idle: waiting up to {at_most:?} for another connection's commit");
+        let deadline = Instant::now() + at_most;
+        while Instant::now() < deadline {
+            sleep(Duration::from_millis(50).min(at_most)).await;
+            let v = super::data_version(&mut self.watch).await?;
+            if v != self.version {
+                self.version = v;
+                tracing::debug!("another connection committed; looking for work");
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker's row in `workers`, for `status`.
+    pub async fn set_state(&self, state: WorkerState) -> Result<()> {
+        jobs::set_worker_state(self.db.pool(), &self.fence.owner, state, now_ms()).await
+    }
+}
