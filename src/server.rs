@@ -82,6 +82,8 @@ pub struct LlamaServer {
 
 impl LlamaServer {
     /// Spawns the server; it is not ready yet (see [`Self::wait_until_healthy`]).
+    /// One long function on purpose: it builds one argument vector, flag by
+    /// flag, and reads best as that list.
     pub fn spawn(cfg: &ServerConfig) -> Result<LlamaServer, ServerError> {
         if !cfg.bin.is_file() {
             return Err(ServerError::NotFound(cfg.bin.clone()));

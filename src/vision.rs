@@ -352,3 +352,68 @@ pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
         completion_tokens: v["usage"]["completion_tokens"].as_i64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DescribeError, parse_completion};
+    use serde_json::json;
+
+    fn completion(content: &str, finish: &str) -> String {
+        json!({
+            "choices": [{ "message": { "role": "assistant", "content": content }, "finish_reason": finish }],
+            "usage": { "prompt_tokens": 612, "completion_tokens": 41 }
+        })
+        .to_string()
+    }
+
+    const ANSWER: &str =
+        r#"{"visual_content":"a door","mood":"calm","action":"nothing","setting":"a hall"}"#;
+
+    #[test]
+    fn a_complete_answer_gives_the_description_and_token_counts() {
+        let d = parse_completion(&completion(ANSWER, "stop")).unwrap();
+        assert_eq!(
+            d.description.fields(),
+            ["a door", "calm", "nothing", "a hall"]
+        );
+        assert_eq!(
+            (d.prompt_tokens, d.completion_tokens),
+            (Some(612), Some(41))
+        );
+        let bare = json!({ "choices": [{ "message": { "content": ANSWER } }] }).to_string();
+        let d = parse_completion(&bare).unwrap();
+        assert_eq!((d.prompt_tokens, d.completion_tokens), (None, None));
+    }
+
+    #[test]
+    fn a_cut_off_answer_is_bad_output_with_its_text() {
+        let cut = &ANSWER[..30];
+        match parse_completion(&completion(cut, "length")) {
+            Err(DescribeError::BadOutput { reason, raw }) => {
+                assert!(reason.contains("max_tokens"), "{reason}");
+                assert_eq!(raw, cut);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_bad_output_and_keeps_what_came() {
+        match parse_completion("<html>502</html>") {
+            Err(DescribeError::BadOutput { raw, .. }) => assert_eq!(raw, "<html>502</html>"),
+            other => panic!("{other:?}"),
+        }
+        let prose = completion("Sure! The frame shows a door.", "stop");
+        match parse_completion(&prose) {
+            Err(DescribeError::BadOutput { raw, .. }) => {
+                assert_eq!(raw, "Sure! The frame shows a door.")
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_choices = json!({ "object": "chat.completion" }).to_string();
+        assert!(matches!(
+            parse_completion(&no_choices),
+            Err(DescribeError::BadOutput { .. })
+        ));
+    }
+}

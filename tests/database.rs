@@ -327,9 +327,7 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         height: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
-    let err = loader.enqueue_chunk(film, &chunk, 3)
-        .await
-        .unwrap_err();
+    let err = loader.enqueue_chunk(film, &chunk, 3).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("was deleted while its frames were being enqueued"),

@@ -416,3 +416,89 @@ async fn frames_go_to_the_frames_dir_given() {
         "nothing beside the database"
     );
 }
+
+/// One entry for every input: `--strict` checks videos too, before
+/// anything is written.
+#[tokio::test]
+async fn strict_checks_videos_too_and_then_enqueues_nothing() {
+    let env = Env::new();
+    let junk = env.path().join("junk.mp4");
+    std::fs::write(&junk, b"this is not a video at all").unwrap();
+    let good = three_shots(&env, "good.mp4");
+    let stills = env.images("stills", 2);
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--strict".as_ref(),
+        good.as_os_str(),
+        junk.as_os_str(),
+        stills.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains(&format!("video {}: ", junk.display())), "{err}");
+    assert!(
+        err.contains("1 of 2 video(s) failed (see above); nothing enqueued (--strict)"),
+        "{err}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM films").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    let frames_dir = env.path().join("cinecut-frames");
+    assert!(
+        !frames_dir.exists() || std::fs::read_dir(&frames_dir).unwrap().next().is_none(),
+        "no ffmpeg ran"
+    );
+
+    // Without the bad video, the same command enqueues both films.
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--strict".as_ref(),
+        good.as_os_str(),
+        stills.as_os_str(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(env.count("SELECT count(*) FROM films").await, 2);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 5);
+}
+
+/// Videos and frames report in one `--json` shape, one object per run.
+#[tokio::test]
+async fn json_summary_has_one_shape_for_videos_and_frames() {
+    let env = Env::new();
+    let good = three_shots(&env, "good.mp4");
+    let junk = env.path().join("junk.mkv");
+    std::fs::write(&junk, b"").unwrap();
+    let stills = env.images("stills", 2);
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--json".as_ref(),
+        "--chunk-size".as_ref(),
+        "1".as_ref(),
+        good.as_os_str(),
+        junk.as_os_str(),
+        stills.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let films = s["films"].as_array().unwrap();
+    let titles: Vec<&str> = films.iter().map(|f| f["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["good", "stills"]);
+    for f in films {
+        for key in ["film_id", "new", "already", "warning"] {
+            assert!(f.get(key).is_some(), "{key} in {f}");
+        }
+    }
+    assert_eq!((s["new"].as_u64(), s["already"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(s["videos"].as_u64(), Some(2));
+    let failed = s["failed_videos"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["path"].as_str(), Some(junk.to_str().unwrap()));
+    assert_eq!(
+        failed[0]["reason"].as_str(),
+        Some("the file is empty (zero length)")
+    );
+    assert_eq!(s["rejected"].as_array().map(Vec::len), Some(0));
+    // Frames chunked one per transaction, video frames included, all there.
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 5);
+}

@@ -35,68 +35,77 @@ pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
             }
             w.flush()?;
         }
-        ResultFormat::Table => {
-            let width: usize = std::env::var("COLUMNS")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(120)
-                .max(60);
-            // film, time and index are fixed; the rest share what is left.
-            let rest = width.saturating_sub(20 + 13 + 7 + 6);
-            let text = (rest / 4).max(8);
-            let failed = args.state == ResultState::Failed;
-            if failed {
-                writeln!(
-                    out,
-                    "{:<20} {:>6} {:<12} {:<w$}",
-                    "FILM",
-                    "FRAME",
-                    "TIME",
-                    "ERROR",
-                    w = rest
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<20} {:>6} {:<12} {:<t$} {:<t$} {:<t$} {:<t$}",
-                    "FILM",
-                    "FRAME",
-                    "TIME",
-                    "VISUAL CONTENT",
-                    "MOOD",
-                    "ACTION",
-                    "SETTING",
-                    t = text - 1
-                )?;
-            }
-            while let Some(row) = rows.next().await? {
-                let r = row;
-                let head = format!(
-                    "{:<20} {:>6} {:<12}",
-                    truncate(&r.film, 20),
-                    r.frame_index,
-                    timestamp(r.pts_ms)
-                );
-                if failed {
-                    writeln!(
-                        out,
-                        "{head} {}",
-                        truncate(r.error.as_deref().unwrap_or(""), rest)
-                    )?;
-                } else {
-                    let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
-                        .iter()
-                        .map(|c| {
-                            format!(
-                                "{:<t$}",
-                                truncate(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1),
-                                t = text - 1
-                            )
-                        })
-                        .collect();
-                    writeln!(out, "{head} {}", cells.join(" "))?;
-                }
-            }
+        ResultFormat::Table => print_table(&mut rows, &mut out, args.state).await?,
+    }
+    Ok(())
+}
+
+/// A table as wide as the terminal (`COLUMNS`, 120 by default): film,
+/// frame and time, then the four fields (or the error) sharing the rest.
+async fn print_table(
+    rows: &mut Pages<'_>,
+    out: &mut impl Write,
+    state: ResultState,
+) -> anyhow::Result<()> {
+    let width: usize = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+        .max(60);
+    // film, time and index are fixed; the rest share what is left.
+    let rest = width.saturating_sub(20 + 13 + 7 + 6);
+    let text = (rest / 4).max(8);
+    let failed = state == ResultState::Failed;
+    if failed {
+        writeln!(
+            out,
+            "{:<20} {:>6} {:<12} {:<w$}",
+            "FILM",
+            "FRAME",
+            "TIME",
+            "ERROR",
+            w = rest
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{:<20} {:>6} {:<12} {:<t$} {:<t$} {:<t$} {:<t$}",
+            "FILM",
+            "FRAME",
+            "TIME",
+            "VISUAL CONTENT",
+            "MOOD",
+            "ACTION",
+            "SETTING",
+            t = text - 1
+        )?;
+    }
+    while let Some(row) = rows.next().await? {
+        let r = row;
+        let head = format!(
+            "{:<20} {:>6} {:<12}",
+            truncate(&r.film, 20),
+            r.frame_index,
+            timestamp(r.pts_ms)
+        );
+        if failed {
+            writeln!(
+                out,
+                "{head} {}",
+                truncate(r.error.as_deref().unwrap_or(""), rest)
+            )?;
+        } else {
+            let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:<t$}",
+                        truncate(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1),
+                        t = text - 1
+                    )
+                })
+                .collect();
+            writeln!(out, "{head} {}", cells.join(" "))?;
         }
     }
     Ok(())

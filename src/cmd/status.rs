@@ -65,13 +65,24 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
         t.cancelled,
         percent(t.done, t.total)
     )?;
+    print_holders(&mut out, &leases, &workers, now)?;
+    Ok(())
+}
+
+/// Who holds each GPU lease, and every worker seen in the last hour.
+fn print_holders(
+    out: &mut impl Write,
+    leases: &[status::LeaseHolder],
+    workers: &[status::WorkerRow],
+    now: i64,
+) -> std::io::Result<()> {
     if leases.is_empty() {
         writeln!(out, "GPU leases: none held")?;
     }
-    for l in &leases {
+    for l in leases {
         writeln!(out, "GPU {}: {}", l.gpu, describe_lease(l))?;
     }
-    for w in &workers {
+    for w in workers {
         writeln!(
             out,
             "worker {} pid {} on {} gpu {}: {} (beat {} ago) done {} failed {} retried {} requeued {} server starts {} restarts {}",

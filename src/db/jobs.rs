@@ -278,6 +278,9 @@ pub async fn requeue_expired(tx: &mut Transaction<'_, Sqlite>, now: i64) -> Resu
 /// `[id, attempts, transient_failures, max_attempts, path]`.
 type ClaimRow = (i64, i64, i64, i64, String);
 
+/// Claims up to `n` jobs inside the batch's transaction. Long only for the
+/// two spellings of the pick (all films, one film), which sqlx's checked
+/// macros need as two literal statements.
 async fn claim_in(
     tx: &mut Transaction<'_, Sqlite>,
     fence: &Fence,
@@ -387,6 +390,9 @@ struct ResultRow<'a> {
     ct: Option<i64>,
 }
 
+/// What one try does to its job, its attempt and its description: one arm
+/// per [`Outcome`], each whole on its own (kept in one match so that the
+/// rules for all outcomes read side by side).
 fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
     let job = &f.job;
     let mut row = ResultRow {
@@ -558,32 +564,53 @@ async fn record_batch(
     .execute(&mut **tx)
     .await?;
     if rec.done > 0 {
-        let described = serde_json::to_string(
-            &mine
-                .iter()
-                .filter_map(|r| {
-                    let d = r.d?;
-                    Some((
-                        r.job,
-                        &d.visual_content,
-                        &d.mood,
-                        &d.action,
-                        &d.setting,
-                        r.model,
-                        r.sha,
-                        r.pv,
-                        r.finished - r.started,
-                        r.pt,
-                        r.ct,
-                    ))
-                })
-                .collect::<Vec<_>>(),
-        )
-        .expect("rows serialise");
-        sqlx::query_file!("src/db/sql/batch_descriptions.sql", described, now)
-            .execute(&mut **tx)
-            .await?;
+        write_descriptions(tx, &mine, now).await?;
     }
+    write_attempts(tx, fence, &mine).await?;
+    Ok(rec)
+}
+
+/// The `descriptions` rows of a batch's done jobs, as one statement.
+async fn write_descriptions(
+    tx: &mut Transaction<'_, Sqlite>,
+    mine: &[ResultRow<'_>],
+    now: i64,
+) -> Result<()> {
+    let described = serde_json::to_string(
+        &mine
+            .iter()
+            .filter_map(|r| {
+                let d = r.d?;
+                Some((
+                    r.job,
+                    &d.visual_content,
+                    &d.mood,
+                    &d.action,
+                    &d.setting,
+                    r.model,
+                    r.sha,
+                    r.pv,
+                    r.finished - r.started,
+                    r.pt,
+                    r.ct,
+                ))
+            })
+            .collect::<Vec<_>>(),
+    )
+    .expect("rows serialise");
+    sqlx::query_file!("src/db/sql/batch_descriptions.sql", described, now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The `attempts` rows of a batch's tries (a release leaves none), as one
+/// statement.
+async fn write_attempts(
+    tx: &mut Transaction<'_, Sqlite>,
+    fence: &Fence,
+    mine: &[ResultRow<'_>],
+) -> Result<()> {
     let tried: Vec<_> = mine
         .iter()
         .filter_map(|r| {
@@ -601,7 +628,7 @@ async fn record_batch(
         })
         .collect();
     if tried.is_empty() {
-        return Ok(rec);
+        return Ok(());
     }
     let tried = serde_json::to_string(&tried).expect("rows serialise");
     sqlx::query_file!(
@@ -612,7 +639,7 @@ async fn record_batch(
     )
     .execute(&mut **tx)
     .await?;
-    Ok(rec)
+    Ok(())
 }
 
 /// Whether jobs in scope are still queued or running.

@@ -11,7 +11,7 @@
 //! registered in `gpu_waiters` go before workers; a worker yields to them.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{begin_immediate, jobs};
 use crate::error::Result;
@@ -87,6 +87,8 @@ pub enum Acquire {
     WaitersFirst,
 }
 
+/// Whether a holder (or waiter) is gone: on this host, its pid is dead or
+/// belongs to a later process; anywhere, its lease expired.
 fn holder_is_dead(
     host: &Option<String>,
     pid: Option<i64>,
@@ -101,6 +103,9 @@ fn holder_is_dead(
 }
 
 /// Takes the lease of `gpu` if it is free, ours, or its holder is dead.
+/// One transaction, read top to bottom as the cases it decides (ours,
+/// held, waiters first, free or dead); its steps beyond the decision are
+/// [`first_live_waiter`] and [`take`].
 pub async fn acquire(
     pool: &SqlitePool,
     gpu: &str,
@@ -124,31 +129,7 @@ pub async fn acquire(
     .fetch_one(&mut *tx)
     .await?;
 
-    // Forget waiters that died; then see whether one goes before us.
-    let waiters = sqlx::query!(
-        r#"SELECT id AS "id!", pid, pid_started_at, host, heartbeat_at FROM gpu_waiters WHERE gpu = ? ORDER BY created_at, id"#,
-        gpu
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut first_live_waiter = None;
-    for w in waiters {
-        let dead = holder_is_dead(
-            &Some(w.host),
-            Some(w.pid),
-            w.pid_started_at,
-            Some(w.heartbeat_at + 3 * ttl_ms),
-            &me.host,
-            now,
-        );
-        if dead {
-            sqlx::query!("DELETE FROM gpu_waiters WHERE id = ?", w.id)
-                .execute(&mut *tx)
-                .await?;
-        } else if first_live_waiter.is_none() {
-            first_live_waiter = Some(w.id);
-        }
-    }
+    let first_live_waiter = first_live_waiter(&mut tx, gpu, me, ttl_ms, now).await?;
 
     if row.holder.as_deref() == Some(me.id.as_str()) {
         let expires = now + ttl_ms;
@@ -198,6 +179,34 @@ pub async fn acquire(
     }
 
     let epoch = row.epoch + 1;
+    let recovered = take(&mut tx, gpu, me, epoch, row.holder.as_deref(), ttl_ms, now).await?;
+    jobs::requeue_expired(&mut tx, now).await?;
+    tx.commit().await?;
+    let orphan_server = row.server_pid.map(|pid| OrphanServer {
+        pid,
+        started_at: row.server_started_at,
+        cmdline: row.server_cmdline,
+    });
+    Ok(Acquire::Acquired {
+        epoch,
+        recovered,
+        took_over_from: row.holder,
+        orphan_server,
+    })
+}
+
+/// Makes the lease ours under `epoch`; a previous (dead) holder's running
+/// jobs go back to the queue and its worker row is marked dead. Returns how
+/// many jobs were recovered.
+async fn take(
+    tx: &mut Transaction<'_, Sqlite>,
+    gpu: &str,
+    me: &Holder,
+    epoch: i64,
+    previous: Option<&str>,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<u64> {
     let expires = now + ttl_ms;
     let purpose = me.purpose.as_str();
     sqlx::query!(
@@ -215,10 +224,10 @@ pub async fn acquire(
         expires,
         gpu
     )
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let mut recovered = 0;
-    if let Some(dead) = &row.holder {
+    if let Some(dead) = previous {
         recovered = sqlx::query!(
             r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL,
                       updated_at = ?
@@ -226,7 +235,7 @@ pub async fn acquire(
             now,
             dead
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         sqlx::query!(
@@ -234,22 +243,46 @@ pub async fn acquire(
             now,
             dead
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    jobs::requeue_expired(&mut tx, now).await?;
-    tx.commit().await?;
-    let orphan_server = row.server_pid.map(|pid| OrphanServer {
-        pid,
-        started_at: row.server_started_at,
-        cmdline: row.server_cmdline,
-    });
-    Ok(Acquire::Acquired {
-        epoch,
-        recovered,
-        took_over_from: row.holder,
-        orphan_server,
-    })
+    Ok(recovered)
+}
+
+/// Forgets waiters that died, and names the first live one (who goes
+/// before a worker).
+async fn first_live_waiter(
+    tx: &mut Transaction<'_, Sqlite>,
+    gpu: &str,
+    me: &Holder,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Option<String>> {
+    let waiters = sqlx::query!(
+        r#"SELECT id AS "id!", pid, pid_started_at, host, heartbeat_at FROM gpu_waiters WHERE gpu = ? ORDER BY created_at, id"#,
+        gpu
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut first = None;
+    for w in waiters {
+        let dead = holder_is_dead(
+            &Some(w.host),
+            Some(w.pid),
+            w.pid_started_at,
+            Some(w.heartbeat_at + 3 * ttl_ms),
+            &me.host,
+            now,
+        );
+        if dead {
+            sqlx::query!("DELETE FROM gpu_waiters WHERE id = ?", w.id)
+                .execute(&mut **tx)
+                .await?;
+        } else if first.is_none() {
+            first = Some(w.id);
+        }
+    }
+    Ok(first)
 }
 
 /// What a heartbeat learned.
@@ -405,4 +438,95 @@ pub async fn stop_waiting(pool: &SqlitePool, me: &Holder) -> Result<()> {
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_is_dead;
+    use crate::process;
+
+    const HERE: &str = "this-host";
+
+    fn here() -> Option<String> {
+        Some(HERE.into())
+    }
+
+    #[test]
+    fn a_live_process_here_holds_until_its_lease_expires() {
+        let me = i64::from(std::process::id());
+        let started = process::start_ticks(me);
+        assert!(!holder_is_dead(
+            &here(),
+            Some(me),
+            started,
+            Some(2_000),
+            HERE,
+            1_000
+        ));
+        assert!(!holder_is_dead(
+            &here(),
+            Some(me),
+            started,
+            None,
+            HERE,
+            1_000
+        ));
+        // Expiry wins even over a live process: a paused worker loses its lease.
+        assert!(holder_is_dead(
+            &here(),
+            Some(me),
+            started,
+            Some(999),
+            HERE,
+            1_000
+        ));
+    }
+
+    #[test]
+    fn a_gone_or_reused_pid_here_is_dead_at_once() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i64::from(child.id());
+        child.wait().unwrap();
+        assert!(holder_is_dead(
+            &here(),
+            Some(pid),
+            None,
+            Some(i64::MAX),
+            HERE,
+            1_000
+        ));
+        // Our pid with another start time: the pid was reused.
+        let me = i64::from(std::process::id());
+        let later = process::start_ticks(me).map(|t| t + 1);
+        assert!(holder_is_dead(
+            &here(),
+            Some(me),
+            later,
+            Some(i64::MAX),
+            HERE,
+            1_000
+        ));
+    }
+
+    #[test]
+    fn another_host_is_judged_by_expiry_alone() {
+        let elsewhere = Some("other-host".to_string());
+        assert!(!holder_is_dead(
+            &elsewhere,
+            Some(999_999),
+            None,
+            Some(2_000),
+            HERE,
+            1_000
+        ));
+        assert!(holder_is_dead(
+            &elsewhere,
+            Some(999_999),
+            None,
+            Some(999),
+            HERE,
+            1_000
+        ));
+        assert!(!holder_is_dead(&None, None, None, Some(2_000), HERE, 1_000));
+    }
 }

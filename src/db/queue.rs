@@ -163,45 +163,7 @@ async fn enqueue_chunk_once(
         sqlx::query_scalar!(r#"SELECT coalesce(max(id), 0) AS "id!: i64" FROM frames"#)
             .fetch_one(&mut *tx)
             .await?;
-    let inserted = if chunk.indexed {
-        sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
-               SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?2
-               FROM jsonb_each(jsonb(?3)) AS j
-               WHERE true
-               ON CONFLICT DO NOTHING"#,
-            film_id,
-            now,
-            chunk.json
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-    } else {
-        let next_index = sqlx::query_scalar!(
-            r#"SELECT coalesce(max(frame_index) + 1, 0) AS "next!: i64" FROM frames WHERE film_id = ?"#,
-            film_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        // Window functions run after WHERE, so the numbers given have no
-        // gaps for frames the film already has.
-        sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
-               SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
-                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
-               FROM jsonb_each(jsonb(?4)) AS j
-               WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
-               ON CONFLICT DO NOTHING"#,
-            film_id,
-            next_index,
-            now,
-            chunk.json
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-    };
+    let inserted = insert_frames(&mut tx, film_id, chunk, now).await?;
     if inserted > 0 {
         sqlx::query!(
             r#"INSERT INTO jobs (id, frame_id, film_id, priority, max_attempts, created_at, updated_at)
@@ -245,6 +207,55 @@ async fn enqueue_chunk_once(
     }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Inserts a chunk's frames (paths the film has are skipped); returns how
+/// many were new. Frames without an index are numbered after the film's last.
+async fn insert_frames(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    film_id: i64,
+    chunk: &FrameChunk,
+    now: i64,
+) -> Result<u64> {
+    Ok(if chunk.indexed {
+        sqlx::query!(
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+               SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?2
+               FROM jsonb_each(jsonb(?3)) AS j
+               WHERE true
+               ON CONFLICT DO NOTHING"#,
+            film_id,
+            now,
+            chunk.json
+        )
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    } else {
+        let next_index = sqlx::query_scalar!(
+            r#"SELECT coalesce(max(frame_index) + 1, 0) AS "next!: i64" FROM frames WHERE film_id = ?"#,
+            film_id
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        // Window functions run after WHERE, so the numbers given have no
+        // gaps for frames the film already has.
+        sqlx::query!(
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+               SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
+                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
+               FROM jsonb_each(jsonb(?4)) AS j
+               WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
+               ON CONFLICT DO NOTHING"#,
+            film_id,
+            next_index,
+            now,
+            chunk.json
+        )
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+    })
 }
 
 /// Puts failed jobs back in the queue with fresh attempts. Returns how many.

@@ -144,6 +144,9 @@ struct Extracted {
     warning: Option<String>,
 }
 
+/// Runs one ffmpeg pass over `video` into `out_dir`: the frames showinfo
+/// reported whose file was written, and a warning when decoding stopped or
+/// failed part way.
 fn extract(
     video: &Path,
     out_dir: &Path,
@@ -185,45 +188,7 @@ fn extract(
     // Progress on stdout, showinfo and errors on stderr: read both at once.
     let stdout = child.stdout.take().expect("piped stdout");
     let duration_us = probe.duration_ms.unwrap_or(0) * 1000;
-    let show = opts.progress;
-    let progress = std::thread::spawn(move || {
-        let bar = show.then(|| {
-            let bar = indicatif::ProgressBar::new(duration_us.max(1) as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} extracting frames [{bar:30}] {percent}% {msg}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        let mut last_log = Instant::now();
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            if let Some(us) = line
-                .strip_prefix("out_time_us=")
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                match &bar {
-                    Some(b) => b.set_position(us.max(0) as u64),
-                    None if last_log.elapsed().as_secs() >= 5 => {
-                        tracing::info!(
-                            "extracting frames: {:.0} s of {:.0} s",
-                            us as f64 / 1e6,
-                            duration_us as f64 / 1e6
-                        );
-                        last_log = Instant::now();
-                    }
-                    None => {}
-                }
-            } else if let (Some(b), Some(speed)) = (&bar, line.strip_prefix("speed=")) {
-                b.set_message(format!("speed {speed}"));
-            }
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-    });
+    let progress = show_progress(stdout, duration_us, opts.progress);
 
     let stderr = child.stderr.take().expect("piped stderr");
     let mut frames = Vec::new();
@@ -264,6 +229,53 @@ fn extract(
         )
     });
     Ok(Extracted { frames, warning })
+}
+
+/// Shows ffmpeg's `-progress` output (its stdout) as a bar on a terminal,
+/// as a log line every 5 s otherwise, on a thread of its own.
+fn show_progress(
+    stdout: std::process::ChildStdout,
+    duration_us: i64,
+    show: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let bar = show.then(|| {
+            let bar = indicatif::ProgressBar::new(duration_us.max(1) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} extracting frames [{bar:30}] {percent}% {msg}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        let mut last_log = Instant::now();
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if let Some(us) = line
+                .strip_prefix("out_time_us=")
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                match &bar {
+                    Some(b) => b.set_position(us.max(0) as u64),
+                    None if last_log.elapsed().as_secs() >= 5 => {
+                        tracing::info!(
+                            "extracting frames: {:.0} s of {:.0} s",
+                            us as f64 / 1e6,
+                            duration_us as f64 / 1e6
+                        );
+                        last_log = Instant::now();
+                    }
+                    None => {}
+                }
+            } else if let (Some(b), Some(speed)) = (&bar, line.strip_prefix("speed=")) {
+                b.set_message(format!("speed {speed}"));
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+    })
 }
 
 fn is_error_line(line: &str) -> bool {
@@ -504,4 +516,47 @@ async fn extract_and_enqueue(
             .inserted;
     }
     Ok((new, extracted.warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_showinfo;
+    use std::path::Path;
+
+    // As ffmpeg 5–7 print them (the prefix and field spacing vary).
+    const LINE: &str = "[Parsed_showinfo_2 @ 0x55d5c8] n:  41 pts: 123456 pts_time:41.152  duration:   1 duration_time:0.04 fmt:yuvj420p cl:left sar:1/1 s:1024x576 i:P iskey:1 type:I checksum:1A2B3C4D";
+
+    #[test]
+    fn a_showinfo_line_gives_the_frame_its_time_and_size() {
+        let f = parse_showinfo(LINE, Path::new("/frames/7")).unwrap();
+        assert_eq!(
+            f.path, "/frames/7/frame_000042.jpg",
+            "n counts from 0, files from 1"
+        );
+        assert_eq!(f.frame_index, Some(41));
+        assert_eq!(f.pts_ms, Some(41_152));
+        assert_eq!((f.width, f.height), (Some(1024), Some(576)));
+    }
+
+    #[test]
+    fn odd_showinfo_lines_are_read_or_skipped_never_guessed() {
+        let tight = "[Parsed_showinfo_1 @ 0x1] n:0 pts:0 pts_time:0 s:640x360";
+        let f = parse_showinfo(tight, Path::new("/f")).unwrap();
+        assert_eq!((f.frame_index, f.pts_ms), (Some(0), Some(0)));
+        // A negative start time (edit lists) is clamped to zero.
+        let early = "[Parsed_showinfo_1 @ 0x1] n:   3 pts:-2 pts_time:-0.0833 s:640x360";
+        assert_eq!(
+            parse_showinfo(early, Path::new("/f")).unwrap().pts_ms,
+            Some(0)
+        );
+        // No size: the frame still counts, its size unknown.
+        let sizeless = "[Parsed_showinfo_1 @ 0x1] n:   5 pts:10 pts_time:0.4";
+        let f = parse_showinfo(sizeless, Path::new("/f")).unwrap();
+        assert_eq!((f.width, f.height), (None, None));
+        // Without n or pts_time (config lines, other filters) there is no frame.
+        let config = "[Parsed_showinfo_1 @ 0x1] config in time_base: 1/25, frame_rate: 25/1";
+        assert!(parse_showinfo(config, Path::new("/f")).is_none());
+        let no_time = "[Parsed_showinfo_1 @ 0x1] n:   5 pts:NOPTS pts_time:NOPTS s:1x1";
+        assert!(parse_showinfo(no_time, Path::new("/f")).is_none());
+    }
 }

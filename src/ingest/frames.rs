@@ -95,6 +95,8 @@ fn natural_sort(paths: &mut [PathBuf]) {
 /// Turns command-line inputs into sources, one per film. With `film`, every
 /// input goes to that film; otherwise a folder's frames go to a film named
 /// after the folder, and files and globs to one named after their folder.
+/// One match over the kinds of input (folder, glob, file), kept whole so
+/// that the kinds read side by side.
 pub fn plan_sources(
     inputs: &[String],
     manifest: Option<&Path>,
