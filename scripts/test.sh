@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README's test command: installs what is missing (scripts/setup.sh), then
-# runs everything CI runs: rustfmt, clippy, the sqlx offline-data check and
-# the whole test suite (cargo nextest).
+# runs everything CI runs: rustfmt, the structure rules, clippy, the sqlx
+# offline-data check and the whole test suite (cargo nextest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,9 @@ source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+
+echo "== structure rules (scripts/check_structure.py)"
+python3 scripts/check_structure.py
 
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 SQLX_OFFLINE=true cargo clippy --workspace --all-targets --locked -- -D warnings

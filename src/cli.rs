@@ -332,7 +332,7 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
 
-    /// Enqueue nothing if any frame is rejected.
+    /// Check every frame and video first; enqueue nothing if one fails.
     #[arg(long)]
     pub strict: bool,
 

@@ -260,20 +260,6 @@ async fn record_and_claim_once(
     Ok((rec, claimed))
 }
 
-/// Puts back in the queue the running jobs whose own lease expired: their
-/// holder vanished without a lease row to prove it (another host, a lost
-/// lease). Run at every lease acquire and heartbeat, not per batch.
-pub async fn requeue_expired(tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<u64> {
-    Ok(sqlx::query!(
-        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?1
-           WHERE state = 'running' AND lease_expires_at < ?1"#,
-        now
-    )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
-}
-
 /// A claimed job as the claim's JSON answer spells it:
 /// `[id, attempts, transient_failures, max_attempts, path]`.
 type ClaimRow = (i64, i64, i64, i64, String);

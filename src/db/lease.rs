@@ -13,7 +13,7 @@
 use serde::Serialize;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::{begin_immediate, jobs};
+use super::begin_immediate;
 use crate::error::Result;
 use crate::process;
 
@@ -141,7 +141,7 @@ pub async fn acquire(
         )
         .execute(&mut *tx)
         .await?;
-        jobs::requeue_expired(&mut tx, now).await?;
+        requeue_expired(&mut tx, now).await?;
         tx.commit().await?;
         return Ok(Acquire::Acquired {
             epoch: row.epoch,
@@ -180,7 +180,7 @@ pub async fn acquire(
 
     let epoch = row.epoch + 1;
     let recovered = take(&mut tx, gpu, me, epoch, row.holder.as_deref(), ttl_ms, now).await?;
-    jobs::requeue_expired(&mut tx, now).await?;
+    requeue_expired(&mut tx, now).await?;
     tx.commit().await?;
     let orphan_server = row.server_pid.map(|pid| OrphanServer {
         pid,
@@ -285,6 +285,20 @@ async fn first_live_waiter(
     Ok(first)
 }
 
+/// Puts back in the queue the running jobs whose own lease expired: their
+/// holder vanished without a lease row to prove it (another host, a lost
+/// lease). Run at every lease acquire and heartbeat, not per batch.
+async fn requeue_expired(tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<u64> {
+    Ok(sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?1
+           WHERE state = 'running' AND lease_expires_at < ?1"#,
+        now
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
 /// What a heartbeat learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Renewal {
@@ -328,7 +342,7 @@ pub async fn renew(
         )
         .execute(&mut *tx)
         .await?;
-        jobs::requeue_expired(&mut tx, now).await?;
+        requeue_expired(&mut tx, now).await?;
     }
     let waiters = waiters_for(&mut *tx, gpu, holder, now - 3 * ttl_ms).await?;
     tx.commit().await?;
