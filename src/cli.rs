@@ -354,15 +354,15 @@ pub struct EnqueueArgs {
     pub select: SelectArg,
 
     /// Scene-change score above which a frame starts a new shot (0–1).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = fraction)]
     pub scene_threshold: f64,
 
     /// In scene mode, at least one frame every this many seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     pub max_gap: f64,
 
     /// In interval mode, one frame every this many seconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     pub every: f64,
 
     /// Downscale extracted frames so their longest side is at most this.
@@ -409,6 +409,24 @@ pub struct CancelArgs {
     /// The film whose queued jobs to cancel.
     #[arg(long, value_name = "TITLE")]
     pub film: String,
+}
+
+/// Seconds, more than zero (`0.5`, `10`).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, e.g. 5 or 0.5"
+        )),
+    }
+}
+
+/// A number from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{text:?} is not a number from 0 to 1, e.g. 0.3")),
+    }
 }
 
 // The library's enums, as flags: clap stays out of the library.

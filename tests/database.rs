@@ -175,6 +175,53 @@ fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
     assert!(!env.db().exists(), "a usage error touches no database");
 }
 
+/// Numbers that parse but cannot work are usage errors that say what
+/// would; flags that only fail together are runtime errors naming the flag.
+#[test]
+fn a_value_that_cannot_work_is_refused_by_name() {
+    let env = Env::new();
+    for (flag, value) in [
+        ("--every", "0"),
+        ("--every", "nan"),
+        ("--max-gap", "-3"),
+        ("--scene-threshold", "1.5"),
+    ] {
+        let o = env.run(["enqueue", &format!("{flag}={value}"), "film.mp4"]);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(
+            err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+    }
+    let o = env.run([
+        "worker",
+        "--server-url",
+        "http://127.0.0.1:9",
+        "--request-timeout",
+        "0s",
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("--request-timeout 0s"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run([
+        "worker",
+        "--server-url",
+        "http://127.0.0.1:9",
+        "--lease-ttl",
+        "100ms",
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("--lease-ttl 100ms is too short"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn help_documents_the_exit_codes() {
     let o = std::process::Command::new(crate::util::BIN)

@@ -435,7 +435,10 @@ async fn strict_checks_videos_too_and_then_enqueues_nothing() {
     ]);
     assert_exit(&o, 1);
     let err = stderr(&o);
-    assert!(err.contains(&format!("video {}: ", junk.display())), "{err}");
+    assert!(
+        err.contains(&format!("video {}: ", junk.display())),
+        "{err}"
+    );
     assert!(
         err.contains("1 of 2 video(s) failed (see above); nothing enqueued (--strict)"),
         "{err}"
@@ -489,7 +492,10 @@ async fn json_summary_has_one_shape_for_videos_and_frames() {
             assert!(f.get(key).is_some(), "{key} in {f}");
         }
     }
-    assert_eq!((s["new"].as_u64(), s["already"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(
+        (s["new"].as_u64(), s["already"].as_u64()),
+        (Some(5), Some(0))
+    );
     assert_eq!(s["videos"].as_u64(), Some(2));
     let failed = s["failed_videos"].as_array().unwrap();
     assert_eq!(failed.len(), 1);
