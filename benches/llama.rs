@@ -51,7 +51,7 @@ fn server_config(np: u16) -> ServerConfig {
         bin: PathBuf::from(bin),
         model: models.join("tiny-text.gguf"),
         mmproj: models.join("tiny-mmproj.gguf"),
-        ctx_size: None,
+        ctx_size: 4096 * u32::from(np),
         gpu_layers: None,
         parallel: np,
         extra_args: Vec::new(),

@@ -114,13 +114,16 @@ pub struct WorkerCore {
     #[arg(long, env = "CINECUT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Model name stored with each description (default: the --model file name).
+    /// Model name sent in each request's `model` field and stored with each
+    /// description (default: the --model file name; with --server-url, the
+    /// first id of the server's /v1/models).
     #[arg(long)]
     pub model_name: Option<String>,
 
-    /// Frames in flight at once (match the server's -np).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallel: u16,
+    /// Frames in flight at once, one per server slot (default: 1; with
+    /// --server-url, the server's total_slots from /props when it says).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: Option<u16>,
 
     /// Exit 0 once nothing is queued or running (instead of waiting for work).
     #[arg(long)]
@@ -176,8 +179,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
 
-    /// Context size (-c) for the server.
-    #[arg(long)]
+    /// Context of each server slot, in tokens: llama-server gets
+    /// -c = this × --parallel. One frame needs its image tokens (576 to
+    /// 2,880 for common models) + the prompt + --max-tokens.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..))]
+    pub ctx_per_slot: u32,
+
+    /// The server's whole context (-c), shared by the slots; instead of
+    /// --ctx-per-slot.
+    #[arg(long, conflicts_with = "ctx_per_slot")]
     pub ctx_size: Option<u32>,
 
     /// Layers on the GPU (-ngl), e.g. 99 or all.

@@ -8,24 +8,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::WorkerCore;
-use crate::engine::{Attached, Engine, Supervised, SupervisorConfig};
+use crate::engine::{Attached, Engine, Supervised, SupervisorConfig, check_props};
 use crate::gpu::{GpuChoice, Nvml, ResolvedGpu, VramProbe};
 use crate::server::{self, ServerConfig};
-use crate::vision::{HttpDescriber, VisionClient};
+use crate::vision::{HttpDescriber, ServerProps, VisionClient};
 use crate::worker::WorkerConfig;
 
 /// The shortest `--lease-ttl`: it is renewed every third of it.
 const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
 
-/// The worker's config and engine for `worker` and `run`.
-pub fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(WorkerConfig, Engine)> {
+/// How long asking an attached server about itself may take.
+const DISCOVERY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The worker's config and engine for `worker` and `run`. An attached
+/// server (`--server-url`) is asked about itself first: its model id, its
+/// slots, whether it reads images.
+pub async fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(WorkerConfig, Engine)> {
     check(&core)?;
     let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
     let gpu = resolve_gpu(probe.as_ref(), core.server.gpu, core.gpu_name.clone());
+    let (engine, parallel) = match &core.server_url {
+        Some(url) => attach(url, &core).await?,
+        None => {
+            let parallel = core.parallel.unwrap_or(1);
+            let sup = supervisor(&core, gpu.clone(), parallel)?;
+            let engine = Engine::Supervised(Box::new(Supervised::new(sup, probe)));
+            (engine, parallel)
+        }
+    };
     let cfg = WorkerConfig {
         gpu: gpu.lease.clone(),
         film,
-        parallel: usize::from(core.parallel),
+        parallel: usize::from(parallel),
         until_empty: core.until_empty,
         no_wait: core.no_wait,
         lease_ttl: core.lease_ttl,
@@ -35,14 +49,51 @@ pub fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(WorkerConf
         idle_unload: core.server.idle_unload,
         ..WorkerConfig::default()
     };
-    let engine = match &core.server_url {
-        Some(url) => Engine::Attached(Attached(Arc::new(HttpDescriber {
-            client: VisionClient::new(url, core.api_key, core.max_tokens, core.request_timeout),
-            model: core.model_name.unwrap_or_else(|| "llama-server".into()),
-        }))),
-        None => Engine::Supervised(Box::new(Supervised::new(supervisor(core, gpu)?, probe))),
-    };
     Ok((cfg, engine))
+}
+
+/// A server someone else runs: its model id (`GET /v1/models`, unless
+/// `--model-name`), its slots (`GET /props`, unless `--parallel`), and a
+/// refusal when it says it cannot read images. A server that does not
+/// answer yet is used with what the flags say.
+async fn attach(url: &str, core: &WorkerCore) -> anyhow::Result<(Engine, u16)> {
+    let client = VisionClient::new(
+        url,
+        core.api_key.clone(),
+        core.max_tokens,
+        core.request_timeout,
+    );
+    let props = match client.props(DISCOVERY_DEADLINE).await {
+        Ok(props) => props.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!("cannot ask {url} about itself ({e}); going by the flags");
+            ServerProps::default()
+        }
+    };
+    check_props(&props, url, core.max_tokens)?;
+    let model = match &core.model_name {
+        Some(name) => Some(name.clone()),
+        None => client.first_model(DISCOVERY_DEADLINE).await.unwrap_or_else(|e| {
+            tracing::warn!("cannot list {url}'s models ({e}); requests name no model (--model-name sets one)");
+            None
+        }),
+    };
+    let parallel = core
+        .parallel
+        .or(props.total_slots.and_then(|n| u16::try_from(n).ok()));
+    if core.parallel.is_none()
+        && let Some(n) = parallel
+    {
+        tracing::info!("{url} has {n} slot(s): --parallel {n}");
+    }
+    let describer = HttpDescriber {
+        client: client.with_model(model.clone()),
+        model: model.unwrap_or_else(|| "llama-server".into()),
+    };
+    Ok((
+        Engine::Attached(Attached(Arc::new(describer))),
+        parallel.unwrap_or(1),
+    ))
 }
 
 /// Flags that parse but cannot work together or at all.
@@ -59,28 +110,50 @@ fn check(core: &WorkerCore) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one frame needs at the least: LLaVA-1.5's 576 image tokens (the
+/// cheapest common model at `--max-side 1024`) and the prompt, about 128.
+const MIN_FRAME_TOKENS: u32 = 576 + 128;
+
 /// The supervised llama-server's settings (`--model` with `--mmproj`).
-fn supervisor(core: WorkerCore, gpu: ResolvedGpu) -> anyhow::Result<SupervisorConfig> {
-    let s = core.server;
-    let (Some(model), Some(mmproj)) = (s.model, s.mmproj) else {
+fn supervisor(
+    core: &WorkerCore,
+    gpu: ResolvedGpu,
+    parallel: u16,
+) -> anyhow::Result<SupervisorConfig> {
+    let s = &core.server;
+    let (Some(model), Some(mmproj)) = (s.model.clone(), s.mmproj.clone()) else {
         unreachable!("clap requires --server-url or --model with --mmproj")
     };
     let bin = server::find_binary(s.server_bin.as_deref())?;
-    let model_name = core.model_name.unwrap_or_else(|| {
+    let model_name = core.model_name.clone().unwrap_or_else(|| {
         model
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
     });
+    let ctx_size = match s.ctx_size {
+        Some(total) => {
+            let per_slot = total / u32::from(parallel);
+            let needs = MIN_FRAME_TOKENS + core.max_tokens;
+            if per_slot < needs {
+                tracing::warn!(
+                    "--ctx-size {total} over --parallel {parallel} leaves {per_slot} tokens a slot; \
+                     one frame needs about {needs} or more (image + prompt + --max-tokens)"
+                );
+            }
+            total
+        }
+        None => s.ctx_per_slot * u32::from(parallel),
+    };
     Ok(SupervisorConfig {
         server: ServerConfig {
             bin,
             model,
             mmproj,
-            ctx_size: s.ctx_size,
-            gpu_layers: s.gpu_layers,
-            parallel: core.parallel,
-            extra_args: s.server_args,
-            log_file: s.server_log,
+            ctx_size,
+            gpu_layers: s.gpu_layers.clone(),
+            parallel,
+            extra_args: s.server_args.clone(),
+            log_file: s.server_log.clone(),
             load_timeout: s.load_timeout,
             cuda_visible_devices: gpu.cuda_visible_devices,
         },

@@ -13,7 +13,7 @@ use crate::db::lease::{self, OrphanServer};
 use crate::error::{Error, Result};
 use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
 use crate::server::{LlamaServer, ServerConfig, ServerError};
-use crate::vision::{Describer, HttpDescriber, VisionClient};
+use crate::vision::{Describer, HttpDescriber, ServerProps, VisionClient};
 
 /// The worker's model backend.
 pub enum Engine {
@@ -60,8 +60,30 @@ impl Engine {
     }
 }
 
-/// A server someone else runs.
+/// A server someone else runs (or, in benchmarks, any describer).
 pub struct Attached(pub Arc<dyn Describer>);
+
+/// Refuses a server that says it cannot read images, or whose slot cannot
+/// hold even the answer (`--max-tokens`), before any frame is sent. A slot
+/// too small for the image shows on the first request instead (HTTP 400,
+/// [`crate::vision::DescribeError::ContextExceeded`]).
+pub fn check_props(props: &ServerProps, server: &str, max_tokens: u32) -> Result<()> {
+    if props.vision == Some(false) {
+        return Err(Error::NoVision {
+            server: server.to_string(),
+        });
+    }
+    if let Some(slot) = props.slot_ctx
+        && slot <= i64::from(max_tokens)
+    {
+        return Err(Error::ContextTooSmall {
+            detail: format!(
+                "{server} gives each slot {slot} tokens, not even --max-tokens {max_tokens} and an image"
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// Settings of a supervised server beyond its command line.
 #[derive(Debug, Clone)]
@@ -226,12 +248,25 @@ impl Supervised {
             Some(server.api_key.clone()),
             self.cfg.max_tokens,
             self.cfg.request_timeout,
-        );
+        )
+        .with_model(Some(self.cfg.model_name.clone()));
+        self.server = Some(server);
+        // What the server says it is: refuse at once, before any frame,
+        // one that cannot read images or fit the answer in a slot.
+        let props = client.props(self.cfg.request_timeout).await.map_err(|e| {
+            tracing::warn!("llama-server's /props: {e}");
+        });
+        if let Ok(Some(props)) = props {
+            tracing::info!(
+                slots = ?props.total_slots, slot_ctx = ?props.slot_ctx, vision = ?props.vision,
+                "llama-server is ready"
+            );
+            check_props(&props, "llama-server", self.cfg.max_tokens)?;
+        }
         self.describer = Some(Arc::new(HttpDescriber {
             client,
             model: self.cfg.model_name.clone(),
         }));
-        self.server = Some(server);
         Ok(())
     }
 }

@@ -74,6 +74,19 @@ pub enum Error {
     /// The server refused our requests outright (wrong API key).
     #[error("{0}")]
     ServerRefused(String),
+    /// One frame does not fit the server's context per slot.
+    #[error(
+        "the model's context per slot is too small for one frame: {detail}; give each slot more \
+         with --ctx-per-slot (or --ctx-size, or -c for a server you run yourself), or lower \
+         --max-tokens; no frame was failed, the frame is back in the queue"
+    )]
+    ContextTooSmall { detail: String },
+    /// The server cannot read images.
+    #[error(
+        "{server} has no vision support (its /props says modalities.vision = false): \
+         start llama-server with the model's --mmproj"
+    )]
+    NoVision { server: String },
     /// gpu-lock gave up waiting.
     #[error(
         "GPU {gpu} was not free within {waited_s} s (--timeout); `cinecut status` shows who holds it"

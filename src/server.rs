@@ -30,7 +30,8 @@ pub struct ServerConfig {
     pub bin: PathBuf,
     pub model: PathBuf,
     pub mmproj: PathBuf,
-    pub ctx_size: Option<u32>,
+    /// `-c`: the context all slots share (each gets `ctx_size / parallel`).
+    pub ctx_size: u32,
     pub gpu_layers: Option<String>,
     pub parallel: u16,
     pub extra_args: Vec<String>,
@@ -114,9 +115,7 @@ impl LlamaServer {
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
         cmd.arg("--api-key-file").arg(&key_file);
         cmd.args(["-np", &cfg.parallel.to_string()]);
-        if let Some(c) = cfg.ctx_size {
-            cmd.args(["-c", &c.to_string()]);
-        }
+        cmd.args(["-c", &cfg.ctx_size.to_string()]);
         if let Some(l) = &cfg.gpu_layers {
             cmd.args(["-ngl", l]);
         }

@@ -96,6 +96,22 @@ pub enum DescribeError {
     /// The server rejected the request (4xx): fail with its message.
     #[error("server rejected the request (HTTP {status}): {message}")]
     BadRequest { status: u16, message: String },
+    /// The request does not fit the server's context per slot: a setting to
+    /// change, not the frame's fault. The worker stops; the frame goes back
+    /// to the queue untried.
+    #[error("{}", match (n_prompt, n_ctx) {
+        (Some(need), Some(have)) => format!("{need} tokens needed, {have} per slot"),
+        _ => message.clone(),
+    })]
+    ContextExceeded {
+        message: String,
+        n_prompt: Option<i64>,
+        n_ctx: Option<i64>,
+    },
+    /// The endpoint or the model does not exist there (HTTP 404): a setting
+    /// to change (`--server-url`, `--model-name`); the worker stops.
+    #[error("the server has no such endpoint or model (HTTP 404 from {url}): {message}")]
+    NotFound { url: String, message: String },
     /// The server refuses us (wrong API key): stop the worker.
     #[error(
         "server refused the API key (HTTP {status}): {message}; pass the server's key with --api-key"
@@ -134,6 +150,8 @@ impl DescribeError {
             DescribeError::Transient { .. } => "transient",
             DescribeError::BadRequest { .. } => "bad_request",
             DescribeError::Unauthorized { .. } => "unauthorized",
+            DescribeError::ContextExceeded { .. } => "context",
+            DescribeError::NotFound { .. } => "not_found",
         }
     }
 }
@@ -182,10 +200,38 @@ pub async fn load_frame(path: &Path) -> Result<LoadedFrame, DescribeError> {
 #[derive(Debug, Clone)]
 pub struct VisionClient {
     http: reqwest::Client,
+    base_url: String,
     url: String,
     api_key: Option<String>,
+    /// The request's `model` field; none for a server that needs none.
+    model: Option<String>,
     max_tokens: u32,
     timeout: Duration,
+}
+
+/// What a server says about itself (llama-server's `GET /props`); each
+/// part `None` when the server does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerProps {
+    /// Requests it runs at once (`-np`).
+    pub total_slots: Option<u32>,
+    /// The context of one slot, in tokens.
+    pub slot_ctx: Option<i64>,
+    /// Whether it can read images (an mmproj is loaded).
+    pub vision: Option<bool>,
+}
+
+impl ServerProps {
+    /// Reads llama-server's `/props` body.
+    pub fn parse(body: &Value) -> ServerProps {
+        ServerProps {
+            total_slots: body["total_slots"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok()),
+            slot_ctx: body["default_generation_settings"]["n_ctx"].as_i64(),
+            vision: body["modalities"]["vision"].as_bool(),
+        }
+    }
 }
 
 impl VisionClient {
@@ -201,18 +247,71 @@ impl VisionClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("HTTP client");
+        let base_url = base_url.trim_end_matches('/').to_string();
         VisionClient {
             http,
-            url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
+            url: format!("{base_url}/v1/chat/completions"),
+            base_url,
             api_key,
+            model: None,
             max_tokens,
             timeout,
         }
     }
 
+    /// Names the model in every request (`"model"`): servers that route on
+    /// it (llama-swap) or check it (vLLM, Ollama) need it.
+    pub fn with_model(mut self, model: Option<String>) -> VisionClient {
+        self.model = model;
+        self
+    }
+
+    /// `GET /props`, within `deadline`; `None` from a server without it.
+    pub async fn props(&self, deadline: Duration) -> Result<Option<ServerProps>, String> {
+        Ok(self
+            .get_json("/props", deadline)
+            .await?
+            .map(|v| ServerProps::parse(&v)))
+    }
+
+    /// The first model id of `GET /v1/models`; `None` from a server
+    /// without the endpoint or with an empty list.
+    pub async fn first_model(&self, deadline: Duration) -> Result<Option<String>, String> {
+        Ok(self
+            .get_json("/v1/models", deadline)
+            .await?
+            .and_then(|v| v["data"][0]["id"].as_str().map(str::to_string)))
+    }
+
+    /// A JSON document from the server; `None` for a 404 (not offered).
+    async fn get_json(&self, path: &str, deadline: Duration) -> Result<Option<Value>, String> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .timeout(deadline);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(format!("GET {path}: HTTP {}", resp.status().as_u16()));
+        }
+        let v = resp
+            .json::<Value>()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        Ok(Some(v))
+    }
+
     /// The request body for one frame.
     pub fn request_body(&self, frame: &LoadedFrame) -> Value {
-        json!({
+        let mut body = json!({
             "messages": [
                 { "role": "system", "content": SYSTEM_PROMPT },
                 { "role": "user", "content": [
@@ -227,7 +326,11 @@ impl VisionClient {
             "temperature": 0,
             "max_tokens": self.max_tokens,
             "stream": false,
-        })
+        });
+        if let Some(model) = &self.model {
+            body["model"] = json!(model);
+        }
+        body
     }
 
     /// Sends one frame and validates the answer, within the request deadline.
@@ -266,11 +369,14 @@ impl VisionClient {
                 message: error_message(&body),
             });
         }
-        if !status.is_success() {
-            return Err(DescribeError::BadRequest {
-                status: status.as_u16(),
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(DescribeError::NotFound {
+                url: self.url.clone(),
                 message: error_message(&body),
             });
+        }
+        if !status.is_success() {
+            return Err(rejection(status.as_u16(), &body));
         }
         parse_completion(&body)
     }
@@ -317,11 +423,39 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The `error.message` of an OpenAI-style error body, else the body itself.
+/// A 4xx, classified by the error's type (llama-server's
+/// `exceed_context_size_error`, OpenAI's `context_length_exceeded` code),
+/// never by its wording.
+fn rejection(status: u16, body: &str) -> DescribeError {
+    let v: Value = serde_json::from_str(body).unwrap_or_default();
+    let err = &v["error"];
+    let context = err["type"] == "exceed_context_size_error"
+        || err["code"] == "context_length_exceeded"
+        || v["code"] == "context_length_exceeded";
+    if context {
+        return DescribeError::ContextExceeded {
+            message: error_message(body),
+            n_prompt: err["n_prompt_tokens"].as_i64(),
+            n_ctx: err["n_ctx"].as_i64(),
+        };
+    }
+    DescribeError::BadRequest {
+        status,
+        message: error_message(body),
+    }
+}
+
+/// The `error.message` of an OpenAI-style error body (or vLLM's top-level
+/// `message`), else the body itself.
 fn error_message(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .and_then(|v| {
+            v["error"]["message"]
+                .as_str()
+                .or(v["message"].as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| body.chars().take(500).collect())
 }
 

@@ -235,7 +235,7 @@ async fn acquire_lease(
 /// `Some(timed_out)` when the server may be at fault.
 struct JobResult {
     finished: Finished,
-    fatal: Option<String>,
+    fatal: Option<Error>,
     server_trouble: Option<bool>,
 }
 
@@ -524,13 +524,13 @@ impl<'a> LeaseSession<'a> {
             _ => {}
         }
         self.finished.push(r.finished);
-        if let Some(message) = r.fatal {
+        if let Some(fatal) = r.fatal {
             let released = self.in_flight.abort_all();
             self.finished.extend(released);
             let rec = self.queue.record(&self.finished).await?;
             self.finished.clear();
             self.summary.add(rec);
-            return Err(Error::ServerRefused(message));
+            return Err(fatal);
         }
         Ok(())
     }
@@ -644,7 +644,17 @@ async fn describe_job(
                     backoff_ms: 0,
                 },
                 DescribeError::Unauthorized { .. } => {
-                    fatal = Some(error);
+                    fatal = Some(Error::ServerRefused(error));
+                    Outcome::Release
+                }
+                DescribeError::NotFound { .. } => {
+                    fatal = Some(Error::ServerRefused(format!(
+                        "{error}; check --server-url and --model-name (no frame was failed)"
+                    )));
+                    Outcome::Release
+                }
+                DescribeError::ContextExceeded { .. } => {
+                    fatal = Some(Error::ContextTooSmall { detail: error });
                     Outcome::Release
                 }
             }

@@ -1011,3 +1011,65 @@ async fn killing_supervised_workers_leaves_no_server_and_loses_nothing() {
         300
     );
 }
+
+/// A slot too small for one frame, on the real server: the worker stops at
+/// once naming --ctx-per-slot, and no frame is failed or even tried.
+#[tokio::test]
+async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
+    let env = Env::new();
+    env.enqueue_images("cramped", 3, &[]);
+    // The answer fits, the prompt and the image do not: the server's 400.
+    let alias = unique("ctx");
+    let o = real_worker(
+        &env,
+        &alias,
+        "w.log",
+        &[
+            "--until-empty",
+            "--ctx-per-slot",
+            "64",
+            "--max-tokens",
+            "16",
+        ],
+    )
+    .status()
+    .unwrap();
+    let log = env.log("w.log");
+    assert_eq!(o.code(), Some(1), "{log}");
+    assert!(log.contains("--ctx-per-slot"), "{log}");
+    assert!(
+        log.contains("tokens needed, 256 per slot"),
+        "the server's numbers: {log}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts = 0")
+            .await,
+        3
+    );
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
+    assert!(server_pids(&alias).is_empty(), "llama-server stopped");
+
+    // Not even the answer fits: refused from /props, before any request
+    // (llama-server gives a slot at least 256 tokens).
+    let o = real_worker(
+        &env,
+        &unique("ctx2"),
+        "w2.log",
+        &[
+            "--until-empty",
+            "--ctx-per-slot",
+            "64",
+            "--max-tokens",
+            "256",
+        ],
+    )
+    .status()
+    .unwrap();
+    let log = env.log("w2.log");
+    assert_eq!(o.code(), Some(1), "{log}");
+    assert!(
+        log.contains("gives each slot 256 tokens, not even --max-tokens 256"),
+        "{log}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
+}

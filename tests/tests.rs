@@ -7,6 +7,7 @@ mod enqueue;
 mod film;
 mod promises;
 mod real_hosts;
+mod real_models;
 mod results;
 mod server;
 mod status;

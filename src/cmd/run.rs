@@ -25,7 +25,7 @@ pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow:
     }
     let mut core = args.worker;
     core.until_empty = true;
-    let (cfg, engine) = config::worker(core, None)?;
+    let (cfg, engine) = config::worker(core, None).await?;
     let before = totals(&status::films(db.pool(), None).await?);
     let progress = tokio::spawn(show_progress(db.clone(), before.done));
     let result = worker::run(db, &cfg, engine, shutdown).await;

@@ -1,14 +1,18 @@
 //! A stand-in for llama-server, for the faults the real one cannot be made
 //! to show on demand: garbage or truncated answers, 4xx/5xx, slowness, hangs,
-//! a crash mid-request, a load that never ends. It speaks the two endpoints
-//! cinecut uses (`GET /health`, `POST /v1/chat/completions`) over plain
-//! HTTP/1.1 on 127.0.0.1.
+//! a crash mid-request, a load that never ends, a context too small, a
+//! server that insists on a `model` field (as vLLM does). It speaks the
+//! endpoints cinecut uses (`GET /health`, `GET /props`, `GET /v1/models`,
+//! `POST /v1/chat/completions`) over plain HTTP/1.1 on 127.0.0.1.
 //!
 //! Usage: fake-llama-server [--port N] [--port-file F] [--api-key K]
 //!        [--answers MODE,MODE,…] [--delay-ms N] [--loading-ms N]
-//!        [--record FILE] [--exit-during-load]
+//!        [--record FILE] [--exit-during-load] [--model-id ID]
+//!        [--require-model] [--slots N] [--slot-ctx N] [--no-vision]
+//!        [--no-props] [--peak-file F]
 //! MODES (one per request, the last repeats): ok, garbage, truncated,
-//! missing-field, tricky, http500, http400, hang, exit.
+//! missing-field, tricky, http500, http400, context, hang, exit.
+//! `--peak-file` holds the most requests it has had in flight at once.
 //! Every completion request is first checked for the shape cinecut promises
 //! to send (`check_request`); one that strays is answered HTTP 400.
 
@@ -26,6 +30,14 @@ struct Config {
     loading_until: Instant,
     record: Option<std::path::PathBuf>,
     count: AtomicUsize,
+    model_id: String,
+    require_model: bool,
+    /// `/props`' answer; `None` answers 404, as servers without it do.
+    props: Option<serde_json::Value>,
+    peak_file: Option<std::path::PathBuf>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    peak_write: std::sync::Mutex<()>,
 }
 
 fn main() {
@@ -66,6 +78,21 @@ fn main() {
             ),
         record: get("--record").map(Into::into),
         count: AtomicUsize::new(0),
+        model_id: get("--model-id").unwrap_or_else(|| "fake-model".into()),
+        require_model: args.iter().any(|a| a == "--require-model"),
+        props: (!args.iter().any(|a| a == "--no-props")).then(|| {
+            serde_json::json!({
+                "total_slots": get("--slots").map_or(1, |n| n.parse::<u64>().expect("--slots")),
+                "default_generation_settings": {
+                    "n_ctx": get("--slot-ctx").map_or(4096, |n| n.parse::<u64>().expect("--slot-ctx")),
+                },
+                "modalities": { "vision": !args.iter().any(|a| a == "--no-vision") },
+            })
+        }),
+        peak_file: get("--peak-file").map(Into::into),
+        in_flight: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        peak_write: std::sync::Mutex::new(()),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,6 +169,19 @@ async fn respond(
             ("200 OK", r#"{"status":"ok"}"#.into())
         };
     }
+    if request_line.starts_with("GET /props") {
+        return match &cfg.props {
+            Some(props) => ("200 OK", props.to_string()),
+            None => (
+                "404 Not Found",
+                r#"{"error":{"message":"not found"}}"#.into(),
+            ),
+        };
+    }
+    if request_line.starts_with("GET /v1/models") {
+        let list = serde_json::json!({"object": "list", "data": [{"id": cfg.model_id, "object": "model"}]});
+        return ("200 OK", list.to_string());
+    }
     if !request_line.starts_with("POST /v1/chat/completions") {
         return (
             "404 Not Found",
@@ -178,6 +218,18 @@ async fn respond(
                 .to_string(),
         );
     }
+    if cfg.require_model {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if v["model"] != cfg.model_id.as_str() {
+            // As vLLM answers a request for a model it does not serve.
+            return (
+                "404 Not Found",
+                serde_json::json!({"object": "error", "message": format!("The model `{}` does not exist.", v["model"]), "type": "NotFoundError", "code": 404})
+                    .to_string(),
+            );
+        }
+    }
+    let _in_flight = InFlight::enter(cfg);
     let n = cfg.count.fetch_add(1, Ordering::SeqCst);
     let mode = cfg
         .answers
@@ -226,6 +278,12 @@ async fn respond(
                 r#"{"error":{"code":500,"message":"fake internal error"}}"#.into(),
             );
         }
+        "context" => {
+            return (
+                "400 Bad Request",
+                r#"{"error":{"code":400,"message":"request (2210 tokens) exceeds the available context size (1024 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":2210,"n_ctx":1024}}"#.into(),
+            );
+        }
         "http400" => {
             return (
                 "400 Bad Request",
@@ -247,6 +305,33 @@ async fn respond(
         "usage": { "prompt_tokens": 80, "completion_tokens": 30 },
     });
     (status, resp.to_string())
+}
+
+/// One request in flight, counted while it lives; the peak goes to
+/// `--peak-file`.
+struct InFlight<'a>(&'a Config);
+
+impl<'a> InFlight<'a> {
+    fn enter(cfg: &'a Config) -> InFlight<'a> {
+        let now = cfg.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let before = cfg.peak.fetch_max(now, Ordering::SeqCst);
+        if now > before
+            && let Some(f) = &cfg.peak_file
+        {
+            // One writer at a time, writing the peak as it is then.
+            let _one = cfg.peak_write.lock().unwrap();
+            let tmp = f.with_extension("tmp");
+            std::fs::write(&tmp, cfg.peak.load(Ordering::SeqCst).to_string()).unwrap();
+            std::fs::rename(tmp, f).unwrap();
+        }
+        InFlight(cfg)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The request shape cinecut sends: a system and a user message, the user's
