@@ -83,7 +83,7 @@ async fn direct(paths: &[PathBuf], np: u16) -> f64 {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(p) = paths.get(i) else { break };
-                let frame = load_frame(p).await.unwrap();
+                let frame = load_frame(p, 1024).await.unwrap();
                 let _ = client.describe(&frame).await;
             }
         }));
@@ -111,6 +111,7 @@ async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f
         SupervisorConfig {
             server: server_config(np),
             model_name: "tiny".into(),
+            max_side: 1024,
             max_tokens: 384,
             request_timeout: Duration::from_secs(60),
             vram_check: VramCheck::Off,
@@ -156,7 +157,7 @@ async fn seed_design(paths: &[PathBuf]) -> f64 {
             Duration::from_secs(60),
         );
         for p in batch {
-            let frame = load_frame(p).await.unwrap();
+            let frame = load_frame(p, 1024).await.unwrap();
             let _ = client.describe(&frame).await;
         }
         server.stop().await;

@@ -386,10 +386,12 @@ fn main() {
         let http = through_worker(
             &db,
             parallel.min(16),
-            Arc::new(HttpDescriber {
+            Arc::new(HttpDescriber::new(
                 client,
-                model: "fake".into(),
-            }),
+                "fake".into(),
+                parallel.min(16),
+                1024,
+            )),
         )
         .await;
         println!(

@@ -97,6 +97,11 @@ pub struct WorkerArgs {
     /// Only this film's frames.
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
+
+    /// Frames larger than this (longest side, pixels) are downscaled before
+    /// they are sent; frames other than JPEG and PNG are sent as JPEG.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_side: u32,
 }
 
 /// Worker flags shared by `worker` and `run`.
@@ -124,6 +129,12 @@ pub struct WorkerCore {
     /// --server-url, the server's total_slots from /props when it says).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: Option<u16>,
+
+    /// Frames claimed and prepared (decoded, turned upright, downscaled)
+    /// ahead of the server's free slots (default: as many as --parallel).
+    /// They count as in flight: on shutdown they get --grace like the rest.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub prefetch: Option<u16>,
 
     /// Exit 0 once nothing is queued or running (instead of waiting for work).
     #[arg(long)]
@@ -375,7 +386,9 @@ pub struct EnqueueArgs {
     #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     pub every: f64,
 
-    /// Downscale extracted frames so their longest side is at most this.
+    /// Longest side of a frame, in pixels: extracted video frames are
+    /// written at most this large, and (with `run`) any frame larger is
+    /// downscaled before it is sent.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
     pub max_side: u32,
 

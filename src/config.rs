@@ -23,15 +23,19 @@ const DISCOVERY_DEADLINE: Duration = Duration::from_secs(5);
 /// The worker's config and engine for `worker` and `run`. An attached
 /// server (`--server-url`) is asked about itself first: its model id, its
 /// slots, whether it reads images.
-pub async fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(WorkerConfig, Engine)> {
+pub async fn worker(
+    core: WorkerCore,
+    film: Option<i64>,
+    max_side: u32,
+) -> anyhow::Result<(WorkerConfig, Engine)> {
     check(&core)?;
     let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
     let gpu = resolve_gpu(probe.as_ref(), core.server.gpu, core.gpu_name.clone());
     let (engine, parallel) = match &core.server_url {
-        Some(url) => attach(url, &core).await?,
+        Some(url) => attach(url, &core, max_side).await?,
         None => {
             let parallel = core.parallel.unwrap_or(1);
-            let sup = supervisor(&core, gpu.clone(), parallel)?;
+            let sup = supervisor(&core, gpu.clone(), parallel, max_side)?;
             let engine = Engine::Supervised(Box::new(Supervised::new(sup, probe)));
             (engine, parallel)
         }
@@ -40,6 +44,7 @@ pub async fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(Work
         gpu: gpu.lease.clone(),
         film,
         parallel: usize::from(parallel),
+        prefetch: usize::from(core.prefetch.unwrap_or(parallel)),
         until_empty: core.until_empty,
         no_wait: core.no_wait,
         lease_ttl: core.lease_ttl,
@@ -56,7 +61,7 @@ pub async fn worker(core: WorkerCore, film: Option<i64>) -> anyhow::Result<(Work
 /// `--model-name`), its slots (`GET /props`, unless `--parallel`), and a
 /// refusal when it says it cannot read images. A server that does not
 /// answer yet is used with what the flags say.
-async fn attach(url: &str, core: &WorkerCore) -> anyhow::Result<(Engine, u16)> {
+async fn attach(url: &str, core: &WorkerCore, max_side: u32) -> anyhow::Result<(Engine, u16)> {
     let client = VisionClient::new(
         url,
         core.api_key.clone(),
@@ -86,14 +91,14 @@ async fn attach(url: &str, core: &WorkerCore) -> anyhow::Result<(Engine, u16)> {
     {
         tracing::info!("{url} has {n} slot(s): --parallel {n}");
     }
-    let describer = HttpDescriber {
-        client: client.with_model(model.clone()),
-        model: model.unwrap_or_else(|| "llama-server".into()),
-    };
-    Ok((
-        Engine::Attached(Attached(Arc::new(describer))),
-        parallel.unwrap_or(1),
-    ))
+    let parallel = parallel.unwrap_or(1);
+    let describer = HttpDescriber::new(
+        client.with_model(model.clone()),
+        model.unwrap_or_else(|| "llama-server".into()),
+        usize::from(parallel),
+        max_side,
+    );
+    Ok((Engine::Attached(Attached(Arc::new(describer))), parallel))
 }
 
 /// Flags that parse but cannot work together or at all.
@@ -119,6 +124,7 @@ fn supervisor(
     core: &WorkerCore,
     gpu: ResolvedGpu,
     parallel: u16,
+    max_side: u32,
 ) -> anyhow::Result<SupervisorConfig> {
     let s = &core.server;
     let (Some(model), Some(mmproj)) = (s.model.clone(), s.mmproj.clone()) else {
@@ -158,6 +164,7 @@ fn supervisor(
             cuda_visible_devices: gpu.cuda_visible_devices,
         },
         model_name,
+        max_side,
         max_tokens: core.max_tokens,
         request_timeout: core.request_timeout,
         vram_check: s.vram_check.into(),

@@ -90,6 +90,8 @@ pub fn check_props(props: &ServerProps, server: &str, max_tokens: u32) -> Result
 pub struct SupervisorConfig {
     pub server: ServerConfig,
     pub model_name: String,
+    /// Longest side of a frame as sent.
+    pub max_side: u32,
     pub max_tokens: u32,
     pub request_timeout: Duration,
     pub vram_check: VramCheck,
@@ -263,10 +265,12 @@ impl Supervised {
             );
             check_props(&props, "llama-server", self.cfg.max_tokens)?;
         }
-        self.describer = Some(Arc::new(HttpDescriber {
+        self.describer = Some(Arc::new(HttpDescriber::new(
             client,
-            model: self.cfg.model_name.clone(),
-        }));
+            self.cfg.model_name.clone(),
+            usize::from(self.cfg.server.parallel),
+            self.cfg.max_side,
+        )));
         Ok(())
     }
 }

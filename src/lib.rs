@@ -12,7 +12,8 @@
 //! - [`engine`]: what the worker describes with: a server someone else runs,
 //!   or a supervised llama-server ([`server`]) with a VRAM check ([`gpu`]).
 //! - [`vision`]: one frame to one validated [`scene::SceneDescription`] over
-//!   HTTP, and the [`vision::Describer`] trait the worker speaks.
+//!   HTTP, and the [`vision::Describer`] trait the worker speaks; [`frame`]
+//!   makes a frame file something any server can read.
 //! - [`db`]: every SQL statement, behind one boundary.
 //! - [`process`]: facts about other processes (alive? started when?).
 //! - [`error`]: the error enum.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod frame;
 pub mod gpu;
 pub mod ingest;
 pub mod process;

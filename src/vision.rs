@@ -7,14 +7,15 @@
 //! Failures are classified here, once, into [`DescribeError`], which decides
 //! what the worker does with the job.
 
-use std::io::Cursor;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
+use crate::frame;
+pub use crate::frame::LoadedFrame;
 use crate::scene::SceneDescription;
 
 /// Bump when the prompt changes: stored with each description.
@@ -33,10 +34,36 @@ pub trait Describer: Send + Sync + 'static {
     fn model(&self) -> &str;
 }
 
-/// Frames described through an OpenAI-compatible chat endpoint.
+/// Frames described through an OpenAI-compatible chat endpoint. Frames are
+/// prepared as soon as they are claimed (the worker claims a few more than
+/// the server has slots); the requests themselves wait for a free slot, so
+/// the server never waits for a frame to be decoded or resized.
 pub struct HttpDescriber {
     pub client: VisionClient,
     pub model: String,
+    /// The server's slots: requests sent at once.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Longest side of a frame as sent (`--max-side`).
+    pub max_side: u32,
+    /// Set when a request failed the server's way: frames waiting for a
+    /// slot are not sent before then (the server may be down or restarting).
+    hold_off: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+/// How long requests waiting for a slot hold off after one failed the
+/// server's way (as long as the worker pauses its claims).
+const HOLD_OFF: Duration = Duration::from_secs(1);
+
+impl HttpDescriber {
+    pub fn new(client: VisionClient, model: String, slots: usize, max_side: u32) -> Self {
+        HttpDescriber {
+            client,
+            model,
+            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            max_side,
+            hold_off: Arc::default(),
+        }
+    }
 }
 
 impl Describer for HttpDescriber {
@@ -47,9 +74,21 @@ impl Describer for HttpDescriber {
         // (shutdown, yield, lost lease), it is aborted, as before.
         let client = self.client.clone();
         let path = path.to_string();
+        let (slots, max_side, hold_off) =
+            (self.slots.clone(), self.max_side, self.hold_off.clone());
         let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let frame = load_frame(Path::new(&path)).await?;
-            client.describe(&frame).await
+            let frame = load_frame(Path::new(&path), max_side).await?;
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            let until = *hold_off.lock().expect("hold-off lock");
+            if let Some(until) = until {
+                tokio::time::sleep_until(until).await;
+            }
+            let result = client.describe(&frame).await;
+            if let Err(DescribeError::Transient { .. }) = &result {
+                *hold_off.lock().expect("hold-off lock") =
+                    Some(tokio::time::Instant::now() + HOLD_OFF);
+            }
+            result
         }));
         Box::pin(async move {
             match request.await {
@@ -62,14 +101,6 @@ impl Describer for HttpDescriber {
     fn model(&self) -> &str {
         &self.model
     }
-}
-
-/// A frame read from disk, ready to send.
-#[derive(Debug, Clone)]
-pub struct LoadedFrame {
-    pub data_uri: String,
-    pub width: u32,
-    pub height: u32,
 }
 
 /// A successful answer.
@@ -156,44 +187,13 @@ impl DescribeError {
     }
 }
 
-/// Reads a frame and checks that it is an image (header and dimensions).
-pub async fn load_frame(path: &Path) -> Result<LoadedFrame, DescribeError> {
-    let bytes = match tokio::fs::read(path).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DescribeError::Frame(format!(
-                "frame {} does not exist",
-                path.display()
-            )));
-        }
-        Err(e) => {
-            return Err(DescribeError::Frame(format!(
-                "frame {} cannot be read: {e}",
-                path.display()
-            )));
-        }
-    };
-    let reader = image::ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .expect("reading from memory");
-    let Some(format) = reader.format() else {
-        return Err(DescribeError::Frame(format!(
-            "frame {} is not a decodable image (unknown format)",
-            path.display()
-        )));
-    };
-    let (width, height) = reader.into_dimensions().map_err(|e| {
-        DescribeError::Frame(format!(
-            "frame {} is not a decodable image: {e}",
-            path.display()
-        ))
-    })?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    Ok(LoadedFrame {
-        data_uri: format!("data:{};base64,{b64}", format.to_mime_type()),
-        width,
-        height,
-    })
+/// Reads and prepares a frame (see [`crate::frame`]) on a blocking thread.
+pub async fn load_frame(path: &Path, max_side: u32) -> Result<LoadedFrame, DescribeError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || frame::prepare(&path, max_side))
+        .await
+        .expect("frame preparation thread")
+        .map_err(|e| DescribeError::Frame(e.0))
 }
 
 /// A client for one llama-server (or compatible) endpoint.

@@ -32,7 +32,10 @@ use crate::vision::{DescribeError, Describer, PROMPT_VERSION, TransientKind};
 pub struct WorkerConfig {
     pub gpu: String,
     pub film: Option<i64>,
+    /// Frames the server works on at once.
     pub parallel: usize,
+    /// Frames claimed beyond `parallel`, prepared while they wait for a slot.
+    pub prefetch: usize,
     pub until_empty: bool,
     pub no_wait: bool,
     pub lease_ttl: Duration,
@@ -52,6 +55,7 @@ impl Default for WorkerConfig {
             gpu: "gpu0".into(),
             film: None,
             parallel: 1,
+            prefetch: 0,
             until_empty: false,
             no_wait: false,
             lease_ttl: Duration::from_secs(30),
@@ -404,7 +408,7 @@ impl<'a> LeaseSession<'a> {
         let room = if self.yielding.is_some() || self.paused() {
             0
         } else {
-            self.cfg.parallel.saturating_sub(self.in_flight.len())
+            (self.cfg.parallel + self.cfg.prefetch).saturating_sub(self.in_flight.len())
         };
         let wants_work =
             room > 0 && (self.engine.is_running() || self.queue.has_claimable().await?);
@@ -512,7 +516,9 @@ impl<'a> LeaseSession<'a> {
             self.engine.server_failed(timed_out).await;
         }
         match &r.finished.outcome {
-            Outcome::Requeue { .. } => {
+            // One pause per failure of the server, however many frames in
+            // flight it took down with it (the pause doubles per failure).
+            Outcome::Requeue { .. } if !self.paused() => {
                 tracing::warn!(
                     "pausing claims for {:.1} s after a server failure",
                     self.backoff.as_secs_f64()

@@ -314,11 +314,11 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         .spawn()
         .unwrap();
     wait_until(
-        "frames described and three in flight",
+        "frames described and six in flight (3 sent, 3 prepared ahead)",
         Duration::from_secs(30),
         || {
             env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
-                && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 3
+                && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 6
         },
     );
     let in_flight = env
@@ -373,9 +373,9 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         .spawn()
         .unwrap();
     wait_until(
-        "two frames in flight on the hanging server",
+        "four frames in flight on the hanging server (2 sent, 2 waiting for a slot)",
         Duration::from_secs(30),
-        || env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 2,
+        || env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 4,
     );
     signal(&w, Signal::SIGINT);
     assert!(

@@ -13,6 +13,7 @@ use crate::{config, worker};
 /// Enqueue, then a worker until the queue is empty, with one progress display.
 pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
+    let max_side = args.enqueue.max_side;
     // Interrupted while enqueuing: each chunk is a transaction, so what is
     // in is whole; running the same command again carries on.
     let enqueued = tokio::select! {
@@ -25,7 +26,7 @@ pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow:
     }
     let mut core = args.worker;
     core.until_empty = true;
-    let (cfg, engine) = config::worker(core, None).await?;
+    let (cfg, engine) = config::worker(core, None, max_side).await?;
     let before = totals(&status::films(db.pool(), None).await?);
     let progress = tokio::spawn(show_progress(db.clone(), before.done));
     let result = worker::run(db, &cfg, engine, shutdown).await;

@@ -9,7 +9,7 @@ use crate::{config, worker};
 
 pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let film = film_filter(db, args.film.as_deref()).await?;
-    let (cfg, engine) = config::worker(args.core, film).await?;
+    let (cfg, engine) = config::worker(args.core, film, args.max_side).await?;
     let started = std::time::Instant::now();
     let s = worker::run(db, &cfg, engine, shutdown).await?;
     let secs = started.elapsed().as_secs_f64();

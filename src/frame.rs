@@ -1,0 +1,185 @@
+//! One frame from disk to what any vision server can read, no larger than
+//! needed: 8-bit JPEG and PNG frames that fit `--max-side` and need no
+//! rotation are sent as they are (no re-encode); anything else (TIFF, WebP,
+//! BMP, GIF, a 16-bit PNG, a 4000×3000 still, an EXIF-rotated photo) is
+//! decoded, turned upright, downscaled to `--max-side` and sent as a JPEG. Blocking work: callers run
+//! it on a blocking thread.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use base64::Engine;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, metadata::Orientation};
+
+/// JPEG quality of a re-encoded frame.
+const JPEG_QUALITY: u8 = 90;
+
+/// A frame ready to send.
+#[derive(Debug, Clone)]
+pub struct LoadedFrame {
+    pub data_uri: String,
+    /// What the server gets (after rotation and downscaling).
+    pub width: u32,
+    pub height: u32,
+    /// Whether it was re-encoded (not sent as the file is).
+    pub transcoded: bool,
+}
+
+/// Why a frame cannot be sent: missing, unreadable, not an image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FrameError(pub String);
+
+/// Reads `path` and makes it a frame the server can read, with its longest
+/// side at most `max_side`.
+pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        FrameError(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("frame {shown} does not exist"),
+            _ => format!("frame {shown} cannot be read: {e}"),
+        })
+    })?;
+    let bad =
+        |e: image::ImageError| FrameError(format!("frame {shown} is not a decodable image: {e}"));
+    let reader = ImageReader::new(Cursor::new(&bytes))
+        .with_guessed_format()
+        .expect("reading from memory");
+    let Some(format) = reader.format() else {
+        return Err(FrameError(format!(
+            "frame {shown} is not a decodable image (unknown format)"
+        )));
+    };
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let (width, height) = decoder.dimensions();
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let eight_bit = decoder.color_type().bytes_per_pixel() == decoder.color_type().channel_count();
+    let as_is = matches!(format, ImageFormat::Jpeg | ImageFormat::Png)
+        && eight_bit
+        && width.max(height) <= max_side
+        && orientation == Orientation::NoTransforms;
+    if as_is {
+        // The whole file must decode, or the server would be the one to say so.
+        DynamicImage::from_decoder(decoder).map_err(bad)?;
+        return Ok(LoadedFrame {
+            data_uri: data_uri(format.to_mime_type(), &bytes),
+            width,
+            height,
+            transcoded: false,
+        });
+    }
+    let mut image = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    image.apply_orientation(orientation);
+    let rgb = downscale(image.into_rgb8(), max_side);
+    let mut jpeg = Vec::with_capacity(256 * 1024);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
+        .encode_image(&rgb)
+        .map_err(|e| FrameError(format!("frame {shown}: cannot encode it as JPEG: {e}")))?;
+    Ok(LoadedFrame {
+        data_uri: data_uri("image/jpeg", &jpeg),
+        width: rgb.width(),
+        height: rgb.height(),
+        transcoded: true,
+    })
+}
+
+/// `image` with its longest side at most `max_side` (aspect kept), with a
+/// SIMD resizer; as it is when it already fits.
+fn downscale(image: image::RgbImage, max_side: u32) -> image::RgbImage {
+    let (w, h) = image.dimensions();
+    let longest = w.max(h);
+    if longest <= max_side {
+        return image;
+    }
+    let scale = f64::from(max_side) / f64::from(longest);
+    let fit = |side: u32| ((f64::from(side) * scale).round() as u32).clamp(1, max_side);
+    let (dw, dh) = (fit(w), fit(h));
+    let mut out = image::RgbImage::new(dw, dh);
+    fast_image_resize::Resizer::new()
+        .resize(&image, &mut out, None)
+        .expect("RGB8 into RGB8 of the same pixel type");
+    out
+}
+
+fn data_uri(mime: &str, bytes: &[u8]) -> String {
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, img: &DynamicImage) -> std::path::PathBuf {
+        let p = dir.join(name);
+        img.save(&p).unwrap();
+        p
+    }
+
+    fn gradient(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        }))
+    }
+
+    #[test]
+    fn a_small_jpeg_or_png_goes_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.png", "a.jpg"] {
+            let p = write(dir.path(), name, &gradient(64, 48));
+            let f = prepare(&p, 1024).unwrap();
+            assert!(!f.transcoded, "{name}");
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(f.data_uri.split_once(',').unwrap().1)
+                .unwrap();
+            assert_eq!(sent, std::fs::read(&p).unwrap(), "{name} byte for byte");
+        }
+    }
+
+    #[test]
+    fn other_formats_and_large_frames_become_jpegs_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiff = write(dir.path(), "a.tiff", &gradient(64, 48));
+        let f = prepare(&tiff, 1024).unwrap();
+        assert!(f.transcoded && f.data_uri.starts_with("data:image/jpeg;base64,"));
+        assert_eq!((f.width, f.height), (64, 48));
+        let big = write(dir.path(), "big.png", &gradient(4000, 3000));
+        let f = prepare(&big, 1024).unwrap();
+        assert_eq!((f.width, f.height), (1024, 768));
+        let tall = write(dir.path(), "tall.png", &gradient(30, 900));
+        let f = prepare(&tall, 300).unwrap();
+        assert_eq!((f.width, f.height), (10, 300));
+        let deep = DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(20, 10, |x, _| {
+            image::Rgb([x as u16 * 3000, 0, 65535])
+        }));
+        let f = prepare(&write(dir.path(), "deep.tiff", &deep), 1024).unwrap();
+        assert_eq!((f.width, f.height), (20, 10));
+    }
+
+    #[test]
+    fn what_is_not_an_image_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.png");
+        assert!(
+            prepare(&missing, 1024)
+                .unwrap_err()
+                .0
+                .contains("does not exist")
+        );
+        let text = dir.path().join("notes.png");
+        std::fs::write(&text, "not an image").unwrap();
+        assert!(
+            prepare(&text, 1024)
+                .unwrap_err()
+                .0
+                .contains("not a decodable image")
+        );
+        // A PNG cut short: its header reads, its pixels do not.
+        let p = write(dir.path(), "cut.png", &gradient(64, 64));
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(prepare(&p, 1024).is_err());
+    }
+}
