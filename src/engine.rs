@@ -213,6 +213,17 @@ impl Supervised {
 
     async fn start(&mut self, db: &Db, fence: &Fence) -> Result<()> {
         self.preflight().await?;
+        // Hashed (or read from the cache) while the server loads.
+        let weights = {
+            let (db, model, mmproj) = (
+                db.clone(),
+                self.cfg.server.model.clone(),
+                self.cfg.server.mmproj.clone(),
+            );
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                crate::weights::identity(&db, &model, &mmproj).await
+            }))
+        };
         let mut server = LlamaServer::spawn(&self.cfg.server)?;
         let record = OrphanServer {
             pid: server.pid,
@@ -265,12 +276,22 @@ impl Supervised {
             );
             check_props(&props, "llama-server", self.cfg.max_tokens)?;
         }
-        self.describer = Some(Arc::new(HttpDescriber::new(
+        let mut describer = HttpDescriber::new(
             client,
             self.cfg.model_name.clone(),
             usize::from(self.cfg.server.parallel),
             self.cfg.max_side,
-        )));
+        );
+        describer.weights_sha256 = match weights.await.expect("hashing task") {
+            Ok(sha) => Some(sha),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot hash the model files ({e}); descriptions carry no model_sha256"
+                );
+                None
+            }
+        };
+        self.describer = Some(Arc::new(describer));
         Ok(())
     }
 }

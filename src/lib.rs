@@ -31,6 +31,7 @@ pub mod process;
 pub mod scene;
 pub mod server;
 pub mod vision;
+pub mod weights;
 pub mod worker;
 
 /// The schema migrations, embedded at build time.

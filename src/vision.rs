@@ -32,6 +32,10 @@ pub trait Describer: Send + Sync + 'static {
     fn describe<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Described, DescribeError>>;
     /// The model name stored with each description.
     fn model(&self) -> &str;
+    /// The weights' SHA-256 stored with each description, when known.
+    fn model_sha256(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Frames described through an OpenAI-compatible chat endpoint. Frames are
@@ -48,6 +52,8 @@ pub struct HttpDescriber {
     /// Set when a request failed the server's way: frames waiting for a
     /// slot are not sent before then (the server may be down or restarting).
     hold_off: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// The weights' identity ([`crate::weights`]), for a server we run.
+    pub weights_sha256: Option<String>,
 }
 
 /// How long requests waiting for a slot hold off after one failed the
@@ -62,6 +68,7 @@ impl HttpDescriber {
             slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             max_side,
             hold_off: Arc::default(),
+            weights_sha256: None,
         }
     }
 }
@@ -100,6 +107,10 @@ impl Describer for HttpDescriber {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn model_sha256(&self) -> Option<&str> {
+        self.weights_sha256.as_deref()
     }
 }
 

@@ -619,7 +619,7 @@ async fn describe_job(
         Ok(d) => Outcome::Done {
             description: d.description,
             model: describer.model().to_string(),
-            model_sha256: None,
+            model_sha256: describer.model_sha256().map(str::to_string),
             prompt_version: PROMPT_VERSION,
             prompt_tokens: d.prompt_tokens,
             completion_tokens: d.completion_tokens,

@@ -96,6 +96,43 @@ async fn twenty_frames_through_the_real_server_started_once() {
     assert!(!log.contains("api-key ") && !server_out.contains("--api-key "));
     let models = env.strings("SELECT DISTINCT model FROM descriptions").await;
     assert_eq!(models, vec!["tiny-text.gguf".to_string()]);
+
+    // Every description names its weights: sha256sum of the model and of
+    // the mmproj, joined by '+'; each file hashed once, then cached.
+    let (model, mmproj, _) = tiny_model();
+    let sha256sum = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    let want = format!("{}+{}", sha256sum(&model), sha256sum(&mmproj));
+    let shas = env
+        .strings("SELECT DISTINCT coalesce(model_sha256, 'NULL') FROM descriptions")
+        .await;
+    assert_eq!(shas, vec![want]);
+    assert!(log.contains("hashed "), "{log}");
+    assert_eq!(env.count("SELECT count(*) FROM file_hashes").await, 2);
+    env.enqueue_images("again", 2, &[]);
+    let status = real_worker(&env, &unique("e2e2"), "w2.log", &["--until-empty"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", env.log("w2.log"));
+    assert!(
+        !env.log("w2.log").contains("hashed "),
+        "cached: {}",
+        env.log("w2.log")
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(DISTINCT model_sha256) FROM descriptions WHERE model_sha256 IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM descriptions WHERE model_sha256 IS NULL")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]

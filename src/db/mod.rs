@@ -15,6 +15,7 @@
 //! only taking the write lock can be busy, so a retried transaction has
 //! written nothing yet.
 
+pub mod files;
 pub mod jobs;
 pub mod lease;
 pub mod queue;
