@@ -4,8 +4,12 @@
 //! 2. `cinecut worker` (supervised server, same `-np`), queue included;
 //! 3. the seed's design: one request at a time, a server started per batch
 //!    of 16 frames.
+//! 4. stills as users have them: the same frames as 4000×3000 PNGs and as
+//!    1024×768 JPEGs, through the worker at `--parallel PARALLEL` with its
+//!    default prefetch, and the preparation time of one frame of each.
 //!
-//! Run: `bash scripts/setup.sh && cargo bench --bench llama` (FRAMES, PARALLEL).
+//! Run: `bash scripts/setup.sh && cargo bench --bench llama` (FRAMES,
+//! PARALLEL; ONLY=stills for the fourth part alone).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,7 +100,24 @@ async fn direct(paths: &[PathBuf], np: u16) -> f64 {
     rate
 }
 
-async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f64, u64) {
+async fn through_worker(
+    dir: &std::path::Path,
+    paths: &[PathBuf],
+    np: u16,
+    prefetch: usize,
+) -> (f64, u64) {
+    through_server(dir, paths, server_config(np), prefetch).await
+}
+
+/// The worker with a supervised `server` (llama-server, or the fake one).
+async fn through_server(
+    dir: &std::path::Path,
+    paths: &[PathBuf],
+    server: ServerConfig,
+    prefetch: usize,
+) -> (f64, u64) {
+    let np = server.parallel;
+    let _ = std::fs::remove_file(dir.join("bench.db"));
     let db = Db::open(&dir.join("bench.db"), Durability::Full)
         .await
         .unwrap();
@@ -109,7 +130,7 @@ async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f
         .unwrap();
     let engine = Supervised::new(
         SupervisorConfig {
-            server: server_config(np),
+            server,
             model_name: "tiny".into(),
             max_side: 1024,
             max_tokens: 384,
@@ -125,6 +146,7 @@ async fn through_worker(dir: &std::path::Path, paths: &[PathBuf], np: u16) -> (f
     );
     let cfg = WorkerConfig {
         parallel: usize::from(np),
+        prefetch,
         until_empty: true,
         ..WorkerConfig::default()
     };
@@ -187,13 +209,90 @@ fn main() {
         })
         .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ceiling = direct(&paths, np).await;
-        let (worker_rate, recorded) = through_worker(dir.path(), &paths, np).await;
+    if std::env::var("ONLY").as_deref() != Ok("stills") {
+        rt.block_on(async {
+            let ceiling = direct(&paths, np).await;
+            let (worker_rate, recorded) = through_worker(dir.path(), &paths, np, 0).await;
         let seed = seed_design(&paths).await;
         println!("frames {n}, -np {np}, tiny model, CPU");
         println!("direct client (ceiling)            {ceiling:8.1} frames/s");
         println!("cinecut worker                     {worker_rate:8.1} frames/s  ({:.2} of the ceiling, {recorded} recorded)", worker_rate / ceiling);
         println!("seed design (1 at a time, server per 16 frames) {seed:8.1} frames/s  (cinecut is {:.1}x)", worker_rate / seed);
+        });
+    }
+    stills(&rt, n, np);
+}
+
+/// 4000×3000 PNGs against the same pictures pre-resized to 1024×768 JPEGs.
+fn stills(rt: &tokio::runtime::Runtime, n: usize, np: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    // A photo-like picture (gradients and grain), so PNG cannot shrink it
+    // to nothing; n hard links of one file each (distinct frames, one inode).
+    let mut seed = 0x2545_f491_u32;
+    let big = image::RgbImage::from_fn(4000, 3000, |x, y| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let grain = (seed % 24) as u8;
+        image::Rgb([
+            (x / 16) as u8 ^ grain,
+            (y / 12) as u8 ^ grain,
+            ((x + y) / 28) as u8 ^ grain,
+        ])
+    });
+    let png = dir.path().join("big.png");
+    big.save(&png).unwrap();
+    let small = image::imageops::resize(&big, 1024, 768, image::imageops::FilterType::Triangle);
+    let jpg = dir.path().join("small.jpg");
+    small.save(&jpg).unwrap();
+    let links = |name: &str, file: &PathBuf| -> Vec<PathBuf> {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        (0..n)
+            .map(|i| {
+                let p = d.join(format!(
+                    "f{i:04}.{}",
+                    file.extension().unwrap().to_string_lossy()
+                ));
+                std::fs::hard_link(file, &p).unwrap();
+                p
+            })
+            .collect()
+    };
+    let pngs = links("png", &png);
+    let jpgs = links("jpg", &jpg);
+    let prep = |file: &PathBuf| {
+        let mut times: Vec<f64> = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                cinecut::frame::prepare(file, 1024).unwrap();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let (prep_png, prep_jpg) = (prep(&png), prep(&jpg));
+    let png_mb = std::fs::metadata(&png).unwrap().len() as f64 / 1e6;
+    let prefetch = usize::from(np);
+    rt.block_on(async {
+        let (jpg_rate, _) = through_worker(dir.path(), &jpgs, np, prefetch).await;
+        let (png_rate, _) = through_worker(dir.path(), &pngs, np, prefetch).await;
+        println!("stills: {n} frames, --parallel {np}, prefetch {prefetch}, tiny model, CPU");
+        println!("1024x768 JPEG, sent as it is       {jpg_rate:8.1} frames/s  preparation {prep_jpg:6.1} ms/frame");
+        println!("4000x3000 PNG ({png_mb:.1} MB), prepared {png_rate:8.1} frames/s  preparation {prep_png:6.1} ms/frame  ({:.2} of the JPEG rate)", png_rate / jpg_rate);
+        // A model that takes 500 ms a frame, as a 7B model on a GPU does:
+        // the fake server, answering after a delay, supervised the same way.
+        let m = n.min(60);
+        let slow = ServerConfig {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_fake-llama-server")),
+            extra_args: vec!["--delay-ms".into(), "500".into()],
+            ..server_config(np)
+        };
+        let (jpg_slow, _) = through_server(dir.path(), &jpgs[..m], slow.clone(), prefetch).await;
+        let (png_slow, _) = through_server(dir.path(), &pngs[..m], slow, prefetch).await;
+        println!("the same with a 500 ms/frame server ({m} frames):");
+        println!("1024x768 JPEG                      {jpg_slow:8.2} frames/s");
+        println!("4000x3000 PNG                      {png_slow:8.2} frames/s  ({:.2} of the JPEG rate)", png_slow / jpg_slow);
     });
 }

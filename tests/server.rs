@@ -1109,6 +1109,30 @@ async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
         "{log}"
     );
     assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
+
+    // An explicit --ctx-size shared by two slots: warned at start, and the
+    // same clean stop when a frame does not fit.
+    let o = real_worker(
+        &env,
+        &unique("ctx3"),
+        "w3.log",
+        &["--until-empty", "--ctx-size", "512", "--parallel", "2"],
+    )
+    .status()
+    .unwrap();
+    let log = env.log("w3.log");
+    assert_eq!(o.code(), Some(1), "{log}");
+    assert!(
+        log.contains("--ctx-size 512 over --parallel 2 leaves 256 tokens a slot"),
+        "{log}"
+    );
+    assert!(log.contains("--ctx-per-slot"), "{log}");
+    assert_eq!(env.count("SELECT count(*) FROM attempts").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        3
+    );
 }
 
 /// Every kind of still a user may have, on the real server: WebP, TIFF,
