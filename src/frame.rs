@@ -156,6 +156,19 @@ mod tests {
         }));
         let f = prepare(&write(dir.path(), "deep.tiff", &deep), 1024).unwrap();
         assert_eq!((f.width, f.height), (20, 10));
+        // Large PNGs of other layouts.
+        let grey = DynamicImage::ImageLumaA16(image::ImageBuffer::from_fn(2000, 10, |x, _| {
+            image::LumaA([x as u16 * 30, 65535])
+        }));
+        let f = prepare(&write(dir.path(), "grey.png", &grey), 1024).unwrap();
+        assert_eq!((f.width, f.height), (1024, 5));
+        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            1500,
+            20,
+            image::Rgba([9, 8, 7, 128]),
+        ));
+        let f = prepare(&write(dir.path(), "rgba.png", &rgba), 1024).unwrap();
+        assert_eq!((f.width, f.height), (1024, 14));
     }
 
     #[test]
