@@ -4,7 +4,7 @@
 //! 2. `cinecut worker` (supervised server, same `-np`), queue included;
 //! 3. the seed's design: one request at a time, a server started per batch
 //!    of 16 frames.
-//! 4. stills as users have them: the same frames as 4000×3000 PNGs and as
+//! 4. stills as users have them (GRAIN=0: smooth pictures): the same frames as 4000×3000 PNGs and as
 //!    1024×768 JPEGs, through the worker at `--parallel PARALLEL` with its
 //!    default prefetch, and the preparation time of one frame of each.
 //!
@@ -228,12 +228,17 @@ fn stills(rt: &tokio::runtime::Runtime, n: usize, np: u16) {
     let dir = tempfile::tempdir().unwrap();
     // A photo-like picture (gradients and grain), so PNG cannot shrink it
     // to nothing; n hard links of one file each (distinct frames, one inode).
+    // GRAIN=0 for a smooth picture (a render, an animation frame).
+    let grain_max: u32 = std::env::var("GRAIN")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(24);
     let mut seed = 0x2545_f491_u32;
     let big = image::RgbImage::from_fn(4000, 3000, |x, y| {
         seed ^= seed << 13;
         seed ^= seed >> 17;
         seed ^= seed << 5;
-        let grain = (seed % 24) as u8;
+        let grain = (seed % grain_max.max(1)) as u8;
         image::Rgb([
             (x / 16) as u8 ^ grain,
             (y / 12) as u8 ^ grain,
@@ -273,6 +278,34 @@ fn stills(rt: &tokio::runtime::Runtime, n: usize, np: u16) {
         times[times.len() / 2]
     };
     let (prep_png, prep_jpg) = (prep(&png), prep(&jpg));
+    // Where a PNG's preparation goes (the same steps as `frame::prepare`).
+    {
+        let t = Instant::now();
+        let img = image::open(&png).unwrap();
+        let decode = t.elapsed();
+        let t = Instant::now();
+        let rgb = img.into_rgb8();
+        let convert = t.elapsed();
+        let t = Instant::now();
+        let mut out = image::RgbImage::new(1024, 768);
+        fast_image_resize::Resizer::new()
+            .resize(&rgb, &mut out, None)
+            .unwrap();
+        let resize = t.elapsed();
+        let t = Instant::now();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&out)
+            .unwrap();
+        let encode = t.elapsed();
+        println!(
+            "PNG preparation: decode {:.1} ms, to RGB8 {:.1} ms, resize {:.1} ms, JPEG encode {:.1} ms",
+            decode.as_secs_f64() * 1e3,
+            convert.as_secs_f64() * 1e3,
+            resize.as_secs_f64() * 1e3,
+            encode.as_secs_f64() * 1e3
+        );
+    }
     let png_mb = std::fs::metadata(&png).unwrap().len() as f64 / 1e6;
     let prefetch = usize::from(np);
     rt.block_on(async {
