@@ -500,8 +500,53 @@ pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DescribeError, parse_completion};
+    use super::{DescribeError, ServerProps, parse_completion, rejection};
     use serde_json::json;
+
+    #[test]
+    fn props_say_slots_context_and_vision_or_nothing() {
+        let body = json!({
+            "total_slots": 4,
+            "default_generation_settings": { "n_ctx": 8192 },
+            "modalities": { "vision": true, "audio": false },
+        });
+        assert_eq!(
+            ServerProps::parse(&body),
+            ServerProps {
+                total_slots: Some(4),
+                slot_ctx: Some(8192),
+                vision: Some(true)
+            }
+        );
+        assert_eq!(
+            ServerProps::parse(&json!({ "model": "x" })),
+            ServerProps::default()
+        );
+    }
+
+    #[test]
+    fn a_context_overflow_is_told_by_its_type_not_its_words() {
+        let llama = r#"{"error":{"code":400,"message":"request (900 tokens) exceeds the available context size (512 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":900,"n_ctx":512}}"#;
+        match rejection(400, llama) {
+            DescribeError::ContextExceeded {
+                n_prompt, n_ctx, ..
+            } => {
+                assert_eq!((n_prompt, n_ctx), (Some(900), Some(512)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let openai = r#"{"error":{"message":"maximum context length is 4096","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+        assert!(matches!(
+            rejection(400, openai),
+            DescribeError::ContextExceeded { n_ctx: None, .. }
+        ));
+        // The same words without the type: the frame's own 400.
+        let worded = r#"{"error":{"code":400,"message":"exceeds the available context size"}}"#;
+        assert!(matches!(
+            rejection(400, worded),
+            DescribeError::BadRequest { status: 400, .. }
+        ));
+    }
 
     fn completion(content: &str, finish: &str) -> String {
         json!({
