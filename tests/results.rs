@@ -187,3 +187,52 @@ fn completions_are_printed_for_each_shell() {
         );
     }
 }
+
+/// `datasette cinecut.db`, as a new user runs it: it finds the full-text
+/// index of `descriptions` (declared `content="descriptions"`) and its
+/// `_search` returns the rows that hold the word, and only those.
+#[tokio::test]
+async fn datasette_finds_and_searches_the_full_text_index() {
+    let env = Env::new();
+    env.enqueue_images("ds", 3, &[]);
+    let fake = FakeServer::start(&env, &[]);
+    let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
+    assert_exit(&o, 0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::process::Command::new(crate::util::datasette())
+        .arg("serve")
+        .arg(env.db())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path().join("datasette.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = crate::util::Bystander(server);
+    crate::util::wait_until(
+        "datasette to listen",
+        std::time::Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let rows = |word: &str| {
+        let url = format!(
+            "http://127.0.0.1:{port}/cinecut/descriptions.json?_search={word}&_shape=array"
+        );
+        async move {
+            let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            v.as_array().unwrap_or_else(|| panic!("{body}")).len()
+        }
+    };
+    // Every fake description is "… a figure by a window"; none has a zebra.
+    assert_eq!(rows("window").await, 3, "{}", env.log("datasette.log"));
+    assert_eq!(
+        rows("zebra").await,
+        0,
+        "_search used the index, not ignored"
+    );
+}

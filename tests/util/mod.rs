@@ -262,6 +262,17 @@ fn cache_dir() -> PathBuf {
         })
 }
 
+/// The datasette that scripts/setup.sh installed into its environment.
+pub fn datasette() -> PathBuf {
+    let path = cache_dir().join("venv/bin/datasette");
+    assert!(
+        path.is_file(),
+        "datasette not found ({}); install it with `bash scripts/setup.sh`",
+        path.display()
+    );
+    path
+}
+
 /// The llama-server that scripts/setup.sh installed (or LLAMA_SERVER).
 pub fn llama_server() -> PathBuf {
     let from_env = std::env::var_os("LLAMA_SERVER").map(PathBuf::from);
