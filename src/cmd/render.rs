@@ -17,15 +17,47 @@ pub fn timestamp(ms: Option<i64>) -> String {
     }
 }
 
-/// `s` cut to `max` characters, ending in `…` when cut.
+/// `s` cut to `max` display columns (a CJK character or an emoji takes
+/// two), ending in `…` when cut.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max - 1).collect();
-        t.push('…');
-        t
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if s.width() <= max {
+        return s.to_string();
     }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
+}
+
+/// `s` cut or padded with spaces to exactly `width` display columns.
+pub fn fit(s: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut out = truncate(s, width);
+    let pad = width.saturating_sub(out.width());
+    out.extend(std::iter::repeat_n(' ', pad));
+    out
+}
+
+/// The width tables fit: the terminal's own when stdout is one, else
+/// `COLUMNS`, else 120; never under 60.
+pub fn terminal_width() -> usize {
+    let columns = match terminal_size::terminal_size() {
+        Some((terminal_size::Width(w), _)) => usize::from(w),
+        None => std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(120),
+    };
+    columns.max(60)
 }
 
 /// A duration in milliseconds as `12s`, `3m05s` or `2h07m`.
@@ -92,8 +124,21 @@ mod tests {
     }
 
     #[test]
-    fn truncation_counts_characters_not_bytes() {
+    fn truncation_counts_display_columns() {
+        use unicode_width::UnicodeWidthStr;
         assert_eq!(truncate("abc", 3), "abc");
         assert_eq!(truncate("äöüß", 3), "äö…");
+        // Wide characters take two columns each.
+        assert_eq!(truncate("雨の夜の街", 6), "雨の…");
+        assert_eq!(truncate("a 🌙 night", 5), "a 🌙…");
+        for (s, w) in [("雨の夜の街", 7), ("a 🌙 night", 6), ("plain", 9), ("", 3)] {
+            assert_eq!(fit(s, w).width(), w, "{s:?} in {w}");
+        }
+        assert_eq!(fit("雨の夜の街", 7), "雨の夜…");
+        assert_eq!(
+            fit("雨の夜の街", 8),
+            "雨の夜… ",
+            "a wide character never split"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::film_filter;
-use super::render::{timestamp, truncate};
+use super::render::{fit, terminal_width, timestamp, truncate};
 use crate::cli::{ResultFormat, ResultState, ResultsArgs};
 use crate::db::{Db, results};
 
@@ -40,18 +40,14 @@ pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table as wide as the terminal (`COLUMNS`, 120 by default): film,
+/// A table as wide as the terminal ([`terminal_width`]): film,
 /// frame and time, then the four fields (or the error) sharing the rest.
 async fn print_table(
     rows: &mut Pages<'_>,
     out: &mut impl Write,
     state: ResultState,
 ) -> anyhow::Result<()> {
-    let width: usize = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(120)
-        .max(60);
+    let width = terminal_width();
     // film, time and index are fixed; the rest share what is left.
     let rest = width.saturating_sub(20 + 13 + 7 + 6);
     let text = (rest / 4).max(8);
@@ -83,8 +79,8 @@ async fn print_table(
     while let Some(row) = rows.next().await? {
         let r = row;
         let head = format!(
-            "{:<20} {:>6} {:<12}",
-            truncate(&r.film, 20),
+            "{} {:>6} {:<12}",
+            fit(&r.film, 20),
             r.frame_index,
             timestamp(r.pts_ms)
         );
@@ -97,13 +93,7 @@ async fn print_table(
         } else {
             let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
                 .iter()
-                .map(|c| {
-                    format!(
-                        "{:<t$}",
-                        truncate(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1),
-                        t = text - 1
-                    )
-                })
+                .map(|c| fit(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1))
                 .collect();
             writeln!(out, "{head} {}", cells.join(" "))?;
         }

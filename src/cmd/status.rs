@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::film_filter;
-use super::render::{ago, describe_lease, percent, totals, truncate};
+use super::render::{ago, describe_lease, fit, percent, totals, truncate};
 use crate::cli::StatusArgs;
 use crate::db::{self, Db, status};
 
@@ -31,8 +31,8 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
     for f in &films {
         writeln!(
             out,
-            "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}  {}",
-            truncate(&f.title, 28),
+            "{} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}  {}",
+            fit(&f.title, 28),
             f.total,
             f.queued,
             f.running,
