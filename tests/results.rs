@@ -235,4 +235,24 @@ async fn datasette_finds_and_searches_the_full_text_index() {
         0,
         "_search used the index, not ignored"
     );
+
+    // Times people can read, beside the unix milliseconds.
+    let times = env
+        .strings("SELECT described_at || ' ' || described_at_iso FROM frame_descriptions")
+        .await;
+    assert_eq!(times.len(), 3);
+    for t in &times {
+        let (ms, iso) = t.split_once(' ').unwrap();
+        let ms: i64 = ms.parse().unwrap();
+        let rest = ms / 1000 % 86_400;
+        let clock = format!(
+            "T{:02}:{:02}:{:02}.{:03}Z",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60,
+            ms % 1000
+        );
+        assert!(iso.ends_with(&clock) && iso.len() == 24, "{t}");
+        assert!(iso > "2024", "{t}");
+    }
 }
