@@ -272,7 +272,7 @@ impl Supervised {
         if let Ok(Some(props)) = props {
             tracing::info!(
                 slots = ?props.total_slots, slot_ctx = ?props.slot_ctx, vision = ?props.vision,
-                "llama-server is ready"
+                "llama-server's /props"
             );
             check_props(&props, "llama-server", self.cfg.max_tokens)?;
         }

@@ -27,8 +27,7 @@ use crate::scene::SceneDescription;
 
 /// A job's state, as `jobs.state` spells it (the schema's CHECK lists the
 /// same five).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Queued,
     Running,
@@ -51,8 +50,7 @@ impl JobState {
 
 /// What one try came to, as `attempts.outcome` spells it. A release (never
 /// tried) leaves no attempt row, so it has no outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Done,
     /// Bad output; the job is queued again after a backoff.

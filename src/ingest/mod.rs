@@ -72,6 +72,22 @@ pub struct EnqueueSummary {
 }
 
 impl EnqueueSummary {
+    /// Nothing written, only what was turned away.
+    fn only_rejections(rejected: Vec<Rejection>) -> Self {
+        EnqueueSummary {
+            rejected,
+            ..EnqueueSummary::default()
+        }
+    }
+
+    /// The totals over the films, and the time since `started`.
+    fn finish(mut self, started: Instant) -> Self {
+        self.new = self.films.iter().map(|f| f.new).sum();
+        self.already = self.films.iter().map(|f| f.already).sum();
+        self.seconds = started.elapsed().as_secs_f64();
+        self
+    }
+
     /// Whether anything was turned away.
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty() && self.failed_videos.is_empty()
@@ -116,12 +132,9 @@ pub async fn enqueue_inputs(
             }
         }
     }
-    let mut summary = if opts.strict && (!checked.rejected.is_empty() || !failed_videos.is_empty())
-    {
-        EnqueueSummary {
-            rejected: checked.rejected,
-            ..EnqueueSummary::default()
-        }
+    let refused = opts.strict && (!checked.rejected.is_empty() || !failed_videos.is_empty());
+    let mut summary = if refused {
+        EnqueueSummary::only_rejections(checked.rejected)
     } else {
         let mut films = Vec::new();
         for video in &videos {
@@ -135,12 +148,9 @@ pub async fn enqueue_inputs(
         summary.films = films;
         summary
     };
-    summary.new = summary.films.iter().map(|f| f.new).sum();
-    summary.already = summary.films.iter().map(|f| f.already).sum();
     summary.videos = videos.len() as u64;
     summary.failed_videos = failed_videos;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(summary.finish(started))
 }
 
 /// A video's own failure as a rejection; any other error stops the enqueue.
@@ -171,18 +181,12 @@ pub async fn enqueue(
 ) -> Result<EnqueueSummary> {
     let started = Instant::now();
     let checked = check(sources, rejected, opts.strict).await?;
-    let mut summary = if opts.strict && !checked.rejected.is_empty() {
-        EnqueueSummary {
-            rejected: checked.rejected,
-            ..EnqueueSummary::default()
-        }
+    let summary = if opts.strict && !checked.rejected.is_empty() {
+        EnqueueSummary::only_rejections(checked.rejected)
     } else {
         write(db, checked, opts).await?
     };
-    summary.new = summary.films.iter().map(|f| f.new).sum();
-    summary.already = summary.films.iter().map(|f| f.already).sum();
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(summary.finish(started))
 }
 
 /// Frame sources read through once, and what was turned away so far.
@@ -222,10 +226,7 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
         mut rejected,
     } = checked;
     if sources.is_empty() {
-        return Ok(EnqueueSummary {
-            rejected,
-            ..EnqueueSummary::default()
-        });
+        return Ok(EnqueueSummary::only_rejections(rejected));
     }
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
