@@ -5,15 +5,7 @@
 //! real llama-server ones are in `server.rs`.
 
 use crate::util::{Env, FakeServer, assert_exit, stderr};
-
-const FAST: &[&str] = &["--until-empty", "--retry-backoff", "10ms"];
-
-fn run_worker(env: &Env, url: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["worker", "--server-url", url];
-    args.extend_from_slice(FAST);
-    args.extend_from_slice(extra);
-    env.run(args)
-}
+use crate::worker::run_worker;
 
 /// A server that rejects requests without its model's name (as vLLM
 /// does): the attached worker asks `/v1/models` and names it.
@@ -280,4 +272,23 @@ async fn frames_are_sent_upright_small_and_in_a_format_servers_read() {
         scan_and_small.contains(&"data:image/png;base64"),
         "a small PNG as it is"
     );
+}
+
+/// The worker's `--max-side` decides how large a frame is sent.
+#[tokio::test]
+async fn the_worker_sends_frames_no_larger_than_max_side() {
+    let env = Env::new();
+    let dir = env.path().join("wide");
+    std::fs::create_dir_all(&dir).unwrap();
+    image::RgbImage::from_pixel(800, 600, image::Rgb([30, 60, 90]))
+        .save(dir.join("f.png"))
+        .unwrap();
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    let record = env.path().join("requests.jsonl");
+    let fake = FakeServer::start(&env, &["--record", record.to_str().unwrap()]);
+    assert_exit(&run_worker(&env, &fake.url(), &["--max-side", "200"]), 0);
+    let text = std::fs::read_to_string(&record).unwrap();
+    let (head, img, _) = sent_image(&serde_json::from_str(text.trim()).unwrap());
+    assert_eq!(head, "data:image/jpeg;base64");
+    assert_eq!((img.width(), img.height()), (200, 150));
 }

@@ -1055,10 +1055,16 @@ async fn killing_supervised_workers_leaves_no_server_and_loses_nothing() {
 async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
     let env = Env::new();
     env.enqueue_images("cramped", 3, &[]);
+    // Runs a worker that must stop with exit 1; its log.
+    let stopped = |alias: &str, log: &str, args: &[&str]| {
+        let o = real_worker(&env, alias, log, args).status().unwrap();
+        let log = env.log(log);
+        assert_eq!(o.code(), Some(1), "{log}");
+        log
+    };
     // The answer fits, the prompt and the image do not: the server's 400.
     let alias = unique("ctx");
-    let o = real_worker(
-        &env,
+    let log = stopped(
         &alias,
         "w.log",
         &[
@@ -1068,11 +1074,7 @@ async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
             "--max-tokens",
             "16",
         ],
-    )
-    .status()
-    .unwrap();
-    let log = env.log("w.log");
-    assert_eq!(o.code(), Some(1), "{log}");
+    );
     assert!(log.contains("--ctx-per-slot"), "{log}");
     assert!(
         log.contains("tokens needed, 256 per slot"),
@@ -1088,8 +1090,7 @@ async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
 
     // Not even the answer fits: refused from /props, before any request
     // (llama-server gives a slot at least 256 tokens).
-    let o = real_worker(
-        &env,
+    let log = stopped(
         &unique("ctx2"),
         "w2.log",
         &[
@@ -1099,11 +1100,7 @@ async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
             "--max-tokens",
             "256",
         ],
-    )
-    .status()
-    .unwrap();
-    let log = env.log("w2.log");
-    assert_eq!(o.code(), Some(1), "{log}");
+    );
     assert!(
         log.contains("gives each slot 256 tokens, not even --max-tokens 256"),
         "{log}"
@@ -1112,16 +1109,11 @@ async fn a_slot_too_small_for_one_frame_stops_the_worker_at_once() {
 
     // An explicit --ctx-size shared by two slots: warned at start, and the
     // same clean stop when a frame does not fit.
-    let o = real_worker(
-        &env,
+    let log = stopped(
         &unique("ctx3"),
         "w3.log",
         &["--until-empty", "--ctx-size", "512", "--parallel", "2"],
-    )
-    .status()
-    .unwrap();
-    let log = env.log("w3.log");
-    assert_eq!(o.code(), Some(1), "{log}");
+    );
     assert!(
         log.contains("--ctx-size 512 over --parallel 2 leaves 256 tokens a slot"),
         "{log}"

@@ -11,9 +11,10 @@ use cinecut::scene::SceneDescription;
 
 use crate::util::{Env, FakeServer, assert_exit, stderr};
 
-const FAST: &[&str] = &["--until-empty", "--retry-backoff", "10ms"];
+pub const FAST: &[&str] = &["--until-empty", "--retry-backoff", "10ms"];
 
-fn run_worker(env: &Env, url: &str, extra: &[&str]) -> std::process::Output {
+/// `cinecut worker --server-url url`, fast, until the queue is empty.
+pub fn run_worker(env: &Env, url: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["worker", "--server-url", url];
     args.extend_from_slice(FAST);
     args.extend_from_slice(extra);
