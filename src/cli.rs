@@ -74,6 +74,13 @@ frames in flight within --grace, put the rest back, release the lease, exit 0.")
     Results(ResultsArgs),
     /// Full-text search over the descriptions, best matches first.
     Search(SearchArgs),
+    /// Write an HTML contact sheet per film: every frame's thumbnail, time
+    /// and description, a filter box and a timeline coloured by mood.
+    #[command(after_help = "\
+Each report is one self-contained file: it opens from disk in any browser,
+with no server and no network (thumbnails are inlined). Frames not yet
+described or failed are shown with their state or reason.")]
+    Report(ReportArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// The whole job in one command: enqueue films (or frames), then describe
@@ -301,6 +308,47 @@ pub struct SearchArgs {
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this film (repeat for several; default: every film).
+    #[arg(long, value_name = "TITLE")]
+    pub film: Vec<String>,
+
+    /// Where to write: a file for one film when PATH ends in `.html`, else
+    /// a folder (made if missing) that gets `<film title>.html` per film.
+    /// Default: the current folder.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// The field whose value colours the timeline (by its first word).
+    #[arg(long, value_enum, default_value_t = StripArg::Mood)]
+    pub strip: StripArg,
+
+    /// Open each report with `xdg-open` once written.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// The clap twin of [`crate::report::StripField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StripArg {
+    VisualContent,
+    Mood,
+    Action,
+    Setting,
+}
+
+impl From<StripArg> for crate::report::StripField {
+    fn from(a: StripArg) -> Self {
+        match a {
+            StripArg::VisualContent => Self::VisualContent,
+            StripArg::Mood => Self::Mood,
+            StripArg::Action => Self::Action,
+            StripArg::Setting => Self::Setting,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

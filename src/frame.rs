@@ -34,25 +34,10 @@ pub struct FrameError(pub String);
 /// side at most `max_side`.
 pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| {
-        FrameError(match e.kind() {
-            std::io::ErrorKind::NotFound => format!("frame {shown} does not exist"),
-            _ => format!("frame {shown} cannot be read: {e}"),
-        })
-    })?;
-    let bad =
-        |e: image::ImageError| FrameError(format!("frame {shown} is not a decodable image: {e}"));
-    let reader = ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .expect("reading from memory");
-    let Some(format) = reader.format() else {
-        return Err(FrameError(format!(
-            "frame {shown} is not a decodable image (unknown format)"
-        )));
-    };
-    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let bytes = read(path)?;
+    let (format, mut decoder) = open(&bytes, path)?;
     let (width, height) = decoder.dimensions();
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let orientation = orientation_of(decoder.as_mut());
     let eight_bit = decoder.color_type().bytes_per_pixel() == decoder.color_type().channel_count();
     let as_is = matches!(format, ImageFormat::Jpeg | ImageFormat::Png)
         && eight_bit
@@ -60,7 +45,7 @@ pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
         && orientation == Orientation::NoTransforms;
     if as_is {
         // The whole file must decode, or the server would be the one to say so.
-        DynamicImage::from_decoder(decoder).map_err(bad)?;
+        DynamicImage::from_decoder(decoder).map_err(|e| undecodable(path, e))?;
         return Ok(LoadedFrame {
             data_uri: data_uri(format.to_mime_type(), &bytes),
             width,
@@ -68,12 +53,8 @@ pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
             transcoded: false,
         });
     }
-    let mut image = DynamicImage::from_decoder(decoder).map_err(bad)?;
-    image.apply_orientation(orientation);
-    let rgb = downscale(image.into_rgb8(), max_side);
-    let mut jpeg = Vec::with_capacity(256 * 1024);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-        .encode_image(&rgb)
+    let rgb = downscale(upright(decoder, orientation, path)?, max_side);
+    let jpeg = encode_jpeg(&rgb, JPEG_QUALITY)
         .map_err(|e| FrameError(format!("frame {shown}: cannot encode it as JPEG: {e}")))?;
     Ok(LoadedFrame {
         data_uri: data_uri("image/jpeg", &jpeg),
@@ -81,6 +62,100 @@ pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
         height: rgb.height(),
         transcoded: true,
     })
+}
+
+/// A small JPEG of a frame, for a contact sheet.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Qualities a thumbnail is tried at, best first, until it fits its budget.
+const THUMBNAIL_QUALITIES: [u8; 4] = [75, 60, 45, 30];
+
+/// The frame at `path` upright, its longest side at most `side`, as a JPEG
+/// of at most `budget` bytes where the lowest quality allows (a grainy
+/// frame costs more bytes than a clean one at the same quality).
+pub fn thumbnail(path: &Path, side: u32, budget: usize) -> Result<Thumbnail, FrameError> {
+    let bytes = read(path)?;
+    let (_, mut decoder) = open(&bytes, path)?;
+    let orientation = orientation_of(decoder.as_mut());
+    let rgb = downscale(upright(decoder, orientation, path)?, side);
+    let mut jpeg = Vec::new();
+    for quality in THUMBNAIL_QUALITIES {
+        jpeg = encode_jpeg(&rgb, quality).map_err(|e| {
+            FrameError(format!(
+                "frame {}: cannot encode a thumbnail: {e}",
+                path.display()
+            ))
+        })?;
+        if jpeg.len() <= budget {
+            break;
+        }
+    }
+    Ok(Thumbnail {
+        jpeg,
+        width: rgb.width(),
+        height: rgb.height(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, FrameError> {
+    std::fs::read(path).map_err(|e| {
+        FrameError(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("frame {} does not exist", path.display()),
+            _ => format!("frame {} cannot be read: {e}", path.display()),
+        })
+    })
+}
+
+/// The image's format and a decoder that has read its header.
+fn open<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+) -> Result<(ImageFormat, Box<dyn ImageDecoder + 'a>), FrameError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .expect("reading from memory");
+    let Some(format) = reader.format() else {
+        return Err(FrameError(format!(
+            "frame {} is not a decodable image (unknown format)",
+            path.display()
+        )));
+    };
+    let decoder = reader.into_decoder().map_err(|e| undecodable(path, e))?;
+    Ok((format, Box::new(decoder)))
+}
+
+/// How the image must turn to be upright (EXIF); upright when unknown.
+fn orientation_of(decoder: &mut dyn ImageDecoder) -> Orientation {
+    decoder.orientation().unwrap_or(Orientation::NoTransforms)
+}
+
+/// The whole image, decoded and turned upright, as 8-bit RGB.
+fn upright(
+    decoder: Box<dyn ImageDecoder + '_>,
+    orientation: Orientation,
+    path: &Path,
+) -> Result<image::RgbImage, FrameError> {
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| undecodable(path, e))?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+fn undecodable(path: &Path, e: image::ImageError) -> FrameError {
+    FrameError(format!(
+        "frame {} is not a decodable image: {e}",
+        path.display()
+    ))
+}
+
+fn encode_jpeg(rgb: &image::RgbImage, quality: u8) -> image::ImageResult<Vec<u8>> {
+    let mut jpeg = Vec::with_capacity(rgb.as_raw().len() / 8);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode_image(rgb)?;
+    Ok(jpeg)
 }
 
 /// `image` with its longest side at most `max_side` (aspect kept), with a

@@ -28,6 +28,7 @@ pub mod frame;
 pub mod gpu;
 pub mod ingest;
 pub mod process;
+pub mod report;
 pub mod scene;
 pub mod server;
 pub mod vision;

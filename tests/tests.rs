@@ -8,6 +8,7 @@ mod film;
 mod promises;
 mod real_hosts;
 mod real_models;
+mod report;
 mod results;
 mod server;
 mod status;

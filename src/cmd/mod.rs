@@ -12,6 +12,7 @@ mod gpu;
 mod gpu_lock;
 mod queue;
 mod render;
+mod report;
 mod results;
 mod run;
 mod search;
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gpu(args) => gpu::run(&db, args).await.map(ok),
         Command::Results(args) => results::run(&db, args).await.map(ok),
         Command::Search(args) => search::run(&db, args).await.map(ok),
+        Command::Report(args) => report::run(&db, args).await.map(ok),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
     db.close().await;

@@ -19,6 +19,7 @@ pub mod files;
 pub mod jobs;
 pub mod lease;
 pub mod queue;
+pub mod report;
 pub mod results;
 pub mod status;
 pub mod work;

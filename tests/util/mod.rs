@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -380,6 +382,20 @@ impl Env {
             return 0;
         };
         conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    }
+
+    /// The one text value `sql` selects.
+    pub fn string_now(&self, sql: &str) -> String {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs `sql`, a change a test makes to the data (not to the queue).
+    pub fn execute_now(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 

@@ -1,0 +1,81 @@
+//! What `cinecut report` reads: a film's facts, the light data of every
+//! frame for the timeline (in one query), then the frames with their
+//! descriptions or failures a page at a time (memory stays bounded).
+
+use sqlx::SqlitePool;
+
+use crate::error::Result;
+
+/// A film as the report's header shows it.
+#[derive(Debug, Clone)]
+pub struct FilmFacts {
+    pub id: i64,
+    pub title: String,
+    pub source_path: Option<String>,
+    pub fps: Option<f64>,
+    pub duration_ms: Option<i64>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub frame_count: i64,
+}
+
+/// One frame of the report, in time order: its description when the job
+/// is done, its reason when it failed, its state otherwise.
+#[derive(Debug, Clone)]
+pub struct ReportFrame {
+    pub frame_index: i64,
+    pub pts_ms: Option<i64>,
+    pub path: String,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub visual_content: Option<String>,
+    pub mood: Option<String>,
+    pub action: Option<String>,
+    pub setting: Option<String>,
+    pub model: Option<String>,
+}
+
+/// Rows per page of [`frames_page`].
+pub const PAGE: i64 = 500;
+
+pub async fn films(pool: &SqlitePool, only: &[i64]) -> Result<Vec<FilmFacts>> {
+    let all = sqlx::query_as!(
+        FilmFacts,
+        r#"SELECT id AS "id!", title AS "title!", source_path, fps, duration_ms, width, height,
+                  frame_count AS "frame_count!"
+           FROM films ORDER BY id"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(all
+        .into_iter()
+        .filter(|f| only.is_empty() || only.contains(&f.id))
+        .collect())
+}
+
+/// A page of the film's frames after frame index `after`, in frame order
+/// (which is time order for a film's frames; a range seek on
+/// `UNIQUE(film_id, frame_index)`).
+pub async fn frames_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ReportFrame>> {
+    Ok(sqlx::query_as!(
+        ReportFrame,
+        r#"SELECT fr.frame_index AS "frame_index!", fr.pts_ms, fr.path AS "path!",
+                  j.state AS "state!", j.attempts AS "attempts!",
+                  CASE WHEN j.state = 'failed' THEN j.last_error END AS "error?: String",
+                  d.visual_content AS "visual_content?", d.mood AS "mood?",
+                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?"
+           FROM frames fr
+           JOIN jobs j ON j.id = fr.id
+           LEFT JOIN descriptions d ON d.job_id = fr.id
+           WHERE fr.film_id = ?1 AND fr.frame_index > ?2
+           ORDER BY fr.frame_index
+           LIMIT ?3"#,
+        film,
+        after,
+        PAGE
+    )
+    .fetch_all(pool)
+    .await?)
+}
