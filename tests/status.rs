@@ -51,6 +51,27 @@ async fn status_counts_states_and_failure_reasons_per_film() {
         "{text}"
     );
     assert!(text.contains("GPU leases: none held"), "{text}");
+    let plain: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
+    assert_eq!(plain[0], "FILM", "plain lines on a pipe: {text}");
+    assert_eq!(plain.len(), 9);
+    // On a person's terminal 90 columns wide: every film line fits.
+    let (table, status) = crate::util::on_terminal(&mut env.cmd(["status"]), 90);
+    assert!(status.success());
+    let films: Vec<&str> = table
+        .lines()
+        .take_while(|l| !l.starts_with("GPU leases"))
+        .collect();
+    assert!(films.len() >= 4, "{table}");
+    for line in films {
+        assert!(
+            unicode_width::UnicodeWidthStr::width(line) <= 90,
+            "fits 90 columns: {line:?}\n{table}"
+        );
+    }
+    assert!(
+        table.contains("3 failed: frame is not a decodable image"),
+        "{table}"
+    );
 
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE state = 'failed' AND attempts > 0")

@@ -5,16 +5,7 @@ use crate::db::status::{FilmStatus, LeaseHolder};
 
 /// `hh:mm:ss.mmm`, or `-` without a time.
 pub fn timestamp(ms: Option<i64>) -> String {
-    match ms {
-        None => "-".into(),
-        Some(ms) => format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            ms / 3_600_000,
-            ms / 60_000 % 60,
-            ms / 1000 % 60,
-            ms % 1000
-        ),
-    }
+    ms.map_or_else(|| "-".into(), crate::report::clock)
 }
 
 /// `s` cut to `max` display columns (a CJK character or an emoji takes
@@ -47,17 +38,33 @@ pub fn fit(s: &str, width: usize) -> String {
     out
 }
 
-/// The width tables fit: the terminal's own when stdout is one, else
-/// `COLUMNS`, else 120; never under 60.
-pub fn terminal_width() -> usize {
-    let columns = match terminal_size::terminal_size() {
-        Some((terminal_size::Width(w), _)) => usize::from(w),
-        None => std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(120),
-    };
-    columns.max(60)
+/// How a table is printed: fitted to the terminal stdout is (its width,
+/// from the terminal itself), or as plain lines when stdout is a pipe or a
+/// file: tab-separated, every value whole, one record a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Fitted { width: usize },
+    Plain,
+}
+
+pub fn layout() -> Layout {
+    // stdout's own size: with `| less`, stderr is still the terminal.
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((terminal_size::Width(w), _)) => Layout::Fitted {
+            width: usize::from(w).max(60),
+        },
+        None => Layout::Plain,
+    }
+}
+
+/// Cells as one plain line: tab-separated, tabs and line breaks inside a
+/// value made spaces.
+pub fn plain_line(cells: &[&str]) -> String {
+    let clean: Vec<String> = cells
+        .iter()
+        .map(|c| c.replace(['\t', '\n', '\r'], " "))
+        .collect();
+    clean.join("\t")
 }
 
 /// A duration in milliseconds as `12s`, `3m05s` or `2h07m`.
@@ -135,6 +142,10 @@ mod tests {
             assert_eq!(fit(s, w).width(), w, "{s:?} in {w}");
         }
         assert_eq!(fit("雨の夜の街", 7), "雨の夜…");
+        assert_eq!(
+            plain_line(&["a\tb", "two\nlines", "雨"]),
+            "a b\ttwo lines\t雨"
+        );
         assert_eq!(
             fit("雨の夜の街", 8),
             "雨の夜… ",

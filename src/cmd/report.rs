@@ -66,7 +66,7 @@ async fn write_report(
         .tempfile_in(folder)
         .with_context(|| format!("cannot write a report in {}", folder.display()))?;
     let bar = progress(film.frame_count, &film.title);
-    let film_id = film.id;
+    let (film_id, video) = (film.id, film.is_video);
     let mut report = Report::start(std::io::BufWriter::new(file), film, strip)?;
     let (mut after, mut frames, mut missing) = (-1, 0, Vec::new());
     loop {
@@ -74,7 +74,7 @@ async fn write_report(
         let Some(last) = page.last() else { break };
         after = last.frame_index;
         let (page, thumbs) = tokio::task::spawn_blocking(move || {
-            let thumbs = thumbnails(&page);
+            let thumbs = thumbnails(&page, video);
             (page, thumbs)
         })
         .await?;

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::film_filter;
-use super::render::{fit, terminal_width, timestamp, truncate};
+use super::render::{Layout, fit, layout, plain_line, timestamp, truncate};
 use crate::cli::{ResultFormat, ResultState, ResultsArgs};
 use crate::db::{Db, results};
 
@@ -40,18 +40,22 @@ pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table as wide as the terminal ([`terminal_width`]): film,
-/// frame and time, then the four fields (or the error) sharing the rest.
+/// A table as wide as the terminal when stdout is one: film, frame and
+/// time, then the four fields (or the error) sharing the rest, cut by
+/// display width. Plain lines otherwise ([`Layout::Plain`]).
 async fn print_table(
     rows: &mut Pages<'_>,
     out: &mut impl Write,
     state: ResultState,
 ) -> anyhow::Result<()> {
-    let width = terminal_width();
+    let failed = state == ResultState::Failed;
+    let width = match layout() {
+        Layout::Fitted { width } => width,
+        Layout::Plain => return print_plain(rows, out, failed).await,
+    };
     // film, time and index are fixed; the rest share what is left.
     let rest = width.saturating_sub(20 + 13 + 7 + 6);
     let text = (rest / 4).max(8);
-    let failed = state == ResultState::Failed;
     if failed {
         writeln!(
             out,
@@ -76,8 +80,7 @@ async fn print_table(
             t = text - 1
         )?;
     }
-    while let Some(row) = rows.next().await? {
-        let r = row;
+    while let Some(r) = rows.next().await? {
         let head = format!(
             "{} {:>6} {:<12}",
             fit(&r.film, 20),
@@ -97,6 +100,43 @@ async fn print_table(
                 .collect();
             writeln!(out, "{head} {}", cells.join(" "))?;
         }
+    }
+    Ok(())
+}
+
+/// The table's columns as plain lines: a header, then one tab-separated
+/// line per frame with every value whole (for `cut`, `grep`, `sort`).
+async fn print_plain(
+    rows: &mut Pages<'_>,
+    out: &mut impl Write,
+    failed: bool,
+) -> anyhow::Result<()> {
+    let header: &[&str] = if failed {
+        &["FILM", "FRAME", "TIME", "ERROR"]
+    } else {
+        &[
+            "FILM",
+            "FRAME",
+            "TIME",
+            "VISUAL CONTENT",
+            "MOOD",
+            "ACTION",
+            "SETTING",
+        ]
+    };
+    writeln!(out, "{}", plain_line(header))?;
+    while let Some(r) = rows.next().await? {
+        let (frame, time) = (r.frame_index.to_string(), timestamp(r.pts_ms));
+        let mut cells = vec![r.film.as_str(), &frame, &time];
+        fn text(c: &Option<String>) -> &str {
+            c.as_deref().unwrap_or("")
+        }
+        if failed {
+            cells.push(text(&r.error));
+        } else {
+            cells.extend([&r.visual_content, &r.mood, &r.action, &r.setting].map(text));
+        }
+        writeln!(out, "{}", plain_line(&cells))?;
     }
     Ok(())
 }

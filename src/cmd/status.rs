@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use super::film_filter;
-use super::render::{ago, describe_lease, fit, percent, totals, truncate};
+use super::render::{
+    Layout, ago, describe_lease, fit, layout, percent, plain_line, totals, truncate,
+};
 use crate::cli::StatusArgs;
 use crate::db::{self, Db, status};
 
@@ -23,16 +25,34 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = db::now_ms();
+    let width = match layout() {
+        Layout::Fitted { width } => width,
+        Layout::Plain => {
+            print_plain(&mut out, &films, now)?;
+            print_holders(&mut out, &leases, &workers, now)?;
+            return Ok(());
+        }
+    };
+    // The numbers take 61 columns and OLDEST QUEUED 14; the title has the
+    // rest (12 to 48), failure reasons the whole line.
+    let title = width.saturating_sub(61 + 14).clamp(12, 48);
     writeln!(
         out,
-        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6}  OLDEST QUEUED",
-        "FILM", "TOTAL", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "DONE%"
+        "{} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6}  OLDEST QUEUED",
+        fit("FILM", title),
+        "TOTAL",
+        "QUEUED",
+        "RUNNING",
+        "DONE",
+        "FAILED",
+        "CANCELLED",
+        "DONE%"
     )?;
     for f in &films {
         writeln!(
             out,
-            "{} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}  {}",
-            fit(&f.title, 28),
+            "{} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6.1}  {}",
+            fit(&f.title, title),
             f.total,
             f.queued,
             f.running,
@@ -44,19 +64,16 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "-".to_string(), |t| format!("{} ago", ago(now - t)))
         )?;
         for reason in &f.top_failures {
-            writeln!(
-                out,
-                "    {:>6} failed: {}",
-                reason.count,
-                truncate(&reason.reason, 100)
-            )?;
+            let head = format!("    {:>6} failed: ", reason.count);
+            let room = width.saturating_sub(head.len()).max(20);
+            writeln!(out, "{head}{}", truncate(&reason.reason, room))?;
         }
     }
     let t = totals(&films);
     writeln!(
         out,
-        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>6.1}",
-        "TOTAL",
+        "{} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9} {:>6.1}",
+        fit("TOTAL", title),
         t.total,
         t.queued,
         t.running,
@@ -66,6 +83,52 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
         percent(t.done, t.total)
     )?;
     print_holders(&mut out, &leases, &workers, now)?;
+    Ok(())
+}
+
+/// The per-film table as plain lines (stdout is not a terminal): tab-
+/// separated, titles and failure reasons whole.
+fn print_plain(
+    out: &mut impl Write,
+    films: &[status::FilmStatus],
+    now: i64,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        plain_line(&[
+            "FILM",
+            "TOTAL",
+            "QUEUED",
+            "RUNNING",
+            "DONE",
+            "FAILED",
+            "CANCELLED",
+            "DONE%",
+            "OLDEST QUEUED",
+        ])
+    )?;
+    let t = totals(films);
+    for f in films.iter().chain(std::iter::once(&t)) {
+        let oldest = f
+            .oldest_queued_at
+            .map_or_else(|| "-".to_string(), |at| format!("{} ago", ago(now - at)));
+        let numbers =
+            [f.total, f.queued, f.running, f.done, f.failed, f.cancelled].map(|n| n.to_string());
+        let done = format!("{:.1}", percent(f.done, f.total));
+        let mut cells = vec![f.title.as_str()];
+        cells.extend(numbers.iter().map(String::as_str));
+        cells.extend([done.as_str(), &oldest]);
+        writeln!(out, "{}", plain_line(&cells))?;
+        for reason in &f.top_failures {
+            writeln!(
+                out,
+                "    {} failed: {}",
+                reason.count,
+                reason.reason.replace('\n', " ")
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub struct FilmFacts {
     pub width: Option<i64>,
     pub height: Option<i64>,
     pub frame_count: i64,
+    /// Its frames were extracted from a video (with thumbnails beside them).
+    pub is_video: bool,
 }
 
 /// One frame of the report, in time order: its description when the job
@@ -44,7 +46,7 @@ pub async fn films(pool: &SqlitePool, only: &[i64]) -> Result<Vec<FilmFacts>> {
     let all = sqlx::query_as!(
         FilmFacts,
         r#"SELECT id AS "id!", title AS "title!", source_path, fps, duration_ms, width, height,
-                  frame_count AS "frame_count!"
+                  frame_count AS "frame_count!", source_size IS NOT NULL AS "is_video!: bool"
            FROM films ORDER BY id"#
     )
     .fetch_all(pool)

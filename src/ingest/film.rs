@@ -117,6 +117,56 @@ pub fn probe(path: &Path) -> std::result::Result<Probe, ProbeFailure> {
     })
 }
 
+/// Where extraction writes the thumbnail of the video frame at `frame`:
+/// `thumbs/` beside it, same name (a 320-pixel JPEG that `cinecut report`
+/// inlines instead of decoding the frame again).
+pub fn thumbnail_path(frame: &Path) -> PathBuf {
+    let name = frame.file_name().unwrap_or_default();
+    frame.with_file_name("thumbs").join(name)
+}
+
+/// Longest side of the thumbnails extraction writes.
+pub const THUMBNAIL_SIDE: u32 = 320;
+
+/// ffmpeg's arguments after the input for one extraction pass: the
+/// selected frames of the first video stream ([`filter_chain`]) as
+/// `frame_%06d.jpg` in `out_dir`, and the same frames at
+/// [`THUMBNAIL_SIDE`] in `out_dir/thumbs/` (split from the same decode, so
+/// they cost a downscale, not a second pass).
+pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString> {
+    let t = THUMBNAIL_SIDE;
+    let graph = format!(
+        "[0:v:0]{},split=2[frame][thumb];\
+         [thumb]scale=w='if(gte(iw\\,ih)\\,min(iw\\,{t})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{t}))'[small]",
+        filter_chain(opts)
+    );
+    let mut args: Vec<std::ffi::OsString> =
+        ["-filter_complex", &graph].iter().map(Into::into).collect();
+    let output = |label: &str, quality: &str, file: PathBuf| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = [
+            "-map",
+            label,
+            "-fps_mode",
+            "passthrough",
+            "-q:v",
+            quality,
+            "-y",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        a.push(file.into());
+        a
+    };
+    args.extend(output("[frame]", "3", out_dir.join("frame_%06d.jpg")));
+    args.extend(output(
+        "[small]",
+        "5",
+        thumbnail_path(&out_dir.join("frame_%06d.jpg")),
+    ));
+    args
+}
+
 /// The `-vf` chain for `opts` (the select step, the downscale, showinfo).
 pub fn filter_chain(opts: &FilmOptions) -> String {
     let mut steps = Vec::new();
@@ -153,7 +203,8 @@ fn extract(
     probe: &Probe,
     opts: &FilmOptions,
 ) -> std::result::Result<Extracted, String> {
-    std::fs::create_dir_all(out_dir)
+    let thumbs = thumbnail_path(&out_dir.join("frame"));
+    std::fs::create_dir_all(thumbs.parent().expect("thumbs/ in out_dir"))
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
@@ -161,25 +212,8 @@ fn extract(
         cmd.args(["-skip_frame", "nokey"]);
     }
     cmd.arg("-i").arg(video);
-    cmd.args([
-        "-map",
-        "0:v:0",
-        "-an",
-        "-sn",
-        "-dn",
-        "-vf",
-        &filter_chain(opts),
-    ]);
-    cmd.args([
-        "-fps_mode",
-        "passthrough",
-        "-q:v",
-        "3",
-        "-progress",
-        "pipe:1",
-        "-y",
-    ]);
-    cmd.arg(out_dir.join("frame_%06d.jpg"));
+    cmd.args(output_args(opts, out_dir));
+    cmd.args(["-progress", "pipe:1"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

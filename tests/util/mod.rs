@@ -233,6 +233,40 @@ impl Env {
     }
 }
 
+/// Runs `cmd` with its stdout on a pseudo-terminal `columns` wide (as a
+/// person's terminal is) and returns what it printed there, lines ending
+/// in `\n`, and its exit status.
+pub fn on_terminal(cmd: &mut Command, columns: u16) -> (String, std::process::ExitStatus) {
+    use std::io::Read;
+    let size = nix::pty::Winsize {
+        ws_row: 50,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let mut child = cmd
+        .stdout(std::process::Stdio::from(pty.slave))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Our copy of the terminal's other end is closed (moved into the
+    // child's stdout and dropped with `cmd`'s copy when it is replaced), so
+    // reading ends (EIO) once the child exits.
+    cmd.stdout(std::process::Stdio::null());
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = child.wait().unwrap();
+    (String::from_utf8_lossy(&out).replace("\r\n", "\n"), status)
+}
+
 /// Sends `sig` to `child`.
 pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
@@ -270,6 +304,17 @@ pub fn datasette() -> PathBuf {
     assert!(
         path.is_file(),
         "datasette not found ({}); install it with `bash scripts/setup.sh`",
+        path.display()
+    );
+    path
+}
+
+/// The sqlite-utils that scripts/setup.sh installed into its environment.
+pub fn sqlite_utils() -> PathBuf {
+    let path = cache_dir().join("venv/bin/sqlite-utils");
+    assert!(
+        path.is_file(),
+        "sqlite-utils not found ({}); install it with `bash scripts/setup.sh`",
         path.display()
     );
     path
