@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use cinecut::ingest::film::{FilmOptions, SelectMode, output_args};
+use cinecut::ingest::subtitles::SubtitleSource;
 
 fn cache() -> PathBuf {
     std::env::var_os("CINECUT_CACHE")
@@ -112,6 +113,7 @@ fn main() {
         frames_dir: work.path().join("x"),
         replace: false,
         progress: false,
+        subtitles: SubtitleSource::Off,
     };
     let bare_out = work.path().join("bare");
     std::fs::create_dir_all(bare_out.join("thumbs")).unwrap();

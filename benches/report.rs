@@ -15,6 +15,7 @@ use std::path::Path;
 mod browser;
 
 use cinecut::ingest::film::{FilmOptions, SelectMode, filter_chain, output_args};
+use cinecut::ingest::subtitles::SubtitleSource;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -112,6 +113,7 @@ fn extraction_cost(video: &Path, dir: &Path, name: &str) {
         frames_dir: dir.join("unused"),
         replace: false,
         progress: false,
+        subtitles: SubtitleSource::Off,
     };
     let time = |args: Vec<std::ffi::OsString>, out: &Path| {
         std::fs::create_dir_all(out.join("thumbs")).unwrap();

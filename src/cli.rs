@@ -444,6 +444,20 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "DIR")]
     pub frames_dir: Option<PathBuf>,
 
+    /// The film's dialogue from a subtitle file (SRT, WebVTT, ASS/SSA, or
+    /// any text format ffmpeg reads). Default: the film's first text
+    /// subtitle stream, if it has one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["subtitle_stream", "no_subtitles"])]
+    pub subtitles: Option<PathBuf>,
+
+    /// The film's dialogue from its subtitle stream N (0: its first).
+    #[arg(long, value_name = "N", conflicts_with = "no_subtitles")]
+    pub subtitle_stream: Option<u32>,
+
+    /// Read no dialogue.
+    #[arg(long)]
+    pub no_subtitles: bool,
+
     /// Replace the film of a video file that changed (default: a changed file is a new film).
     #[arg(long)]
     pub replace: bool,

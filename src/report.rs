@@ -188,6 +188,9 @@ impl<W: Write> Report<W> {
             self.out,
             "<p class=\"at\"><a href=\"#f{i}\">#{i}</a> <time>{time}</time></p>"
         )?;
+        if let Some(line) = &frame.line {
+            write!(self.out, "<q class=\"line\">{}</q>", esc(line))?;
+        }
         if frame.state == "done" {
             write!(self.out, "<dl>")?;
             for (label, value) in [
@@ -437,6 +440,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr
 .at { margin: 6px 10px 0; color: var(--dim); font-variant-numeric: tabular-nums; }
 .at a { color: var(--fg); text-decoration: none; font-weight: 600; }
 dl { margin: 4px 10px 10px; }
+.line { display: block; margin: 6px 10px 0; font-style: italic; white-space: pre-line; }
 dt { color: var(--dim); font-size: 11px; text-transform: uppercase; letter-spacing: .04em; margin-top: 4px; }
 dd { margin: 0; }
 .why { margin: 6px 10px 10px; color: #f08a8a; }

@@ -3,6 +3,7 @@
 mod util;
 
 mod database;
+mod dialogue;
 mod enqueue;
 mod film;
 mod promises;

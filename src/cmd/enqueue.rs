@@ -5,9 +5,16 @@ use std::io::Write;
 use crate::cli::EnqueueArgs;
 use crate::db::Db;
 use crate::error::Error;
+use crate::ingest::subtitles::SubtitleSource;
 use crate::ingest::{self, EnqueueOptions, EnqueueSummary, Inputs, film::FilmOptions};
 
 pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
+    if args.subtitles.is_some() && args.inputs.len() > 1 {
+        anyhow::bail!(
+            "--subtitles is one film's dialogue, and {} inputs were given; enqueue that film on its own",
+            args.inputs.len()
+        );
+    }
     let inputs = Inputs {
         paths: args.inputs.clone(),
         manifest: args.manifest.clone(),
@@ -71,6 +78,12 @@ fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
         frames_dir,
         replace: args.replace,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        subtitles: match (&args.subtitles, args.subtitle_stream, args.no_subtitles) {
+            (_, _, true) => SubtitleSource::Off,
+            (Some(file), _, _) => SubtitleSource::File(file.clone()),
+            (None, Some(n), _) => SubtitleSource::Stream(n),
+            (None, None, false) => SubtitleSource::Auto,
+        },
     }
 }
 
@@ -84,8 +97,14 @@ fn print(summary: &EnqueueSummary, json: bool) -> anyhow::Result<()> {
     for film in &summary.films {
         writeln!(
             out,
-            "film {:?}: {} new, {} already queued",
-            film.title, film.new, film.already
+            "film {:?}: {} new, {} already queued{}",
+            film.title,
+            film.new,
+            film.already,
+            match film.dialogue_lines {
+                0 => String::new(),
+                n => format!(", {n} subtitle lines"),
+            }
         )?;
     }
     if summary.films.len() > 1 {

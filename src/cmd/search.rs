@@ -48,8 +48,24 @@ pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    if hits.is_empty() {
-        tracing::info!("no description matches {:?}", args.query);
+    let lines = results::search_dialogue(db.pool(), &query, film, args.limit).await?;
+    for l in &lines {
+        if args.json {
+            serde_json::to_writer(&mut out, &serde_json::json!({ "dialogue": l }))?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{}  {}  {}  dialogue: {}",
+                l.film,
+                timestamp(Some(l.start_ms)),
+                l.path.as_deref().unwrap_or("-"),
+                truncate(&l.text.replace('\n', " "), 200)
+            )?;
+        }
+    }
+    if hits.is_empty() && lines.is_empty() {
+        tracing::info!("nothing matches {:?}", args.query);
     }
     Ok(())
 }

@@ -368,6 +368,52 @@ pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64,
     Ok((id, title))
 }
 
+/// One subtitle line of a film, its markup stripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtitleLine {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+}
+
+/// Replaces film `film_id`'s subtitle lines with `lines` (in time order),
+/// in one transaction.
+pub async fn replace_subtitles(
+    pool: &SqlitePool,
+    film_id: i64,
+    lines: &[SubtitleLine],
+) -> Result<()> {
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!("DELETE FROM subtitles WHERE film_id = ?", film_id)
+        .execute(&mut *tx)
+        .await?;
+    for (i, l) in lines.iter().enumerate() {
+        let i = i as i64;
+        sqlx::query!(
+            "INSERT INTO subtitles (film_id, line_index, start_ms, end_ms, text) VALUES (?, ?, ?, ?, ?)",
+            film_id,
+            i,
+            l.start_ms,
+            l.end_ms,
+            l.text
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether film `film_id` has subtitle lines.
+pub async fn has_subtitles(pool: &SqlitePool, film_id: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM subtitles WHERE film_id = ?) AS "has!: bool""#,
+        film_id
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Deletes a film with its frames, jobs and descriptions.
 pub async fn delete_film(pool: &SqlitePool, film_id: i64) -> Result<()> {
     let mut tx = begin_immediate(pool).await?;

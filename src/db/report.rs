@@ -37,6 +37,8 @@ pub struct ReportFrame {
     pub action: Option<String>,
     pub setting: Option<String>,
     pub model: Option<String>,
+    /// The subtitle line on screen at the frame's time (as `frame_dialogue`).
+    pub line: Option<String>,
 }
 
 /// Rows per page of [`frames_page`].
@@ -67,7 +69,10 @@ pub async fn frames_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec
                   j.state AS "state!", j.attempts AS "attempts!",
                   CASE WHEN j.state = 'failed' THEN j.last_error END AS "error?: String",
                   d.visual_content AS "visual_content?", d.mood AS "mood?",
-                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?"
+                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?",
+                  (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
+                   WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
+                   ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String"
            FROM frames fr
            JOIN jobs j ON j.id = fr.id
            LEFT JOIN descriptions d ON d.job_id = fr.id

@@ -135,6 +135,47 @@ pub async fn search(
     .await?)
 }
 
+/// A subtitle line that matches, with the frame on screen during it (the
+/// first one; else the first after it starts), when the film has one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DialogueHit {
+    pub film: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+    pub frame_index: Option<i64>,
+    pub path: Option<String>,
+}
+
+/// Best matching subtitle lines first (FTS5 bm25 over `subtitle_search`).
+pub async fn search_dialogue(
+    pool: &SqlitePool,
+    query: &str,
+    film: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DialogueHit>> {
+    Ok(sqlx::query_as!(
+        DialogueHit,
+        r#"SELECT f.title AS "film!", s.start_ms AS "start_ms!", s.end_ms AS "end_ms!", s.text AS "text!",
+                  fr.frame_index AS "frame_index?", fr.path AS "path?"
+           FROM subtitle_search
+           JOIN subtitles s ON s.id = subtitle_search.rowid
+           JOIN films f ON f.id = s.film_id
+           LEFT JOIN frames fr ON fr.id = (
+               SELECT x.id FROM frames x
+               WHERE x.film_id = s.film_id AND x.pts_ms >= s.start_ms
+               ORDER BY x.pts_ms LIMIT 1)
+           WHERE subtitle_search MATCH ?1 AND (?2 IS NULL OR f.id = ?2)
+           ORDER BY bm25(subtitle_search)
+           LIMIT ?3"#,
+        query,
+        film,
+        limit
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::fts_query;

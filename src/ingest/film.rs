@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
 use crate::db::Db;
 use crate::db::queue::{self, FrameChunk, NewFrame, VideoFilm};
@@ -44,6 +45,8 @@ pub struct FilmOptions {
     pub frames_dir: PathBuf,
     pub replace: bool,
     pub progress: bool,
+    /// Where the film's dialogue comes from.
+    pub subtitles: SubtitleSource,
 }
 
 /// The facts ffprobe gives about a video.
@@ -441,12 +444,25 @@ pub async fn enqueue_video(
         // An earlier run stopped before its frames were enqueued: start over.
         Some((film_id, _, 0)) => queue::delete_film(db.pool(), film_id).await?,
         Some((film_id, title, frames)) if !film.replace => {
+            // A film enqueued before: its dialogue when asked for, or when
+            // it has none yet (enqueued before dialogue was read).
+            let wanted = film.subtitles != SubtitleSource::Auto
+                || !queue::has_subtitles(db.pool(), film_id).await?;
+            let dialogue = if wanted {
+                dialogue(&film.subtitles, &file.canonical)
+                    .await
+                    .map_err(fail)?
+            } else {
+                None
+            };
+            let dialogue_lines = store_dialogue(db, film_id, dialogue).await?;
             return Ok(FilmSummary {
                 title,
                 film_id,
                 new: 0,
                 already: frames as u64,
                 warning: None,
+                dialogue_lines,
             });
         }
         _ => {}
@@ -461,6 +477,11 @@ pub async fn enqueue_video(
         }
     }
     let probed = file.probe().await.map_err(fail)?;
+    // Read before anything is written: a subtitle file that cannot be read
+    // stops the enqueue with nothing changed.
+    let dialogue = dialogue(&film.subtitles, &file.canonical)
+        .await
+        .map_err(fail)?;
     spec.fps = probed.fps;
     spec.duration_ms = probed.duration_ms;
     spec.width = probed.width;
@@ -474,6 +495,7 @@ pub async fn enqueue_video(
             new,
             already: 0,
             warning,
+            dialogue_lines: store_dialogue(db, film_id, dialogue).await?,
         }),
         Err(e) => {
             // The one place a half-made film is undone.
@@ -487,6 +509,41 @@ pub async fn enqueue_video(
             })
         }
     }
+}
+
+/// The film's dialogue from `source`: `Ok(None)` when there is none to
+/// read. A source the user named that cannot be read is an error; the
+/// film's own stream that cannot be read (`Auto`) is a warning.
+async fn dialogue(
+    source: &SubtitleSource,
+    video: &Path,
+) -> std::result::Result<Option<(String, Vec<subtitles::Line>)>, String> {
+    let (source, video) = (source.clone(), video.to_path_buf());
+    let auto = source == SubtitleSource::Auto;
+    let loaded = tokio::task::spawn_blocking(move || subtitles::load(&source, &video))
+        .await
+        .expect("subtitle thread");
+    match loaded {
+        Err(reason) if auto => {
+            tracing::warn!("the film's subtitles cannot be read, so it has no dialogue: {reason}");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// Stores the film's dialogue (replacing any it had); the number of lines.
+async fn store_dialogue(
+    db: &Db,
+    film_id: i64,
+    dialogue: Option<(String, Vec<subtitles::Line>)>,
+) -> Result<u64> {
+    let Some((origin, lines)) = dialogue else {
+        return Ok(0);
+    };
+    queue::replace_subtitles(db.pool(), film_id, &lines).await?;
+    tracing::info!("dialogue: {} subtitle lines from {origin}", lines.len());
+    Ok(lines.len() as u64)
 }
 
 /// Why extracting or enqueuing a video's frames stopped.

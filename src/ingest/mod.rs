@@ -8,6 +8,7 @@
 
 pub mod film;
 pub mod frames;
+pub mod subtitles;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ pub struct FilmSummary {
     pub already: u64,
     /// A damaged video: where decoding stopped (its frames up to there are in).
     pub warning: Option<String>,
+    /// Subtitle lines stored for the film by this enqueue (its dialogue).
+    pub dialogue_lines: u64,
 }
 
 /// What an enqueue did: `cinecut enqueue --json` prints this.

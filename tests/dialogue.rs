@@ -1,0 +1,275 @@
+//! Dialogue: a film's own subtitle stream or a subtitle file becomes its
+//! `subtitles` rows, `frame_dialogue` puts each frame next to its line,
+//! `search` and `report` show the lines; bad subtitle input is a clear
+//! error that writes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Env, assert_exit, stderr, stdout};
+
+fn ffmpeg(args: &[&std::ffi::OsStr]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg not found: install it with `bash scripts/setup.sh`");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// A 15-second film; with `subtitles`, muxed in as its text subtitle stream.
+fn film(env: &Env, name: &str, subtitles: Option<&Path>) -> PathBuf {
+    let plain = env.path().join(format!("{name}-plain.mkv"));
+    ffmpeg(&[
+        "-f".as_ref(),
+        "lavfi".as_ref(),
+        "-i".as_ref(),
+        "testsrc2=size=160x120:rate=10:duration=15".as_ref(),
+        "-c:v".as_ref(),
+        "libx264".as_ref(),
+        plain.as_os_str(),
+    ]);
+    let Some(subs) = subtitles else { return plain };
+    let out = env.path().join(format!("{name}.mkv"));
+    ffmpeg(&[
+        "-i".as_ref(),
+        plain.as_os_str(),
+        "-i".as_ref(),
+        subs.as_os_str(),
+        "-map".as_ref(),
+        "0:v".as_ref(),
+        "-map".as_ref(),
+        "1".as_ref(),
+        "-c:v".as_ref(),
+        "copy".as_ref(),
+        "-c:s".as_ref(),
+        "srt".as_ref(),
+        out.as_os_str(),
+    ]);
+    out
+}
+
+const SRT: &str = "1\n00:00:01,000 --> 00:00:03,000\n<i>Where were you</i>\nlast night?\n\n\
+                   2\n00:00:10,000 --> 00:00:12,500\n{\\an8}At the <b>lighthouse</b>.\n";
+
+fn dialogue(env: &Env) -> Vec<(i64, i64, String)> {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut st = conn
+        .prepare("SELECT start_ms, end_ms, text FROM subtitles ORDER BY line_index")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// (line, previous_line, next_line) of the frame at `ms`.
+fn at(env: &Env, ms: i64) -> (Option<String>, Option<String>, Option<String>) {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.query_row(
+        "SELECT line, previous_line, next_line FROM frame_dialogue WHERE pts_ms = ?",
+        [ms],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap_or_else(|e| panic!("no frame at {ms} ms: {e}"))
+}
+
+#[test]
+fn a_films_own_subtitle_stream_becomes_its_dialogue() {
+    let env = Env::new();
+    let srt = env.path().join("lines.srt");
+    std::fs::write(&srt, SRT).unwrap();
+    let video = film(&env, "night", Some(&srt));
+    let enqueue = || {
+        env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "interval".as_ref(),
+            "--every".as_ref(),
+            "1".as_ref(),
+        ])
+    };
+    let o = enqueue();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("2 subtitle lines"), "{}", stdout(&o));
+    let lines = dialogue(&env);
+    assert_eq!(
+        lines,
+        vec![
+            (1000, 3000, "Where were you\nlast night?".to_string()),
+            (10_000, 12_500, "At the lighthouse.".to_string()),
+        ],
+        "markup stripped, times kept"
+    );
+    let first = Some("Where were you\nlast night?".to_string());
+    let second = Some("At the lighthouse.".to_string());
+    assert_eq!(at(&env, 0), (None, None, first.clone()));
+    assert_eq!(at(&env, 2000), (first.clone(), None, second.clone()));
+    assert_eq!(at(&env, 5000), (None, first.clone(), second.clone()));
+    assert_eq!(at(&env, 11_000), (second.clone(), first.clone(), None));
+    assert_eq!(at(&env, 14_000), (None, second.clone(), None));
+
+    // Search covers the dialogue, with the frame on screen.
+    let o = env.run(["search", "lighthouse"]);
+    assert_exit(&o, 0);
+    let hit = stdout(&o);
+    let frame = env.string_now("SELECT path FROM frames WHERE pts_ms = 10000");
+    assert!(
+        hit.contains("00:00:10.000")
+            && hit.contains(&frame)
+            && hit.contains("dialogue: At the lighthouse."),
+        "{hit}"
+    );
+
+    // The report shows each frame's line.
+    let report = env.path().join("night.html");
+    assert_exit(
+        &env.run(["report".as_ref(), "-o".as_ref(), report.as_os_str()]),
+        0,
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(
+        html.matches("<q class=\"line\">At the lighthouse.</q>")
+            .count(),
+        3,
+        "the frames at 10, 11 and 12 s"
+    );
+
+    // Enqueued again: nothing new, the dialogue as it was.
+    let o = enqueue();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("0 new"), "{}", stdout(&o));
+    assert_eq!(dialogue(&env).len(), 2);
+}
+
+#[test]
+fn subtitle_files_in_other_formats_replace_the_dialogue() {
+    let env = Env::new();
+    let video = film(&env, "plain", None);
+    let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        dialogue(&env).is_empty(),
+        "a film without subtitles has none"
+    );
+
+    let vtt = env.path().join("lines.vtt");
+    std::fs::write(
+        &vtt,
+        "WEBVTT\n\n00:00:02.000 --> 00:00:04.000\n<v Anna>Keep <i>walking</i>.\n\n\
+         00:00:05.500 --> 00:00:06.000\nDon't look back.\n",
+    )
+    .unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitles".as_ref(),
+        vtt.as_os_str(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        dialogue(&env),
+        vec![
+            (2000, 4000, "Keep walking.".to_string()),
+            (5500, 6000, "Don't look back.".to_string()),
+        ]
+    );
+
+    let ass = env.path().join("lines.ass");
+    std::fs::write(
+        &ass,
+        "[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\n\
+         Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n\
+         Style: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,1,2,0,2,10,10,10,1\n\n\
+         [Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n\
+         Dialogue: 0,0:00:07.25,0:00:09.00,Default,,0,0,0,,{\\i1}The tide{\\i0} is coming in.\\NRun!\n",
+    )
+    .unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitles".as_ref(),
+        ass.as_os_str(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        dialogue(&env),
+        vec![(7250, 9000, "The tide is coming in.\nRun!".to_string())],
+        "replaced, not added to"
+    );
+    let o = env.run(["search", "tide"]);
+    assert!(
+        stdout(&o).contains("dialogue: The tide is coming in. Run!"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
+    let env = Env::new();
+    let srt = env.path().join("lines.srt");
+    std::fs::write(&srt, SRT).unwrap();
+    let video = film(&env, "night", Some(&srt));
+    let films = || env.count_now("SELECT count(*) FROM films");
+
+    let missing = env.path().join("missing.srt");
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitles".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("missing.srt does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(films(), 0, "nothing written");
+
+    let notes = env.path().join("notes.srt");
+    std::fs::write(&notes, "these are my notes, not subtitles\n").unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitles".as_ref(),
+        notes.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("notes.srt"), "{}", stderr(&o));
+    assert_eq!(films(), 0, "nothing written");
+
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitle-stream".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("--subtitle-stream 3: the film has 1 subtitle stream(s)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(films(), 0, "nothing written");
+
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--subtitles".as_ref(),
+        srt.as_os_str(),
+        "--no-subtitles".as_ref(),
+    ]);
+    assert_exit(&o, 2);
+
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--no-subtitles".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    assert!(dialogue(&env).is_empty(), "--no-subtitles reads none");
+    assert_eq!(films(), 1);
+}
