@@ -508,3 +508,119 @@ async fn json_summary_has_one_shape_for_videos_and_frames() {
     // Frames chunked one per transaction, video frames included, all there.
     assert_eq!(env.count("SELECT count(*) FROM jobs").await, 5);
 }
+
+/// Enqueuing a film again with another frame selection is not ignored:
+/// it says so, changes nothing, and points at --replace or a new title;
+/// both work.
+#[tokio::test]
+async fn other_selection_flags_on_an_enqueued_film_say_so() {
+    let env = Env::new();
+    let video = three_shots(&env, "again.mp4");
+    let enqueue = |extra: &[&str]| {
+        let mut c = env.cmd(["enqueue".as_ref(), video.as_os_str()]);
+        c.args(extra);
+        c.output().unwrap()
+    };
+    assert_exit(&enqueue(&[]), 0);
+    assert_exit(&enqueue(&[]), 0);
+    let o = enqueue(&["--select", "interval", "--every", "0.5"]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("already enqueued as film \"again\" with other frame selection")
+            && err.contains("--select scene --scene-threshold 0.3 --max-gap 10 --max-side 1024")
+            && err.contains("--replace")
+            && err.contains("--film"),
+        "{err}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM frames").await,
+        3,
+        "nothing changed"
+    );
+
+    let o = enqueue(&[
+        "--select",
+        "interval",
+        "--every",
+        "0.5",
+        "--film",
+        "again, dense",
+    ]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"again, dense\": 12 new"),
+        "{}",
+        stdout(&o)
+    );
+    let o = enqueue(&[
+        "--select",
+        "interval",
+        "--every",
+        "0.5",
+        "--film",
+        "again, dense",
+    ]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("0 new, 12 already queued"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = enqueue(&["--select", "keyframes", "--replace"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.strings("SELECT extraction FROM films").await,
+        vec!["--select keyframes --max-side 1024".to_string()]
+    );
+}
+
+/// Each frame's number in its source and its SMPTE timecode, next to its
+/// time (a 25 fps film, every frame taken).
+#[tokio::test]
+async fn frames_have_source_numbers_and_timecode() {
+    let env = Env::new();
+    let video = env.path().join("tc.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=2",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "all".as_ref(),
+        ]),
+        0,
+    );
+    let row = |index: i64| {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.query_row(
+            "SELECT t.pts_ms, t.source_frame, t.timecode, d.timecode FROM frame_times t
+             JOIN frame_dialogue d ON d.film_id = t.film_id AND d.frame_index = t.frame_index
+             WHERE t.frame_index = ?",
+            [index],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(row(7), (280, 7, "00:00:00:07".into(), "00:00:00:07".into()));
+    assert_eq!(
+        row(49),
+        (1960, 49, "00:00:01:24".into(), "00:00:01:24".into())
+    );
+}

@@ -305,23 +305,52 @@ pub struct VideoFilm {
     pub width: Option<i64>,
     pub height: Option<i64>,
     pub priority: i64,
+    /// The frame selection it is extracted with, as flags.
+    pub extraction: String,
+}
+
+/// A film already made from a video file.
+#[derive(Debug, Clone)]
+pub struct ExistingFilm {
+    pub id: i64,
+    pub title: String,
+    pub frame_count: i64,
+    /// Its frame selection as flags (`None` for films from before it was kept).
+    pub extraction: Option<String>,
 }
 
 /// The film already made from this very file (same path, size and mtime).
-pub async fn find_video_film(
-    pool: &SqlitePool,
-    v: &VideoFilm,
-) -> Result<Option<(i64, String, i64)>> {
-    let row = sqlx::query!(
-        r#"SELECT id AS "id!", title, frame_count FROM films
-           WHERE source_path = ? AND source_size = ? AND source_mtime_ms = ?"#,
+pub async fn find_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<Option<ExistingFilm>> {
+    Ok(sqlx::query_as!(
+        ExistingFilm,
+        r#"SELECT id AS "id!", title, frame_count, extraction FROM films
+           WHERE source_path = ? AND source_size = ? AND source_mtime_ms = ?
+           ORDER BY id LIMIT 1"#,
         v.source_path,
         v.source_size,
         v.source_mtime_ms
     )
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| (r.id, r.title, r.frame_count)))
+    .await?)
+}
+
+/// The film titled `title` made from this very file, if any.
+pub async fn find_video_film_titled(
+    pool: &SqlitePool,
+    v: &VideoFilm,
+    title: &str,
+) -> Result<Option<ExistingFilm>> {
+    Ok(sqlx::query_as!(
+        ExistingFilm,
+        r#"SELECT id AS "id!", title, frame_count, extraction FROM films
+           WHERE source_path = ? AND source_size = ? AND source_mtime_ms = ? AND title = ?"#,
+        v.source_path,
+        v.source_size,
+        v.source_mtime_ms,
+        title
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Films made from an earlier version of this file (same path).
@@ -349,8 +378,8 @@ pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64,
         title = format!("{} ({n})", v.title);
     }
     let id = sqlx::query_scalar!(
-        r#"INSERT INTO films (title, source_path, source_size, source_mtime_ms, fps, duration_ms, width, height, priority, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id AS "id!""#,
+        r#"INSERT INTO films (title, source_path, source_size, source_mtime_ms, fps, duration_ms, width, height, priority, extraction, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id AS "id!""#,
         title,
         v.source_path,
         v.source_size,
@@ -360,6 +389,7 @@ pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64,
         v.width,
         v.height,
         v.priority,
+        v.extraction,
         now
     )
     .fetch_one(&mut *tx)

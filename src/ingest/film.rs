@@ -170,6 +170,21 @@ pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString
     args
 }
 
+/// The frame selection of `opts` as the flags that give it (what a film
+/// remembers, so that enqueuing it again with other flags is not ignored).
+pub fn selection_flags(opts: &FilmOptions) -> String {
+    let how = match opts.select {
+        SelectMode::Scene => format!(
+            "--select scene --scene-threshold {} --max-gap {}",
+            opts.scene_threshold, opts.max_gap_s
+        ),
+        SelectMode::Interval => format!("--select interval --every {}", opts.every_s),
+        SelectMode::Keyframes => "--select keyframes".into(),
+        SelectMode::All => "--select all".into(),
+    };
+    format!("{how} --max-side {}", opts.max_side)
+}
+
 /// The `-vf` chain for `opts` (the select step, the downscale, showinfo).
 pub fn filter_chain(opts: &FilmOptions) -> String {
     let mut steps = Vec::new();
@@ -440,14 +455,29 @@ pub async fn enqueue_video(
         priority: opts.priority,
         ..VideoFilm::default()
     };
-    match queue::find_video_film(db.pool(), &spec).await? {
+    spec.extraction = selection_flags(film);
+    // With --film, the film of that title (another title is another film of
+    // the same file); else the file's film.
+    let existing = match &opts.title {
+        Some(title) => queue::find_video_film_titled(db.pool(), &spec, title).await?,
+        None => queue::find_video_film(db.pool(), &spec).await?,
+    };
+    match existing {
         // An earlier run stopped before its frames were enqueued: start over.
-        Some((film_id, _, 0)) => queue::delete_film(db.pool(), film_id).await?,
-        Some((film_id, title, frames)) if !film.replace => {
+        Some(old) if old.frame_count == 0 => queue::delete_film(db.pool(), old.id).await?,
+        Some(old) if !film.replace => {
+            if let Some(before) = old.extraction.as_ref().filter(|e| **e != spec.extraction) {
+                return Err(fail(format!(
+                    "already enqueued as film {:?} with other frame selection ({before}); \
+                     nothing was changed. To extract it again with {}, add --replace (the film's \
+                     frames and descriptions are replaced), or give --film with a new title",
+                    old.title, spec.extraction
+                )));
+            }
             // A film enqueued before: its dialogue when asked for, or when
             // it has none yet (enqueued before dialogue was read).
             let wanted = film.subtitles != SubtitleSource::Auto
-                || !queue::has_subtitles(db.pool(), film_id).await?;
+                || !queue::has_subtitles(db.pool(), old.id).await?;
             let dialogue = if wanted {
                 dialogue(&film.subtitles, &file.canonical)
                     .await
@@ -455,12 +485,12 @@ pub async fn enqueue_video(
             } else {
                 None
             };
-            let dialogue_lines = store_dialogue(db, film_id, dialogue).await?;
+            let dialogue_lines = store_dialogue(db, old.id, dialogue).await?;
             return Ok(FilmSummary {
-                title,
-                film_id,
+                title: old.title,
+                film_id: old.id,
                 new: 0,
-                already: frames as u64,
+                already: old.frame_count as u64,
                 warning: None,
                 dialogue_lines,
             });
