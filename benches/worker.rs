@@ -40,10 +40,12 @@ impl Describer for Instant0 {
     fn describe<'a>(
         &'a self,
         _: &'a str,
+        _: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
         Box::pin(async {
             Ok(Described {
                 description: answer(),
+                prompt_version: cinecut::vision::PROMPT_VERSION,
                 prompt_tokens: Some(80),
                 completion_tokens: Some(30),
             })

@@ -161,6 +161,11 @@ pub struct WorkerCore {
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
 
+    /// Give the model the dialogue line on screen at each frame's time as
+    /// context (films with subtitles); recorded as prompt_version 2.
+    #[arg(long)]
+    pub dialogue_context: bool,
+
     /// Token limit of one answer.
     #[arg(long, default_value_t = 384)]
     pub max_tokens: u32,

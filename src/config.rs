@@ -52,6 +52,7 @@ pub async fn worker(
         poison_after: core.poison_after,
         retry_backoff: core.retry_backoff,
         idle_unload: core.server.idle_unload,
+        dialogue_context: core.dialogue_context,
         ..WorkerConfig::default()
     };
     Ok((cfg, engine))

@@ -20,6 +20,9 @@ use crate::scene::SceneDescription;
 
 /// Bump when the prompt changes: stored with each description.
 pub const PROMPT_VERSION: i64 = 1;
+/// The prompt of [`PROMPT_VERSION`] with the dialogue line on screen added
+/// as context (`--dialogue-context`), for the frames that have one.
+pub const DIALOGUE_PROMPT_VERSION: i64 = 2;
 
 const SYSTEM_PROMPT: &str = "You describe single frames of a film for an editor's search index. \
 Answer with one JSON object with the keys visual_content, mood, action and setting, and nothing else.";
@@ -29,7 +32,13 @@ action: what is happening. setting: the place and time of day. One short sentenc
 /// Describes one frame. The worker does not care how: llama-server over HTTP
 /// in production, an instant in-process answer in the queue benchmark.
 pub trait Describer: Send + Sync + 'static {
-    fn describe<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Described, DescribeError>>;
+    /// Describes the frame at `path`; `dialogue` is the line on screen,
+    /// given to the model as context.
+    fn describe<'a>(
+        &'a self,
+        path: &'a str,
+        dialogue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Described, DescribeError>>;
     /// The model name stored with each description.
     fn model(&self) -> &str;
     /// The weights' SHA-256 stored with each description, when known.
@@ -74,13 +83,18 @@ impl HttpDescriber {
 }
 
 impl Describer for HttpDescriber {
-    fn describe<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Described, DescribeError>> {
+    fn describe<'a>(
+        &'a self,
+        path: &'a str,
+        dialogue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Described, DescribeError>> {
         // A task of its own: the request and its deadline go on while the
         // worker's loop waits (another connection's write lock can hold it
         // for minutes), and its answer waits there to be recorded. Dropped
         // (shutdown, yield, lost lease), it is aborted, as before.
         let client = self.client.clone();
         let path = path.to_string();
+        let dialogue = dialogue.map(str::to_string);
         let (slots, max_side, hold_off) =
             (self.slots.clone(), self.max_side, self.hold_off.clone());
         let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
@@ -90,7 +104,7 @@ impl Describer for HttpDescriber {
             if let Some(until) = until {
                 tokio::time::sleep_until(until).await;
             }
-            let result = client.describe(&frame).await;
+            let result = client.describe(&frame, dialogue.as_deref()).await;
             if let Err(DescribeError::Transient { .. }) = &result {
                 *hold_off.lock().expect("hold-off lock") =
                     Some(tokio::time::Instant::now() + HOLD_OFF);
@@ -118,6 +132,8 @@ impl Describer for HttpDescriber {
 #[derive(Debug, Clone)]
 pub struct Described {
     pub description: SceneDescription,
+    /// The prompt it answered ([`PROMPT_VERSION`] or [`DIALOGUE_PROMPT_VERSION`]).
+    pub prompt_version: i64,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
 }
@@ -321,12 +337,22 @@ impl VisionClient {
     }
 
     /// The request body for one frame.
-    pub fn request_body(&self, frame: &LoadedFrame) -> Value {
+    /// The chat request for `frame`; with `dialogue`, the line on screen
+    /// follows the instructions as context.
+    pub fn request_body(&self, frame: &LoadedFrame, dialogue: Option<&str>) -> Value {
+        let text = match dialogue {
+            None => USER_TEXT.to_string(),
+            Some(line) => format!(
+                "{USER_TEXT}\n\nDialogue heard at this moment, as context (describe only what \
+                 the frame shows): {}",
+                serde_json::Value::String(line.replace('\n', " "))
+            ),
+        };
         let mut body = json!({
             "messages": [
                 { "role": "system", "content": SYSTEM_PROMPT },
                 { "role": "user", "content": [
-                    { "type": "text", "text": USER_TEXT },
+                    { "type": "text", "text": text },
                     { "type": "image_url", "image_url": { "url": frame.data_uri } },
                 ]},
             ],
@@ -345,13 +371,17 @@ impl VisionClient {
     }
 
     /// Sends one frame and validates the answer, within the request deadline.
-    pub async fn describe(&self, frame: &LoadedFrame) -> Result<Described, DescribeError> {
+    pub async fn describe(
+        &self,
+        frame: &LoadedFrame,
+        dialogue: Option<&str>,
+    ) -> Result<Described, DescribeError> {
         let started = Instant::now();
         let mut req = self
             .http
             .post(&self.url)
             .timeout(self.timeout)
-            .json(&self.request_body(frame));
+            .json(&self.request_body(frame, dialogue));
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
@@ -389,7 +419,11 @@ impl VisionClient {
         if !status.is_success() {
             return Err(rejection(status.as_u16(), &body));
         }
-        parse_completion(&body)
+        let mut described = parse_completion(&body)?;
+        if dialogue.is_some() {
+            described.prompt_version = DIALOGUE_PROMPT_VERSION;
+        }
+        Ok(described)
     }
 
     fn transport_error(&self, e: &reqwest::Error, started: Instant) -> DescribeError {
@@ -493,6 +527,7 @@ pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
     })?;
     Ok(Described {
         description,
+        prompt_version: PROMPT_VERSION,
         prompt_tokens: v["usage"]["prompt_tokens"].as_i64(),
         completion_tokens: v["usage"]["completion_tokens"].as_i64(),
     })

@@ -25,7 +25,7 @@ use crate::db::work::WorkQueue;
 use crate::db::{Db, now_ms};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::vision::{DescribeError, Describer, PROMPT_VERSION, TransientKind};
+use crate::vision::{DescribeError, Describer, TransientKind};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct WorkerConfig {
     pub max_backoff: Duration,
     /// Stop a supervised server after this long without work.
     pub idle_unload: Duration,
+    /// Give the model the dialogue line on screen (`--dialogue-context`).
+    pub dialogue_context: bool,
 }
 
 impl Default for WorkerConfig {
@@ -65,6 +67,7 @@ impl Default for WorkerConfig {
             transient_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             idle_unload: Duration::from_secs(300),
+            dialogue_context: false,
         }
     }
 }
@@ -420,7 +423,10 @@ impl<'a> LeaseSession<'a> {
             return Ok(());
         }
         let claim = if describer.is_some() { room } else { 0 };
-        let (rec, claimed) = self.queue.record_and_claim(&self.finished, claim).await?;
+        let (rec, mut claimed) = self.queue.record_and_claim(&self.finished, claim).await?;
+        if self.cfg.dialogue_context && !claimed.jobs.is_empty() {
+            self.queue.add_dialogue(&mut claimed.jobs).await?;
+        }
         self.finished.clear();
         self.summary.add(rec);
         if claimed.gpu_wanted {
@@ -608,7 +614,7 @@ async fn describe_job(
     cfg: WorkerConfig,
 ) -> JobResult {
     let started_at = now_ms();
-    let result = describer.describe(&job.path).await;
+    let result = describer.describe(&job.path, job.line.as_deref()).await;
     let finished_at = now_ms();
     let mut fatal = None;
     let server_trouble = match &result {
@@ -620,7 +626,7 @@ async fn describe_job(
             description: d.description,
             model: describer.model().to_string(),
             model_sha256: describer.model_sha256().map(str::to_string),
-            prompt_version: PROMPT_VERSION,
+            prompt_version: d.prompt_version,
             prompt_tokens: d.prompt_tokens,
             completion_tokens: d.completion_tokens,
         },
@@ -689,6 +695,7 @@ mod tests {
         fn describe<'a>(
             &'a self,
             path: &'a str,
+            _: Option<&'a str>,
         ) -> BoxFuture<'a, std::result::Result<Described, DescribeError>> {
             Box::pin(async move { panic!("describer bug on {path}") })
         }
@@ -701,6 +708,7 @@ mod tests {
         ClaimedJob {
             job_id: id,
             path: format!("/frames/{id}.png"),
+            line: None,
             attempts: 0,
             transient_failures: 0,
             max_attempts: 3,

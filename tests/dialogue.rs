@@ -273,3 +273,76 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
     assert!(dialogue(&env).is_empty(), "--no-subtitles reads none");
     assert_eq!(films(), 1);
 }
+
+/// `--dialogue-context`: the frames with a line on screen are sent with it
+/// (and stored as prompt_version 2); the others with the plain prompt.
+#[test]
+fn the_line_on_screen_goes_to_the_model_as_context() {
+    let env = Env::new();
+    let srt = env.path().join("lines.srt");
+    std::fs::write(&srt, SRT).unwrap();
+    let video = film(&env, "night", Some(&srt));
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "interval".as_ref(),
+            "--every".as_ref(),
+            "1".as_ref(),
+        ]),
+        0,
+    );
+    let record = env.path().join("requests.jsonl");
+    let fake = crate::util::FakeServer::start(&env, &["--record", record.to_str().unwrap()]);
+    let o = env
+        .cmd([
+            "worker",
+            "--server-url",
+            &fake.url(),
+            "--until-empty",
+            "--dialogue-context",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let with_line = env.count_now("SELECT count(*) FROM frame_dialogue WHERE line IS NOT NULL");
+    let frames = env.count_now("SELECT count(*) FROM frames");
+    assert_eq!((with_line, frames), (6, 15), "1-3 s and 10-12.5 s");
+    let mut sent: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["messages"][1]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .filter_map(|t| {
+            t.split_once("(describe only what the frame shows): ")
+                .map(|(_, l)| l.to_string())
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "\"At the lighthouse.\"",
+            "\"At the lighthouse.\"",
+            "\"At the lighthouse.\"",
+            "\"Where were you last night?\"",
+            "\"Where were you last night?\"",
+            "\"Where were you last night?\"",
+        ]
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM descriptions d JOIN frame_dialogue l ON l.frame_index = \
+             (SELECT frame_index FROM frames WHERE id = d.frame_id) \
+             WHERE (l.line IS NOT NULL) = (d.prompt_version = 2)"
+        ),
+        15,
+        "prompt_version 2 exactly where a line was sent"
+    );
+}

@@ -104,6 +104,9 @@ impl WorkerState {
 pub struct ClaimedJob {
     pub job_id: i64,
     pub path: String,
+    /// The dialogue line on screen at the frame's time, when the worker
+    /// asked for it (`--dialogue-context`; [`super::work::WorkQueue::add_dialogue`]).
+    pub line: Option<String>,
     pub attempts: i64,
     pub transient_failures: i64,
     pub max_attempts: i64,
@@ -338,6 +341,7 @@ async fn claim_in(
             |(job_id, attempts, transient_failures, max_attempts, path)| ClaimedJob {
                 job_id,
                 path,
+                line: None,
                 attempts,
                 transient_failures,
                 max_attempts,

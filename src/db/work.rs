@@ -69,6 +69,30 @@ impl WorkQueue {
         jobs::record_and_claim(&mut self.batches, &batch).await
     }
 
+    /// Sets each claimed job's `line`: the dialogue line on screen at its
+    /// frame's time (as the `frame_dialogue` view has it), if any.
+    pub async fn add_dialogue(&mut self, jobs: &mut [jobs::ClaimedJob]) -> Result<()> {
+        let ids = serde_json::to_string(&jobs.iter().map(|j| j.job_id).collect::<Vec<_>>())
+            .expect("ids serialise");
+        let lines = sqlx::query!(
+            r#"SELECT fr.id AS "job!: i64",
+                      (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
+                       WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
+                       ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String"
+               FROM frames fr
+               WHERE fr.id IN (SELECT value FROM json_each(?1))"#,
+            ids
+        )
+        .fetch_all(&mut *self.batches)
+        .await?;
+        for row in lines {
+            if let Some(job) = jobs.iter_mut().find(|j| j.job_id == row.job) {
+                job.line = row.line;
+            }
+        }
+        Ok(())
+    }
+
     /// Records `finished`, claiming nothing.
     pub async fn record(&mut self, finished: &[Finished]) -> Result<Recorded> {
         Ok(self.record_and_claim(finished, 0).await?.0)
