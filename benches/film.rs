@@ -1,7 +1,8 @@
 //! Film ingestion: a generated 10-minute 720p film in `scene` mode through
 //! `cinecut enqueue`, next to the bare ffmpeg command that does the same
 //! detection (same filter graph, same JPEG and thumbnail outputs), in one run; and the
-//! `keyframes` mode's speed-up.
+//! `keyframes` mode's speed-up; then the model calls near-duplicate
+//! detection saves, on a static clip and on the cut-heavy film, side by side.
 //!
 //! Run: `cargo bench --bench film` (MINUTES=N to change). The film is made
 //! once under $CINECUT_CACHE/bench-film.
@@ -108,12 +109,14 @@ fn main() {
         select: SelectMode::Scene,
         scene_threshold: 0.3,
         max_gap_s: 10.0,
+        min_shot_s: 0.6,
         every_s: 5.0,
         max_side: 1024,
         frames_dir: work.path().join("x"),
         replace: false,
         progress: false,
         subtitles: SubtitleSource::Off,
+        dedupe_distance: None,
     };
     let bare_out = work.path().join("bare");
     std::fs::create_dir_all(bare_out.join("thumbs")).unwrap();
@@ -150,4 +153,64 @@ fn main() {
         "cinecut enqueue --select keyframes {key:5.2} s   {:.1}x faster than scene mode",
         scene / key
     );
+
+    // Model calls saved by dedupe: one frame a second, so that a static
+    // shot repeats itself.
+    let still = dir.join("static-2min-720p.mp4");
+    if !still.exists() {
+        eprintln!("making a 2-minute static 720p clip with sensor noise (once)");
+        let ok = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("smptehdbars=size=1280x720:rate=24:duration=120,noise=alls=20:allf=t")
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            .arg(&still)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "making the static clip failed");
+    }
+    println!();
+    println!("near-duplicates, --select interval --every 1:");
+    println!(
+        "{:<34} {:>7} {:>12} {:>12}",
+        "clip", "frames", "model calls", "saved"
+    );
+    for (name, clip, db) in [
+        ("static 2 min, sensor noise", &still, "c.db"),
+        ("cut-heavy (a cut every 7 s)", &film, "d.db"),
+    ] {
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(work.path().join(db))
+            .args(["enqueue", "--json", "--select", "interval", "--every", "1"])
+            .arg(clip)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let film = &summary["films"][0];
+        let (frames, copies) = (
+            film["new"].as_u64().unwrap(),
+            film["near_duplicates"].as_u64().unwrap(),
+        );
+        println!(
+            "{name:<34} {frames:>7} {:>12} {:>11.0}%",
+            frames - copies,
+            100.0 * copies as f64 / frames as f64
+        );
+    }
 }

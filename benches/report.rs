@@ -108,12 +108,14 @@ fn extraction_cost(video: &Path, dir: &Path, name: &str) {
         select: SelectMode::All,
         scene_threshold: 0.3,
         max_gap_s: 10.0,
+        min_shot_s: 0.6,
         every_s: 5.0,
         max_side: 1024,
         frames_dir: dir.join("unused"),
         replace: false,
         progress: false,
         subtitles: SubtitleSource::Off,
+        dedupe_distance: None,
     };
     let time = |args: Vec<std::ffi::OsString>, out: &Path| {
         std::fs::create_dir_all(out.join("thumbs")).unwrap();

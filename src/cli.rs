@@ -435,6 +435,11 @@ pub struct EnqueueArgs {
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     pub max_gap: f64,
 
+    /// In scene mode, a cut closer than this many seconds to the previous
+    /// cut is ignored (a strobe, a muzzle flash, a busy shot); 0 keeps every cut.
+    #[arg(long, default_value_t = 0.6, value_parser = seconds)]
+    pub min_shot: f64,
+
     /// In interval mode, one frame every this many seconds.
     #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     pub every: f64,
@@ -462,6 +467,16 @@ pub struct EnqueueArgs {
     /// Read no dialogue.
     #[arg(long)]
     pub no_subtitles: bool,
+
+    /// A video frame within this many bits (of a 64-bit difference hash) of
+    /// the last distinct frame before it is a near-duplicate: it is not sent
+    /// to the model but gets that frame's description (marked as a copy).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub dedupe_distance: u32,
+
+    /// Send every frame to the model, near-duplicates too.
+    #[arg(long)]
+    pub no_dedupe: bool,
 
     /// Replace the film of a video file that changed (default: a changed file is a new film).
     #[arg(long)]
@@ -507,6 +522,16 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
         Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
         _ => Err(format!(
             "{text:?} is not a number of seconds above 0, e.g. 5 or 0.5"
+        )),
+    }
+}
+
+/// A number of seconds, 0 or more.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds, e.g. 0.6 or 0"
         )),
     }
 }

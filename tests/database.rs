@@ -372,6 +372,8 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         pts_ms: None,
         width: None,
         height: None,
+        dhash: None,
+        duplicate_of: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
     let err = loader.enqueue_chunk(film, &chunk, 3).await.unwrap_err();
@@ -385,5 +387,79 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         .await
         .unwrap();
     assert_eq!(frames, 0);
+    db.close().await;
+}
+
+/// A near-duplicate enqueued after its original was described (a later
+/// chunk of a long film, a fast worker) gets the copy at once and is done;
+/// one whose original failed is left to be described on its own.
+#[tokio::test]
+async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
+    use cinecut::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+
+    let env = Env::new();
+    let db = Db::open(&env.db(), Durability::Full).await.unwrap();
+    let film = queue::ensure_film(
+        db.pool(),
+        &FilmSpec {
+            title: "long".into(),
+            ..FilmSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let frame = |i: i64, duplicate_of: Option<i64>| NewFrame {
+        path: format!("/frames/{i}.jpg"),
+        frame_index: Some(i),
+        pts_ms: Some(i * 1000),
+        width: None,
+        height: None,
+        dhash: Some(0x0f0f),
+        duplicate_of,
+    };
+    let mut loader = db.bulk_loader().await.unwrap();
+    loader
+        .enqueue_chunk(film, &FrameChunk::new(&[frame(0, None), frame(1, None)]), 1)
+        .await
+        .unwrap();
+    env.execute_now(
+        "INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, \
+         prompt_version, created_at) SELECT id, id, 'a lighthouse', 'calm', 'none', 'coast', 'm', 1, 5 \
+         FROM frames WHERE frame_index = 0; \
+         UPDATE jobs SET state = 'done' WHERE id = (SELECT id FROM frames WHERE frame_index = 0); \
+         UPDATE jobs SET state = 'failed' WHERE id = (SELECT id FROM frames WHERE frame_index = 1);",
+    );
+    loader
+        .enqueue_chunk(
+            film,
+            &FrameChunk::new(&[frame(2, Some(0)), frame(3, Some(1))]),
+            1,
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT fr.frame_index, j.state, d.visual_content, fr.duplicate_of \
+         FROM frames fr JOIN jobs j ON j.id = fr.id LEFT JOIN descriptions d ON d.job_id = fr.id \
+         WHERE fr.frame_index >= 2 ORDER BY fr.frame_index",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let original: i64 = sqlx::query_scalar("SELECT id FROM frames WHERE frame_index = 0")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                2,
+                "done".into(),
+                Some("a lighthouse".into()),
+                Some(original)
+            ),
+            (3, "queued".into(), None, None),
+        ]
+    );
     db.close().await;
 }

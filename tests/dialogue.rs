@@ -241,6 +241,42 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
     assert!(stderr(&o).contains("notes.srt"), "{}", stderr(&o));
     assert_eq!(films(), 0, "nothing written");
 
+    // A timestamp that does not parse, one that ends before it starts, a
+    // file in another encoding (Latin-1 "é" on line 7): each names its line.
+    for (name, bytes, says) in [
+        (
+            "bad-time.srt",
+            b"1\n00:00:01,000 --> 00:00:03,000\nHello.\n\n2\n00:00:04,000 --> 00:0O:05,000\nAgain.\n".to_vec(),
+            "line 6: bad timestamp \"00:00:04,000 --> 00:0O:05,000\"",
+        ),
+        (
+            "backwards.srt",
+            b"1\n00:00:09,000 --> 00:00:03,000\nHello.\n".to_vec(),
+            "line 2: the line ends before it starts",
+        ),
+        (
+            "latin1.srt",
+            b"1\n00:00:01,000 --> 00:00:03,000\nHello.\n\n2\n00:00:04,000 --> 00:00:05,000\nCaf\xe9?\n".to_vec(),
+            "line 7 is not UTF-8 text",
+        ),
+    ] {
+        let file = env.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let o = env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--subtitles".as_ref(),
+            file.as_os_str(),
+        ]);
+        assert_exit(&o, 1);
+        assert!(
+            stderr(&o).contains(&format!("subtitle file {}: {says}", file.display())),
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert_eq!(films(), 0, "{name}: nothing written");
+    }
+
     let o = env.run([
         "enqueue".as_ref(),
         video.as_os_str(),

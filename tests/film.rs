@@ -528,7 +528,9 @@ async fn other_selection_flags_on_an_enqueued_film_say_so() {
     let err = stderr(&o);
     assert!(
         err.contains("already enqueued as film \"again\" with other frame selection")
-            && err.contains("--select scene --scene-threshold 0.3 --max-gap 10 --max-side 1024")
+            && err.contains(
+                "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --max-side 1024"
+            )
             && err.contains("--replace")
             && err.contains("--film"),
         "{err}"
@@ -622,5 +624,89 @@ async fn frames_have_source_numbers_and_timecode() {
     assert_eq!(
         row(49),
         (1960, 49, "00:00:01:24".into(), "00:00:01:24".into())
+    );
+}
+
+/// 2 s of a picture, 2 s of a strobe (black and white frames in turn: a
+/// "cut" every frame), 2 s of another picture.
+fn strobe(env: &Env) -> PathBuf {
+    let out = env.path().join("strobe.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:size=160x120:rate=25:duration=2,format=yuv420p,\
+         geq=lum='if(mod(N\\,2)\\,235\\,16)':cb=128:cr=128",
+        "-f",
+        "lavfi",
+        "-i",
+        "smptebars=size=160x120:rate=25:duration=2",
+        "-filter_complex",
+        "[0][1][2]concat=n=3:v=1:a=0,format=yuv420p",
+        "-c:v",
+        "libx264",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// `--min-shot`: a cut closer than that to the previous one is ignored, so
+/// a strobe gives frames `--min-shot` apart, not one per flash.
+#[tokio::test]
+async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
+    let env = Env::new();
+    let video = strobe(&env);
+    let gaps = |title: &str, times: Vec<i64>| -> Vec<i64> {
+        assert!(times.len() > 2, "{title}: {times:?}");
+        times.windows(2).map(|w| w[1] - w[0]).collect()
+    };
+    // Without it, the strobe's flashes are cuts a frame apart.
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--film".as_ref(),
+        "every cut".as_ref(),
+        "--min-shot".as_ref(),
+        "0".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = frames_of(&env, "every cut")
+        .await
+        .iter()
+        .map(|f| f.1)
+        .collect();
+    assert!(
+        gaps("every cut", times.clone()).iter().any(|&g| g <= 40),
+        "the strobe makes cuts a frame apart: {times:?}"
+    );
+
+    // The default, 0.6 s (a second film of the same file).
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--film".as_ref(),
+        "strobe".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = frames_of(&env, "strobe")
+        .await
+        .iter()
+        .map(|f| f.1)
+        .collect();
+    assert!(
+        gaps("strobe", times.clone()).iter().all(|&g| g >= 600),
+        "frames closer than 0.6 s: {times:?}"
+    );
+    assert!(
+        times.iter().any(|&t| (2000..=2040).contains(&t)),
+        "the cut into the strobe is still taken: {times:?}"
+    );
+    assert_eq!(
+        env.string_now("SELECT extraction FROM films WHERE title = 'strobe'"),
+        "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --max-side 1024"
     );
 }

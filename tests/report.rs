@@ -81,6 +81,8 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
         "interval".as_ref(),
         "--every".as_ref(),
         "0.5".as_ref(),
+        // Every frame goes to the model (the lost one must fail).
+        "--no-dedupe".as_ref(),
     ]);
     assert_exit(&o, 0);
     let n = env.count_now("SELECT count(*) FROM frames");

@@ -560,11 +560,21 @@ async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
     );
     assert_eq!(env.count("SELECT count(*) FROM frames").await, total);
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, total);
+    // Each frame described once: by the model, or as a copy of the frame
+    // it nearly repeats (the film has still shots).
+    let originals = env
+        .count("SELECT count(*) FROM frames WHERE duplicate_of IS NULL")
+        .await;
     assert_eq!(
         env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
             .await,
-        total,
-        "each frame described once"
+        originals,
+        "each frame sent once"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL")
+            .await,
+        total - originals
     );
 }
 

@@ -3,6 +3,7 @@
 mod util;
 
 mod database;
+mod dedupe;
 mod dialogue;
 mod enqueue;
 mod film;

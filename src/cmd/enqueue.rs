@@ -73,11 +73,13 @@ fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
         select: args.select.into(),
         scene_threshold: args.scene_threshold,
         max_gap_s: args.max_gap,
+        min_shot_s: args.min_shot,
         every_s: args.every,
         max_side: args.max_side,
         frames_dir,
         replace: args.replace,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        dedupe_distance: (!args.no_dedupe).then_some(args.dedupe_distance),
         subtitles: match (&args.subtitles, args.subtitle_stream, args.no_subtitles) {
             (_, _, true) => SubtitleSource::Off,
             (Some(file), _, _) => SubtitleSource::File(file.clone()),
@@ -97,10 +99,16 @@ fn print(summary: &EnqueueSummary, json: bool) -> anyhow::Result<()> {
     for film in &summary.films {
         writeln!(
             out,
-            "film {:?}: {} new, {} already queued{}",
+            "film {:?}: {} new, {} already queued{}{}",
             film.title,
             film.new,
             film.already,
+            match film.near_duplicates {
+                0 => String::new(),
+                n => format!(
+                    " ({n} near-duplicates: they get the description of the frame they repeat)"
+                ),
+            },
             match film.dialogue_lines {
                 0 => String::new(),
                 n => format!(", {n} subtitle lines"),

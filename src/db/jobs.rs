@@ -648,17 +648,24 @@ pub async fn has_open_work(pool: &SqlitePool, film: Option<i64>) -> Result<bool>
     })
 }
 
-/// Whether a job in scope can be claimed now.
+/// Whether a job in scope can be claimed now (a near-duplicate waiting for
+/// its original's description cannot).
 pub async fn has_claimable(pool: &SqlitePool, film: Option<i64>, now: i64) -> Result<bool> {
     Ok(match film {
         None => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?) AS "open!: bool""#,
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?
+                                AND NOT EXISTS (SELECT 1 FROM frames d
+                                                WHERE d.id = jobs.id AND d.duplicate_of IS NOT NULL))
+                      AS "open!: bool""#,
             now
         )
         .fetch_one(pool)
         .await?,
         Some(film) => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ? AND state = 'queued' AND run_after <= ?) AS "open!: bool""#,
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ? AND state = 'queued' AND run_after <= ?
+                                AND NOT EXISTS (SELECT 1 FROM frames d
+                                                WHERE d.id = jobs.id AND d.duplicate_of IS NOT NULL))
+                      AS "open!: bool""#,
             film,
             now
         )

@@ -28,28 +28,49 @@ pub struct NewFrame {
     pub pts_ms: Option<i64>,
     pub width: Option<i64>,
     pub height: Option<i64>,
+    /// The 64-bit difference hash (video frames).
+    pub dhash: Option<i64>,
+    /// The frame_index of the earlier frame of the film it nearly repeats.
+    pub duplicate_of: Option<i64>,
 }
 
 /// A chunk of frames serialised for [`enqueue_chunk`]: a JSON array of
-/// `[path, frame_index, pts_ms, width, height]` rows, built off the async runtime.
+/// `[path, frame_index, pts_ms, width, height]` rows (with `dhash,
+/// duplicate_of` after them for a video's frames), built off the async runtime.
 #[derive(Debug, Clone)]
 pub struct FrameChunk {
     pub json: String,
     pub len: u64,
     /// Every frame names its frame_index (manifests with indexes, videos).
     pub indexed: bool,
+    /// Some frame is a near-duplicate of an earlier one.
+    pub duplicates: bool,
 }
 
 impl FrameChunk {
     pub fn new(frames: &[NewFrame]) -> FrameChunk {
-        let rows: Vec<_> = frames
-            .iter()
-            .map(|f| (&f.path, f.frame_index, f.pts_ms, f.width, f.height))
-            .collect();
+        let json = if frames.iter().any(|f| f.dhash.is_some()) {
+            let rows: Vec<_> = frames
+                .iter()
+                .map(|f| {
+                    let (path, index, pts, w, h) =
+                        (&f.path, f.frame_index, f.pts_ms, f.width, f.height);
+                    (path, index, pts, w, h, f.dhash, f.duplicate_of)
+                })
+                .collect();
+            serde_json::to_string(&rows)
+        } else {
+            let rows: Vec<_> = frames
+                .iter()
+                .map(|f| (&f.path, f.frame_index, f.pts_ms, f.width, f.height))
+                .collect();
+            serde_json::to_string(&rows)
+        };
         FrameChunk {
-            json: serde_json::to_string(&rows).expect("frames serialise"),
+            json: json.expect("frames serialise"),
             len: frames.len() as u64,
             indexed: frames.iter().all(|f| f.frame_index.is_some()),
+            duplicates: frames.iter().any(|f| f.duplicate_of.is_some()),
         }
     }
 }
@@ -175,6 +196,9 @@ async fn enqueue_chunk_once(
         )
         .execute(&mut *tx)
         .await?;
+        if chunk.duplicates {
+            mark_duplicates(&mut tx, film_id, chunk).await?;
+        }
         let added = inserted as i64;
         sqlx::query!(
             "UPDATE films SET frame_count = frame_count + ? WHERE id = ?",
@@ -209,6 +233,56 @@ async fn enqueue_chunk_once(
     Ok(outcome)
 }
 
+/// Points the chunk's near-duplicates at their originals (by frame index;
+/// an original is always earlier in the film, so already inserted). One
+/// whose original was described meanwhile (another chunk, a fast worker)
+/// gets its copy now; one whose original failed is left to be described.
+async fn mark_duplicates(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    film_id: i64,
+    chunk: &FrameChunk,
+) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE frames SET duplicate_of = o.id
+           FROM jsonb_each(jsonb(?2)) AS j
+           JOIN frames o ON o.film_id = ?1 AND o.frame_index = j.value ->> 6
+           JOIN jobs oj ON oj.id = o.id AND oj.state IN ('queued', 'running', 'done')
+           WHERE frames.film_id = ?1 AND frames.frame_index = j.value ->> 1
+             AND j.value ->> 6 IS NOT NULL
+             AND EXISTS (SELECT 1 FROM jobs fj WHERE fj.id = frames.id AND fj.state = 'queued')
+             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = frames.id)"#,
+        film_id,
+        chunk.json
+    )
+    .execute(&mut **tx)
+    .await?;
+    let now = now_ms();
+    sqlx::query!(
+        r#"INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model,
+                                     model_sha256, prompt_version, created_at, duplicate_of)
+           SELECT fr.id, fr.id, d.visual_content, d.mood, d.action, d.setting, d.model,
+                  d.model_sha256, d.prompt_version, ?2, d.frame_id
+           FROM frames fr
+           JOIN descriptions d ON d.job_id = fr.duplicate_of
+           WHERE fr.film_id = ?1 AND fr.duplicate_of IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = fr.id)"#,
+        film_id,
+        now
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE jobs SET state = 'done', updated_at = ?2
+           WHERE film_id = ?1 AND state = 'queued'
+             AND EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = jobs.id)"#,
+        film_id,
+        now
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Inserts a chunk's frames (paths the film has are skipped); returns how
 /// many were new. Frames without an index are numbered after the film's last.
 async fn insert_frames(
@@ -219,8 +293,9 @@ async fn insert_frames(
 ) -> Result<u64> {
     Ok(if chunk.indexed {
         sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
-               SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?2
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, created_at)
+               SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4,
+                      j.value ->> 5, ?2
                FROM jsonb_each(jsonb(?3)) AS j
                WHERE true
                ON CONFLICT DO NOTHING"#,

@@ -39,6 +39,8 @@ pub struct FilmOptions {
     pub select: SelectMode,
     pub scene_threshold: f64,
     pub max_gap_s: f64,
+    /// Scene mode: a cut this close (seconds) to the previous cut is ignored.
+    pub min_shot_s: f64,
     pub every_s: f64,
     pub max_side: u32,
     /// Frames go to `frames_dir/<film id>/`.
@@ -47,6 +49,9 @@ pub struct FilmOptions {
     pub progress: bool,
     /// Where the film's dialogue comes from.
     pub subtitles: SubtitleSource,
+    /// Frames within this many bits (of 64) of the last original frame are
+    /// near-duplicates, not sent to the model; `None`: no dedupe.
+    pub dedupe_distance: Option<u32>,
 }
 
 /// The facts ffprobe gives about a video.
@@ -139,35 +144,105 @@ pub const THUMBNAIL_SIDE: u32 = 320;
 pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString> {
     let t = THUMBNAIL_SIDE;
     let graph = format!(
-        "[0:v:0]{},split=2[frame][thumb];\
-         [thumb]scale=w='if(gte(iw\\,ih)\\,min(iw\\,{t})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{t}))'[small]",
+        "[0:v:0]{},split=3[frame][thumb][hash];\
+         [thumb]scale=w='if(gte(iw\\,ih)\\,min(iw\\,{t})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{t}))'[small];\
+         [hash]scale=9:8:flags=area,format=gray[tiny]",
         filter_chain(opts)
     );
     let mut args: Vec<std::ffi::OsString> =
         ["-filter_complex", &graph].iter().map(Into::into).collect();
-    let output = |label: &str, quality: &str, file: PathBuf| -> Vec<std::ffi::OsString> {
-        let mut a: Vec<std::ffi::OsString> = [
-            "-map",
-            label,
-            "-fps_mode",
-            "passthrough",
-            "-q:v",
-            quality,
-            "-y",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
+    let output = |label: &str, format: &[&str], file: PathBuf| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = ["-map", label, "-fps_mode", "passthrough"]
+            .iter()
+            .chain(format)
+            .chain(&["-y"])
+            .map(Into::into)
+            .collect();
         a.push(file.into());
         a
     };
-    args.extend(output("[frame]", "3", out_dir.join("frame_%06d.jpg")));
+    args.extend(output(
+        "[frame]",
+        &["-q:v", "3"],
+        out_dir.join("frame_%06d.jpg"),
+    ));
     args.extend(output(
         "[small]",
-        "5",
+        &["-q:v", "5"],
         thumbnail_path(&out_dir.join("frame_%06d.jpg")),
     ));
+    args.extend(output(
+        "[tiny]",
+        &["-f", "rawvideo"],
+        out_dir.join(HASH_FILE),
+    ));
     args
+}
+
+/// The 9×8 grey pixels of every extracted frame, in order (72 bytes each),
+/// from which the frames' difference hashes are made; removed after.
+const HASH_FILE: &str = "dhash.gray";
+
+/// The 64-bit difference hash of a 9×8 grey image: bit r·8+c says whether
+/// pixel (c, r) is darker than its right neighbour.
+pub fn dhash(pixels: &[u8]) -> i64 {
+    let mut bits = 0u64;
+    for r in 0..8 {
+        for c in 0..8 {
+            bits <<= 1;
+            bits |= u64::from(pixels[r * 9 + c] < pixels[r * 9 + c + 1]);
+        }
+    }
+    bits as i64
+}
+
+/// How far apart (mean absolute difference of the 9×8 grey pixels, of 255)
+/// two frames may be in brightness and still be near-duplicates. The hash
+/// alone compares only left-right orderings: a fade, or two unrelated
+/// shots with the same horizontal gradient, keep it. Measured on generated
+/// clips (BENCHMARKS.md): a static shot with sensor noise differs by
+/// under 1, one with a figure walking across it by 2; unrelated pictures
+/// by 28 and more.
+const DEDUPE_MAX_GREY_DIFFERENCE: u32 = 8;
+
+/// Sets each frame's hash (from `out_dir`'s hash file, frame `n` at byte
+/// 72·n) and, with `distance`, marks as a duplicate every frame within
+/// that many bits, and within [`DEDUPE_MAX_GREY_DIFFERENCE`] in
+/// brightness, of the last frame kept as an original; removes the file.
+fn hash_and_dedupe(frames: &mut [NewFrame], out_dir: &Path, distance: Option<u32>) {
+    let file = out_dir.join(HASH_FILE);
+    let pixels = std::fs::read(&file).unwrap_or_default();
+    std::fs::remove_file(&file).ok();
+    let mut original: Option<(i64, i64, &[u8])> = None;
+    for f in frames.iter_mut() {
+        let Some(n) = f.frame_index else { continue };
+        let at = n as usize * 72;
+        let Some(tiny) = pixels.get(at..at + 72) else {
+            original = None;
+            continue;
+        };
+        let hash = dhash(tiny);
+        f.dhash = Some(hash);
+        match (original, distance) {
+            (Some((index, first, seen)), Some(d))
+                if (first ^ hash).count_ones() <= d
+                    && grey_difference(seen, tiny) <= DEDUPE_MAX_GREY_DIFFERENCE =>
+            {
+                f.duplicate_of = Some(index);
+            }
+            _ => original = Some((n, hash, tiny)),
+        }
+    }
+}
+
+/// The mean absolute difference of two grey images of the same size.
+fn grey_difference(a: &[u8], b: &[u8]) -> u32 {
+    let sum: u32 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u32::from(x.abs_diff(*y)))
+        .sum();
+    sum / a.len().max(1) as u32
 }
 
 /// The frame selection of `opts` as the flags that give it (what a film
@@ -175,8 +250,8 @@ pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString
 pub fn selection_flags(opts: &FilmOptions) -> String {
     let how = match opts.select {
         SelectMode::Scene => format!(
-            "--select scene --scene-threshold {} --max-gap {}",
-            opts.scene_threshold, opts.max_gap_s
+            "--select scene --scene-threshold {} --max-gap {} --min-shot {}",
+            opts.scene_threshold, opts.max_gap_s, opts.min_shot_s
         ),
         SelectMode::Interval => format!("--select interval --every {}", opts.every_s),
         SelectMode::Keyframes => "--select keyframes".into(),
@@ -189,9 +264,13 @@ pub fn selection_flags(opts: &FilmOptions) -> String {
 pub fn filter_chain(opts: &FilmOptions) -> String {
     let mut steps = Vec::new();
     match opts.select {
+        // The time of the last cut taken is the expression's variable 0
+        // (0 at the start, which counts as a cut): a cut is taken only
+        // --min-shot after it, and an ignored one does not move it.
         SelectMode::Scene => steps.push(format!(
-            "select='gt(scene\\,{})+isnan(prev_selected_t)+gte(t-prev_selected_t\\,{})'",
-            opts.scene_threshold, opts.max_gap_s
+            "select='if(gt(scene\\,{})*gte(t-ld(0)\\,{})\\,st(0\\,t)+1\\,0)\
+             +isnan(prev_selected_t)+gte(t-prev_selected_t\\,{})'",
+            opts.scene_threshold, opts.min_shot_s, opts.max_gap_s
         )),
         SelectMode::Interval => steps.push(format!(
             "select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{})'",
@@ -261,6 +340,7 @@ fn extract(
     progress.join().ok();
     // Only frames whose file was written count.
     frames.retain(|f| Path::new(&f.path).is_file());
+    hash_and_dedupe(&mut frames, out_dir, opts.dedupe_distance);
     let last_ms = frames.last().and_then(|f| f.pts_ms).unwrap_or(0);
     let reason = errors
         .last()
@@ -360,6 +440,8 @@ fn parse_showinfo(line: &str, out_dir: &Path) -> Option<NewFrame> {
         pts_ms: Some((pts * 1000.0).round().max(0.0) as i64),
         width: w,
         height: h,
+        dhash: None,
+        duplicate_of: None,
     })
 }
 
@@ -493,6 +575,7 @@ pub async fn enqueue_video(
                 already: old.frame_count as u64,
                 warning: None,
                 dialogue_lines,
+                near_duplicates: 0,
             });
         }
         _ => {}
@@ -519,13 +602,14 @@ pub async fn enqueue_video(
     let (film_id, title) = queue::create_video_film(db.pool(), &spec).await?;
     let out_dir = film.frames_dir.join(film_id.to_string());
     match extract_and_enqueue(db, film_id, &file.canonical, &out_dir, &probed, film, opts).await {
-        Ok((new, warning)) => Ok(FilmSummary {
+        Ok(done) => Ok(FilmSummary {
             title,
             film_id,
-            new,
+            new: done.new,
             already: 0,
-            warning,
+            warning: done.warning,
             dialogue_lines: store_dialogue(db, film_id, dialogue).await?,
+            near_duplicates: done.near_duplicates,
         }),
         Err(e) => {
             // The one place a half-made film is undone.
@@ -599,7 +683,7 @@ async fn extract_and_enqueue(
     probed: &Probe,
     film: &FilmOptions,
     opts: &EnqueueOptions,
-) -> std::result::Result<(u64, Option<String>), Step> {
+) -> std::result::Result<Enqueued, Step> {
     // Stored paths are canonical, like every other frame's.
     let out_dir = std::fs::create_dir_all(out_dir)
         .and_then(|()| std::fs::canonicalize(out_dir))
@@ -636,7 +720,23 @@ async fn extract_and_enqueue(
             .await?
             .inserted;
     }
-    Ok((new, extracted.warning))
+    let near_duplicates = extracted
+        .frames
+        .iter()
+        .filter(|f| f.duplicate_of.is_some())
+        .count() as u64;
+    Ok(Enqueued {
+        new,
+        near_duplicates,
+        warning: extracted.warning,
+    })
+}
+
+/// What [`extract_and_enqueue`] added.
+struct Enqueued {
+    new: u64,
+    near_duplicates: u64,
+    warning: Option<String>,
 }
 
 #[cfg(test)]

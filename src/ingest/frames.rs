@@ -441,6 +441,8 @@ impl FrameChecker {
             pts_ms: frame.pts_ms,
             width: None,
             height: None,
+            dhash: None,
+            duplicate_of: None,
         })
     }
 

@@ -58,6 +58,9 @@ pub struct FilmSummary {
     pub warning: Option<String>,
     /// Subtitle lines stored for the film by this enqueue (its dialogue).
     pub dialogue_lines: u64,
+    /// New frames that nearly repeat an earlier one: they get its
+    /// description instead of a model call.
+    pub near_duplicates: u64,
 }
 
 /// What an enqueue did: `cinecut enqueue --json` prints this.

@@ -77,6 +77,9 @@ pub fn load(source: &SubtitleSource, video: &Path) -> Result<Option<(String, Vec
             if !file.is_file() {
                 return Err(format!("subtitle file {} does not exist", file.display()));
             }
+            let bytes = std::fs::read(file)
+                .map_err(|e| format!("cannot read subtitle file {}: {e}", file.display()))?;
+            check_text(&bytes).map_err(|why| format!("subtitle file {}: {why}", file.display()))?;
             (file.as_path(), None, file.display().to_string())
         }
         SubtitleSource::Auto => {
@@ -180,14 +183,64 @@ pub fn parse_srt(srt: &str) -> Vec<Line> {
     lines
 }
 
-/// `HH:MM:SS,mmm` (or with a `.`) as milliseconds.
+/// `HH:MM:SS,mmm` (or with a `.`; WebVTT's `MM:SS.mmm` too) as milliseconds.
 fn srt_time(s: &str) -> Option<i64> {
     let s = s.split_whitespace().next()?;
     let (clock, ms) = s.split_once([',', '.'])?;
-    let mut parts = clock.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (parts.next()??, parts.next()??, parts.next()??);
-    let ms: i64 = ms.get(..3.min(ms.len()))?.parse().ok()?;
+    let parts: Vec<i64> = clock
+        .split(':')
+        .map(|p| p.parse::<i64>().ok().filter(|n| *n >= 0))
+        .collect::<Option<_>>()?;
+    let (h, m, sec) = match parts[..] {
+        [h, m, sec] => (h, m, sec),
+        [m, sec] => (0, m, sec),
+        _ => return None,
+    };
+    if m > 59 || sec > 59 || !(1..=3).contains(&ms.len()) {
+        return None;
+    }
+    let ms: i64 = ms.parse().ok()?;
     Some(((h * 60 + m) * 60 + sec) * 1000 + ms)
+}
+
+/// What ffmpeg would read from a subtitle file without a word, checked
+/// first so that the error names the line: text that is not UTF-8 (ffmpeg
+/// drops such lines) and SRT/WebVTT timing lines that do not parse or end
+/// before they start (ffmpeg drops those cues). UTF-16 files (with their
+/// byte-order mark) are left to ffmpeg, which reads them.
+fn check_text(bytes: &[u8]) -> Result<(), String> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Ok(());
+    }
+    let bytes = bytes.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(bytes);
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let n = n + 1;
+        let Ok(line) = std::str::from_utf8(line) else {
+            return Err(format!(
+                "line {n} is not UTF-8 text (the file has another encoding); convert it \
+                 first, e.g. `iconv -f WINDOWS-1252 -t UTF-8 OLD.srt > NEW.srt`"
+            ));
+        };
+        let Some((start, end)) = line.split_once("-->") else {
+            continue;
+        };
+        match (srt_time(start), srt_time(end)) {
+            (Some(s), Some(e)) if e >= s => {}
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "line {n}: the line ends before it starts: {:?}",
+                    line.trim()
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "line {n}: bad timestamp {:?} (want HH:MM:SS,mmm --> HH:MM:SS,mmm)",
+                    line.trim()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A subtitle line without its markup: HTML-like tags (`<i>`, `<font …>`)

@@ -5,6 +5,7 @@ SELECT json_group_array(json_array(c.id, c.attempts, c.transient_failures, c.max
        AS "jobs!: Json<Vec<ClaimRow>>"
 FROM (SELECT id, attempts, transient_failures, max_attempts FROM jobs
       WHERE film_id = ?6 AND state = 'queued' AND run_after <= ?1
+        AND NOT EXISTS (SELECT 1 FROM frames d WHERE d.id = jobs.id AND d.duplicate_of IS NOT NULL)
       ORDER BY id LIMIT CAST(?2 AS INTEGER)) AS c
 WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)
   AND NOT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = ?3 AND heartbeat_at >= ?7)

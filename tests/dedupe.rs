@@ -1,0 +1,205 @@
+//! Near-duplicates: a video's frames are hashed as they are extracted; a
+//! frame that nearly repeats the last distinct one is not sent to the model
+//! but gets that frame's description, marked as a copy in SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Env, FakeServer, assert_exit, stdout};
+
+fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg not found: install it with `bash scripts/setup.sh`");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// `seconds` of one static camera picture with sensor noise (a new noise
+/// pattern every frame).
+fn static_clip(env: &Env, seconds: u32) -> PathBuf {
+    let out = env.path().join(format!("static-{seconds}.mkv"));
+    let src = format!("smptebars=size=320x240:rate=10:duration={seconds},noise=alls=20:allf=t");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-c:v",
+        "libx264",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// Five 2-second shots of unrelated pictures, one after another.
+fn five_shots(env: &Env) -> PathBuf {
+    let out = env.path().join("five-shots.mkv");
+    let shots = [
+        "testsrc=size=320x240:rate=10:duration=2",
+        "smptebars=size=320x240:rate=10:duration=2",
+        "rgbtestsrc=size=320x240:rate=10:duration=2",
+        "mandelbrot=size=320x240:rate=10,trim=duration=2",
+        "cellauto=size=320x240:rate=10,trim=duration=2",
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for s in shots {
+        args.extend(["-f".into(), "lavfi".into(), "-i".into(), s.into()]);
+    }
+    args.extend([
+        "-filter_complex".into(),
+        "[0][1][2][3][4]concat=n=5:v=1:a=0,format=yuv420p".into(),
+        "-c:v".into(),
+        "libx264".into(),
+        out.to_str().unwrap().into(),
+    ]);
+    ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    out
+}
+
+fn enqueue_every_second(env: &Env, video: &Path, extra: &[&str]) -> String {
+    let o = env
+        .cmd([
+            "enqueue",
+            video.to_str().unwrap(),
+            "--select",
+            "interval",
+            "--every",
+            "1",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    stdout(&o)
+}
+
+/// Runs a worker against a fake server until the queue is empty; returns
+/// how many frames were sent to the model.
+fn describe(env: &Env, answers: &str) -> usize {
+    let record = env.path().join("requests.jsonl");
+    let fake = FakeServer::start(
+        env,
+        &["--answers", answers, "--record", record.to_str().unwrap()],
+    );
+    let o = env
+        .cmd(["worker", "--server-url", &fake.url(), "--until-empty"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions() {
+    let env = Env::new();
+    let video = static_clip(&env, 60);
+    let out = enqueue_every_second(&env, &video, &[]);
+    let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
+    assert!(
+        out.contains(&format!(
+            "60 new, 0 already queued ({copies} near-duplicates"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        60,
+        "every frame is hashed"
+    );
+
+    let sent = describe(&env, "ok");
+    assert!(
+        sent <= 5,
+        "{sent} of 60 frames of a static shot went to the model"
+    );
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 60);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        60
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM descriptions WHERE duplicate_of IS NULL"),
+        sent as i64,
+        "one description of its own per frame sent"
+    );
+    // SQL users see which are copies and of what; a copy says what its
+    // original says.
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frame_descriptions WHERE copied_from_frame IS NOT NULL"
+        ),
+        60 - sent as i64
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frame_descriptions c JOIN frame_descriptions o \
+             ON o.film_id = c.film_id AND o.frame_index = c.copied_from_frame \
+             WHERE o.copied_from_frame IS NULL AND o.visual_content = c.visual_content \
+               AND o.mood = c.mood AND o.action = c.action AND o.setting = c.setting \
+               AND o.frame_index < c.frame_index"
+        ),
+        60 - sent as i64
+    );
+
+    // --no-dedupe (here a second film of the same file) sends every frame.
+    let out = enqueue_every_second(&env, &video, &["--film", "every frame", "--no-dedupe"]);
+    assert!(out.contains("60 new, 0 already queued\n"), "{out}");
+    assert_eq!(describe(&env, "ok"), 60 + sent);
+}
+
+#[test]
+fn five_distinct_shots_are_all_sent() {
+    let env = Env::new();
+    let video = five_shots(&env);
+    enqueue_every_second(&env, &video, &[]);
+    assert_eq!(env.count_now("SELECT count(*) FROM frames"), 10);
+    let sent = describe(&env, "ok");
+    assert!(
+        sent >= 5,
+        "only {sent} frames of 5 unrelated shots went to the model"
+    );
+    // Each shot's first frame (0 s, 2 s, …) is an original.
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames WHERE duplicate_of IS NULL AND pts_ms % 2000 = 0"
+        ),
+        5
+    );
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 10);
+}
+
+/// An original the model cannot describe does not take its duplicates down:
+/// the first of them is sent instead, and the others get its description.
+#[test]
+fn when_an_original_fails_its_first_duplicate_is_described_instead() {
+    let env = Env::new();
+    let video = static_clip(&env, 10);
+    enqueue_every_second(&env, &video, &["--max-attempts", "1"]);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+        9,
+        "a static shot: one original, nine near-duplicates"
+    );
+    assert_eq!(describe(&env, "http400,ok"), 2);
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM jobs WHERE state = 'failed' AND id = (SELECT min(id) FROM jobs)"
+        ),
+        1
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        9
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frame_descriptions WHERE copied_from_frame = 1 AND frame_index > 1"
+        ),
+        8
+    );
+}
