@@ -15,6 +15,7 @@ use std::path::Path;
 mod browser;
 
 use cinecut::ingest::film::{FilmOptions, SelectMode, filter_chain, output_args};
+use cinecut::ingest::shots::Pick;
 use cinecut::ingest::subtitles::SubtitleSource;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -109,6 +110,8 @@ fn extraction_cost(video: &Path, dir: &Path, name: &str) {
         scene_threshold: 0.3,
         max_gap_s: 10.0,
         min_shot_s: 0.6,
+        pick: Pick::Middle,
+        per_shot: None,
         every_s: 5.0,
         max_side: 1024,
         frames_dir: dir.join("unused"),

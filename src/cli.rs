@@ -422,8 +422,8 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Video frame selection: scene cuts (+ first frame + --max-gap), a fixed
-    /// interval, the stream's key frames, or every frame.
+    /// Video frame selection: shots between scene cuts (a frame of each, see
+    /// --pick), a fixed interval, the stream's key frames, or every frame.
     #[arg(long, value_enum, default_value_t = SelectArg::Scene)]
     pub select: SelectArg,
 
@@ -439,6 +439,16 @@ pub struct EnqueueArgs {
     /// cut is ignored (a strobe, a muzzle flash, a busy shot); 0 keeps every cut.
     #[arg(long, default_value_t = 0.6, value_parser = seconds)]
     pub min_shot: f64,
+
+    /// In scene mode, which frame of each shot is taken: the middle (away
+    /// from transitions and blur at the cut) or the first after the cut.
+    #[arg(long, value_enum, default_value_t = PickArg::Middle)]
+    pub pick: PickArg,
+
+    /// In scene mode, how many evenly spaced frames a shot longer than
+    /// --max-gap gets (default: one for every --max-gap seconds of it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_shot: Option<u32>,
 
     /// In interval mode, one frame every this many seconds.
     #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
@@ -586,7 +596,7 @@ impl From<VramCheckArg> for VramCheck {
 /// `--select`: see [`SelectMode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SelectArg {
-    /// Scene cuts, plus the first frame, plus one at least every --max-gap seconds.
+    /// Shots between scene cuts, a frame (--pick) of each, more of a long one.
     Scene,
     /// One frame every --every seconds.
     Interval,
@@ -594,6 +604,24 @@ pub enum SelectArg {
     Keyframes,
     /// Every frame (short clips).
     All,
+}
+
+/// `--pick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PickArg {
+    /// The frame at the middle of the shot.
+    Middle,
+    /// The first frame after the cut.
+    First,
+}
+
+impl From<PickArg> for crate::ingest::shots::Pick {
+    fn from(p: PickArg) -> Self {
+        match p {
+            PickArg::Middle => Self::Middle,
+            PickArg::First => Self::First,
+        }
+    }
 }
 
 impl From<SelectArg> for SelectMode {

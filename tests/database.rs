@@ -374,6 +374,7 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         height: None,
         dhash: None,
         duplicate_of: None,
+        shot: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
     let err = loader.enqueue_chunk(film, &chunk, 3).await.unwrap_err();
@@ -416,6 +417,7 @@ async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
         height: None,
         dhash: Some(0x0f0f),
         duplicate_of,
+        shot: None,
     };
     let mut loader = db.bulk_loader().await.unwrap();
     loader

@@ -74,13 +74,46 @@ async fn scene_mode_finds_the_cuts_at_their_times() {
     );
     let frames = frames_of(&env, "my fïlm with spaces").await;
     let times: Vec<i64> = frames.iter().map(|f| f.1).collect();
+    // --pick middle (the default): each shot's middle, ± one frame.
     assert_eq!(times.len(), 3, "{times:?}");
-    for (got, want) in times.iter().zip([0, 2000, 4000]) {
+    for (got, want) in times.iter().zip([1000, 3000, 5000]) {
         assert!(
             (got - want).abs() <= 40,
-            "cut at {got} ms, want {want} ms ± one frame"
+            "frame at {got} ms, want the shot's middle {want} ms ± one frame"
         );
     }
+    // The shots: cuts at 2 s and 4 s, source frame numbers at 25 fps, the
+    // cut's score; each frame names its shot.
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let shots: Vec<(i64, i64, i64, i64, i64, f64)> = conn
+        .prepare("SELECT shot_index, start_ms, end_ms, first_frame, last_frame, score FROM shots ORDER BY shot_index")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        shots
+            .iter()
+            .map(|s| (s.0, s.1, s.2, s.3, s.4))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, 0, 2000, 0, 49),
+            (1, 2000, 4000, 50, 99),
+            (2, 4000, 6000, 100, 149)
+        ]
+    );
+    assert!(
+        shots[0].5 == 0.0 && shots[1].5 > 0.3 && shots[2].5 > 0.3,
+        "{shots:?}"
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames fr JOIN shots s ON s.id = fr.shot_id \
+             WHERE fr.pts_ms >= s.start_ms AND fr.pts_ms < s.end_ms"
+        ),
+        3
+    );
     for (_, _, w, h, path) in &frames {
         assert_eq!((*w, *h), (320, 240));
         assert!(
@@ -173,7 +206,59 @@ async fn a_static_shot_gets_a_frame_every_max_gap() {
         .iter()
         .map(|f| f.1)
         .collect();
-    assert_eq!(times, vec![0, 10_000, 20_000]);
+    // One 25 s shot: three parts of 8.33 s, each at its middle (the frame
+    // nearest to it, at 10 fps).
+    assert_eq!(times, vec![4200, 12_500, 20_800]);
+
+    // --pick first: the start of each part.
+    assert_exit(
+        &env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--film".as_ref(),
+            "first".as_ref(),
+            "--pick".as_ref(),
+            "first".as_ref(),
+        ]),
+        0,
+    );
+    let times: Vec<i64> = frames_of(&env, "first").await.iter().map(|f| f.1).collect();
+    assert_eq!(times, vec![0, 8300, 16_700]);
+}
+
+/// `--per-shot N`: a shot longer than --max-gap gets N evenly spaced frames.
+#[tokio::test]
+async fn a_three_minute_shot_with_per_shot_3_gives_3_frames() {
+    let env = Env::new();
+    let video = env.path().join("long take.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "smptebars=size=160x120:rate=5:duration=180",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    let o = env.run([
+        "enqueue".as_ref(),
+        video.as_os_str(),
+        "--per-shot".as_ref(),
+        "3".as_ref(),
+        "--no-dedupe".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = frames_of(&env, "long take")
+        .await
+        .iter()
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(times, vec![30_000, 90_000, 150_000]);
+    assert_eq!(env.count_now("SELECT count(*) FROM shots"), 1);
+    assert_eq!(
+        env.count_now("SELECT count(DISTINCT shot_id) FROM frames WHERE shot_id IS NOT NULL"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -529,7 +614,7 @@ async fn other_selection_flags_on_an_enqueued_film_say_so() {
     assert!(
         err.contains("already enqueued as film \"again\" with other frame selection")
             && err.contains(
-                "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --max-side 1024"
+                "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
             )
             && err.contains("--replace")
             && err.contains("--film"),
@@ -672,6 +757,8 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
         "every cut".as_ref(),
         "--min-shot".as_ref(),
         "0".as_ref(),
+        "--pick".as_ref(),
+        "first".as_ref(),
     ]);
     assert_exit(&o, 0);
     let times: Vec<i64> = frames_of(&env, "every cut")
@@ -701,12 +788,28 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
         gaps("strobe", times.clone()).iter().all(|&g| g >= 600),
         "frames closer than 0.6 s: {times:?}"
     );
+    // Its shots: none shorter than 0.6 s but the last; without it, the
+    // strobe made shots of a frame.
+    let shortest = |film: &str| {
+        env.count_now(&format!(
+            "SELECT min(end_ms - start_ms) FROM shots s JOIN films f ON f.id = s.film_id \
+             WHERE f.title = '{film}' AND s.shot_index < (SELECT max(shot_index) FROM shots \
+             WHERE film_id = f.id)"
+        ))
+    };
+    assert!(shortest("strobe") >= 600, "{}", shortest("strobe"));
     assert!(
-        times.iter().any(|&t| (2000..=2040).contains(&t)),
-        "the cut into the strobe is still taken: {times:?}"
+        shortest("every cut") <= 40 && env.count_now("SELECT count(*) FROM shots") > 6,
+        "{}",
+        shortest("every cut")
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM shots s JOIN films f ON f.id = s.film_id WHERE f.title = 'strobe' AND s.start_ms = 2000"),
+        1,
+        "the cut into the strobe is still taken"
     );
     assert_eq!(
         env.string_now("SELECT extraction FROM films WHERE title = 'strobe'"),
-        "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --max-side 1024"
+        "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
     );
 }

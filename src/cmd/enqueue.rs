@@ -74,6 +74,8 @@ fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
         scene_threshold: args.scene_threshold,
         max_gap_s: args.max_gap,
         min_shot_s: args.min_shot,
+        pick: args.pick.into(),
+        per_shot: args.per_shot,
         every_s: args.every,
         max_side: args.max_side,
         frames_dir,

@@ -32,11 +32,14 @@ pub struct NewFrame {
     pub dhash: Option<i64>,
     /// The frame_index of the earlier frame of the film it nearly repeats.
     pub duplicate_of: Option<i64>,
+    /// The shot_index of its shot (scene mode).
+    pub shot: Option<i64>,
 }
 
 /// A chunk of frames serialised for [`enqueue_chunk`]: a JSON array of
 /// `[path, frame_index, pts_ms, width, height]` rows (with `dhash,
-/// duplicate_of` after them for a video's frames), built off the async runtime.
+/// duplicate_of, shot` after them for a video's frames), built off the
+/// async runtime.
 #[derive(Debug, Clone)]
 pub struct FrameChunk {
     pub json: String,
@@ -55,7 +58,7 @@ impl FrameChunk {
                 .map(|f| {
                     let (path, index, pts, w, h) =
                         (&f.path, f.frame_index, f.pts_ms, f.width, f.height);
-                    (path, index, pts, w, h, f.dhash, f.duplicate_of)
+                    (path, index, pts, w, h, f.dhash, f.duplicate_of, f.shot)
                 })
                 .collect();
             serde_json::to_string(&rows)
@@ -293,9 +296,12 @@ async fn insert_frames(
 ) -> Result<u64> {
     Ok(if chunk.indexed {
         sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, created_at)
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, shot_id,
+                                   created_at)
                SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4,
-                      j.value ->> 5, ?2
+                      j.value ->> 5,
+                      (SELECT s.id FROM shots s WHERE s.film_id = ?1 AND s.shot_index = j.value ->> 7),
+                      ?2
                FROM jsonb_each(jsonb(?3)) AS j
                WHERE true
                ON CONFLICT DO NOTHING"#,
@@ -479,6 +485,38 @@ pub struct SubtitleLine {
     pub start_ms: i64,
     pub end_ms: i64,
     pub text: String,
+}
+
+/// One shot of a film, as scene mode found it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewShot {
+    pub shot_index: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The scene score of the cut that opened it (0 for the first shot).
+    pub score: f64,
+}
+
+/// Stores film `film_id`'s shots (before its frames, which name them), in
+/// one transaction; source frame numbers come from the film's frame rate.
+pub async fn insert_shots(pool: &SqlitePool, film_id: i64, shots: &[NewShot]) -> Result<()> {
+    let json = serde_json::to_string(shots).expect("shots serialise");
+    let mut tx = begin_immediate(pool).await?;
+    sqlx::query!(
+        r#"INSERT INTO shots (film_id, shot_index, start_ms, end_ms, first_frame, last_frame, score)
+           SELECT ?1, j.value ->> '$.shot_index', j.value ->> '$.start_ms', j.value ->> '$.end_ms',
+                  CAST(round((j.value ->> '$.start_ms') * f.fps / 1000.0) AS INTEGER),
+                  max(CAST(round((j.value ->> '$.end_ms') * f.fps / 1000.0) AS INTEGER) - 1,
+                      CAST(round((j.value ->> '$.start_ms') * f.fps / 1000.0) AS INTEGER)),
+                  j.value ->> '$.score'
+           FROM jsonb_each(jsonb(?2)) AS j JOIN films f ON f.id = ?1"#,
+        film_id,
+        json
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Replaces film `film_id`'s subtitle lines with `lines` (in time order),

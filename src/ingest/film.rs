@@ -1,8 +1,10 @@
-//! Films from video files: `ffprobe` for the facts, one `ffmpeg` pass for
-//! the keyframes, each written as a JPEG with its presentation time.
+//! Films from video files: `ffprobe` for the facts, one `ffmpeg` decode for
+//! the frames to keep (scene mode: for the shots, whose picked frames are
+//! then read by seeking, see [`super::shots`]), each written as a JPEG with
+//! its presentation time.
 //!
-//! Timestamps come from ffmpeg itself (`showinfo`'s `pts_time` after the
-//! `select` filter), never from an index and a nominal frame rate. ffmpeg is
+//! Timestamps come from ffmpeg itself (`showinfo`'s `pts_time` of the frame
+//! written), never from an index and a nominal frame rate. ffmpeg is
 //! run with an argument vector, never through a shell. A re-enqueued file
 //! (same path, size and mtime) runs no ffmpeg at all.
 
@@ -13,6 +15,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::shots::{self, Pick};
 use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
 use crate::db::Db;
@@ -22,7 +25,7 @@ use crate::error::{Error, Result};
 /// How frames are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum SelectMode {
-    /// Scene cuts, plus the first frame, plus one at least every --max-gap seconds.
+    /// Shots between scene cuts, a frame (--pick) of each, more of a long one.
     #[default]
     Scene,
     /// One frame every --every seconds.
@@ -41,6 +44,11 @@ pub struct FilmOptions {
     pub max_gap_s: f64,
     /// Scene mode: a cut this close (seconds) to the previous cut is ignored.
     pub min_shot_s: f64,
+    /// Scene mode: which frame of a shot stands for it.
+    pub pick: Pick,
+    /// Scene mode: frames for a shot longer than --max-gap (default: one
+    /// per --max-gap of it).
+    pub per_shot: Option<u32>,
     pub every_s: f64,
     pub max_side: u32,
     /// Frames go to `frames_dir/<film id>/`.
@@ -142,12 +150,11 @@ pub const THUMBNAIL_SIDE: u32 = 320;
 /// [`THUMBNAIL_SIDE`] in `out_dir/thumbs/` (split from the same decode, so
 /// they cost a downscale, not a second pass).
 pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString> {
-    let t = THUMBNAIL_SIDE;
     let graph = format!(
-        "[0:v:0]{},split=3[frame][thumb][hash];\
-         [thumb]scale=w='if(gte(iw\\,ih)\\,min(iw\\,{t})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{t}))'[small];\
+        "[0:v:0]{},split=3[frame][thumb][hash];[thumb]{}[small];\
          [hash]scale=9:8:flags=area,format=gray[tiny]",
-        filter_chain(opts)
+        filter_chain(opts),
+        fit_within(THUMBNAIL_SIDE)
     );
     let mut args: Vec<std::ffi::OsString> =
         ["-filter_complex", &graph].iter().map(Into::into).collect();
@@ -250,8 +257,14 @@ fn grey_difference(a: &[u8], b: &[u8]) -> u32 {
 pub fn selection_flags(opts: &FilmOptions) -> String {
     let how = match opts.select {
         SelectMode::Scene => format!(
-            "--select scene --scene-threshold {} --max-gap {} --min-shot {}",
-            opts.scene_threshold, opts.max_gap_s, opts.min_shot_s
+            "--select scene --scene-threshold {} --max-gap {} --min-shot {} --pick {}{}",
+            opts.scene_threshold,
+            opts.max_gap_s,
+            opts.min_shot_s,
+            opts.pick.flag(),
+            opts.per_shot
+                .map(|n| format!(" --per-shot {n}"))
+                .unwrap_or_default()
         ),
         SelectMode::Interval => format!("--select interval --every {}", opts.every_s),
         SelectMode::Keyframes => "--select keyframes".into(),
@@ -278,16 +291,22 @@ pub fn filter_chain(opts: &FilmOptions) -> String {
         )),
         SelectMode::Keyframes | SelectMode::All => {}
     }
-    let m = opts.max_side;
-    steps.push(format!(
-        "scale=w='if(gte(iw\\,ih)\\,min(iw\\,{m})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{m}))'"
-    ));
+    steps.push(fit_within(opts.max_side));
     steps.push("showinfo".into());
     steps.join(",")
 }
 
+/// ffmpeg's `scale` to a longest side of at most `side` (never up), even sizes.
+fn fit_within(side: u32) -> String {
+    format!(
+        "scale=w='if(gte(iw\\,ih)\\,min(iw\\,{side})\\,-2)':h='if(gte(iw\\,ih)\\,-2\\,min(ih\\,{side}))'"
+    )
+}
+
 struct Extracted {
     frames: Vec<NewFrame>,
+    /// Scene mode: the film's shots (each frame names its own).
+    shots: Vec<shots::Shot>,
     warning: Option<String>,
 }
 
@@ -303,6 +322,9 @@ fn extract(
     let thumbs = thumbnail_path(&out_dir.join("frame"));
     std::fs::create_dir_all(thumbs.parent().expect("thumbs/ in out_dir"))
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    if opts.select == SelectMode::Scene {
+        return extract_shots(video, out_dir, probe, opts);
+    }
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
     if opts.select == SelectMode::Keyframes {
@@ -319,21 +341,18 @@ fn extract(
     // Progress on stdout, showinfo and errors on stderr: read both at once.
     let stdout = child.stdout.take().expect("piped stdout");
     let duration_us = probe.duration_ms.unwrap_or(0) * 1000;
-    let progress = show_progress(stdout, duration_us, opts.progress);
+    let progress = show_progress(stdout, duration_us, opts.progress, "extracting frames");
 
     let stderr = child.stderr.take().expect("piped stderr");
     let mut frames = Vec::new();
-    let mut errors: Vec<String> = Vec::new();
+    let mut errors = ErrorLines::default();
     for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
         if line.contains("Parsed_showinfo") && line.contains(" n:") {
             if let Some(f) = parse_showinfo(&line, out_dir) {
                 frames.push(f);
             }
-        } else if is_error_line(&line) {
-            if errors.len() == 20 {
-                errors.remove(0);
-            }
-            errors.push(line);
+        } else {
+            errors.line(line);
         }
     }
     let status = child.wait().map_err(|e| format!("ffmpeg: {e}"))?;
@@ -342,41 +361,327 @@ fn extract(
     frames.retain(|f| Path::new(&f.path).is_file());
     hash_and_dedupe(&mut frames, out_dir, opts.dedupe_distance);
     let last_ms = frames.last().and_then(|f| f.pts_ms).unwrap_or(0);
-    let reason = errors
-        .last()
-        .cloned()
-        .unwrap_or_else(|| format!("ffmpeg exited with {status}"));
     if frames.is_empty() {
-        return Err(if status.success() {
-            "the video has no decodable frames".into()
-        } else {
-            reason
+        return Err(match status.success() {
+            true => "the video has no decodable frames".into(),
+            false => errors.reason(status),
         });
     }
     let warning = (!status.success() || !errors.is_empty()).then(|| {
         format!(
-            "decoding stopped or failed near {:.3} s of {:.3} s: {reason}",
+            "decoding stopped or failed near {:.3} s of {:.3} s: {}",
             last_ms as f64 / 1000.0,
-            probe.duration_ms.unwrap_or(0) as f64 / 1000.0
+            probe.duration_ms.unwrap_or(0) as f64 / 1000.0,
+            errors.reason(status)
         )
     });
-    Ok(Extracted { frames, warning })
+    Ok(Extracted {
+        frames,
+        shots: Vec::new(),
+        warning,
+    })
+}
+
+/// Scene mode ([`shots`]): the shot boundaries in one decode, and the
+/// picked frames of every shot by seeking. A shot's picks are read as soon
+/// as the next cut closes it, by ffmpeg processes that run beside the
+/// boundaries pass (it leaves part of the cores idle), as many at once as
+/// there are cores. The frames come back as from [`extract`] (with the
+/// hash file), each with its shot.
+fn extract_shots(
+    video: &Path,
+    out_dir: &Path,
+    probe: &Probe,
+    opts: &FilmOptions,
+) -> std::result::Result<Extracted, String> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
+        .args(shots::DETECT_INPUT_ARGS)
+        .arg("-i")
+        .arg(video)
+        .args(shots::detect_args(opts.scene_threshold, opts.min_shot_s))
+        .args(["-progress", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| tool_missing("ffmpeg", e))?;
+    let duration_us = probe.duration_ms.unwrap_or(0) * 1000;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let progress = show_progress(stdout, duration_us, opts.progress, "finding shots");
+    let stderr = child.stderr.take().expect("piped stderr");
+
+    let readers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let reader = PickReader::new(video, out_dir, opts, probe.fps);
+    let (batches, queue) = std::sync::mpsc::channel::<(usize, Vec<shots::PickAt>)>();
+    let queue = std::sync::Mutex::new(queue);
+    let (picks, shots, status, errors, reached_us) = std::thread::scope(|scope| {
+        for _ in 0..readers {
+            scope.spawn(|| {
+                loop {
+                    // The lock is held only while waiting for a batch.
+                    let next = queue.lock().expect("queue").recv();
+                    let Ok((first, batch)) = next else { break };
+                    reader.read(first, &batch);
+                }
+            });
+        }
+        let mut cuts = shots::CutReader::default();
+        let mut errors = ErrorLines::default();
+        let mut picks: Vec<shots::PickAt> = Vec::new();
+        let (mut closed, mut sent) = (0, 0);
+        let send = |picks: &[shots::PickAt], sent: &mut usize, upto: usize| {
+            if upto > *sent {
+                batches.send((*sent, picks[*sent..upto].to_vec())).ok();
+                *sent = upto;
+            }
+        };
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            let before = cuts.cuts.len();
+            cuts.line(&line);
+            errors.line(line);
+            // A new cut closes the shot before it (the first frame, at 0,
+            // closes nothing).
+            let new_cut = cuts
+                .cuts
+                .last()
+                .filter(|c| cuts.cuts.len() > before && c.0 > 0.0);
+            if let Some(&(last, _)) = new_cut {
+                let done = shots::shots(&cuts.cuts, last);
+                picks.extend(shots::picks(
+                    &done[closed..],
+                    opts.pick,
+                    opts.per_shot,
+                    opts.max_gap_s,
+                ));
+                closed = done.len();
+                if picks.len() - sent >= STREAMED_BATCH {
+                    send(&picks, &mut sent, picks.len());
+                }
+            }
+        }
+        let status = child.wait();
+        let reached_us = progress.join().unwrap_or(0);
+        let cuts = cuts.finish();
+        let damaged = !matches!(&status, Ok(s) if s.success()) || !errors.is_empty();
+        // A damaged film's last shot ends where decoding did.
+        let end_s = match (damaged, probe.duration_ms) {
+            (false, Some(ms)) => ms as f64 / 1000.0,
+            _ => reached_us as f64 / 1e6,
+        };
+        let shots = shots::shots(&cuts, end_s);
+        picks.extend(shots::picks(
+            &shots[closed.min(shots.len())..],
+            opts.pick,
+            opts.per_shot,
+            opts.max_gap_s,
+        ));
+        // The rest, shared out among the readers.
+        let per_batch = (picks.len() - sent)
+            .div_ceil(readers)
+            .clamp(1, shots::PICKS_PER_PROCESS);
+        while sent < picks.len() {
+            let upto = (sent + per_batch).min(picks.len());
+            send(&picks, &mut sent, upto);
+        }
+        drop(batches);
+        (picks, shots, status, errors, reached_us)
+    });
+    let status = status.map_err(|e| format!("ffmpeg: {e}"))?;
+    let found = reader.finish()?;
+    if shots.is_empty() || picks.is_empty() {
+        return Err(match status.success() {
+            true => "the video has no decodable frames".into(),
+            false => errors.reason(status),
+        });
+    }
+    tracing::info!(
+        "{} shots; read {} frames ({} of each shot)",
+        shots.len(),
+        picks.len(),
+        opts.pick.flag()
+    );
+    // The picks' grey copies, in order, as extract writes them.
+    let mut pixels = vec![0u8; 72 * picks.len()];
+    let mut frames = Vec::new();
+    for (n, pick) in picks.iter().enumerate() {
+        let grey = out_dir.join(shots::hash_file(n));
+        let tiny = std::fs::read(&grey).unwrap_or_default();
+        std::fs::remove_file(&grey).ok();
+        let path = out_dir.join(format!("frame_{:06}.jpg", n + 1));
+        let Some(seen) = found.get(&n).filter(|_| tiny.len() == 72 && path.is_file()) else {
+            continue;
+        };
+        pixels[72 * n..72 * (n + 1)].copy_from_slice(&tiny);
+        frames.push(NewFrame {
+            path: path.to_string_lossy().into_owned(),
+            frame_index: Some(n as i64),
+            pts_ms: Some((seen.at_s * 1000.0).round().max(0.0) as i64),
+            width: seen.width,
+            height: seen.height,
+            dhash: None,
+            duplicate_of: None,
+            shot: Some(pick.shot_index),
+        });
+    }
+    std::fs::write(out_dir.join(HASH_FILE), &pixels)
+        .map_err(|e| format!("cannot write in {}: {e}", out_dir.display()))?;
+    hash_and_dedupe(&mut frames, out_dir, opts.dedupe_distance);
+    if frames.is_empty() {
+        return Err("no frame could be read at the picked times".into());
+    }
+    let damaged = !status.success() || !errors.is_empty();
+    let mut warning = damaged.then(|| {
+        format!(
+            "decoding stopped or failed near {:.3} s of {:.3} s: {}",
+            reached_us as f64 / 1e6,
+            probe.duration_ms.unwrap_or(0) as f64 / 1000.0,
+            errors.reason(status)
+        )
+    });
+    if frames.len() < picks.len() {
+        warning.get_or_insert_with(|| {
+            format!(
+                "{} of {} picked frames could not be read",
+                picks.len() - frames.len(),
+                picks.len()
+            )
+        });
+    }
+    Ok(Extracted {
+        frames,
+        shots,
+        warning,
+    })
+}
+
+/// How many picks of closed shots wait before a reader is given them while
+/// the boundaries pass goes on.
+const STREAMED_BATCH: usize = 16;
+
+/// Reads batches of picks, each with one ffmpeg process (an input per
+/// pick, decoded on one thread), collecting what `showinfo` says of each.
+struct PickReader<'a> {
+    video: &'a Path,
+    out_dir: &'a Path,
+    scale: String,
+    thumb: String,
+    /// Half a frame (seconds): a pick seeks this much before its time, so
+    /// that it gets the frame nearest to it rather than the next one.
+    half_frame_s: f64,
+    seen: std::sync::Mutex<std::collections::HashMap<usize, shots::PickedFrame>>,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl<'a> PickReader<'a> {
+    fn new(
+        video: &'a Path,
+        out_dir: &'a Path,
+        opts: &FilmOptions,
+        fps: Option<f64>,
+    ) -> PickReader<'a> {
+        PickReader {
+            video,
+            out_dir,
+            scale: fit_within(opts.max_side),
+            thumb: fit_within(THUMBNAIL_SIDE),
+            half_frame_s: fps.filter(|f| *f > 0.0).map_or(0.0, |f| 0.5 / f),
+            seen: Default::default(),
+            failure: Default::default(),
+        }
+    }
+
+    fn read(&self, first: usize, batch: &[shots::PickAt]) {
+        let batch: Vec<shots::PickAt> = batch
+            .iter()
+            .map(|p| shots::PickAt {
+                at_s: (p.at_s - self.half_frame_s).max(0.0),
+                ..*p
+            })
+            .collect();
+        let args = shots::pick_args(
+            self.video,
+            &batch,
+            first,
+            self.out_dir,
+            &self.scale,
+            &self.thumb,
+        );
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) => {
+                let mut seen = self.seen.lock().expect("picks");
+                for line in String::from_utf8_lossy(&out.stderr).lines() {
+                    if let Some(f) = shots::parse_pick_line(line) {
+                        seen.entry(f.n).or_insert(f);
+                    }
+                }
+            }
+            Err(e) => {
+                self.failure
+                    .lock()
+                    .expect("failure")
+                    .get_or_insert(tool_missing("ffmpeg", e));
+            }
+        }
+    }
+
+    fn finish(
+        self,
+    ) -> std::result::Result<std::collections::HashMap<usize, shots::PickedFrame>, String> {
+        match self.failure.into_inner().expect("failure") {
+            Some(e) => Err(e),
+            None => Ok(self.seen.into_inner().expect("picks")),
+        }
+    }
+}
+
+/// The last error lines ffmpeg logged (20 at most).
+#[derive(Default)]
+struct ErrorLines(Vec<String>);
+
+impl ErrorLines {
+    fn line(&mut self, line: String) {
+        if is_error_line(&line) {
+            if self.0.len() == 20 {
+                self.0.remove(0);
+            }
+            self.0.push(line);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn reason(&self, status: std::process::ExitStatus) -> String {
+        self.0
+            .last()
+            .cloned()
+            .unwrap_or_else(|| format!("ffmpeg exited with {status}"))
+    }
 }
 
 /// Shows ffmpeg's `-progress` output (its stdout) as a bar on a terminal,
 /// as a log line every 5 s otherwise, on a thread of its own.
+/// Returns the last time ffmpeg reached (µs).
 fn show_progress(
     stdout: std::process::ChildStdout,
     duration_us: i64,
     show: bool,
-) -> std::thread::JoinHandle<()> {
+    what: &'static str,
+) -> std::thread::JoinHandle<i64> {
     std::thread::spawn(move || {
+        let mut reached = 0;
         let bar = show.then(|| {
             let bar = indicatif::ProgressBar::new(duration_us.max(1) as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} extracting frames [{bar:30}] {percent}% {msg}",
-                )
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{spinner}} {what} [{{bar:30}}] {{percent}}% {{msg}}"
+                ))
                 .expect("template")
                 .progress_chars("=> "),
             );
@@ -388,11 +693,12 @@ fn show_progress(
                 .strip_prefix("out_time_us=")
                 .and_then(|v| v.parse::<i64>().ok())
             {
+                reached = reached.max(us);
                 match &bar {
                     Some(b) => b.set_position(us.max(0) as u64),
                     None if last_log.elapsed().as_secs() >= 5 => {
                         tracing::info!(
-                            "extracting frames: {:.0} s of {:.0} s",
+                            "{what}: {:.0} s of {:.0} s",
                             us as f64 / 1e6,
                             duration_us as f64 / 1e6
                         );
@@ -407,6 +713,7 @@ fn show_progress(
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        reached
     })
 }
 
@@ -442,6 +749,7 @@ fn parse_showinfo(line: &str, out_dir: &Path) -> Option<NewFrame> {
         height: h,
         dhash: None,
         duplicate_of: None,
+        shot: None,
     })
 }
 
@@ -711,6 +1019,9 @@ async fn extract_and_enqueue(
             video.display(),
             extracted.frames.len()
         );
+    }
+    if !extracted.shots.is_empty() {
+        queue::insert_shots(db.pool(), film_id, &extracted.shots).await?;
     }
     let mut new = 0;
     let mut loader = db.bulk_loader().await?;

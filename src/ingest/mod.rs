@@ -8,6 +8,7 @@
 
 pub mod film;
 pub mod frames;
+pub mod shots;
 pub mod subtitles;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,316 @@
+//! Scene mode in two steps, so that no film is decoded twice in full:
+//! first the shot boundaries from ffmpeg's scene scores (one decode, no
+//! frame written, the in-loop deblocking filter skipped: the scores do not
+//! need it), then the frames picked in each shot, each read by seeking to
+//! it (a decode from the key frame before it, not from the start).
+//!
+//! This module builds the ffmpeg arguments and reads their output; the
+//! caller runs the processes.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// Which frame of a shot stands for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Pick {
+    /// The first frame after the cut (often mid-transition or blurred).
+    First,
+    /// The frame at the middle of the shot.
+    #[default]
+    Middle,
+}
+
+impl Pick {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Pick::First => "first",
+            Pick::Middle => "middle",
+        }
+    }
+}
+
+/// One shot: from its cut to the next (or to the end of the film).
+pub use crate::db::queue::NewShot as Shot;
+
+/// One frame to read: a time in a shot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PickAt {
+    pub shot_index: i64,
+    /// Seconds: the first frame at or after this time is taken.
+    pub at_s: f64,
+}
+
+/// ffmpeg's arguments after `-i VIDEO` for the boundaries pass: the select
+/// expression of scene mode without its --max-gap term (every shot's start,
+/// cuts closer than `min_shot_s` to the last one taken ignored), printing
+/// each selected frame's time and score, writing nothing.
+pub fn detect_args(threshold: f64, min_shot_s: f64) -> Vec<OsString> {
+    let graph = format!(
+        "[0:v:0]select='if(gt(scene\\,{threshold})*gte(t-ld(0)\\,{min_shot_s})\\,st(0\\,t)+1\\,0)\
+         +isnan(prev_selected_t)',metadata=print:key=lavfi.scene_score"
+    );
+    ["-filter_complex", &graph, "-f", "null", "-"]
+        .iter()
+        .map(Into::into)
+        .collect()
+}
+
+/// Flags that make the boundaries pass cheaper and change no score that
+/// matters: skip H.264/HEVC in-loop deblocking (measured: 10.3 s instead of
+/// 13.1 s for a 10-minute 720p film, the same 85 cuts).
+pub const DETECT_INPUT_ARGS: [&str; 2] = ["-skip_loop_filter", "all"];
+
+/// Reads the boundaries pass's log: `metadata` prints a frame's
+/// `pts_time:T` on one line and `lavfi.scene_score=S` on the next.
+#[derive(Debug, Default)]
+pub struct CutReader {
+    pending: Option<f64>,
+    pub cuts: Vec<(f64, f64)>,
+}
+
+impl CutReader {
+    pub fn line(&mut self, line: &str) {
+        if !line.contains("Parsed_metadata") {
+            return;
+        }
+        if let Some(i) = line.find("pts_time:") {
+            let rest = &line[i + "pts_time:".len()..];
+            let t = rest.split_whitespace().next().and_then(|s| s.parse().ok());
+            if let Some(t) = t {
+                self.flush();
+                self.pending = Some(t);
+            }
+        } else if let Some(i) = line.find("lavfi.scene_score=") {
+            let score = line[i + "lavfi.scene_score=".len()..]
+                .trim()
+                .parse()
+                .unwrap_or(0.0);
+            if let Some(t) = self.pending.take() {
+                self.cuts.push((t, score));
+            }
+        }
+    }
+
+    /// The cuts in time order (a frame printed without its score counts,
+    /// with score 0: the first frame).
+    pub fn finish(mut self) -> Vec<(f64, f64)> {
+        self.flush();
+        self.cuts
+            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        self.cuts
+    }
+
+    fn flush(&mut self) {
+        if let Some(t) = self.pending.take() {
+            self.cuts.push((t, 0.0));
+        }
+    }
+}
+
+/// Shots from the cut times (seconds) and the time the film ends; the first
+/// shot starts at 0 whatever the first cut says.
+pub fn shots(cuts: &[(f64, f64)], end_s: f64) -> Vec<Shot> {
+    let mut starts: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+    starts.extend(cuts.iter().copied().filter(|(t, _)| *t > 0.0 && *t < end_s));
+    let ms = |s: f64| (s * 1000.0).round() as i64;
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, score))| Shot {
+            shot_index: i as i64,
+            start_ms: ms(start),
+            end_ms: ms(starts.get(i + 1).map_or(end_s.max(start), |n| n.0)),
+            score,
+        })
+        .collect()
+}
+
+/// The times to read: one per shot (its start or middle), or, for a shot
+/// longer than `max_gap_s`, `per_shot` evenly spaced ones (default: one for
+/// each `max_gap_s` of it), each at the start or the middle of its part.
+pub fn picks(shots: &[Shot], pick: Pick, per_shot: Option<u32>, max_gap_s: f64) -> Vec<PickAt> {
+    let mut out = Vec::new();
+    for shot in shots {
+        let (start, len) = (
+            shot.start_ms as f64 / 1000.0,
+            (shot.end_ms - shot.start_ms) as f64 / 1000.0,
+        );
+        let parts = if len > max_gap_s {
+            per_shot
+                .unwrap_or_else(|| (len / max_gap_s).ceil() as u32)
+                .max(1)
+        } else {
+            1
+        };
+        let part = len / f64::from(parts);
+        for k in 0..parts {
+            let offset = match pick {
+                Pick::First => f64::from(k) * part,
+                Pick::Middle => (f64::from(k) + 0.5) * part,
+            };
+            out.push(PickAt {
+                shot_index: shot.shot_index,
+                at_s: start + offset,
+            });
+        }
+    }
+    out
+}
+
+/// How many picks one ffmpeg process reads (each is an input of its own).
+pub const PICKS_PER_PROCESS: usize = 32;
+
+/// The arguments of one ffmpeg process that reads `batch` (the picks
+/// numbered `first..` in the film) from `video`: per pick, an input seeked
+/// to its time with the original timestamps kept, a `showinfo@pN` naming
+/// the frame's real time, and three outputs of one frame each: the JPEG
+/// `frame_NNNNNN.jpg`, its thumbnail, and its 9×8 grey copy `hash_N.gray`.
+/// `scale` and `thumb` are the two downscales (ffmpeg `scale` arguments).
+pub fn pick_args(
+    video: &Path,
+    batch: &[PickAt],
+    first: usize,
+    out_dir: &Path,
+    scale: &str,
+    thumb: &str,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut graph = Vec::new();
+    for (k, p) in batch.iter().enumerate() {
+        args.extend(["-threads", "1", "-copyts", "-ss"].iter().map(Into::into));
+        args.push(format!("{:.6}", p.at_s).into());
+        args.push("-i".into());
+        args.push(video.into());
+        let n = first + k;
+        graph.push(format!(
+            "[{k}:v:0]{scale},showinfo@p{n},split=3[f{n}][t{n}][h{n}];\
+             [t{n}]{thumb}[s{n}];[h{n}]scale=9:8:flags=area,format=gray[g{n}]"
+        ));
+    }
+    args.push("-filter_complex".into());
+    args.push(graph.join(";").into());
+    for k in 0..batch.len() {
+        let n = first + k;
+        let frame = out_dir.join(format!("frame_{:06}.jpg", n + 1));
+        let thumb_file = out_dir
+            .join("thumbs")
+            .join(format!("frame_{:06}.jpg", n + 1));
+        for (label, format, file) in [
+            (format!("[f{n}]"), ["-q:v", "3"], frame),
+            (format!("[s{n}]"), ["-q:v", "5"], thumb_file),
+            (
+                format!("[g{n}]"),
+                ["-f", "rawvideo"],
+                out_dir.join(hash_file(n)),
+            ),
+        ] {
+            args.extend([OsString::from("-map"), label.into()]);
+            args.extend(["-frames:v", "1"].iter().map(Into::into));
+            args.extend(format.iter().map(Into::into));
+            args.push("-y".into());
+            args.push(file.into());
+        }
+    }
+    args
+}
+
+/// The 9×8 grey copy of pick `n`.
+pub fn hash_file(n: usize) -> String {
+    format!("hash_{n}.gray")
+}
+
+/// What a picks process's `showinfo@pN` says of pick N's frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PickedFrame {
+    pub n: usize,
+    pub at_s: f64,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+}
+
+/// A `showinfo@pN` line of a picks process, for its first frame only (`n:0`).
+pub fn parse_pick_line(line: &str) -> Option<PickedFrame> {
+    let rest = line.strip_prefix("[showinfo@p")?;
+    let (n, rest) = rest.split_once(' ')?;
+    let n: usize = n.parse().ok()?;
+    let after_n = rest.split_once(" n:")?.1.trim_start();
+    if !after_n.starts_with("0 ") {
+        return None;
+    }
+    let word = |key: &str| {
+        rest.split_once(key)
+            .and_then(|(_, r)| r.split_whitespace().next())
+    };
+    let size = word(" s:").and_then(|s| s.split_once('x'));
+    Some(PickedFrame {
+        n,
+        at_s: word("pts_time:")?.parse().ok()?,
+        width: size.and_then(|(w, _)| w.parse().ok()),
+        height: size.and_then(|(_, h)| h.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_become_shots_and_picks() {
+        let mut r = CutReader::default();
+        for l in [
+            "[Parsed_metadata_1 @ 0x1] frame:0    pts:0       pts_time:0",
+            "[Parsed_metadata_1 @ 0x1] frame:1    pts:2048    pts_time:2",
+            "[Parsed_metadata_1 @ 0x1] lavfi.scene_score=0.7",
+            "[Parsed_metadata_1 @ 0x1] frame:2    pts:4096    pts_time:30",
+            "[Parsed_metadata_1 @ 0x1] lavfi.scene_score=0.5",
+        ] {
+            r.line(l);
+        }
+        let cuts = r.finish();
+        assert_eq!(cuts, vec![(0.0, 0.0), (2.0, 0.7), (30.0, 0.5)]);
+        let shots = shots(&cuts, 33.0);
+        assert_eq!(
+            shots
+                .iter()
+                .map(|s| (s.start_ms, s.end_ms))
+                .collect::<Vec<_>>(),
+            vec![(0, 2000), (2000, 30_000), (30_000, 33_000)]
+        );
+        // In milliseconds: a 28 s shot in three parts of 9.33 s.
+        let at = |p: Vec<PickAt>| {
+            p.iter()
+                .map(|p| (p.at_s * 1000.0).round() as i64)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            at(picks(&shots, Pick::Middle, None, 10.0)),
+            vec![1000, 6667, 16_000, 25_333, 31_500]
+        );
+        assert_eq!(
+            at(picks(&shots, Pick::First, Some(2), 10.0)),
+            vec![0, 2000, 16_000, 30_000]
+        );
+    }
+
+    #[test]
+    fn pick_lines_name_their_pick() {
+        let l = "[showinfo@p12 @ 0x55d] n:   0 pts: 129024 pts_time:10.5    pos: 1 fmt:yuv420p sar:1/1 s:1024x576 i:P";
+        assert_eq!(
+            parse_pick_line(l),
+            Some(PickedFrame {
+                n: 12,
+                at_s: 10.5,
+                width: Some(1024),
+                height: Some(576)
+            })
+        );
+        let later = "[showinfo@p12 @ 0x55d] n:   1 pts: 129536 pts_time:10.541667 pos: 1";
+        assert_eq!(parse_pick_line(later), None);
+        assert_eq!(
+            parse_pick_line("[showinfo@p3 @ 0x5] config in time_base: 1/12288"),
+            None
+        );
+    }
+}
