@@ -153,6 +153,7 @@ fn main() {
     };
     let middle = enqueue("a.db", &[]);
     let first = enqueue("a2.db", &["--pick", "first", "--film", "first"]);
+    let sharpest = enqueue("a3.db", &["--pick", "sharpest", "--film", "sharpest"]);
     let key = enqueue("b.db", &["--select", "keyframes"]);
     let conn = rusqlite::Connection::open(work.path().join("a.db")).unwrap();
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
@@ -173,6 +174,10 @@ fn main() {
     println!(
         "cinecut enqueue --pick first                        {first:7.2} s   {:.2}x detection",
         first / detect
+    );
+    println!(
+        "cinecut enqueue --pick sharpest (5 candidates)      {sharpest:7.2} s   {:.2}x detection",
+        sharpest / detect
     );
     println!(
         "cinecut enqueue --select keyframes                  {key:7.2} s   {:.1}x faster than scene mode",

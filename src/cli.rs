@@ -441,7 +441,8 @@ pub struct EnqueueArgs {
     pub min_shot: f64,
 
     /// In scene mode, which frame of each shot is taken: the middle (away
-    /// from transitions and blur at the cut) or the first after the cut.
+    /// from transitions and blur at the cut), the first after the cut, or
+    /// the sharpest of a few around the middle.
     #[arg(long, value_enum, default_value_t = PickArg::Middle)]
     pub pick: PickArg,
 
@@ -613,6 +614,8 @@ pub enum PickArg {
     Middle,
     /// The first frame after the cut.
     First,
+    /// The least blurred of 5 frames around the middle.
+    Sharpest,
 }
 
 impl From<PickArg> for crate::ingest::shots::Pick {
@@ -620,6 +623,7 @@ impl From<PickArg> for crate::ingest::shots::Pick {
         match p {
             PickArg::Middle => Self::Middle,
             PickArg::First => Self::First,
+            PickArg::Sharpest => Self::Sharpest,
         }
     }
 }

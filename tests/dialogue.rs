@@ -382,3 +382,59 @@ fn the_line_on_screen_goes_to_the_model_as_context() {
         "prompt_version 2 exactly where a line was sent"
     );
 }
+
+/// Scene mode takes a frame at the midpoint of each line that no picked
+/// frame of its shot shows (a 20-second shot has its middle at 10 s), and
+/// the frame↔line view puts the line next to it.
+#[test]
+fn scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses() {
+    let env = Env::new();
+    let plain = env.path().join("one-shot.mkv");
+    ffmpeg(&[
+        "-f".as_ref(),
+        "lavfi".as_ref(),
+        "-i".as_ref(),
+        "testsrc2=size=160x120:rate=10:duration=20".as_ref(),
+        "-c:v".as_ref(),
+        "libx264".as_ref(),
+        plain.as_os_str(),
+    ]);
+    let srt = env.path().join("lines.srt");
+    std::fs::write(
+        &srt,
+        "1\n00:00:01,000 --> 00:00:03,000\nWho's there?\n\n\
+         2\n00:00:09,000 --> 00:00:11,000\nOnly the wind.\n\n\
+         3\n00:00:15,000 --> 00:00:17,000\nThen why is the door open?\n",
+    )
+    .unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        plain.as_os_str(),
+        "--subtitles".as_ref(),
+        srt.as_os_str(),
+        "--max-gap".as_ref(),
+        "30".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let rows: Vec<(i64, i64, Option<String>)> = conn
+        .prepare("SELECT frame_index, pts_ms, line FROM frame_dialogue ORDER BY frame_index")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (0, 2000, Some("Who's there?".to_string())),
+            (1, 10_000, Some("Only the wind.".to_string())),
+            (2, 16_000, Some("Then why is the door open?".to_string())),
+        ],
+        "the shot's middle (10 s) shows line 2; lines 1 and 3 get their midpoints"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(DISTINCT shot_id) FROM frames"),
+        1
+    );
+}

@@ -210,7 +210,7 @@ async fn a_static_shot_gets_a_frame_every_max_gap() {
     // nearest to it, at 10 fps).
     assert_eq!(times, vec![4200, 12_500, 20_800]);
 
-    // --pick first: the start of each part.
+    // --pick first: the start of each part (the first frame at or after it).
     assert_exit(
         &env.run([
             "enqueue".as_ref(),
@@ -223,7 +223,7 @@ async fn a_static_shot_gets_a_frame_every_max_gap() {
         0,
     );
     let times: Vec<i64> = frames_of(&env, "first").await.iter().map(|f| f.1).collect();
-    assert_eq!(times, vec![0, 8300, 16_700]);
+    assert_eq!(times, vec![0, 8400, 16_700]);
 }
 
 /// `--per-shot N`: a shot longer than --max-gap gets N evenly spaced frames.
@@ -812,4 +812,51 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
         env.string_now("SELECT extraction FROM films WHERE title = 'strobe'"),
         "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
     );
+}
+
+/// `--pick sharpest`: of a few frames around a shot's middle, the least
+/// blurred; only the chosen frame's files are left.
+#[tokio::test]
+async fn pick_sharpest_passes_over_a_blurred_middle() {
+    let env = Env::new();
+    let video = env.path().join("focus pull.mp4");
+    // One 4 s shot, blurred from 1.9 s to 2.1 s: its middle is blurred.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25:duration=4,boxblur=8:enable='between(t,1.9,2.1)'",
+        "-c:v",
+        "libx264",
+        video.to_str().unwrap(),
+    ]);
+    for pick in ["middle", "sharpest"] {
+        let o = env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--film".as_ref(),
+            pick.as_ref(),
+            "--pick".as_ref(),
+            pick.as_ref(),
+        ]);
+        assert_exit(&o, 0);
+    }
+    let middle = frames_of(&env, "middle").await;
+    let sharpest = frames_of(&env, "sharpest").await;
+    assert_eq!((middle.len(), sharpest.len()), (1, 1));
+    assert!((1960..=2040).contains(&middle[0].1), "{middle:?}");
+    let t = sharpest[0].1;
+    assert!(
+        (1500..=2500).contains(&t) && !(1900..=2100).contains(&t),
+        "a sharp frame near the middle, not the blurred one: {t} ms"
+    );
+    let dir = Path::new(&sharpest[0].4).parent().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("thumbs")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["frame_000001.jpg", "frame_000001.jpg", "thumbs"]);
+    assert!(image::open(&sharpest[0].4).is_ok());
 }

@@ -215,13 +215,19 @@ const DEDUPE_MAX_GREY_DIFFERENCE: u32 = 8;
 /// Sets each frame's hash (from `out_dir`'s hash file, frame `n` at byte
 /// 72·n) and, with `distance`, marks as a duplicate every frame within
 /// that many bits, and within [`DEDUPE_MAX_GREY_DIFFERENCE`] in
-/// brightness, of the last frame kept as an original; removes the file.
+/// brightness, of the last frame of its shot (scene mode; else of the
+/// film) kept as an original; removes the file.
 fn hash_and_dedupe(frames: &mut [NewFrame], out_dir: &Path, distance: Option<u32>) {
     let file = out_dir.join(HASH_FILE);
     let pixels = std::fs::read(&file).unwrap_or_default();
     std::fs::remove_file(&file).ok();
     let mut original: Option<(i64, i64, &[u8])> = None;
+    let mut shot = None;
     for f in frames.iter_mut() {
+        // A new shot starts with an original.
+        if f.shot != shot {
+            (original, shot) = (None, f.shot);
+        }
         let Some(n) = f.frame_index else { continue };
         let at = n as usize * 72;
         let Some(tiny) = pixels.get(at..at + 72) else {
@@ -318,12 +324,13 @@ fn extract(
     out_dir: &Path,
     probe: &Probe,
     opts: &FilmOptions,
+    spoken: &[(i64, i64)],
 ) -> std::result::Result<Extracted, String> {
     let thumbs = thumbnail_path(&out_dir.join("frame"));
     std::fs::create_dir_all(thumbs.parent().expect("thumbs/ in out_dir"))
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     if opts.select == SelectMode::Scene {
-        return extract_shots(video, out_dir, probe, opts);
+        return extract_shots(video, out_dir, probe, opts, spoken);
     }
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
@@ -393,6 +400,7 @@ fn extract_shots(
     out_dir: &Path,
     probe: &Probe,
     opts: &FilmOptions,
+    spoken: &[(i64, i64)],
 ) -> std::result::Result<Extracted, String> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
@@ -452,6 +460,7 @@ fn extract_shots(
                     opts.pick,
                     opts.per_shot,
                     opts.max_gap_s,
+                    spoken,
                 ));
                 closed = done.len();
                 if picks.len() - sent >= STREAMED_BATCH {
@@ -474,6 +483,7 @@ fn extract_shots(
             opts.pick,
             opts.per_shot,
             opts.max_gap_s,
+            spoken,
         ));
         // The rest, shared out among the readers.
         let per_batch = (picks.len() - sent)
@@ -565,9 +575,10 @@ struct PickReader<'a> {
     out_dir: &'a Path,
     scale: String,
     thumb: String,
-    /// Half a frame (seconds): a pick seeks this much before its time, so
+    /// Half a frame (seconds): a middle seeks this much before its time, so
     /// that it gets the frame nearest to it rather than the next one.
     half_frame_s: f64,
+    pick: Pick,
     seen: std::sync::Mutex<std::collections::HashMap<usize, shots::PickedFrame>>,
     failure: std::sync::Mutex<Option<String>>,
 }
@@ -585,17 +596,31 @@ impl<'a> PickReader<'a> {
             scale: fit_within(opts.max_side),
             thumb: fit_within(THUMBNAIL_SIDE),
             half_frame_s: fps.filter(|f| *f > 0.0).map_or(0.0, |f| 0.5 / f),
+            pick: opts.pick,
             seen: Default::default(),
             failure: Default::default(),
         }
     }
 
     fn read(&self, first: usize, batch: &[shots::PickAt]) {
+        // --pick sharpest: candidates over the middle fifth of the stretch
+        // a pick stands for, at most a quarter second apart.
+        let apart = |p: &shots::PickAt| (p.part_s / 5.0 / (shots::CANDIDATES - 1) as f64).min(0.25);
+        let sharpest = self.pick == Pick::Sharpest;
         let batch: Vec<shots::PickAt> = batch
             .iter()
-            .map(|p| shots::PickAt {
-                at_s: (p.at_s - self.half_frame_s).max(0.0),
-                ..*p
+            .map(|p| {
+                let before = match self.pick {
+                    // A cut's own frame: seeking to it exactly lands on
+                    // its key frame, where a cut usually is.
+                    Pick::First => 0.0,
+                    Pick::Middle => self.half_frame_s,
+                    Pick::Sharpest => 2.0 * apart(p) + self.half_frame_s,
+                };
+                shots::PickAt {
+                    at_s: (p.at_s - before).max(0.0),
+                    ..*p
+                }
             })
             .collect();
         let args = shots::pick_args(
@@ -605,28 +630,86 @@ impl<'a> PickReader<'a> {
             self.out_dir,
             &self.scale,
             &self.thumb,
+            sharpest.then_some(&apart as &dyn Fn(&shots::PickAt) -> f64),
         );
         let out = Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
             .args(args)
             .stdin(Stdio::null())
             .output();
-        match out {
-            Ok(out) => {
-                let mut seen = self.seen.lock().expect("picks");
-                for line in String::from_utf8_lossy(&out.stderr).lines() {
-                    if let Some(f) = shots::parse_pick_line(line) {
-                        seen.entry(f.n).or_insert(f);
-                    }
-                }
-            }
+        let out = match out {
+            Ok(out) => out,
             Err(e) => {
                 self.failure
                     .lock()
                     .expect("failure")
                     .get_or_insert(tool_missing("ffmpeg", e));
+                return;
+            }
+        };
+        let mut frames = std::collections::HashMap::new();
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let Some(mut f) = shots::parse_pick_line(line) else {
+                continue;
+            };
+            let Some(pick) = f.n.checked_sub(first).and_then(|k| batch.get(k)) else {
+                continue;
+            };
+            // Its time in the film: the seek point plus its time after it.
+            f.at_s += shots::seek_arg(pick.at_s)
+                .parse::<f64>()
+                .unwrap_or(pick.at_s);
+            frames.entry((f.n, f.candidate)).or_insert(f);
+        }
+        let mut seen = self.seen.lock().expect("picks");
+        for n in first..first + batch.len() {
+            let chosen = match sharpest {
+                false => frames.get(&(n, 0)).copied(),
+                true => self.keep_sharpest(n, &frames),
+            };
+            if let Some(f) = chosen {
+                seen.insert(n, f);
             }
         }
+    }
+
+    /// Keeps pick `n`'s sharpest candidate under the names one pick has
+    /// (its JPEG, thumbnail and grey copy) and removes the others.
+    fn keep_sharpest(
+        &self,
+        n: usize,
+        frames: &std::collections::HashMap<(usize, usize), shots::PickedFrame>,
+    ) -> Option<shots::PickedFrame> {
+        let candidate = |c: usize| format!("frame_{:06}_{}.jpg", n + 1, c + 1);
+        let sharp_file = self.out_dir.join(shots::sharp_file(n));
+        let grey = std::fs::read(&sharp_file).unwrap_or_default();
+        std::fs::remove_file(&sharp_file).ok();
+        let best = grey
+            .chunks_exact(shots::SHARP_W * shots::SHARP_H)
+            .enumerate()
+            .filter(|(c, _)| {
+                frames.contains_key(&(n, *c)) && self.out_dir.join(candidate(*c)).is_file()
+            })
+            .map(|(c, pixels)| (c, shots::sharpness(pixels, shots::SHARP_W)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c);
+        let hash_file = self.out_dir.join(shots::hash_file(n));
+        let hashes = std::fs::read(&hash_file).unwrap_or_default();
+        std::fs::remove_file(&hash_file).ok();
+        let name = format!("frame_{:06}.jpg", n + 1);
+        for c in 0..shots::CANDIDATES {
+            for dir in [self.out_dir.to_path_buf(), self.out_dir.join("thumbs")] {
+                let file = dir.join(candidate(c));
+                if Some(c) == best {
+                    std::fs::rename(&file, dir.join(&name)).ok();
+                } else {
+                    std::fs::remove_file(&file).ok();
+                }
+            }
+        }
+        let best = best?;
+        std::fs::write(&hash_file, hashes.get(72 * best..72 * (best + 1))?).ok()?;
+        frames.get(&(n, best)).copied()
     }
 
     fn finish(
@@ -909,7 +992,16 @@ pub async fn enqueue_video(
     spec.height = probed.height;
     let (film_id, title) = queue::create_video_film(db.pool(), &spec).await?;
     let out_dir = film.frames_dir.join(film_id.to_string());
-    match extract_and_enqueue(db, film_id, &file.canonical, &out_dir, &probed, film, opts).await {
+    let spoken: Vec<(i64, i64)> = dialogue
+        .as_ref()
+        .map(|(_, lines)| lines.iter().map(|l| (l.start_ms, l.end_ms)).collect())
+        .unwrap_or_default();
+    let video = VideoIn {
+        path: &file.canonical,
+        probe: &probed,
+        spoken,
+    };
+    match extract_and_enqueue(db, film_id, &video, &out_dir, film, opts).await {
         Ok(done) => Ok(FilmSummary {
             title,
             film_id,
@@ -983,12 +1075,20 @@ impl From<Error> for Step {
 
 /// Runs ffmpeg into `out_dir` and enqueues the frames it wrote; the number
 /// enqueued, and a warning when decoding stopped early.
+/// A video to extract: its file, what ffprobe said, and when its subtitle
+/// lines are on screen (ms; scene mode takes a frame for a line no picked
+/// frame of its shot shows).
+struct VideoIn<'a> {
+    path: &'a Path,
+    probe: &'a Probe,
+    spoken: Vec<(i64, i64)>,
+}
+
 async fn extract_and_enqueue(
     db: &Db,
     film_id: i64,
-    video: &Path,
+    video: &VideoIn<'_>,
     out_dir: &Path,
-    probed: &Probe,
     film: &FilmOptions,
     opts: &EnqueueOptions,
 ) -> std::result::Result<Enqueued, Step> {
@@ -1002,13 +1102,14 @@ async fn extract_and_enqueue(
             ))
         })?;
     let extracted = {
-        let (video, out_dir, probed, film) = (
-            video.to_path_buf(),
+        let (path, out_dir, probed, film, spoken) = (
+            video.path.to_path_buf(),
             out_dir.clone(),
-            probed.clone(),
+            video.probe.clone(),
             film.clone(),
+            video.spoken.clone(),
         );
-        tokio::task::spawn_blocking(move || extract(&video, &out_dir, &probed, &film))
+        tokio::task::spawn_blocking(move || extract(&path, &out_dir, &probed, &film, &spoken))
             .await
             .expect("ffmpeg thread")
             .map_err(Step::Video)?
@@ -1016,7 +1117,7 @@ async fn extract_and_enqueue(
     if let Some(w) = &extracted.warning {
         tracing::warn!(
             "{}: {w}; enqueuing the {} frames decoded",
-            video.display(),
+            video.path.display(),
             extracted.frames.len()
         );
     }
@@ -1054,6 +1155,40 @@ struct Enqueued {
 mod tests {
     use super::parse_showinfo;
     use std::path::Path;
+
+    /// Near-duplicates: the same picture within a shot is a copy; in the
+    /// next shot it is an original again; a fade (same hash, darker) is not
+    /// a copy.
+    #[test]
+    fn duplicates_are_of_the_last_original_of_the_same_shot() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture: Vec<u8> = (0..72u32).map(|i| ((i * 37) % 200 + 20) as u8).collect();
+        let darker: Vec<u8> = picture.iter().map(|p| p - 20).collect();
+        let pixels = [&picture[..], &picture, &picture, &darker].concat();
+        std::fs::write(dir.path().join(super::HASH_FILE), pixels).unwrap();
+        let mut frames: Vec<_> = [Some(0), Some(0), Some(1), Some(1)]
+            .into_iter()
+            .enumerate()
+            .map(|(n, shot)| super::NewFrame {
+                path: format!("frame_{n}.jpg"),
+                frame_index: Some(n as i64),
+                pts_ms: Some(n as i64 * 1000),
+                width: None,
+                height: None,
+                dhash: None,
+                duplicate_of: None,
+                shot,
+            })
+            .collect();
+        super::hash_and_dedupe(&mut frames, dir.path(), Some(4));
+        let marks: Vec<_> = frames.iter().map(|f| f.duplicate_of).collect();
+        assert_eq!(marks, vec![None, Some(0), None, None]);
+        assert_eq!(frames[3].dhash, frames[2].dhash, "a fade keeps the hash");
+        assert!(
+            !dir.path().join(super::HASH_FILE).exists(),
+            "the file is removed"
+        );
+    }
 
     // As ffmpeg 5–7 print them (the prefix and field spacing vary).
     const LINE: &str = "[Parsed_showinfo_2 @ 0x55d5c8] n:  41 pts: 123456 pts_time:41.152  duration:   1 duration_time:0.04 fmt:yuvj420p cl:left sar:1/1 s:1024x576 i:P iskey:1 type:I checksum:1A2B3C4D";
