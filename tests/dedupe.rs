@@ -3,18 +3,8 @@
 //! but gets that frame's description, marked as a copy in SQL.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::util::{Env, FakeServer, assert_exit, stdout};
-
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg not found: install it with `bash scripts/setup.sh`");
-    assert!(status.success(), "ffmpeg {args:?}");
-}
+use crate::util::{Env, FakeServer, assert_exit, ffmpeg, stdout};
 
 /// `seconds` of one static camera picture with sensor noise (a new noise
 /// pattern every frame).

@@ -4,18 +4,8 @@
 //! error that writes nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::util::{Env, assert_exit, stderr, stdout};
-
-fn ffmpeg(args: &[&std::ffi::OsStr]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg not found: install it with `bash scripts/setup.sh`");
-    assert!(status.success(), "ffmpeg {args:?}");
-}
+use crate::util::{Env, assert_exit, ffmpeg, stderr, stdout};
 
 /// A 15-second film; with `subtitles`, muxed in as its text subtitle stream.
 fn film(env: &Env, name: &str, subtitles: Option<&Path>) -> PathBuf {

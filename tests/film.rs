@@ -4,19 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Env, assert_exit, stderr, stdout};
-
-/// Runs ffmpeg (the tests need it: scripts/setup.sh installs it).
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect(
-            "ffmpeg not found: install it with `bash scripts/setup.sh` (Debian package ffmpeg)",
-        );
-    assert!(status.success(), "ffmpeg {args:?}");
-}
+use crate::util::{Env, assert_exit, ffmpeg, stderr, stdout};
 
 /// Three 2-second shots of different sources: cuts at 2 s and 4 s.
 fn three_shots(env: &Env, name: &str) -> PathBuf {

@@ -309,6 +309,13 @@ fn fit_within(side: u32) -> String {
     )
 }
 
+/// ffmpeg, reading no stdin, logging at info (showinfo and errors on stderr).
+fn ffmpeg() -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
+    cmd
+}
+
 struct Extracted {
     frames: Vec<NewFrame>,
     /// Scene mode: the film's shots (each frame names its own).
@@ -332,8 +339,7 @@ fn extract(
     if opts.select == SelectMode::Scene {
         return extract_shots(video, out_dir, probe, opts, spoken);
     }
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
+    let mut cmd = ffmpeg();
     if opts.select == SelectMode::Keyframes {
         cmd.args(["-skip_frame", "nokey"]);
     }
@@ -402,9 +408,8 @@ fn extract_shots(
     opts: &FilmOptions,
     spoken: &[(i64, i64)],
 ) -> std::result::Result<Extracted, String> {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
-        .args(shots::DETECT_INPUT_ARGS)
+    let mut cmd = ffmpeg();
+    cmd.args(shots::DETECT_INPUT_ARGS)
         .arg("-i")
         .arg(video)
         .args(shots::detect_args(opts.scene_threshold, opts.min_shot_s))
@@ -632,11 +637,7 @@ impl<'a> PickReader<'a> {
             &self.thumb,
             sharpest.then_some(&apart as &dyn Fn(&shots::PickAt) -> f64),
         );
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output();
+        let out = ffmpeg().args(args).stdin(Stdio::null()).output();
         let out = match out {
             Ok(out) => out,
             Err(e) => {

@@ -90,6 +90,19 @@ impl Env {
     }
 }
 
+/// Runs ffmpeg quietly (the tests make their videos with it; scripts/setup.sh
+/// installs it) and asserts that it succeeded.
+pub fn ffmpeg<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect(
+            "ffmpeg not found: install it with `bash scripts/setup.sh` (Debian package ffmpeg)",
+        );
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
