@@ -848,3 +848,64 @@ async fn pick_sharpest_passes_over_a_blurred_middle() {
     assert_eq!(left, ["frame_000001.jpg", "frame_000001.jpg", "thumbs"]);
     assert!(image::open(&sharpest[0].4).is_ok());
 }
+
+/// An MPEG-TS film (no index: ffmpeg's seeks land seconds away): the
+/// middles cannot be trusted, so the first frame of each shot is taken in
+/// one pass instead, with a warning that says so; the shots are right.
+#[tokio::test]
+async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning() {
+    let env = Env::new();
+    // Three 2 s shots, key frames only where x264 puts them (at the cuts).
+    let ts = env.path().join("broadcast.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=160x120:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "smptebars=size=160x120:rate=25:duration=2",
+        "-filter_complex",
+        "[0][1][2]concat=n=3:v=1:a=0,format=yuv420p",
+        "-c:v",
+        "libx264",
+        ts.to_str().unwrap(),
+    ]);
+    let o = env.run(["enqueue".as_ref(), ts.as_os_str()]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("seeking is not exact in this file: took the first frame of each shot, not --pick middle"),
+        "{}",
+        stderr(&o)
+    );
+    let times: Vec<i64> = frames_of(&env, "broadcast")
+        .await
+        .iter()
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    for (got, want) in times.iter().zip([0, 2000, 4000]) {
+        assert!((got - want).abs() <= 40, "{times:?}");
+    }
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames fr JOIN shots s ON s.id = fr.shot_id \
+             WHERE fr.pts_ms >= s.start_ms AND fr.pts_ms < s.end_ms"
+        ),
+        3
+    );
+    let dir = Path::new(&frames_of(&env, "broadcast").await[0].4)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        4,
+        "3 frames and thumbs/, nothing else"
+    );
+}

@@ -336,9 +336,20 @@ fn extract(
     let thumbs = thumbnail_path(&out_dir.join("frame"));
     std::fs::create_dir_all(thumbs.parent().expect("thumbs/ in out_dir"))
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    if opts.select == SelectMode::Scene {
-        return extract_shots(video, out_dir, probe, opts, spoken);
+    match opts.select {
+        SelectMode::Scene => extract_shots(video, out_dir, probe, opts, spoken),
+        _ => one_pass(video, out_dir, probe, opts),
     }
+}
+
+/// One ffmpeg pass over `video` into `out_dir` with the select step of
+/// `opts` ([`output_args`]).
+fn one_pass(
+    video: &Path,
+    out_dir: &Path,
+    probe: &Probe,
+    opts: &FilmOptions,
+) -> std::result::Result<Extracted, String> {
     let mut cmd = ffmpeg();
     if opts.select == SelectMode::Keyframes {
         cmd.args(["-skip_frame", "nokey"]);
@@ -502,12 +513,16 @@ fn extract_shots(
         (picks, shots, status, errors, reached_us)
     });
     let status = status.map_err(|e| format!("ffmpeg: {e}"))?;
+    let misplaced = reader.misplaced.load(std::sync::atomic::Ordering::Relaxed);
     let found = reader.finish()?;
     if shots.is_empty() || picks.is_empty() {
         return Err(match status.success() {
             true => "the video has no decodable frames".into(),
             false => errors.reason(status),
         });
+    }
+    if misplaced > 0 {
+        return first_frames_instead(video, out_dir, probe, opts, shots, misplaced);
     }
     tracing::info!(
         "{} shots; read {} frames ({} of each shot)",
@@ -569,6 +584,49 @@ fn extract_shots(
     })
 }
 
+/// When seeking in `video` does not land where asked (MPEG-TS and other
+/// containers without an index can land seconds late), the picks cannot be
+/// trusted: the frames are made again in one pass over the film, the first
+/// of each shot as the boundaries pass found them (`--pick first`), with a
+/// warning saying so.
+fn first_frames_instead(
+    video: &Path,
+    out_dir: &Path,
+    probe: &Probe,
+    opts: &FilmOptions,
+    shots: Vec<shots::Shot>,
+    misplaced: usize,
+) -> std::result::Result<Extracted, String> {
+    tracing::warn!(
+        "{}: seeking is not exact in this file ({misplaced} picked frame(s) landed away from \
+         their time); reading it again in one pass, the first frame of each shot",
+        video.display()
+    );
+    for dir in [out_dir.to_path_buf(), out_dir.join("thumbs")] {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_file() {
+                std::fs::remove_file(entry.path()).ok();
+            }
+        }
+    }
+    let mut extracted = one_pass(video, out_dir, probe, opts)?;
+    for f in &mut extracted.frames {
+        let t = f.pts_ms.unwrap_or(0);
+        f.shot = shots
+            .iter()
+            .rev()
+            .find(|s| s.start_ms <= t)
+            .map(|s| s.shot_index);
+    }
+    extracted.warning.get_or_insert_with(|| {
+        format!(
+            "seeking is not exact in this file: took the first frame of each shot, not --pick {}",
+            opts.pick.flag()
+        )
+    });
+    Ok(Extracted { shots, ..extracted })
+}
+
 /// How many picks of closed shots wait before a reader is given them while
 /// the boundaries pass goes on.
 const STREAMED_BATCH: usize = 16;
@@ -586,6 +644,11 @@ struct PickReader<'a> {
     pick: Pick,
     seen: std::sync::Mutex<std::collections::HashMap<usize, shots::PickedFrame>>,
     failure: std::sync::Mutex<Option<String>>,
+    /// Picks whose first frame is not within a frame and a half of the seek
+    /// point (seeking in this file is not exact).
+    misplaced: std::sync::atomic::AtomicUsize,
+    /// A frame and a half (seconds; 0.1 s when the rate is unknown).
+    slack_s: f64,
 }
 
 impl<'a> PickReader<'a> {
@@ -604,6 +667,8 @@ impl<'a> PickReader<'a> {
             pick: opts.pick,
             seen: Default::default(),
             failure: Default::default(),
+            misplaced: Default::default(),
+            slack_s: fps.filter(|f| *f > 0.0).map_or(0.1, |f| 1.5 / f),
         }
     }
 
@@ -657,9 +722,14 @@ impl<'a> PickReader<'a> {
                 continue;
             };
             // Its time in the film: the seek point plus its time after it.
+            let after = f.at_s;
             f.at_s += shots::seek_arg(pick.at_s)
                 .parse::<f64>()
                 .unwrap_or(pick.at_s);
+            if f.candidate == 0 && !frames.contains_key(&(f.n, 0)) && after.abs() > self.slack_s {
+                self.misplaced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             frames.entry((f.n, f.candidate)).or_insert(f);
         }
         let mut seen = self.seen.lock().expect("picks");
