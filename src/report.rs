@@ -203,6 +203,13 @@ impl<W: Write> Report<W> {
                 write!(self.out, "<dt>{label}</dt><dd>{}</dd>", esc(value))?;
             }
             write!(self.out, "</dl>")?;
+            if let Some(original) = frame.copied_from {
+                write!(
+                    self.out,
+                    "<p class=\"copy\">near-duplicate: the description of \
+                     <a href=\"#f{original}\">#{original}</a></p>"
+                )?;
+            }
             if let Some(model) = &frame.model
                 && !self.models.contains(model)
             {
@@ -441,6 +448,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr
 .at a { color: var(--fg); text-decoration: none; font-weight: 600; }
 dl { margin: 4px 10px 10px; }
 .line { display: block; margin: 6px 10px 0; font-style: italic; white-space: pre-line; }
+.copy { margin: 0 10px 8px; font-size: 12px; opacity: .7; }
 dt { color: var(--dim); font-size: 11px; text-transform: uppercase; letter-spacing: .04em; margin-top: 4px; }
 dd { margin: 0; }
 .why { margin: 6px 10px 10px; color: #f08a8a; }

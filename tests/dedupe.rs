@@ -136,6 +136,17 @@ fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions() {
         60 - sent as i64
     );
 
+    // The report says which cards are copies, linking to their original.
+    let html = env.path().join("static.html");
+    let o = env.run(["report".as_ref(), "-o".as_ref(), html.as_os_str()]);
+    assert_exit(&o, 0);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(
+        page.matches("near-duplicate: the description of <a href=\"#f")
+            .count(),
+        60 - sent
+    );
+
     // --no-dedupe (here a second film of the same file) sends every frame.
     let out = enqueue_every_second(&env, &video, &["--film", "every frame", "--no-dedupe"]);
     assert!(out.contains("60 new, 0 already queued\n"), "{out}");

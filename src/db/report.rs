@@ -39,6 +39,8 @@ pub struct ReportFrame {
     pub model: Option<String>,
     /// The subtitle line on screen at the frame's time (as `frame_dialogue`).
     pub line: Option<String>,
+    /// A near-duplicate's description: the frame_index it was copied from.
+    pub copied_from: Option<i64>,
 }
 
 /// Rows per page of [`frames_page`].
@@ -72,10 +74,12 @@ pub async fn frames_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec
                   d.action AS "action?", d.setting AS "setting?", d.model AS "model?",
                   (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
                    WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
-                   ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String"
+                   ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String",
+                  o.frame_index AS "copied_from?: i64"
            FROM frames fr
            JOIN jobs j ON j.id = fr.id
            LEFT JOIN descriptions d ON d.job_id = fr.id
+           LEFT JOIN frames o ON o.id = d.duplicate_of
            WHERE fr.film_id = ?1 AND fr.frame_index > ?2
            ORDER BY fr.frame_index
            LIMIT ?3"#,
