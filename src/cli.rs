@@ -436,15 +436,16 @@ pub struct EnqueueArgs {
     pub max_gap: f64,
 
     /// In scene mode, a cut closer than this many seconds to the previous
-    /// cut is ignored (a strobe, a muzzle flash, a busy shot); 0 keeps every cut.
-    #[arg(long, default_value_t = 0.6, value_parser = seconds)]
-    pub min_shot: f64,
+    /// cut is ignored (a strobe, a muzzle flash, a busy shot); 0 keeps every
+    /// cut [default: 0.6].
+    #[arg(long, value_parser = seconds)]
+    pub min_shot: Option<f64>,
 
     /// In scene mode, which frame of each shot is taken: the middle (away
     /// from transitions and blur at the cut), the first after the cut, or
-    /// the sharpest of a few around the middle.
-    #[arg(long, value_enum, default_value_t = PickArg::Middle)]
-    pub pick: PickArg,
+    /// the sharpest of a few around the middle [default: middle].
+    #[arg(long, value_enum)]
+    pub pick: Option<PickArg>,
 
     /// In scene mode, how many evenly spaced frames a shot longer than
     /// --max-gap gets (default: one for every --max-gap seconds of it).

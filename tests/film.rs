@@ -909,3 +909,35 @@ async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning() {
         "3 frames and thumbs/, nothing else"
     );
 }
+
+/// The shot flags given with a mode that has no shots are a usage error
+/// (exit 2) that writes nothing, not silently ignored.
+#[test]
+fn shot_flags_without_scene_mode_are_a_usage_error() {
+    let env = Env::new();
+    let video = env.path().join("any.mp4");
+    std::fs::write(&video, b"never read").unwrap();
+    for (flag, value) in [
+        ("--pick", "sharpest"),
+        ("--per-shot", "3"),
+        ("--min-shot", "1"),
+    ] {
+        let o = env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--select".as_ref(),
+            "interval".as_ref(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_exit(&o, 2);
+        assert!(
+            stderr(&o).contains(&format!(
+                "{flag} shapes the shots of --select scene; it has no meaning with --select interval"
+            )),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!env.db().exists(), "nothing written");
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::cli::EnqueueArgs;
+use crate::cli::{EnqueueArgs, PickArg, SelectArg};
 use crate::db::Db;
 use crate::error::Error;
 use crate::ingest::subtitles::SubtitleSource;
@@ -60,6 +60,31 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--pick`, `--per-shot` and `--min-shot` shape shots, which only scene
+/// mode has: given with another `--select`, they are a usage error (exit 2)
+/// rather than silently ignored.
+pub fn shot_flags_need_scene_mode(args: &EnqueueArgs) {
+    if args.select == SelectArg::Scene {
+        return;
+    }
+    let given = [
+        (args.pick.is_some(), "--pick"),
+        (args.per_shot.is_some(), "--per-shot"),
+        (args.min_shot.is_some(), "--min-shot"),
+    ];
+    if let Some((_, flag)) = given.iter().find(|(given, _)| *given) {
+        let select = clap::ValueEnum::to_possible_value(&args.select)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        <crate::cli::Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{flag} shapes the shots of --select scene; it has no meaning with --select {select}"),
+            )
+            .exit();
+    }
+}
+
 /// How videos become frames; frames go next to the database by default.
 fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
     let frames_dir = args.frames_dir.clone().unwrap_or_else(|| {
@@ -73,8 +98,8 @@ fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
         select: args.select.into(),
         scene_threshold: args.scene_threshold,
         max_gap_s: args.max_gap,
-        min_shot_s: args.min_shot,
-        pick: args.pick.into(),
+        min_shot_s: args.min_shot.unwrap_or(0.6),
+        pick: args.pick.unwrap_or(PickArg::Middle).into(),
         per_shot: args.per_shot,
         every_s: args.every,
         max_side: args.max_side,

@@ -35,6 +35,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         clap_complete::generate(args.shell, &mut cmd, "cinecut", &mut std::io::stdout());
         return Ok(0);
     }
+    // Usage errors clap cannot express, before anything is opened.
+    if let Command::Enqueue(args) = &cli.command {
+        enqueue::shot_flags_need_scene_mode(args);
+    }
     // Long-running commands stop cleanly on SIGINT/SIGTERM from here on,
     // also while the database opens; they wait out other connections'
     // write locks, while short commands give up after --lock-wait.
