@@ -21,6 +21,29 @@ fn cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cinecut"))
 }
 
+/// Encodes a lavfi source as H.264 (fast preset, 4:2:0) into `out`.
+fn lavfi_clip(source: &str, extra: &[&str], out: &std::path::Path) -> bool {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            source,
+        ])
+        .args(extra)
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .arg(out)
+        .status()
+        .unwrap()
+        .success()
+}
+
 fn run(cmd: &mut Command) -> f64 {
     let t = Instant::now();
     let out = cmd.output().unwrap();
@@ -54,25 +77,11 @@ fn main() {
         let mut list = String::new();
         for (k, src) in sources.iter().enumerate() {
             let clip = dir.join(format!("shot{k}.mp4"));
-            let ok = Command::new("ffmpeg")
-                .args([
-                    "-hide_banner",
-                    "-loglevel",
-                    "error",
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                ])
-                .arg(format!("{src}=size=1280x720:rate=24"))
-                .args([
-                    "-t", "7", "-c:v", "libx264", "-preset", "veryfast", "-g", "48", "-pix_fmt",
-                    "yuv420p",
-                ])
-                .arg(&clip)
-                .status()
-                .unwrap()
-                .success();
+            let ok = lavfi_clip(
+                &format!("{src}=size=1280x720:rate=24"),
+                &["-t", "7", "-g", "48"],
+                &clip,
+            );
             assert!(ok, "making shot {k} failed");
         }
         for i in 0..(minutes * 60).div_ceil(7) {
@@ -189,24 +198,11 @@ fn main() {
     let still = dir.join("static-2min-720p.mp4");
     if !still.exists() {
         eprintln!("making a 2-minute static 720p clip with sensor noise (once)");
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg("smptehdbars=size=1280x720:rate=24:duration=120,noise=alls=20:allf=t")
-            .args([
-                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-            ])
-            .arg(&still)
-            .status()
-            .unwrap()
-            .success();
+        let ok = lavfi_clip(
+            "smptehdbars=size=1280x720:rate=24:duration=120,noise=alls=20:allf=t",
+            &[],
+            &still,
+        );
         assert!(ok, "making the static clip failed");
     }
     println!();

@@ -204,32 +204,23 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
     let video = film(&env, "night", Some(&srt));
     let films = || env.count_now("SELECT count(*) FROM films");
 
+    // Each is exit 1 with a message that says why, and writes nothing.
+    let refused = |flag: &str, value: &std::ffi::OsStr, says: &str| {
+        let o = env.run(["enqueue".as_ref(), video.as_os_str(), flag.as_ref(), value]);
+        assert_exit(&o, 1);
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert_eq!(films(), 0, "{says}: nothing written");
+    };
     let missing = env.path().join("missing.srt");
-    let o = env.run([
-        "enqueue".as_ref(),
-        video.as_os_str(),
-        "--subtitles".as_ref(),
+    refused(
+        "--subtitles",
         missing.as_os_str(),
-    ]);
-    assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains("missing.srt does not exist"),
-        "{}",
-        stderr(&o)
+        "missing.srt does not exist",
     );
-    assert_eq!(films(), 0, "nothing written");
 
     let notes = env.path().join("notes.srt");
     std::fs::write(&notes, "these are my notes, not subtitles\n").unwrap();
-    let o = env.run([
-        "enqueue".as_ref(),
-        video.as_os_str(),
-        "--subtitles".as_ref(),
-        notes.as_os_str(),
-    ]);
-    assert_exit(&o, 1);
-    assert!(stderr(&o).contains("notes.srt"), "{}", stderr(&o));
-    assert_eq!(films(), 0, "nothing written");
+    refused("--subtitles", notes.as_os_str(), "notes.srt");
 
     // A timestamp that does not parse, one that ends before it starts, a
     // file in another encoding (Latin-1 "é" on line 7): each names its line.
@@ -252,34 +243,15 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
     ] {
         let file = env.path().join(name);
         std::fs::write(&file, bytes).unwrap();
-        let o = env.run([
-            "enqueue".as_ref(),
-            video.as_os_str(),
-            "--subtitles".as_ref(),
-            file.as_os_str(),
-        ]);
-        assert_exit(&o, 1);
-        assert!(
-            stderr(&o).contains(&format!("subtitle file {}: {says}", file.display())),
-            "{name}: {}",
-            stderr(&o)
-        );
-        assert_eq!(films(), 0, "{name}: nothing written");
+        let says = format!("subtitle file {}: {says}", file.display());
+        refused("--subtitles", file.as_os_str(), &says);
     }
 
-    let o = env.run([
-        "enqueue".as_ref(),
-        video.as_os_str(),
-        "--subtitle-stream".as_ref(),
+    refused(
+        "--subtitle-stream",
         "3".as_ref(),
-    ]);
-    assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains("--subtitle-stream 3: the film has 1 subtitle stream(s)"),
-        "{}",
-        stderr(&o)
+        "--subtitle-stream 3: the film has 1 subtitle stream(s)",
     );
-    assert_eq!(films(), 0, "nothing written");
 
     let o = env.run([
         "enqueue".as_ref(),

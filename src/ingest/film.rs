@@ -212,15 +212,20 @@ pub fn dhash(pixels: &[u8]) -> i64 {
 /// by 28 and more.
 const DEDUPE_MAX_GREY_DIFFERENCE: u32 = 8;
 
-/// Sets each frame's hash (from `out_dir`'s hash file, frame `n` at byte
-/// 72·n) and, with `distance`, marks as a duplicate every frame within
-/// that many bits, and within [`DEDUPE_MAX_GREY_DIFFERENCE`] in
-/// brightness, of the last frame of its shot (scene mode; else of the
-/// film) kept as an original; removes the file.
+/// [`dedupe`] with the grey copies of `out_dir`'s hash file, which it removes.
 fn hash_and_dedupe(frames: &mut [NewFrame], out_dir: &Path, distance: Option<u32>) {
     let file = out_dir.join(HASH_FILE);
     let pixels = std::fs::read(&file).unwrap_or_default();
     std::fs::remove_file(&file).ok();
+    dedupe(frames, &pixels, distance);
+}
+
+/// Sets each frame's hash (from `pixels`: frame `n`'s 9×8 grey copy at
+/// byte 72·n) and, with `distance`, marks as a duplicate every frame within
+/// that many bits, and within [`DEDUPE_MAX_GREY_DIFFERENCE`] in
+/// brightness, of the last frame of its shot (scene mode; else of the
+/// film) kept as an original.
+fn dedupe(frames: &mut [NewFrame], pixels: &[u8], distance: Option<u32>) {
     let mut original: Option<(i64, i64, &[u8])> = None;
     let mut shot = None;
     for f in frames.iter_mut() {
@@ -410,8 +415,8 @@ fn one_pass(
 /// picked frames of every shot by seeking. A shot's picks are read as soon
 /// as the next cut closes it, by ffmpeg processes that run beside the
 /// boundaries pass (it leaves part of the cores idle), as many at once as
-/// there are cores. The frames come back as from [`extract`] (with the
-/// hash file), each with its shot.
+/// there are cores. The frames come back as from [`one_pass`], hashed,
+/// each with its shot.
 fn extract_shots(
     video: &Path,
     out_dir: &Path,
@@ -438,7 +443,7 @@ fn extract_shots(
     let reader = PickReader::new(video, out_dir, opts, probe.fps);
     let (batches, queue) = std::sync::mpsc::channel::<(usize, Vec<shots::PickAt>)>();
     let queue = std::sync::Mutex::new(queue);
-    let (picks, shots, status, errors, reached_us) = std::thread::scope(|scope| {
+    let (picks, shots, status, errors, reached_us, damaged) = std::thread::scope(|scope| {
         for _ in 0..readers {
             scope.spawn(|| {
                 loop {
@@ -449,6 +454,9 @@ fn extract_shots(
                 }
             });
         }
+        let plan = |shots: &[shots::Shot]| {
+            shots::picks(shots, opts.pick, opts.per_shot, opts.max_gap_s, spoken)
+        };
         let mut cuts = shots::CutReader::default();
         let mut errors = ErrorLines::default();
         let mut picks: Vec<shots::PickAt> = Vec::new();
@@ -471,13 +479,7 @@ fn extract_shots(
                 .filter(|c| cuts.cuts.len() > before && c.0 > 0.0);
             if let Some(&(last, _)) = new_cut {
                 let done = shots::shots(&cuts.cuts, last);
-                picks.extend(shots::picks(
-                    &done[closed..],
-                    opts.pick,
-                    opts.per_shot,
-                    opts.max_gap_s,
-                    spoken,
-                ));
+                picks.extend(plan(&done[closed..]));
                 closed = done.len();
                 if picks.len() - sent >= STREAMED_BATCH {
                     send(&picks, &mut sent, picks.len());
@@ -494,13 +496,7 @@ fn extract_shots(
             _ => reached_us as f64 / 1e6,
         };
         let shots = shots::shots(&cuts, end_s);
-        picks.extend(shots::picks(
-            &shots[closed.min(shots.len())..],
-            opts.pick,
-            opts.per_shot,
-            opts.max_gap_s,
-            spoken,
-        ));
+        picks.extend(plan(&shots[closed.min(shots.len())..]));
         // The rest, shared out among the readers.
         let per_batch = (picks.len() - sent)
             .div_ceil(readers)
@@ -510,7 +506,7 @@ fn extract_shots(
             send(&picks, &mut sent, upto);
         }
         drop(batches);
-        (picks, shots, status, errors, reached_us)
+        (picks, shots, status, errors, reached_us, damaged)
     });
     let status = status.map_err(|e| format!("ffmpeg: {e}"))?;
     let misplaced = reader.misplaced.load(std::sync::atomic::Ordering::Relaxed);
@@ -530,7 +526,7 @@ fn extract_shots(
         picks.len(),
         opts.pick.flag()
     );
-    // The picks' grey copies, in order, as extract writes them.
+    // The picks' grey copies, in order, as one pass writes them.
     let mut pixels = vec![0u8; 72 * picks.len()];
     let mut frames = Vec::new();
     for (n, pick) in picks.iter().enumerate() {
@@ -553,13 +549,10 @@ fn extract_shots(
             shot: Some(pick.shot_index),
         });
     }
-    std::fs::write(out_dir.join(HASH_FILE), &pixels)
-        .map_err(|e| format!("cannot write in {}: {e}", out_dir.display()))?;
-    hash_and_dedupe(&mut frames, out_dir, opts.dedupe_distance);
+    dedupe(&mut frames, &pixels, opts.dedupe_distance);
     if frames.is_empty() {
         return Err("no frame could be read at the picked times".into());
     }
-    let damaged = !status.success() || !errors.is_empty();
     let mut warning = damaged.then(|| {
         format!(
             "decoding stopped or failed near {:.3} s of {:.3} s: {}",
@@ -673,9 +666,6 @@ impl<'a> PickReader<'a> {
     }
 
     fn read(&self, first: usize, batch: &[shots::PickAt]) {
-        // --pick sharpest: candidates over the middle fifth of the stretch
-        // a pick stands for, at most a quarter second apart.
-        let apart = |p: &shots::PickAt| (p.part_s / 5.0 / (shots::CANDIDATES - 1) as f64).min(0.25);
         let sharpest = self.pick == Pick::Sharpest;
         let batch: Vec<shots::PickAt> = batch
             .iter()
@@ -685,7 +675,7 @@ impl<'a> PickReader<'a> {
                     // its key frame, where a cut usually is.
                     Pick::First => 0.0,
                     Pick::Middle => self.half_frame_s,
-                    Pick::Sharpest => 2.0 * apart(p) + self.half_frame_s,
+                    Pick::Sharpest => 2.0 * p.candidate_spacing() + self.half_frame_s,
                 };
                 shots::PickAt {
                     at_s: (p.at_s - before).max(0.0),
@@ -700,7 +690,7 @@ impl<'a> PickReader<'a> {
             self.out_dir,
             &self.scale,
             &self.thumb,
-            sharpest.then_some(&apart as &dyn Fn(&shots::PickAt) -> f64),
+            sharpest,
         );
         let out = ffmpeg().args(args).stdin(Stdio::null()).output();
         let out = match out {

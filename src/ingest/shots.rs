@@ -52,6 +52,14 @@ pub struct PickAt {
     pub part_s: f64,
 }
 
+impl PickAt {
+    /// `--pick sharpest`: how far apart its candidates are (the middle fifth
+    /// of its stretch, at most a quarter second apart).
+    pub fn candidate_spacing(&self) -> f64 {
+        (self.part_s / 5.0 / (CANDIDATES - 1) as f64).min(0.25)
+    }
+}
+
 /// ffmpeg's arguments after `-i VIDEO` for the boundaries pass: the select
 /// expression of scene mode without its --max-gap term (every shot's start,
 /// cuts closer than `min_shot_s` to the last one taken ignored), printing
@@ -198,8 +206,8 @@ pub const PICKS_PER_PROCESS: usize = 32;
 /// thumbnail, and its 9×8 grey copy `hash_N.gray`. `scale` and `thumb`
 /// are the two downscales (ffmpeg `scale` arguments).
 ///
-/// With `candidates` (seconds apart), each pick is [`CANDIDATES`] frames
-/// from its time on, that far apart: `frame_NNNNNN_C.jpg` and its
+/// With `sharpest`, each pick is [`CANDIDATES`] frames from its time on,
+/// [`PickAt::candidate_spacing`] apart: `frame_NNNNNN_C.jpg` and its
 /// thumbnail, the grey copies one after another in `hash_N.gray`, and a
 /// [`SHARP_W`]×[`SHARP_H`] grey copy of each in `sharp_N.gray`, for
 /// [`sharpness`] to choose from.
@@ -210,7 +218,7 @@ pub fn pick_args(
     out_dir: &Path,
     scale: &str,
     thumb: &str,
-    candidates: Option<&dyn Fn(&PickAt) -> f64>,
+    sharpest: bool,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut graph = Vec::new();
@@ -220,31 +228,28 @@ pub fn pick_args(
         args.push("-i".into());
         args.push(video.into());
         let n = first + k;
-        graph.push(match candidates {
-            None => format!(
+        graph.push(match sharpest {
+            false => format!(
                 "[{k}:v:0]{scale},showinfo@p{n},split=3[f{n}][t{n}][h{n}];\
                  [t{n}]{thumb}[s{n}];[h{n}]scale=9:8:flags=area,format=gray[g{n}]"
             ),
-            Some(apart) => format!(
+            true => format!(
                 "[{k}:v:0]select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{:.6})',\
                  {scale},showinfo@p{n},split=4[f{n}][t{n}][h{n}][e{n}];\
                  [t{n}]{thumb}[s{n}];[h{n}]scale=9:8:flags=area,format=gray[g{n}];\
                  [e{n}]scale={SHARP_W}:{SHARP_H},format=gray[q{n}]",
-                apart(p)
+                p.candidate_spacing()
             ),
         });
     }
     args.push("-filter_complex".into());
     args.push(graph.join(";").into());
-    let frames = match candidates {
-        None => 1,
-        Some(_) => CANDIDATES,
-    };
+    let frames = if sharpest { CANDIDATES } else { 1 };
     for k in 0..batch.len() {
         let n = first + k;
-        let name = match candidates {
-            None => format!("frame_{:06}.jpg", n + 1),
-            Some(_) => format!("frame_{:06}_%d.jpg", n + 1),
+        let name = match sharpest {
+            false => format!("frame_{:06}.jpg", n + 1),
+            true => format!("frame_{:06}_%d.jpg", n + 1),
         };
         let mut outputs = vec![
             (format!("[f{n}]"), ["-q:v", "3"], out_dir.join(&name)),
@@ -259,7 +264,7 @@ pub fn pick_args(
                 out_dir.join(hash_file(n)),
             ),
         ];
-        if candidates.is_some() {
+        if sharpest {
             outputs.push((
                 format!("[q{n}]"),
                 ["-f", "rawvideo"],
