@@ -132,6 +132,7 @@ async fn through_server(
         SupervisorConfig {
             server,
             model_name: "tiny".into(),
+            profile: std::sync::Arc::default(),
             max_side: 1024,
             max_tokens: 384,
             request_timeout: Duration::from_secs(60),

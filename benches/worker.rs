@@ -14,26 +14,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome};
+use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome, Scope};
 use cinecut::db::lease::{self, Acquire, Holder, Purpose};
 use cinecut::db::{Db, Durability, now_ms};
 use cinecut::engine::{Attached, Engine};
 use cinecut::ingest::frames::Source;
 use cinecut::ingest::{self, EnqueueOptions};
-use cinecut::scene::SceneDescription;
+use cinecut::profile::{Answer, Profile};
 use cinecut::vision::{DescribeError, Described, Describer, HttpDescriber, VisionClient};
 use cinecut::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 struct Instant0;
 
-fn answer() -> SceneDescription {
-    SceneDescription {
-        visual_content: "a figure by a window".into(),
-        mood: "tense".into(),
-        action: "someone waits".into(),
-        setting: "a small room at night".into(),
-    }
+fn answer() -> Answer {
+    Profile::default()
+        .parse_answer(
+            r#"{"visual_content":"a figure by a window","mood":"tense","action":"someone waits","setting":"a small room at night"}"#,
+        )
+        .unwrap()
 }
 
 impl Describer for Instant0 {
@@ -44,7 +43,7 @@ impl Describer for Instant0 {
     ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
         Box::pin(async {
             Ok(Described {
-                description: answer(),
+                answer: answer(),
                 prompt_version: cinecut::vision::PROMPT_VERSION,
                 prompt_tokens: Some(80),
                 completion_tokens: Some(30),
@@ -109,6 +108,10 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
         owner: me.id.clone(),
         epoch,
     };
+    let scope = Scope {
+        pass: cinecut::db::passes::only(pool).await.unwrap(),
+        film: None,
+    };
     let mut conn = pool.acquire().await.unwrap();
     let t = Instant::now();
     let mut done = 0u64;
@@ -120,7 +123,7 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
                 fence: &fence,
                 finished: &finished,
                 claim: parallel,
-                film: None,
+                scope,
                 now: now_ms(),
                 lease_ms: 30_000,
             },
@@ -138,7 +141,7 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
             .map(|job| Finished {
                 job,
                 outcome: Outcome::Done {
-                    description: answer(),
+                    answer: answer(),
                     model: "instant".into(),
                     model_sha256: None,
                     prompt_version: 1,
@@ -181,7 +184,10 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
     .unwrap();
     let d = answer();
     let t = Instant::now();
-    let mut claimed: Vec<(i64, i64, i64, i64, String)> = Vec::new();
+    let mut claimed: Vec<(i64, i64, i64, i64, String, i64)> = Vec::new();
+    let pass: i64 = c
+        .query_row("SELECT id FROM passes", [], |r| r.get(0))
+        .unwrap();
     loop {
         let now = now_ms();
         let tx = c
@@ -212,19 +218,21 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
             let described = claimed
                 .iter()
                 .map(|r| {
-                    let v = (&d.visual_content, &d.mood, &d.action, &d.setting);
+                    let text = |f| d.text(f).unwrap();
                     (
                         r.0,
-                        v.0,
-                        v.1,
-                        v.2,
-                        v.3,
+                        text("visual_content"),
+                        text("mood"),
+                        text("action"),
+                        text("setting"),
                         "instant",
                         None::<&str>,
                         1,
                         0,
                         80,
                         30,
+                        &d,
+                        None::<&str>,
                     )
                 })
                 .collect::<Vec<_>>();
@@ -265,7 +273,15 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
             .prepare_cached(include_str!("../src/db/sql/claim_pick.sql"))
             .unwrap()
             .query_row(
-                params![now, parallel as i64, "gpu0", me.id, epoch, now - 90_000],
+                params![
+                    now,
+                    parallel as i64,
+                    "gpu0",
+                    me.id,
+                    epoch,
+                    now - 90_000,
+                    pass
+                ],
                 |r| r.get(0),
             )
             .unwrap();

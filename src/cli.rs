@@ -87,6 +87,15 @@ described or failed are shown with their state or reason.")]
     /// everything queued with a worker, with one progress display. Re-run with
     /// the same arguments after an interruption to resume.
     Run(Box<RunArgs>),
+    /// Describe the frames already in the database again in another pass
+    /// (another model or prompt profile), without re-extracting anything;
+    /// then work like `run` until that pass is done.
+    #[command(after_help = "\
+Example: cinecut describe --pass big --model big.gguf --mmproj big-mmproj.gguf
+Every answer is kept: compare passes in SQL with the pass_comparison view.")]
+    Describe(Box<DescribeArgs>),
+    /// List the passes: model, profile, jobs and mean latency/tokens.
+    Passes(PassesArgs),
     /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
     Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).
@@ -105,10 +114,48 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
 
+    /// The pass to describe frames for (its jobs only). Default: the pass
+    /// bound to this model and profile, else the one pass not bound yet
+    /// (e.g. `default`, made by `enqueue`), else a new pass named
+    /// `<model name>/<profile>`.
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
+
     /// Frames larger than this (longest side, pixels) are downscaled before
     /// they are sent; frames other than JPEG and PNG are sent as JPEG.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
     pub max_side: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub worker: WorkerCore,
+
+    /// The pass to describe the frames in (created if new). Default: as for
+    /// `worker`.
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
+
+    /// Only this film's frames (repeat for several; default: every film).
+    #[arg(long, value_name = "TITLE")]
+    pub film: Vec<String>,
+
+    /// Tries per frame before it is failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub max_attempts: i64,
+
+    /// Frames larger than this (longest side, pixels) are downscaled before
+    /// they are sent.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_side: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PassesArgs {
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Worker flags shared by `worker` and `run`.
@@ -162,9 +209,17 @@ pub struct WorkerCore {
     pub request_timeout: std::time::Duration,
 
     /// Give the model the dialogue line on screen at each frame's time as
-    /// context (films with subtitles); recorded as prompt_version 2.
+    /// context (films with subtitles); recorded in the pass's profile
+    /// (`<profile>+dialogue`) and as prompt_version 2.
     #[arg(long)]
     pub dialogue_context: bool,
+
+    /// A prompt profile (TOML): the system and user text and the answer's
+    /// fields with their types (text, enum, tags, integer, boolean); see
+    /// examples/. Default: the built-in profile (visual_content, mood,
+    /// action, setting).
+    #[arg(long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
 
     /// Token limit of one answer.
     #[arg(long, default_value_t = 384)]
@@ -275,6 +330,10 @@ pub struct ResultsArgs {
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
 
+    /// Only this pass (default: every pass; each row names its pass).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
+
     /// Described frames, or failed ones with their reasons.
     #[arg(long, value_enum, default_value_t = ResultState::Done)]
     pub state: ResultState,
@@ -306,6 +365,10 @@ pub struct SearchArgs {
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
 
+    /// Only this pass (default: every pass).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
+
     /// At most this many matches.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: i64,
@@ -326,6 +389,10 @@ pub struct ReportArgs {
     /// Default: the current folder.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// The pass whose descriptions to show (default: the film's first pass).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
 
     /// The field whose value colours the timeline (by its first word).
     #[arg(long, value_enum, default_value_t = StripArg::Mood)]
@@ -494,6 +561,13 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub replace: bool,
 
+    /// The pass to queue the frames for (repeat for several; created if
+    /// new). Default: every pass of the database (a pass `default` when it
+    /// has none). With `run`: the one pass it describes (default as for
+    /// `worker`).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Vec<String>,
+
     /// Frames per write transaction.
     #[arg(long, default_value_t = 20_000, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,
@@ -504,6 +578,10 @@ pub struct StatusArgs {
     /// Only this film.
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
+
+    /// Only this pass (default: every pass, each shown on its own).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
 
     /// Print JSON on stdout.
     #[arg(long)]
@@ -519,6 +597,10 @@ pub struct RetryArgs {
     /// Only this film's.
     #[arg(long, value_name = "TITLE")]
     pub film: Option<String>,
+
+    /// Only this pass's (default: every pass).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -526,6 +608,10 @@ pub struct CancelArgs {
     /// The film whose queued jobs to cancel.
     #[arg(long, value_name = "TITLE")]
     pub film: String,
+
+    /// Only this pass's (default: every pass).
+    #[arg(long, value_name = "NAME")]
+    pub pass: Option<String>,
 }
 
 /// Seconds, more than zero (`0.5`, `10`).

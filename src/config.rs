@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::cli::WorkerCore;
 use crate::engine::{Attached, Engine, Supervised, SupervisorConfig, check_props};
 use crate::gpu::{GpuChoice, Nvml, ResolvedGpu, VramProbe};
+use crate::profile::Profile;
 use crate::server::{self, ServerConfig};
 use crate::vision::{HttpDescriber, ServerProps, VisionClient};
 use crate::worker::WorkerConfig;
@@ -20,24 +21,39 @@ const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
 /// How long asking an attached server about itself may take.
 const DISCOVERY_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The worker's config and engine for `worker` and `run`. An attached
-/// server (`--server-url`) is asked about itself first: its model id, its
-/// slots, whether it reads images.
+/// What a worker describes with, which names the pass it serves.
+#[derive(Debug, Clone)]
+pub struct Describing {
+    /// The model name stored with each description.
+    pub model: String,
+    pub profile: Arc<Profile>,
+}
+
+/// The worker's config and engine for `worker`, `run` and `describe`, and
+/// what it describes with (for its pass). An attached server
+/// (`--server-url`) is asked about itself first: its model id, its slots,
+/// whether it reads images.
 pub async fn worker(
     core: WorkerCore,
     film: Option<i64>,
     max_side: u32,
-) -> anyhow::Result<(WorkerConfig, Engine)> {
+) -> anyhow::Result<(WorkerConfig, Engine, Describing)> {
     check(&core)?;
+    let profile = match &core.prompt {
+        Some(path) => Profile::load(path).map_err(crate::Error::from)?,
+        None => Profile::default(),
+    };
+    let profile = Arc::new(profile.with_dialogue(core.dialogue_context));
     let probe: Arc<dyn VramProbe> = Arc::new(Nvml::default());
     let gpu = resolve_gpu(probe.as_ref(), core.server.gpu, core.gpu_name.clone());
-    let (engine, parallel) = match &core.server_url {
-        Some(url) => attach(url, &core, max_side).await?,
+    let (engine, parallel, model) = match &core.server_url {
+        Some(url) => attach(url, &core, max_side, profile.clone()).await?,
         None => {
             let parallel = core.parallel.unwrap_or(1);
-            let sup = supervisor(&core, gpu.clone(), parallel, max_side)?;
+            let sup = supervisor(&core, gpu.clone(), parallel, max_side, profile.clone())?;
+            let model = sup.model_name.clone();
             let engine = Engine::Supervised(Box::new(Supervised::new(sup, probe)));
-            (engine, parallel)
+            (engine, parallel, model)
         }
     };
     let cfg = WorkerConfig {
@@ -55,20 +71,26 @@ pub async fn worker(
         dialogue_context: core.dialogue_context,
         ..WorkerConfig::default()
     };
-    Ok((cfg, engine))
+    Ok((cfg, engine, Describing { model, profile }))
 }
 
 /// A server someone else runs: its model id (`GET /v1/models`, unless
 /// `--model-name`), its slots (`GET /props`, unless `--parallel`), and a
 /// refusal when it says it cannot read images. A server that does not
 /// answer yet is used with what the flags say.
-async fn attach(url: &str, core: &WorkerCore, max_side: u32) -> anyhow::Result<(Engine, u16)> {
+async fn attach(
+    url: &str,
+    core: &WorkerCore,
+    max_side: u32,
+    profile: Arc<Profile>,
+) -> anyhow::Result<(Engine, u16, String)> {
     let client = VisionClient::new(
         url,
         core.api_key.clone(),
         core.max_tokens,
         core.request_timeout,
-    );
+    )
+    .with_profile(profile);
     let props = match client.props(DISCOVERY_DEADLINE).await {
         Ok(props) => props.unwrap_or_default(),
         Err(e) => {
@@ -93,13 +115,18 @@ async fn attach(url: &str, core: &WorkerCore, max_side: u32) -> anyhow::Result<(
         tracing::info!("{url} has {n} slot(s): --parallel {n}");
     }
     let parallel = parallel.unwrap_or(1);
+    let name = model.clone().unwrap_or_else(|| "llama-server".into());
     let describer = HttpDescriber::new(
-        client.with_model(model.clone()),
-        model.unwrap_or_else(|| "llama-server".into()),
+        client.with_model(model),
+        name.clone(),
         usize::from(parallel),
         max_side,
     );
-    Ok((Engine::Attached(Attached(Arc::new(describer))), parallel))
+    Ok((
+        Engine::Attached(Attached(Arc::new(describer))),
+        parallel,
+        name,
+    ))
 }
 
 /// Flags that parse but cannot work together or at all.
@@ -126,6 +153,7 @@ fn supervisor(
     gpu: ResolvedGpu,
     parallel: u16,
     max_side: u32,
+    profile: Arc<Profile>,
 ) -> anyhow::Result<SupervisorConfig> {
     let s = &core.server;
     let (Some(model), Some(mmproj)) = (s.model.clone(), s.mmproj.clone()) else {
@@ -165,6 +193,7 @@ fn supervisor(
             cuda_visible_devices: gpu.cuda_visible_devices,
         },
         model_name,
+        profile,
         max_side,
         max_tokens: core.max_tokens,
         request_timeout: core.request_timeout,

@@ -90,6 +90,8 @@ pub fn check_props(props: &ServerProps, server: &str, max_tokens: u32) -> Result
 pub struct SupervisorConfig {
     pub server: ServerConfig,
     pub model_name: String,
+    /// What the pass asks and how answers are checked.
+    pub profile: Arc<crate::profile::Profile>,
     /// Longest side of a frame as sent.
     pub max_side: u32,
     pub max_tokens: u32,
@@ -262,7 +264,8 @@ impl Supervised {
             self.cfg.max_tokens,
             self.cfg.request_timeout,
         )
-        .with_model(Some(self.cfg.model_name.clone()));
+        .with_model(Some(self.cfg.model_name.clone()))
+        .with_profile(self.cfg.profile.clone());
         self.server = Some(server);
         // What the server says it is: refuse at once, before any frame,
         // one that cannot read images or fit the answer in a slot.

@@ -38,6 +38,26 @@ pub enum Error {
     /// A named film does not exist.
     #[error("no film titled {0:?}; `cinecut status` lists the films")]
     UnknownFilm(String),
+    /// A named pass does not exist.
+    #[error("no pass named {0:?}; `cinecut passes` lists them")]
+    UnknownPass(String),
+    /// A pass is described by another model or prompt profile than this worker's.
+    #[error(
+        "pass {pass:?} is described with {what} {has:?}, and this worker has {wants:?}; \
+         serve another pass with --pass NAME (`cinecut describe --pass NAME` queues the frames for it)"
+    )]
+    PassMismatch {
+        pass: String,
+        what: &'static str,
+        has: String,
+        wants: String,
+    },
+    /// No --pass, and the database has several a worker could serve.
+    #[error("several passes could be served ({names}); choose one with --pass NAME")]
+    AmbiguousPass { names: String },
+    /// A prompt profile file cannot be used.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
     /// A film disappeared (deleted by another process) while frames were added to it.
     #[error("film #{0} was deleted while its frames were being enqueued; enqueue it again")]
     FilmDeleted(i64),

@@ -11,7 +11,7 @@
 //! - [`worker`]: the loop under a GPU lease: claim, describe, record.
 //! - [`engine`]: what the worker describes with: a server someone else runs,
 //!   or a supervised llama-server ([`server`]) with a VRAM check ([`gpu`]).
-//! - [`vision`]: one frame to one validated [`scene::SceneDescription`] over
+//! - [`vision`]: one frame to one validated [`profile::Answer`] over
 //!   HTTP, and the [`vision::Describer`] trait the worker speaks; [`frame`]
 //!   makes a frame file something any server can read.
 //! - [`db`]: every SQL statement, behind one boundary.
@@ -28,8 +28,8 @@ pub mod frame;
 pub mod gpu;
 pub mod ingest;
 pub mod process;
+pub mod profile;
 pub mod report;
-pub mod scene;
 pub mod server;
 pub mod vision;
 pub mod weights;

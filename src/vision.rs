@@ -1,7 +1,8 @@
-//! One frame in, one validated [`SceneDescription`] out, through llama-server's
+//! One frame in, one validated [`Answer`] out, through llama-server's
 //! OpenAI-compatible `POST /v1/chat/completions`.
 //!
-//! Every request has the same system prompt and user text before the image,
+//! Every request has the same system prompt and user text (the pass's
+//! [`Profile`]) before the image,
 //! so the server's prompt cache is reused across frames. The JSON schema goes
 //! in `response_format` only (a second copy at the top level is an HTTP 400).
 //! Failures are classified here, once, into [`DescribeError`], which decides
@@ -16,18 +17,13 @@ use serde_json::{Value, json};
 
 use crate::frame;
 pub use crate::frame::LoadedFrame;
-use crate::scene::SceneDescription;
+use crate::profile::{Answer, Profile};
 
 /// Bump when the prompt changes: stored with each description.
 pub const PROMPT_VERSION: i64 = 1;
 /// The prompt of [`PROMPT_VERSION`] with the dialogue line on screen added
 /// as context (`--dialogue-context`), for the frames that have one.
 pub const DIALOGUE_PROMPT_VERSION: i64 = 2;
-
-const SYSTEM_PROMPT: &str = "You describe single frames of a film for an editor's search index. \
-Answer with one JSON object with the keys visual_content, mood, action and setting, and nothing else.";
-const USER_TEXT: &str = "Describe this frame. visual_content: what is visible. mood: the emotional tone. \
-action: what is happening. setting: the place and time of day. One short sentence each.";
 
 /// Describes one frame. The worker does not care how: llama-server over HTTP
 /// in production, an instant in-process answer in the queue benchmark.
@@ -131,7 +127,7 @@ impl Describer for HttpDescriber {
 /// A successful answer.
 #[derive(Debug, Clone)]
 pub struct Described {
-    pub description: SceneDescription,
+    pub answer: Answer,
     /// The prompt it answered ([`PROMPT_VERSION`] or [`DIALOGUE_PROMPT_VERSION`]).
     pub prompt_version: i64,
     pub prompt_tokens: Option<i64>,
@@ -232,6 +228,8 @@ pub struct VisionClient {
     api_key: Option<String>,
     /// The request's `model` field; none for a server that needs none.
     model: Option<String>,
+    /// What is asked and how the answer is checked.
+    profile: Arc<Profile>,
     max_tokens: u32,
     timeout: Duration,
 }
@@ -281,6 +279,7 @@ impl VisionClient {
             base_url,
             api_key,
             model: None,
+            profile: Arc::new(Profile::default()),
             max_tokens,
             timeout,
         }
@@ -290,6 +289,12 @@ impl VisionClient {
     /// it (llama-swap) or check it (vLLM, Ollama) need it.
     pub fn with_model(mut self, model: Option<String>) -> VisionClient {
         self.model = model;
+        self
+    }
+
+    /// Asks with `profile`'s prompt and checks answers against its fields.
+    pub fn with_profile(mut self, profile: Arc<Profile>) -> VisionClient {
+        self.profile = profile;
         self
     }
 
@@ -340,17 +345,18 @@ impl VisionClient {
     /// The chat request for `frame`; with `dialogue`, the line on screen
     /// follows the instructions as context.
     pub fn request_body(&self, frame: &LoadedFrame, dialogue: Option<&str>) -> Value {
+        let user = self.profile.user_text();
         let text = match dialogue {
-            None => USER_TEXT.to_string(),
+            None => user,
             Some(line) => format!(
-                "{USER_TEXT}\n\nDialogue heard at this moment, as context (describe only what \
+                "{user}\n\nDialogue heard at this moment, as context (describe only what \
                  the frame shows): {}",
                 serde_json::Value::String(line.replace('\n', " "))
             ),
         };
         let mut body = json!({
             "messages": [
-                { "role": "system", "content": SYSTEM_PROMPT },
+                { "role": "system", "content": self.profile.system },
                 { "role": "user", "content": [
                     { "type": "text", "text": text },
                     { "type": "image_url", "image_url": { "url": frame.data_uri } },
@@ -358,7 +364,7 @@ impl VisionClient {
             ],
             "response_format": {
                 "type": "json_schema",
-                "json_schema": { "name": "scene_description", "schema": SceneDescription::json_schema() },
+                "json_schema": { "name": "scene_description", "schema": self.profile.json_schema() },
             },
             "temperature": 0,
             "max_tokens": self.max_tokens,
@@ -419,7 +425,7 @@ impl VisionClient {
         if !status.is_success() {
             return Err(rejection(status.as_u16(), &body));
         }
-        let mut described = parse_completion(&body)?;
+        let mut described = parse_completion(&body, &self.profile)?;
         if dialogue.is_some() {
             described.prompt_version = DIALOGUE_PROMPT_VERSION;
         }
@@ -505,7 +511,7 @@ fn error_message(body: &str) -> String {
 }
 
 /// Reads a chat completion and validates its content.
-pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
+pub fn parse_completion(body: &str, profile: &Profile) -> Result<Described, DescribeError> {
     let v: Value = serde_json::from_str(body).map_err(|e| DescribeError::BadOutput {
         reason: format!("response is not JSON: {e}"),
         raw: body.chars().take(4000).collect(),
@@ -521,12 +527,14 @@ pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
             raw: content,
         });
     }
-    let description = SceneDescription::parse(&content).map_err(|e| DescribeError::BadOutput {
-        reason: e.to_string(),
-        raw: content.clone(),
-    })?;
+    let answer = profile
+        .parse_answer(&content)
+        .map_err(|e| DescribeError::BadOutput {
+            reason: e.to_string(),
+            raw: content.clone(),
+        })?;
     Ok(Described {
-        description,
+        answer,
         prompt_version: PROMPT_VERSION,
         prompt_tokens: v["usage"]["prompt_tokens"].as_i64(),
         completion_tokens: v["usage"]["completion_tokens"].as_i64(),
@@ -535,7 +543,12 @@ pub fn parse_completion(body: &str) -> Result<Described, DescribeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DescribeError, ServerProps, parse_completion, rejection};
+    use super::{DescribeError, ServerProps, rejection};
+    use crate::profile::Profile;
+
+    fn parse_completion(body: &str) -> Result<super::Described, DescribeError> {
+        super::parse_completion(body, &Profile::default())
+    }
     use serde_json::json;
 
     #[test]
@@ -598,7 +611,7 @@ mod tests {
     fn a_complete_answer_gives_the_description_and_token_counts() {
         let d = parse_completion(&completion(ANSWER, "stop")).unwrap();
         assert_eq!(
-            d.description.fields(),
+            ["visual_content", "mood", "action", "setting"].map(|f| d.answer.text(f).unwrap()),
             ["a door", "calm", "nothing", "a hall"]
         );
         assert_eq!(

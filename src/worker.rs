@@ -19,7 +19,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded, WorkerState};
+use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
 use crate::db::lease::{self, Acquire, Holder, Purpose};
 use crate::db::work::WorkQueue;
 use crate::db::{Db, now_ms};
@@ -32,6 +32,8 @@ use crate::vision::{DescribeError, Describer, TransientKind};
 pub struct WorkerConfig {
     pub gpu: String,
     pub film: Option<i64>,
+    /// The pass it describes frames for; `None`: the database's only pass.
+    pub pass: Option<i64>,
     /// Frames the server works on at once.
     pub parallel: usize,
     /// Frames claimed beyond `parallel`, prepared while they wait for a slot.
@@ -56,6 +58,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             gpu: "gpu0".into(),
             film: None,
+            pass: None,
             parallel: 1,
             prefetch: 0,
             until_empty: false,
@@ -114,15 +117,20 @@ pub async fn run(
     tracing::info!(worker = %me.id, gpu = %cfg.gpu, parallel = cfg.parallel, "worker started");
     let mut summary = WorkerSummary::default();
     let result = async {
+        let pass = match cfg.pass {
+            Some(pass) => pass,
+            None => crate::db::passes::only(pool).await?,
+        };
+        let scope = Scope { pass, film: cfg.film };
         loop {
-            if cfg.until_empty && !jobs::has_open_work(pool, cfg.film).await? {
+            if cfg.until_empty && !jobs::has_open_work(pool, scope).await? {
                 tracing::info!("queue is empty");
                 return Ok(());
             }
             let Some(epoch) = acquire_lease(db, cfg, &me, &shutdown).await? else { return Ok(()) };
             jobs::set_worker_state(pool, &me.id, WorkerState::Running, now_ms()).await?;
             let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
-            let end = match WorkQueue::open(db, fence.clone(), cfg.film, cfg.lease_ttl).await {
+            let end = match WorkQueue::open(db, fence.clone(), scope, cfg.lease_ttl).await {
                 Ok(queue) => LeaseSession::new(db, cfg, queue, &mut engine, &mut summary).run(&shutdown).await,
                 Err(e) => Err(e),
             };
@@ -623,7 +631,7 @@ async fn describe_job(
     };
     let outcome = match result {
         Ok(d) => Outcome::Done {
-            description: d.description,
+            answer: d.answer,
             model: describer.model().to_string(),
             model_sha256: describer.model_sha256().map(str::to_string),
             prompt_version: d.prompt_version,
@@ -707,6 +715,7 @@ mod tests {
     fn job(id: i64) -> ClaimedJob {
         ClaimedJob {
             job_id: id,
+            frame_id: id,
             path: format!("/frames/{id}.png"),
             line: None,
             attempts: 0,

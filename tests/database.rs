@@ -352,7 +352,7 @@ async fn a_database_with_work_in_it_migrates_without_losing_anything() {
 /// a clear error, and nothing of the chunk is written.
 #[tokio::test]
 async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
-    use cinecut::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+    use cinecut::db::queue::{self, FilmSpec, FrameChunk, JobSpec, NewFrame};
 
     let env = Env::new();
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
@@ -377,7 +377,17 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         shot: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
-    let err = loader.enqueue_chunk(film, &chunk, 3).await.unwrap_err();
+    let err = loader
+        .enqueue_chunk(
+            film,
+            &chunk,
+            &JobSpec {
+                max_attempts: 3,
+                passes: &[],
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("was deleted while its frames were being enqueued"),
@@ -396,7 +406,7 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
 /// one whose original failed is left to be described on its own.
 #[tokio::test]
 async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
-    use cinecut::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+    use cinecut::db::queue::{self, FilmSpec, FrameChunk, JobSpec, NewFrame};
 
     let env = Env::new();
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
@@ -419,29 +429,38 @@ async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
         duplicate_of,
         shot: None,
     };
+    const ONE_TRY: JobSpec = JobSpec {
+        max_attempts: 1,
+        passes: &[],
+    };
     let mut loader = db.bulk_loader().await.unwrap();
     loader
-        .enqueue_chunk(film, &FrameChunk::new(&[frame(0, None), frame(1, None)]), 1)
+        .enqueue_chunk(
+            film,
+            &FrameChunk::new(&[frame(0, None), frame(1, None)]),
+            &ONE_TRY,
+        )
         .await
         .unwrap();
     env.execute_now(
-        "INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, \
-         prompt_version, created_at) SELECT id, id, 'a lighthouse', 'calm', 'none', 'coast', 'm', 1, 5 \
-         FROM frames WHERE frame_index = 0; \
-         UPDATE jobs SET state = 'done' WHERE id = (SELECT id FROM frames WHERE frame_index = 0); \
-         UPDATE jobs SET state = 'failed' WHERE id = (SELECT id FROM frames WHERE frame_index = 1);",
+        "INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting, \
+         fields, model, prompt_version, created_at) \
+         SELECT j.id, j.frame_id, j.pass_id, 'a lighthouse', 'calm', 'none', 'coast', '{}', 'm', 1, 5 \
+         FROM frames fr JOIN jobs j ON j.frame_id = fr.id WHERE fr.frame_index = 0; \
+         UPDATE jobs SET state = 'done' WHERE frame_id = (SELECT id FROM frames WHERE frame_index = 0); \
+         UPDATE jobs SET state = 'failed' WHERE frame_id = (SELECT id FROM frames WHERE frame_index = 1);",
     );
     loader
         .enqueue_chunk(
             film,
             &FrameChunk::new(&[frame(2, Some(0)), frame(3, Some(1))]),
-            1,
+            &ONE_TRY,
         )
         .await
         .unwrap();
     let rows: Vec<(i64, String, Option<String>, Option<i64>)> = sqlx::query_as(
         "SELECT fr.frame_index, j.state, d.visual_content, fr.duplicate_of \
-         FROM frames fr JOIN jobs j ON j.id = fr.id LEFT JOIN descriptions d ON d.job_id = fr.id \
+         FROM frames fr JOIN jobs j ON j.frame_id = fr.id LEFT JOIN descriptions d ON d.job_id = j.id \
          WHERE fr.frame_index >= 2 ORDER BY fr.frame_index",
     )
     .fetch_all(db.pool())

@@ -293,8 +293,8 @@ async fn the_fake_server_rejects_a_request_of_another_shape() {
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
             ]}
         ],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {
-            "type": "object", "required": ["visual_content", "mood", "action", "setting"]}}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s",
+            "schema": cinecut::profile::Profile::default().json_schema()}},
         "temperature": 0,
         "max_tokens": 64
     });
@@ -310,6 +310,9 @@ async fn the_fake_server_rejects_a_request_of_another_shape() {
     let mut no_image = good.clone();
     no_image["messages"][1]["content"] = serde_json::json!([{"type": "text", "text": "x"}]);
     assert_eq!(status(no_image).await, 400, "no image");
+    let mut unrequired = good.clone();
+    unrequired["response_format"]["json_schema"]["schema"]["required"] = serde_json::json!([]);
+    assert_eq!(status(unrequired).await, 400, "a property not required");
 }
 
 /// "it notices other processes' commits through PRAGMA data_version"

@@ -26,8 +26,13 @@ async fn an_attached_worker_names_the_servers_model() {
 
     // --model-name wins over the server's list; a name the server does not
     // serve (HTTP 404, as vLLM answers) stops the worker and fails no frame.
-    env.enqueue_images("renamed", 2, &[]);
-    let o = run_worker(&env, &fake.url(), &["--model-name", "other"]);
+    // (Another model is another pass: the frames are queued for one.)
+    env.enqueue_images("renamed", 2, &["--pass", "renamed"]);
+    let o = run_worker(
+        &env,
+        &fake.url(),
+        &["--model-name", "other", "--pass", "renamed"],
+    );
     assert_exit(&o, 1);
     let err = stderr(&o);
     assert!(

@@ -24,11 +24,13 @@ async fn described_as(env: &Env, film: &str, n: usize, answers: &str) {
     assert_exit(&o, 0);
 }
 
-/// film, frame_index, pts_ms, path, the four fields, model.
+/// film, frame_index, pts_ms, path, the four fields, model, pass, fields.
 type ViewRow = (
     String,
     i64,
     Option<i64>,
+    String,
+    String,
     String,
     String,
     String,
@@ -40,14 +42,15 @@ type ViewRow = (
 async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
     let pool = env.pool().await;
     let rows: Vec<ViewRow> = sqlx::query_as(
-        "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model FROM frame_descriptions ORDER BY film_id, frame_index",
+        "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model, pass, fields \
+         FROM frame_descriptions ORDER BY film_id, frame_index",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
     rows.into_iter()
         .map(
-            |(film, frame_index, pts_ms, path, v, m, a, s, model)| ResultRow {
+            |(film, frame_index, pts_ms, path, v, m, a, s, model, pass, fields)| ResultRow {
                 film_id: 0,
                 film,
                 frame_index,
@@ -59,6 +62,9 @@ async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
                 setting: Some(s),
                 model: Some(model),
                 error: None,
+                pass,
+                fields: Some(fields),
+                pass_id: 0,
             },
         )
         .collect()

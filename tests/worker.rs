@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome};
+use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome, Scope};
 use cinecut::db::lease::{self, Acquire, Holder, Purpose};
 use cinecut::db::{Db, Durability};
-use cinecut::scene::SceneDescription;
+use cinecut::profile::{Answer, Profile};
 
 use crate::util::{Env, FakeServer, assert_exit, stderr};
 
@@ -76,7 +76,7 @@ async fn twenty_frames_are_described_once_each() {
     assert_eq!(req["response_format"]["type"], "json_schema");
     assert_eq!(
         req["response_format"]["json_schema"]["schema"],
-        SceneDescription::json_schema()
+        Profile::default().json_schema()
     );
     assert!(req.get("json_schema").is_none());
     assert_eq!(req["temperature"], 0);
@@ -295,16 +295,23 @@ async fn take_lease(pool: &sqlx::SqlitePool, h: &Holder, gpu: &str, ttl: i64, no
     }
 }
 
+/// The `default` pass that enqueue makes in a new database.
+const SCOPE: Scope = Scope {
+    pass: 1,
+    film: None,
+};
+
+fn seed_answer() -> Answer {
+    Profile::default()
+        .parse_answer(r#"{"visual_content":"a","mood":"b","action":"c","setting":"d"}"#)
+        .unwrap()
+}
+
 fn done_now(job: &jobs::ClaimedJob, at: i64) -> Finished {
     Finished {
         job: job.clone(),
         outcome: Outcome::Done {
-            description: SceneDescription {
-                visual_content: "a".into(),
-                mood: "b".into(),
-                action: "c".into(),
-                setting: "d".into(),
-            },
+            answer: seed_answer(),
             model: "m".into(),
             model_sha256: None,
             prompt_version: 1,
@@ -339,7 +346,7 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
             fence: &fa,
             finished: &[],
             claim: 1,
-            film: None,
+            scope: SCOPE,
             now: 10_000,
             lease_ms: 1000,
         },
@@ -354,7 +361,7 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
             fence: &fa,
             finished: &[],
             claim: 1,
-            film: None,
+            scope: SCOPE,
             now: 10_800,
             lease_ms: 1000,
         },
@@ -384,7 +391,7 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
             fence: &fb,
             finished: &[],
             claim: 1,
-            film: None,
+            scope: SCOPE,
             now: 11_400,
             lease_ms: 1000,
         },
@@ -401,7 +408,7 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
             fence: &fa,
             finished: &results,
             claim: 0,
-            film: None,
+            scope: SCOPE,
             now: 11_500,
             lease_ms: 1000,
         },
@@ -448,7 +455,7 @@ async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
             fence: &fa,
             finished: &[],
             claim: 2,
-            film: None,
+            scope: SCOPE,
             now: 10_000,
             lease_ms: 1000,
         },
@@ -485,7 +492,7 @@ async fn a_batch_writes_each_field_to_its_column() {
             fence: &fence,
             finished: &[],
             claim: 2,
-            film: None,
+            scope: SCOPE,
             now: 10_000,
             lease_ms: 60_000,
         },
@@ -497,12 +504,11 @@ async fn a_batch_writes_each_field_to_its_column() {
     let done = Finished {
         job: claimed[0].clone(),
         outcome: Outcome::Done {
-            description: SceneDescription {
-                visual_content: "vc".into(),
-                mood: "mood".into(),
-                action: "action".into(),
-                setting: "setting".into(),
-            },
+            answer: Profile::default()
+                .parse_answer(
+                    r#"{"visual_content":"vc","mood":"mood","action":"action","setting":"setting"}"#,
+                )
+                .unwrap(),
             model: "model.gguf".into(),
             model_sha256: Some("5ha".into()),
             prompt_version: 7,
@@ -529,7 +535,7 @@ async fn a_batch_writes_each_field_to_its_column() {
             fence: &fence,
             finished: &[done, retry],
             claim: 0,
-            film: None,
+            scope: SCOPE,
             now: 10_500,
             lease_ms: 60_000,
         },
@@ -634,7 +640,7 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
             fence: &fa,
             finished: &[],
             claim: 2,
-            film: None,
+            scope: SCOPE,
             now: 10_000,
             lease_ms: 1000,
         },
@@ -672,7 +678,7 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
             fence: &fa,
             finished: &[done],
             claim: 1,
-            film: None,
+            scope: SCOPE,
             now: 11_600,
             lease_ms: 1000,
         },

@@ -25,6 +25,7 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         priority: args.priority,
         max_attempts: args.max_attempts,
         chunk_size: args.chunk_size as usize,
+        passes: args.pass.clone(),
     };
     let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
     print(&summary, args.json)?;

@@ -7,9 +7,11 @@
 //! token (SIGINT/SIGTERM) and turns database failures into errors a person
 //! can act on.
 
+mod describe;
 mod enqueue;
 mod gpu;
 mod gpu_lock;
+mod passes;
 mod queue;
 mod render;
 mod report;
@@ -44,7 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // write locks, while short commands give up after --lock-wait.
     let long_running = matches!(
         cli.command,
-        Command::Worker(_) | Command::Run(_) | Command::GpuLock(_)
+        Command::Worker(_) | Command::Run(_) | Command::Describe(_) | Command::GpuLock(_)
     );
     let shutdown = if long_running {
         shutdown_token()
@@ -69,6 +71,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cancel(args) => queue::cancel(&db, args).await.map(ok),
         Command::Worker(args) => worker::run(&db, *args, shutdown).await.map(ok),
         Command::Run(args) => run::run(&db, *args, shutdown).await,
+        Command::Describe(args) => describe::run(&db, *args, shutdown).await,
+        Command::Passes(args) => passes::run(&db, args).await.map(ok),
         Command::GpuLock(args) => gpu_lock::run(&db, args, shutdown).await,
         Command::Gpu(args) => gpu::run(&db, args).await.map(ok),
         Command::Results(args) => results::run(&db, args).await.map(ok),
@@ -119,6 +123,14 @@ fn shutdown_token() -> CancellationToken {
 async fn film_filter(db: &Db, title: Option<&str>) -> anyhow::Result<Option<i64>> {
     Ok(match title {
         Some(title) => Some(db::queue::film_id(db.pool(), title).await?),
+        None => None,
+    })
+}
+
+/// The id of the pass named `name`, if a name is given.
+async fn pass_filter(db: &Db, name: Option<&str>) -> anyhow::Result<Option<i64>> {
+    Ok(match name {
+        Some(name) => Some(db::passes::by_name(db.pool(), name).await?.id),
         None => None,
     })
 }

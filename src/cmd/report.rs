@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::cli::ReportArgs;
+use crate::db::passes::{self, Pass};
 use crate::db::report::{self as rows, FilmFacts};
 use crate::db::{Db, queue};
 use crate::report::{Report, StripField, thumbnails};
@@ -26,8 +27,22 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
     let targets = destinations(&films, args.output.as_deref())?;
     let strip = StripField::from(args.strip);
     let mut out = std::io::stdout().lock();
+    let only_pass = match &args.pass {
+        Some(name) => Some(passes::by_name(db.pool(), name).await?),
+        None => None,
+    };
     for (film, target) in films.into_iter().zip(&targets) {
-        let frames = write_report(db, film, target, strip).await?;
+        let pass = match &only_pass {
+            Some(pass) => pass.clone(),
+            None => match passes::first_with_film(db.pool(), film.id).await? {
+                Some(pass) => pass,
+                None => Pass {
+                    id: 0,
+                    name: String::new(),
+                },
+            },
+        };
+        let frames = write_report(db, film, target, strip, pass.id).await?;
         writeln!(out, "{}", target.display())?;
         tracing::info!("wrote {} ({frames} frames)", target.display());
     }
@@ -54,6 +69,7 @@ async fn write_report(
     film: FilmFacts,
     target: &Path,
     strip: StripField,
+    pass: i64,
 ) -> anyhow::Result<usize> {
     let folder = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -70,7 +86,7 @@ async fn write_report(
     let mut report = Report::start(std::io::BufWriter::new(file), film, strip)?;
     let (mut after, mut frames, mut missing) = (-1, 0, Vec::new());
     loop {
-        let page = rows::frames_page(db.pool(), film_id, after).await?;
+        let page = rows::frames_page(db.pool(), film_id, pass, after).await?;
         let Some(last) = page.last() else { break };
         after = last.frame_index;
         let (page, thumbs) = tokio::task::spawn_blocking(move || {

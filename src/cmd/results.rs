@@ -3,20 +3,22 @@
 
 use std::io::Write;
 
-use super::film_filter;
 use super::render::{Layout, fit, layout, plain_line, timestamp, truncate};
+use super::{film_filter, pass_filter};
 use crate::cli::{ResultFormat, ResultState, ResultsArgs};
 use crate::db::{Db, results};
 
 pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     let film = film_filter(db, args.film.as_deref()).await?;
+    let pass = pass_filter(db, args.pass.as_deref()).await?;
     let films = results::film_ids(db.pool(), film).await?.into_iter();
     let mut rows = Pages {
         db,
         films,
         film: None,
+        pass,
         state: args.state,
-        after: -1,
+        after: (-1, 0),
         page: Vec::new().into_iter(),
     };
     let stdout = std::io::stdout();
@@ -147,8 +149,9 @@ struct Pages<'a> {
     films: std::vec::IntoIter<i64>,
     /// The film being read, or `None` between films.
     film: Option<i64>,
+    pass: Option<i64>,
     state: ResultState,
-    after: i64,
+    after: results::PageKey,
     page: std::vec::IntoIter<results::ResultRow>,
 }
 
@@ -163,23 +166,25 @@ impl Pages<'_> {
                 None => match self.films.next() {
                     Some(f) => {
                         self.film = Some(f);
-                        self.after = -1;
+                        self.after = (-1, 0);
                         f
                     }
                     None => return Ok(None),
                 },
             };
             let page = match self.state {
-                ResultState::Done => results::done_page(self.db.pool(), film, self.after).await?,
+                ResultState::Done => {
+                    results::done_page(self.db.pool(), film, self.pass, self.after).await?
+                }
                 ResultState::Failed => {
-                    results::failed_page(self.db.pool(), film, self.after).await?
+                    results::failed_page(self.db.pool(), film, self.pass, self.after).await?
                 }
             };
             if (page.len() as i64) < results::PAGE {
                 self.film = None;
             }
             if let Some(last) = page.last() {
-                self.after = last.frame_index;
+                self.after = (last.frame_index, last.pass_id);
             }
             self.page = page.into_iter();
         }

@@ -11,9 +11,26 @@ use crate::db::{Db, status};
 use crate::{config, worker};
 
 /// Enqueue, then a worker until the queue is empty, with one progress display.
-pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
+pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let max_side = args.enqueue.max_side;
+    if args.enqueue.pass.len() > 1 {
+        anyhow::bail!(
+            "run describes one pass, and --pass was given {} times; enqueue for several passes with `cinecut enqueue`",
+            args.enqueue.pass.len()
+        );
+    }
+    let mut core = args.worker;
+    core.until_empty = true;
+    let (mut cfg, engine, describing) = config::worker(core, None, max_side).await?;
+    let pass = super::worker::serve_pass(
+        db,
+        args.enqueue.pass.first().map(String::as_str),
+        &describing,
+    )
+    .await?;
+    cfg.pass = Some(pass.id);
+    args.enqueue.pass = vec![pass.name.clone()];
     // Interrupted while enqueuing: each chunk is a transaction, so what is
     // in is whole; running the same command again carries on.
     let enqueued = tokio::select! {
@@ -24,14 +41,26 @@ pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow:
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
-    let mut core = args.worker;
-    core.until_empty = true;
-    let (cfg, engine) = config::worker(core, None, max_side).await?;
-    let before = totals(&status::films(db.pool(), None).await?);
-    let progress = tokio::spawn(show_progress(db.clone(), before.done));
-    let result = worker::run(db, &cfg, engine, shutdown).await;
+    describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
+    enqueued.map(|()| 0)
+}
+
+/// A worker on `pass` until nothing of it is queued, with a progress
+/// display, then the closing lines (for `run` and `describe`): what was
+/// described, what failed and why, and how to query it.
+pub async fn describe_until_done(
+    db: &Db,
+    cfg: &worker::WorkerConfig,
+    engine: crate::engine::Engine,
+    shutdown: CancellationToken,
+    pass: i64,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let before = totals(&status::films(db.pool(), None, Some(pass)).await?);
+    let progress = tokio::spawn(show_progress(db.clone(), before.done, pass));
+    let result = worker::run(db, cfg, engine, shutdown).await;
     progress.abort();
-    let films = status::films(db.pool(), None).await?;
+    let films = status::films(db.pool(), None, Some(pass)).await?;
     let t = totals(&films);
     let secs = started.elapsed().as_secs_f64();
     let described = t.done - before.done;
@@ -59,10 +88,10 @@ pub async fn run(db: &Db, args: RunArgs, shutdown: CancellationToken) -> anyhow:
         db.path().display().to_string()
     );
     result?;
-    enqueued.map(|()| 0)
+    Ok(())
 }
 
-async fn show_progress(db: Db, done_before: i64) {
+async fn show_progress(db: Db, done_before: i64, pass: i64) {
     let started = std::time::Instant::now();
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -76,7 +105,7 @@ async fn show_progress(db: Db, done_before: i64) {
     let mut last_log = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(films) = status::films(db.pool(), None).await else {
+        let Ok(films) = status::films(db.pool(), None, Some(pass)).await else {
             continue;
         };
         let t = totals(&films);

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use super::film_filter;
 use super::render::{timestamp, truncate};
+use super::{film_filter, pass_filter};
 use crate::cli::SearchArgs;
 use crate::db::{Db, results};
 
@@ -12,7 +12,10 @@ pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
     let Some(query) = results::fts_query(&args.query) else {
         anyhow::bail!("the search has no words; give some, e.g. cinecut search \"rainy night\"");
     };
-    let hits = results::search(db.pool(), &query, film, args.limit).await?;
+    let pass = pass_filter(db, args.pass.as_deref()).await?;
+    let hits = results::search(db.pool(), &query, film, pass, args.limit).await?;
+    // The pass is named when there is more than one to tell apart.
+    let many_passes = crate::db::passes::count(db.pool()).await? > 1;
     let words: Vec<String> = args
         .query
         .split(|c: char| !c.is_alphanumeric())
@@ -21,30 +24,40 @@ pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
         .collect();
     let mut out = std::io::stdout().lock();
     for h in &hits {
-        let fields = [
+        let fields: Vec<(&str, &str)> = [
             ("visual_content", &h.visual_content),
             ("mood", &h.mood),
             ("action", &h.action),
             ("setting", &h.setting),
-        ];
+            ("fields", &h.search_text),
+        ]
+        .into_iter()
+        .filter_map(|(name, text)| Some((name, text.as_deref()?)))
+        .collect();
         let (name, text) = fields
             .iter()
             .find(|(_, t)| {
                 let t = t.to_lowercase();
                 words.iter().any(|w| t.contains(w.as_str()))
             })
-            .unwrap_or(&fields[0]);
+            .or(fields.first())
+            .copied()
+            .unwrap_or(("fields", h.fields.as_str()));
         if args.json {
             serde_json::to_writer(&mut out, &serde_json::json!({ "hit": h, "field": name }))?;
             writeln!(out)?;
         } else {
+            let pass = match many_passes {
+                true => format!("[{}] ", h.pass),
+                false => String::new(),
+            };
             writeln!(
                 out,
-                "{}  {}  {}  {name}: {}",
+                "{}  {}  {}  {pass}{name}: {}",
                 h.film,
                 timestamp(h.pts_ms),
                 h.path,
-                truncate(text, 200)
+                truncate(&text.replace('\n', "; "), 200)
             )?;
         }
     }

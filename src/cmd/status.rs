@@ -2,16 +2,17 @@
 
 use std::io::Write;
 
-use super::film_filter;
 use super::render::{
     Layout, ago, describe_lease, fit, layout, percent, plain_line, totals, truncate,
 };
+use super::{film_filter, pass_filter};
 use crate::cli::StatusArgs;
 use crate::db::{self, Db, status};
 
 pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
     let only = film_filter(db, args.film.as_deref()).await?;
-    let films = status::films(db.pool(), only).await?;
+    let pass = pass_filter(db, args.pass.as_deref()).await?;
+    let mut films = status::films(db.pool(), only, pass).await?;
     let leases = status::lease_holders(db.pool()).await?;
     let workers = status::workers(db.pool(), db::now_ms() - 3_600_000).await?;
     let mut out = std::io::stdout().lock();
@@ -23,6 +24,13 @@ pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
         )?;
         writeln!(out)?;
         return Ok(());
+    }
+    // With more than one pass, each row says whose it is.
+    let passes: std::collections::HashSet<&str> = films.iter().map(|f| f.pass.as_str()).collect();
+    if passes.len() > 1 {
+        for f in &mut films {
+            f.title = format!("{} [{}]", f.title, f.pass);
+        }
     }
     let now = db::now_ms();
     let width = match layout() {

@@ -23,7 +23,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::{begin_immediate, begin_immediate_on};
 use crate::error::Result;
-use crate::scene::SceneDescription;
+use crate::profile::Answer;
 
 /// A job's state, as `jobs.state` spells it (the schema's CHECK lists the
 /// same five).
@@ -103,6 +103,7 @@ impl WorkerState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
     pub job_id: i64,
+    pub frame_id: i64,
     pub path: String,
     /// The dialogue line on screen at the frame's time, when the worker
     /// asked for it (`--dialogue-context`; [`super::work::WorkQueue::add_dialogue`]).
@@ -110,6 +111,13 @@ pub struct ClaimedJob {
     pub attempts: i64,
     pub transient_failures: i64,
     pub max_attempts: i64,
+}
+
+/// Which jobs a worker works on: one pass's, of one film or of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub pass: i64,
+    pub film: Option<i64>,
 }
 
 /// Who writes: the claims and results of one worker under one lease epoch.
@@ -124,7 +132,7 @@ pub struct Fence {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Done {
-        description: SceneDescription,
+        answer: Answer,
         model: String,
         model_sha256: Option<String>,
         prompt_version: i64,
@@ -192,8 +200,8 @@ pub struct Batch<'a> {
     pub finished: &'a [Finished],
     /// How many more jobs to claim (0: record only).
     pub claim: usize,
-    /// Claim only this film's jobs.
-    pub film: Option<i64>,
+    /// Which jobs to claim.
+    pub scope: Scope,
     pub now: i64,
     /// How long a claimed job's own lease lasts.
     pub lease_ms: i64,
@@ -253,7 +261,7 @@ async fn record_and_claim_once(
         .await?;
     }
     let claimed = if b.claim > 0 {
-        claim_in(&mut tx, b.fence, b.claim as i64, b.film, b.now, b.lease_ms).await?
+        claim_in(&mut tx, b.fence, b.claim as i64, b.scope, b.now, b.lease_ms).await?
     } else {
         Claimed::default()
     };
@@ -262,8 +270,8 @@ async fn record_and_claim_once(
 }
 
 /// A claimed job as the claim's JSON answer spells it:
-/// `[id, attempts, transient_failures, max_attempts, path]`.
-type ClaimRow = (i64, i64, i64, i64, String);
+/// `[id, attempts, transient_failures, max_attempts, path, frame_id]`.
+type ClaimRow = (i64, i64, i64, i64, String, i64);
 
 /// Claims up to `n` jobs inside the batch's transaction. Long only for the
 /// two spellings of the pick (all films, one film), which sqlx's checked
@@ -272,7 +280,7 @@ async fn claim_in(
     tx: &mut Transaction<'_, Sqlite>,
     fence: &Fence,
     n: i64,
-    film: Option<i64>,
+    scope: Scope,
     now: i64,
     lease_ms: i64,
 ) -> Result<Claimed> {
@@ -283,7 +291,8 @@ async fn claim_in(
     // Nothing is picked while a gpu-lock command waits for this GPU (it
     // refreshes its row as it waits; one silent for 3 TTLs is gone).
     let waiters_since = now - 3 * lease_ms;
-    let Json(rows): Json<Vec<ClaimRow>> = match film {
+    let pass = scope.pass;
+    let Json(rows): Json<Vec<ClaimRow>> = match scope.film {
         None => {
             sqlx::query_file_scalar!(
                 "src/db/sql/claim_pick.sql",
@@ -292,7 +301,8 @@ async fn claim_in(
                 fence.gpu,
                 fence.owner,
                 fence.epoch,
-                waiters_since
+                waiters_since,
+                pass
             )
             .fetch_one(&mut **tx)
             .await?
@@ -306,7 +316,8 @@ async fn claim_in(
                 fence.owner,
                 fence.epoch,
                 film,
-                waiters_since
+                waiters_since,
+                pass
             )
             .fetch_one(&mut **tx)
             .await?
@@ -338,8 +349,9 @@ async fn claim_in(
     let mut claimed: Vec<ClaimedJob> = rows
         .into_iter()
         .map(
-            |(job_id, attempts, transient_failures, max_attempts, path)| ClaimedJob {
+            |(job_id, attempts, transient_failures, max_attempts, path, frame_id)| ClaimedJob {
                 job_id,
+                frame_id,
                 path,
                 line: None,
                 attempts,
@@ -370,7 +382,7 @@ struct ResultRow<'a> {
     raw: Option<&'a str>,
     started: i64,
     finished: i64,
-    d: Option<&'a SceneDescription>,
+    d: Option<&'a Answer>,
     model: Option<&'a str>,
     sha: Option<&'a str>,
     pv: Option<i64>,
@@ -405,7 +417,7 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
     };
     match &f.outcome {
         Outcome::Done {
-            description,
+            answer,
             model,
             model_sha256,
             prompt_version,
@@ -415,7 +427,7 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
             row.state = JobState::Done;
             row.outcome = Some(AttemptOutcome::Done);
             row.attempts += 1;
-            row.d = Some(description);
+            row.d = Some(answer);
             row.model = Some(model);
             row.sha = model_sha256.as_deref();
             row.pv = Some(*prompt_version);
@@ -571,16 +583,18 @@ async fn write_descriptions(
                 let d = r.d?;
                 Some((
                     r.job,
-                    &d.visual_content,
-                    &d.mood,
-                    &d.action,
-                    &d.setting,
+                    d.text("visual_content"),
+                    d.text("mood"),
+                    d.text("action"),
+                    d.text("setting"),
                     r.model,
                     r.sha,
                     r.pv,
                     r.finished - r.started,
                     r.pt,
                     r.ct,
+                    d,
+                    d.search_text(),
                 ))
             })
             .collect::<Vec<_>>(),
@@ -631,17 +645,20 @@ async fn write_attempts(
 }
 
 /// Whether jobs in scope are still queued or running.
-pub async fn has_open_work(pool: &SqlitePool, film: Option<i64>) -> Result<bool> {
-    Ok(match film {
+pub async fn has_open_work(pool: &SqlitePool, scope: Scope) -> Result<bool> {
+    Ok(match scope.film {
         None => sqlx::query_scalar!(
-            r#"SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'queued')
-                    OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')) AS "open!: bool""#
+            r#"SELECT (EXISTS (SELECT 1 FROM jobs WHERE pass_id = ?1 AND state = 'queued')
+                    OR EXISTS (SELECT 1 FROM jobs WHERE pass_id = ?1 AND state = 'running')) AS "open!: bool""#,
+            scope.pass
         )
         .fetch_one(pool)
         .await?,
         Some(film) => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ?1 AND state IN ('queued', 'running')) AS "open!: bool""#,
-            film
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ?1 AND pass_id = ?2
+                                AND state IN ('queued', 'running')) AS "open!: bool""#,
+            film,
+            scope.pass
         )
         .fetch_one(pool)
         .await?,
@@ -650,23 +667,26 @@ pub async fn has_open_work(pool: &SqlitePool, film: Option<i64>) -> Result<bool>
 
 /// Whether a job in scope can be claimed now (a near-duplicate waiting for
 /// its original's description cannot).
-pub async fn has_claimable(pool: &SqlitePool, film: Option<i64>, now: i64) -> Result<bool> {
-    Ok(match film {
+pub async fn has_claimable(pool: &SqlitePool, scope: Scope, now: i64) -> Result<bool> {
+    Ok(match scope.film {
         None => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = ?1 AND state = 'queued' AND run_after <= ?2
                                 AND NOT EXISTS (SELECT 1 FROM frames d
-                                                WHERE d.id = jobs.id AND d.duplicate_of IS NOT NULL))
+                                                WHERE d.id = jobs.frame_id AND d.duplicate_of IS NOT NULL))
                       AS "open!: bool""#,
+            scope.pass,
             now
         )
         .fetch_one(pool)
         .await?,
         Some(film) => sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ? AND state = 'queued' AND run_after <= ?
+            r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE film_id = ?1 AND pass_id = ?2 AND state = 'queued'
+                                AND run_after <= ?3
                                 AND NOT EXISTS (SELECT 1 FROM frames d
-                                                WHERE d.id = jobs.id AND d.duplicate_of IS NOT NULL))
+                                                WHERE d.id = jobs.frame_id AND d.duplicate_of IS NOT NULL))
                       AS "open!: bool""#,
             film,
+            scope.pass,
             now
         )
         .fetch_one(pool)
@@ -675,12 +695,13 @@ pub async fn has_claimable(pool: &SqlitePool, film: Option<i64>, now: i64) -> Re
 }
 
 /// When the next delayed (backing-off) job in scope becomes claimable.
-pub async fn next_run_after(pool: &SqlitePool, film: Option<i64>, now: i64) -> Result<Option<i64>> {
+pub async fn next_run_after(pool: &SqlitePool, scope: Scope, now: i64) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar!(
         r#"SELECT min(run_after) AS "t: i64" FROM jobs
-           WHERE state = 'queued' AND run_after > ?1 AND (?2 IS NULL OR film_id = ?2)"#,
+           WHERE pass_id = ?3 AND state = 'queued' AND run_after > ?1 AND (?2 IS NULL OR film_id = ?2)"#,
         now,
-        film
+        scope.film,
+        scope.pass
     )
     .fetch_one(pool)
     .await?)

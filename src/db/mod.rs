@@ -18,6 +18,7 @@
 pub mod files;
 pub mod jobs;
 pub mod lease;
+pub mod passes;
 pub mod queue;
 pub mod report;
 pub mod results;

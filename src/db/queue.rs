@@ -1,4 +1,5 @@
-//! The job queue's producer side: films and frames in, one job per frame.
+//! The job queue's producer side: films and frames in, one job per frame
+//! and pass.
 //!
 //! Enqueue is bulk and idempotent: a chunk of frames travels as one JSON
 //! array bound to one statement (`jsonb_each`), inside one `BEGIN IMMEDIATE`
@@ -126,6 +127,15 @@ pub async fn film_id(pool: &SqlitePool, title: &str) -> Result<i64> {
         .ok_or_else(|| Error::UnknownFilm(title.to_string()))
 }
 
+/// The jobs an enqueue makes for each new frame.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSpec<'a> {
+    pub max_attempts: i64,
+    /// The passes to describe the frames in (`--pass`); empty: every pass
+    /// of the database, or a pass `default` when there is none.
+    pub passes: &'a [String],
+}
+
 /// A connection of its own for enqueuing ([`super::Db::bulk_loader`]).
 pub struct BulkLoader(pub(super) SqliteConnection);
 
@@ -135,9 +145,9 @@ impl BulkLoader {
         &mut self,
         film_id: i64,
         chunk: &FrameChunk,
-        max_attempts: i64,
+        jobs: &JobSpec<'_>,
     ) -> Result<ChunkOutcome> {
-        enqueue_chunk(&mut self.0, film_id, chunk, max_attempts).await
+        enqueue_chunk(&mut self.0, film_id, chunk, jobs).await
     }
 }
 
@@ -157,11 +167,11 @@ pub async fn enqueue_chunk(
     conn: &mut SqliteConnection,
     film_id: i64,
     chunk: &FrameChunk,
-    max_attempts: i64,
+    jobs: &JobSpec<'_>,
 ) -> Result<ChunkOutcome> {
     let mut wait = super::BusyWait::default();
     loop {
-        match enqueue_chunk_once(conn, film_id, chunk, max_attempts).await {
+        match enqueue_chunk_once(conn, film_id, chunk, jobs).await {
             Err(e) => wait.again(e).await?,
             Ok(outcome) => {
                 wait.done();
@@ -175,7 +185,7 @@ async fn enqueue_chunk_once(
     conn: &mut SqliteConnection,
     film_id: i64,
     chunk: &FrameChunk,
-    max_attempts: i64,
+    jobs: &JobSpec<'_>,
 ) -> Result<ChunkOutcome> {
     let now = now_ms();
     let mut tx = begin_immediate_on(conn).await?;
@@ -189,13 +199,28 @@ async fn enqueue_chunk_once(
             .await?;
     let inserted = insert_frames(&mut tx, film_id, chunk, now).await?;
     if inserted > 0 {
+        let passes = super::passes::for_enqueue(&mut tx, jobs.passes).await?;
         sqlx::query!(
-            r#"INSERT INTO jobs (id, frame_id, film_id, priority, max_attempts, created_at, updated_at)
-               SELECT id, id, film_id, ?1, ?2, ?3, ?3 FROM frames WHERE id > ?4"#,
+            r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts, created_at, updated_at)
+               SELECT f.id, p.value, f.film_id, ?1, ?2, ?3, ?3
+               FROM json_each(?5) AS p, frames f WHERE f.id > ?4
+               ORDER BY p.value, f.id"#,
             priority,
-            max_attempts,
+            jobs.max_attempts,
             now,
-            max_frame_id
+            max_frame_id,
+            passes
+        )
+        .execute(&mut *tx)
+        .await?;
+        let added = inserted as i64;
+        sqlx::query!(
+            r#"INSERT INTO film_passes (film_id, pass_id, job_count)
+               SELECT ?1, value, ?2 FROM json_each(?3) WHERE true
+               ON CONFLICT DO UPDATE SET job_count = job_count + excluded.job_count"#,
+            film_id,
+            added,
+            passes
         )
         .execute(&mut *tx)
         .await?;
@@ -249,11 +274,11 @@ async fn mark_duplicates(
         r#"UPDATE frames SET duplicate_of = o.id
            FROM jsonb_each(jsonb(?2)) AS j
            JOIN frames o ON o.film_id = ?1 AND o.frame_index = j.value ->> 6
-           JOIN jobs oj ON oj.id = o.id AND oj.state IN ('queued', 'running', 'done')
            WHERE frames.film_id = ?1 AND frames.frame_index = j.value ->> 1
              AND j.value ->> 6 IS NOT NULL
-             AND EXISTS (SELECT 1 FROM jobs fj WHERE fj.id = frames.id AND fj.state = 'queued')
-             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = frames.id)"#,
+             AND EXISTS (SELECT 1 FROM jobs oj
+                         WHERE oj.frame_id = o.id AND oj.state IN ('queued', 'running', 'done'))
+             AND NOT EXISTS (SELECT 1 FROM jobs fj WHERE fj.frame_id = frames.id AND fj.state <> 'queued')"#,
         film_id,
         chunk.json
     )
@@ -261,14 +286,16 @@ async fn mark_duplicates(
     .await?;
     let now = now_ms();
     sqlx::query!(
-        r#"INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model,
-                                     model_sha256, prompt_version, created_at, duplicate_of)
-           SELECT fr.id, fr.id, d.visual_content, d.mood, d.action, d.setting, d.model,
-                  d.model_sha256, d.prompt_version, ?2, d.frame_id
+        r#"INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
+                                     fields, search_text, model, model_sha256, prompt_version,
+                                     created_at, duplicate_of)
+           SELECT j.id, fr.id, j.pass_id, d.visual_content, d.mood, d.action, d.setting, d.fields,
+                  d.search_text, d.model, d.model_sha256, d.prompt_version, ?2, d.frame_id
            FROM frames fr
-           JOIN descriptions d ON d.job_id = fr.duplicate_of
+           JOIN jobs j ON j.frame_id = fr.id AND j.state = 'queued'
+           JOIN descriptions d ON d.frame_id = fr.duplicate_of AND d.pass_id = j.pass_id
            WHERE fr.film_id = ?1 AND fr.duplicate_of IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = fr.id)"#,
+             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = j.id)"#,
         film_id,
         now
     )
@@ -339,17 +366,23 @@ async fn insert_frames(
     })
 }
 
-/// Puts failed jobs back in the queue with fresh attempts. Returns how many.
-pub async fn retry_failed(pool: &SqlitePool, film_id: Option<i64>) -> Result<u64> {
+/// Puts failed jobs (of a film, of a pass) back in the queue with fresh
+/// attempts. Returns how many.
+pub async fn retry_failed(
+    pool: &SqlitePool,
+    film_id: Option<i64>,
+    pass: Option<i64>,
+) -> Result<u64> {
     let now = now_ms();
     let mut tx = begin_immediate(pool).await?;
     let n = sqlx::query!(
         r#"UPDATE jobs SET state = 'queued', attempts = 0, transient_failures = 0, run_after = 0,
                   last_error = NULL, lease_owner = NULL, lease_epoch = NULL,
                   lease_expires_at = NULL, updated_at = ?1
-           WHERE state = 'failed' AND (?2 IS NULL OR film_id = ?2)"#,
+           WHERE state = 'failed' AND (?2 IS NULL OR film_id = ?2) AND (?3 IS NULL OR pass_id = ?3)"#,
         now,
-        film_id
+        film_id,
+        pass
     )
     .execute(&mut *tx)
     .await?
@@ -358,14 +391,17 @@ pub async fn retry_failed(pool: &SqlitePool, film_id: Option<i64>) -> Result<u64
     Ok(n)
 }
 
-/// Cancels a film's queued jobs (running ones finish). Returns how many.
-pub async fn cancel_queued(pool: &SqlitePool, film_id: i64) -> Result<u64> {
+/// Cancels a film's queued jobs (of one pass, or of all), running ones
+/// finish. Returns how many.
+pub async fn cancel_queued(pool: &SqlitePool, film_id: i64, pass: Option<i64>) -> Result<u64> {
     let now = now_ms();
     let mut tx = begin_immediate(pool).await?;
     let n = sqlx::query!(
-        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE film_id = ? AND state = 'queued'",
+        "UPDATE jobs SET state = 'cancelled', updated_at = ?1
+         WHERE film_id = ?2 AND state = 'queued' AND (?3 IS NULL OR pass_id = ?3)",
         now,
-        film_id
+        film_id,
+        pass
     )
     .execute(&mut *tx)
     .await?

@@ -64,7 +64,13 @@ pub async fn films(pool: &SqlitePool, only: &[i64]) -> Result<Vec<FilmFacts>> {
 /// A page of the film's frames after frame index `after`, in frame order
 /// (which is time order for a film's frames; a range seek on
 /// `UNIQUE(film_id, frame_index)`).
-pub async fn frames_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ReportFrame>> {
+/// A frame without a job in `pass` is not shown.
+pub async fn frames_page(
+    pool: &SqlitePool,
+    film: i64,
+    pass: i64,
+    after: i64,
+) -> Result<Vec<ReportFrame>> {
     Ok(sqlx::query_as!(
         ReportFrame,
         r#"SELECT fr.frame_index AS "frame_index!", fr.pts_ms, fr.path AS "path!",
@@ -77,15 +83,16 @@ pub async fn frames_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec
                    ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String",
                   o.frame_index AS "copied_from?: i64"
            FROM frames fr
-           JOIN jobs j ON j.id = fr.id
-           LEFT JOIN descriptions d ON d.job_id = fr.id
+           JOIN jobs j ON j.frame_id = fr.id AND j.pass_id = ?4
+           LEFT JOIN descriptions d ON d.job_id = j.id
            LEFT JOIN frames o ON o.id = d.duplicate_of
            WHERE fr.film_id = ?1 AND fr.frame_index > ?2
            ORDER BY fr.frame_index
            LIMIT ?3"#,
         film,
         after,
-        PAGE
+        PAGE,
+        pass
     )
     .fetch_all(pool)
     .await?)

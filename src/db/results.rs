@@ -23,6 +23,13 @@ pub struct ResultRow {
     pub model: Option<String>,
     /// Why the frame failed (failed rows only).
     pub error: Option<String>,
+    /// The pass the description (or failure) belongs to.
+    pub pass: String,
+    /// The whole answer as JSON (every profile's fields).
+    pub fields: Option<String>,
+    /// The paging key after `frame_index`; not exported.
+    #[serde(skip)]
+    pub pass_id: i64,
 }
 
 /// Rows per page: memory stays bounded whatever the table size.
@@ -38,23 +45,37 @@ pub async fn film_ids(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<i64>> 
     .await?)
 }
 
-/// A page of one film's described frames in frame order, after frame index
-/// `after`: a range seek on `UNIQUE(film_id, frame_index)`, so each page
-/// costs the same however far the export has got.
-pub async fn done_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ResultRow>> {
+/// Where a page starts: after this (frame_index, pass id).
+pub type PageKey = (i64, i64);
+
+/// A page of one film's described frames in frame then pass order (of one
+/// pass, or of all), after `after`: a range seek on `UNIQUE(film_id,
+/// frame_index)`, so each page costs the same however far the export has got.
+pub async fn done_page(
+    pool: &SqlitePool,
+    film: i64,
+    pass: Option<i64>,
+    after: PageKey,
+) -> Result<Vec<ResultRow>> {
+    let (after_frame, after_pass) = after;
     Ok(sqlx::query_as!(
         ResultRow,
         r#"SELECT fr.film_id AS "film_id!", (SELECT title FROM films WHERE id = ?1) AS "film!: String",
                   fr.frame_index AS "frame_index!", fr.pts_ms,
                   fr.path AS "path!", d.visual_content AS "visual_content?", d.mood AS "mood?",
-                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?", NULL AS "error?: String"
+                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?", NULL AS "error?: String",
+                  p.name AS "pass!", d.fields AS "fields?", d.pass_id AS "pass_id!"
            FROM frames fr
-           JOIN descriptions d ON d.job_id = fr.id
-           WHERE fr.film_id = ?1 AND fr.frame_index > ?2
-           ORDER BY fr.frame_index
-           LIMIT ?3"#,
+           JOIN descriptions d ON d.frame_id = fr.id
+           JOIN passes p ON p.id = d.pass_id
+           WHERE fr.film_id = ?1 AND fr.frame_index >= ?2 AND (fr.frame_index > ?2 OR d.pass_id > ?3)
+             AND (?4 IS NULL OR d.pass_id = ?4)
+           ORDER BY fr.frame_index, d.pass_id
+           LIMIT ?5"#,
         film,
-        after,
+        after_frame,
+        after_pass,
+        pass,
         PAGE
     )
     .fetch_all(pool)
@@ -62,21 +83,32 @@ pub async fn done_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<R
 }
 
 /// A page of failed frames with their reasons, as [`done_page`].
-pub async fn failed_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec<ResultRow>> {
+pub async fn failed_page(
+    pool: &SqlitePool,
+    film: i64,
+    pass: Option<i64>,
+    after: PageKey,
+) -> Result<Vec<ResultRow>> {
+    let (after_frame, after_pass) = after;
     Ok(sqlx::query_as!(
         ResultRow,
         r#"SELECT fr.film_id AS "film_id!", (SELECT title FROM films WHERE id = ?1) AS "film!: String",
                   fr.frame_index AS "frame_index!", fr.pts_ms,
                   fr.path AS "path!", NULL AS "visual_content?: String", NULL AS "mood?: String",
                   NULL AS "action?: String", NULL AS "setting?: String", NULL AS "model?: String",
-                  j.last_error AS "error?"
+                  j.last_error AS "error?", p.name AS "pass!", NULL AS "fields?: String",
+                  j.pass_id AS "pass_id!"
            FROM frames fr
-           JOIN jobs j ON j.id = fr.id AND j.state = 'failed'
-           WHERE fr.film_id = ?1 AND fr.frame_index > ?2
-           ORDER BY fr.frame_index
-           LIMIT ?3"#,
+           JOIN jobs j ON j.frame_id = fr.id AND j.state = 'failed'
+           JOIN passes p ON p.id = j.pass_id
+           WHERE fr.film_id = ?1 AND fr.frame_index >= ?2 AND (fr.frame_index > ?2 OR j.pass_id > ?3)
+             AND (?4 IS NULL OR j.pass_id = ?4)
+           ORDER BY fr.frame_index, j.pass_id
+           LIMIT ?5"#,
         film,
-        after,
+        after_frame,
+        after_pass,
+        pass,
         PAGE
     )
     .fetch_all(pool)
@@ -87,12 +119,17 @@ pub async fn failed_page(pool: &SqlitePool, film: i64, after: i64) -> Result<Vec
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SearchHit {
     pub film: String,
+    pub pass: String,
     pub pts_ms: Option<i64>,
     pub path: String,
-    pub visual_content: String,
-    pub mood: String,
-    pub action: String,
-    pub setting: String,
+    pub visual_content: Option<String>,
+    pub mood: Option<String>,
+    pub action: Option<String>,
+    pub setting: Option<String>,
+    /// A custom profile's other text and tags, one per line.
+    pub search_text: Option<String>,
+    /// The whole answer as JSON.
+    pub fields: String,
     pub rank: f64,
 }
 
@@ -113,22 +150,25 @@ pub async fn search(
     pool: &SqlitePool,
     query: &str,
     film: Option<i64>,
+    pass: Option<i64>,
     limit: i64,
 ) -> Result<Vec<SearchHit>> {
     Ok(sqlx::query_as!(
         SearchHit,
-        r#"SELECT f.title AS "film!", fr.pts_ms, fr.path AS "path!", d.visual_content AS "visual_content!",
-                  d.mood AS "mood!", d.action AS "action!", d.setting AS "setting!",
-                  bm25(description_search) AS "rank!: f64"
+        r#"SELECT f.title AS "film!", p.name AS "pass!", fr.pts_ms, fr.path AS "path!",
+                  d.visual_content, d.mood, d.action, d.setting, d.search_text,
+                  d.fields AS "fields!", bm25(description_search) AS "rank!: f64"
            FROM description_search
            JOIN descriptions d ON d.job_id = description_search.rowid
+           JOIN passes p ON p.id = d.pass_id
            JOIN frames fr ON fr.id = d.frame_id
            JOIN films f ON f.id = fr.film_id
-           WHERE description_search MATCH ?1 AND (?2 IS NULL OR f.id = ?2)
+           WHERE description_search MATCH ?1 AND (?2 IS NULL OR f.id = ?2) AND (?3 IS NULL OR d.pass_id = ?3)
            ORDER BY bm25(description_search)
-           LIMIT ?3"#,
+           LIMIT ?4"#,
         query,
         film,
+        pass,
         limit
     )
     .fetch_all(pool)

@@ -1,19 +1,21 @@
 //! Read-only views of the queue for `cinecut status`.
 //!
-//! Counts come from the `jobs_film_state` index, one range per state that is
-//! not `queued`; the queued count is the film's `frame_count` minus the rest,
-//! so status stays fast on a freshly enqueued million-frame film.
+//! Progress is per film and pass. Counts come from the `jobs_film_state`
+//! index, one range per state that is not `queued`; the queued count is the
+//! film's job count in the pass (`film_passes`) minus the rest, so status
+//! stays fast on a freshly enqueued million-frame film or pass.
 
 use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::error::Result;
 
-/// One film's progress.
+/// One film's progress in one pass.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct FilmStatus {
     pub film_id: i64,
     pub title: String,
+    pub pass: String,
     pub total: i64,
     pub queued: i64,
     pub running: i64,
@@ -63,11 +65,19 @@ pub struct WorkerRow {
     pub server_restarts: i64,
 }
 
-/// Progress of every film, or of one.
-pub async fn films(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<FilmStatus>> {
+/// Progress of every film (or of one) in every pass (or in one).
+pub async fn films(
+    pool: &SqlitePool,
+    only: Option<i64>,
+    pass: Option<i64>,
+) -> Result<Vec<FilmStatus>> {
     let rows = sqlx::query!(
-        r#"SELECT id AS "id!", title, frame_count FROM films WHERE ?1 IS NULL OR id = ?1 ORDER BY id"#,
-        only
+        r#"SELECT f.id AS "id!", f.title, p.id AS "pass_id!", p.name AS pass, fp.job_count
+           FROM film_passes fp JOIN films f ON f.id = fp.film_id JOIN passes p ON p.id = fp.pass_id
+           WHERE (?1 IS NULL OR f.id = ?1) AND (?2 IS NULL OR p.id = ?2)
+           ORDER BY f.id, p.id"#,
+        only,
+        pass
     )
     .fetch_all(pool)
     .await?;
@@ -76,14 +86,16 @@ pub async fn films(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<FilmStatu
         let mut s = FilmStatus {
             film_id: film.id,
             title: film.title,
-            total: film.frame_count,
+            pass: film.pass,
+            total: film.job_count,
             ..FilmStatus::default()
         };
         let counts = sqlx::query!(
             r#"SELECT state AS "state!", count(*) AS "n!: i64" FROM jobs
-               WHERE film_id = ? AND state IN ('running', 'done', 'failed', 'cancelled')
+               WHERE film_id = ?1 AND pass_id = ?2 AND state IN ('running', 'done', 'failed', 'cancelled')
                GROUP BY state"#,
-            film.id
+            film.id,
+            film.pass_id
         )
         .fetch_all(pool)
         .await?;
@@ -99,8 +111,9 @@ pub async fn films(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<FilmStatu
         if s.queued > 0 {
             s.oldest_queued_at = sqlx::query_scalar!(
                 r#"SELECT created_at AS "t!: i64" FROM jobs
-                   WHERE film_id = ? AND state = 'queued' ORDER BY id LIMIT 1"#,
-                film.id
+                   WHERE film_id = ?1 AND pass_id = ?2 AND state = 'queued' ORDER BY id LIMIT 1"#,
+                film.id,
+                film.pass_id
             )
             .fetch_optional(pool)
             .await?;
@@ -109,9 +122,10 @@ pub async fn films(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<FilmStatu
             s.top_failures = sqlx::query_as!(
                 FailureReason,
                 r#"SELECT coalesce(last_error, 'unknown') AS "reason!: String", count(*) AS "count!: i64"
-                   FROM jobs WHERE film_id = ? AND state = 'failed'
+                   FROM jobs WHERE film_id = ?1 AND pass_id = ?2 AND state = 'failed'
                    GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"#,
-                film.id
+                film.id,
+                film.pass_id
             )
             .fetch_all(pool)
             .await?;

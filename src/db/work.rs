@@ -11,7 +11,7 @@ use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use tokio::time::{Instant, sleep};
 
-use super::jobs::{self, Batch, Claimed, Fence, Finished, Recorded, WorkerState};
+use super::jobs::{self, Batch, Claimed, Fence, Finished, Recorded, Scope, WorkerState};
 use super::lease::{self, Renewal};
 use super::{Db, now_ms};
 use crate::error::Result;
@@ -20,7 +20,7 @@ use crate::error::Result;
 pub struct WorkQueue {
     db: Db,
     fence: Fence,
-    film: Option<i64>,
+    scope: Scope,
     lease_ms: i64,
     /// Batches run on a connection of their own: its page cache stays valid
     /// from one batch to the next (a pool hands out its connections in turn,
@@ -33,14 +33,14 @@ pub struct WorkQueue {
 }
 
 impl WorkQueue {
-    pub async fn open(db: &Db, fence: Fence, film: Option<i64>, lease: Duration) -> Result<Self> {
+    pub async fn open(db: &Db, fence: Fence, scope: Scope, lease: Duration) -> Result<Self> {
         let pool = db.pool();
         let mut watch = pool.acquire().await?;
         let version = super::data_version(&mut watch).await?;
         Ok(WorkQueue {
             db: db.clone(),
             fence,
-            film,
+            scope,
             lease_ms: lease.as_millis() as i64,
             batches: pool.acquire().await?,
             watch,
@@ -62,7 +62,7 @@ impl WorkQueue {
             fence: &self.fence,
             finished,
             claim,
-            film: self.film,
+            scope: self.scope,
             now: now_ms(),
             lease_ms: self.lease_ms,
         };
@@ -72,10 +72,10 @@ impl WorkQueue {
     /// Sets each claimed job's `line`: the dialogue line on screen at its
     /// frame's time (as the `frame_dialogue` view has it), if any.
     pub async fn add_dialogue(&mut self, jobs: &mut [jobs::ClaimedJob]) -> Result<()> {
-        let ids = serde_json::to_string(&jobs.iter().map(|j| j.job_id).collect::<Vec<_>>())
+        let ids = serde_json::to_string(&jobs.iter().map(|j| j.frame_id).collect::<Vec<_>>())
             .expect("ids serialise");
         let lines = sqlx::query!(
-            r#"SELECT fr.id AS "job!: i64",
+            r#"SELECT fr.id AS "frame!: i64",
                       (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
                        WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
                        ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String"
@@ -86,7 +86,7 @@ impl WorkQueue {
         .fetch_all(&mut *self.batches)
         .await?;
         for row in lines {
-            if let Some(job) = jobs.iter_mut().find(|j| j.job_id == row.job) {
+            if let Some(job) = jobs.iter_mut().find(|j| j.frame_id == row.frame) {
                 job.line = row.line;
             }
         }
@@ -123,19 +123,19 @@ impl WorkQueue {
 
     /// Whether a job in scope can be claimed now.
     pub async fn has_claimable(&self) -> Result<bool> {
-        jobs::has_claimable(self.db.pool(), self.film, now_ms()).await
+        jobs::has_claimable(self.db.pool(), self.scope, now_ms()).await
     }
 
     /// Whether jobs in scope are still queued or running.
     pub async fn has_open_work(&self) -> Result<bool> {
-        jobs::has_open_work(self.db.pool(), self.film).await
+        jobs::has_open_work(self.db.pool(), self.scope).await
     }
 
     /// How long an idle worker may wait before it looks again: until the
     /// next backing-off job is due, at most a second.
     pub async fn next_wake(&self) -> Result<Duration> {
         let now = now_ms();
-        let next = jobs::next_run_after(self.db.pool(), self.film, now).await?;
+        let next = jobs::next_run_after(self.db.pool(), self.scope, now).await?;
         let ms = next.map_or(1000, |t| (t - now).clamp(1, 1000));
         Ok(Duration::from_millis(ms as u64))
     }

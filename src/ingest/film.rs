@@ -1189,7 +1189,7 @@ async fn extract_and_enqueue(
     let mut loader = db.bulk_loader().await?;
     for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
         new += loader
-            .enqueue_chunk(film_id, &FrameChunk::new(chunk), opts.max_attempts)
+            .enqueue_chunk(film_id, &FrameChunk::new(chunk), &opts.job_spec())
             .await?
             .inserted;
     }

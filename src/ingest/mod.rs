@@ -34,6 +34,18 @@ pub struct EnqueueOptions {
     pub priority: i64,
     pub max_attempts: i64,
     pub chunk_size: usize,
+    /// The passes to queue the frames for (`--pass`); empty: every pass.
+    pub passes: Vec<String>,
+}
+
+impl EnqueueOptions {
+    /// The jobs each new frame gets.
+    pub fn job_spec(&self) -> queue::JobSpec<'_> {
+        queue::JobSpec {
+            max_attempts: self.max_attempts,
+            passes: &self.passes,
+        }
+    }
 }
 
 impl Default for EnqueueOptions {
@@ -44,6 +56,7 @@ impl Default for EnqueueOptions {
             priority: 0,
             max_attempts: 3,
             chunk_size: 20_000,
+            passes: Vec::new(),
         }
     }
 }
@@ -293,7 +306,7 @@ async fn write_chunk(
         }
     };
     let outcome = loader
-        .enqueue_chunk(film.film_id, &item.chunk, opts.max_attempts)
+        .enqueue_chunk(film.film_id, &item.chunk, &opts.job_spec())
         .await?;
     film.new += outcome.inserted;
     film.already += outcome.already;

@@ -10,8 +10,10 @@
 //!        [--record FILE] [--exit-during-load] [--model-id ID]
 //!        [--require-model] [--slots N] [--slot-ctx N] [--no-vision]
 //!        [--no-props] [--peak-file F]
-//! MODES (one per request, the last repeats): ok, garbage, truncated,
-//! missing-field, tricky, http500, http400, context, hang, exit.
+//! MODES (one per request, the last repeats): ok (an answer that fits the
+//! request's schema), out-of-bounds (an enum value not allowed, an integer
+//! past its maximum, one tag too many), garbage, truncated, missing-field,
+//! tricky, http500, http400, context, hang, exit.
 //! `--peak-file` holds the most requests it has had in flight at once.
 //! Every completion request is first checked for the shape cinecut promises
 //! to send (`check_request`); one that strays is answered HTTP 400.
@@ -244,11 +246,13 @@ async fn respond(
     let digest = body
         .iter()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
-    let description = format!(
-        r#"{{"visual_content":"frame {digest:x}, a figure by a window","mood":"tense, quiet","action":"someone waits","setting":"a small room at night"}}"#
-    );
+    let schema = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v["response_format"]["json_schema"]["schema"].clone())
+        .unwrap_or_default();
     let (status, content, finish) = match mode.as_str() {
-        "ok" => ("200 OK", description, "stop"),
+        "ok" => ("200 OK", answer_for(&schema, digest, false), "stop"),
+        // Every enum, integer and tags field just outside its bounds.
+        "out-of-bounds" => ("200 OK", answer_for(&schema, digest, true), "stop"),
         "garbage" => (
             "200 OK",
             "Sure! This frame shows a person.".to_string(),
@@ -366,16 +370,64 @@ fn check_request(body: &[u8]) -> Result<(), String> {
     if v["response_format"]["type"] != "json_schema" {
         return Err("response_format.type is not json_schema".into());
     }
-    let required = v["response_format"]["json_schema"]["schema"]["required"]
+    let schema = &v["response_format"]["json_schema"]["schema"];
+    let required = schema["required"]
         .as_array()
         .ok_or("no schema under response_format.json_schema.schema")?;
-    for field in ["visual_content", "mood", "action", "setting"] {
-        if !required.iter().any(|r| r == field) {
-            return Err(format!("the schema does not require {field}"));
-        }
+    let properties = schema["properties"]
+        .as_object()
+        .ok_or("the schema has no properties")?;
+    if required.is_empty() || required.len() != properties.len() {
+        return Err("the schema must require each of its properties".into());
     }
     if v["temperature"] != 0 || !v["max_tokens"].is_u64() {
         return Err("want temperature 0 and a max_tokens".into());
     }
     Ok(())
+}
+
+/// An answer to `schema` (an object of typed properties) that depends on
+/// the image (`digest`), as a real model's does; the seed fields read like
+/// a description. `out_of_bounds` puts each enum, integer and tags field
+/// just outside what the schema allows.
+fn answer_for(schema: &serde_json::Value, digest: u64, out_of_bounds: bool) -> String {
+    use serde_json::{Value, json};
+    let mut answer = serde_json::Map::new();
+    let empty = serde_json::Map::new();
+    for (name, p) in schema["properties"].as_object().unwrap_or(&empty) {
+        let value = match (p["type"].as_str(), name.as_str()) {
+            (Some("string"), _) if p.get("enum").is_some() => match out_of_bounds {
+                true => json!("not-an-allowed-value"),
+                false => {
+                    p["enum"][digest as usize % p["enum"].as_array().map_or(1, Vec::len)].clone()
+                }
+            },
+            (Some("string"), "visual_content") => {
+                json!(format!("frame {digest:x}, a figure by a window"))
+            }
+            (Some("string"), "mood") => json!("tense, quiet"),
+            (Some("string"), "action") => json!("someone waits"),
+            (Some("string"), "setting") => json!("a small room at night"),
+            (Some("string"), _) => json!(format!("{name} of frame {digest:x}")),
+            (Some("integer"), _) => match out_of_bounds {
+                true => json!(p["maximum"].as_i64().unwrap_or(0) + 1),
+                false => p["minimum"].clone(),
+            },
+            (Some("boolean"), _) => json!(digest.is_multiple_of(2)),
+            (Some("array"), _) => {
+                let n = match out_of_bounds {
+                    true => p["maxItems"].as_u64().unwrap_or(0) + 1,
+                    false => 1,
+                };
+                Value::Array(
+                    (0..n)
+                        .map(|i| json!(format!("tag{i}-{:x}", digest % 7)))
+                        .collect(),
+                )
+            }
+            _ => Value::Null,
+        };
+        answer.insert(name.clone(), value);
+    }
+    Value::Object(answer).to_string()
 }

@@ -1,0 +1,25 @@
+//! `cinecut describe`: the frames already in the database into another pass
+//! (no re-extraction), then a worker on that pass until it is done.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DescribeArgs;
+use crate::config;
+use crate::db::{Db, passes, queue};
+
+pub async fn run(db: &Db, args: DescribeArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    let mut films = Vec::with_capacity(args.film.len());
+    for title in &args.film {
+        films.push(queue::film_id(db.pool(), title).await?);
+    }
+    let mut core = args.worker;
+    core.until_empty = true;
+    let (mut cfg, engine, describing) = config::worker(core, None, args.max_side).await?;
+    let pass = super::worker::serve_pass(db, args.pass.as_deref(), &describing).await?;
+    cfg.pass = Some(pass.id);
+    let queued = passes::enqueue_frames(db.pool(), pass.id, &films, args.max_attempts).await?;
+    tracing::info!("queued {queued} frame(s) for pass {:?}", pass.name);
+    super::run::describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
+    Ok(0)
+}
