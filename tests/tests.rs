@@ -7,6 +7,7 @@ mod dedupe;
 mod dialogue;
 mod enqueue;
 mod film;
+mod passes;
 mod promises;
 mod real_hosts;
 mod real_models;
