@@ -112,45 +112,15 @@ pub async fn serve(
     let profile = identity.profile.to_json();
     let made = chosen.is_none();
     let id = match chosen {
-        Some(row) if !row.settled => {
+        Some(row) => {
+            if row.settled {
+                refuse_another_identity(row, identity, &hash, &suffix)?;
+            }
+            // Binds (or, not settled, rebinds) the pass to this identity; a
+            // settled pass it matches only gains what it lacked (a pass
+            // migrated from before passes has no profile hash).
             sqlx::query!(
                 r#"UPDATE passes SET model = ?2, profile_name = ?3, profile_hash = ?4, profile = ?5
-                   WHERE id = ?1"#,
-                row.id,
-                identity.model,
-                suffix,
-                hash,
-                profile
-            )
-            .execute(&mut *tx)
-            .await?;
-            row.id
-        }
-        Some(row) => {
-            if let Some(model) = row.model.as_deref().filter(|m| *m != identity.model) {
-                return Err(Error::PassMismatch {
-                    pass: row.name.clone(),
-                    what: "model",
-                    has: model.to_string(),
-                    wants: identity.model.to_string(),
-                });
-            }
-            let profile_differs = match (&row.profile_hash, &row.profile_name) {
-                (Some(h), _) => *h != hash,
-                (None, Some(n)) => *n != suffix,
-                (None, None) => false,
-            };
-            if profile_differs {
-                return Err(Error::PassMismatch {
-                    pass: row.name.clone(),
-                    what: "prompt profile",
-                    has: row.profile_name.clone().unwrap_or_default(),
-                    wants: format!("{suffix} ({})", &hash[..12]),
-                });
-            }
-            sqlx::query!(
-                r#"UPDATE passes SET model = coalesce(model, ?2), profile_name = coalesce(profile_name, ?3),
-                                     profile_hash = coalesce(profile_hash, ?4), profile = coalesce(profile, ?5)
                    WHERE id = ?1"#,
                 row.id,
                 identity.model,
@@ -183,6 +153,37 @@ pub async fn serve(
         .await?;
     tx.commit().await?;
     Ok((Pass { id, name }, made))
+}
+
+/// A settled pass serves only its own model and profile.
+fn refuse_another_identity(
+    row: &PassRow,
+    identity: PassIdentity<'_>,
+    hash: &str,
+    suffix: &str,
+) -> Result<()> {
+    if let Some(model) = row.model.as_deref().filter(|m| *m != identity.model) {
+        return Err(Error::PassMismatch {
+            pass: row.name.clone(),
+            what: "model",
+            has: model.to_string(),
+            wants: identity.model.to_string(),
+        });
+    }
+    let profile_differs = match (&row.profile_hash, &row.profile_name) {
+        (Some(h), _) => h != hash,
+        (None, Some(n)) => n != suffix,
+        (None, None) => false,
+    };
+    if profile_differs {
+        return Err(Error::PassMismatch {
+            pass: row.name.clone(),
+            what: "prompt profile",
+            has: row.profile_name.clone().unwrap_or_default(),
+            wants: format!("{suffix} ({})", &hash[..12]),
+        });
+    }
+    Ok(())
 }
 
 /// The database's only pass, for a worker told no pass (a pass `default`
