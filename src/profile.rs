@@ -128,11 +128,6 @@ impl Answer {
     pub fn search_text(&self) -> Option<&str> {
         self.search_text.as_deref()
     }
-
-    /// The answer as one JSON object.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.fields).expect("an answer serialises")
-    }
 }
 
 impl Default for Profile {
