@@ -108,8 +108,10 @@ async fn ceiling(db: &Db, parallel: usize) -> f64 {
         owner: me.id.clone(),
         epoch,
     };
+    let pass = cinecut::db::passes::only(pool).await.unwrap();
     let scope = Scope {
-        pass: cinecut::db::passes::only(pool).await.unwrap(),
+        pass: pass.id,
+        binding: pass.binding,
         film: None,
     };
     let mut conn = pool.acquire().await.unwrap();

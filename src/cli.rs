@@ -394,33 +394,15 @@ pub struct ReportArgs {
     #[arg(long, value_name = "NAME")]
     pub pass: Option<String>,
 
-    /// The field whose value colours the timeline (by its first word).
-    #[arg(long, value_enum, default_value_t = StripArg::Mood)]
-    pub strip: StripArg,
+    /// The field whose value colours the timeline (by its first word): any
+    /// field of the pass's profile. Default: `mood` where the profile has
+    /// it, else its first `enum` field, else its first field.
+    #[arg(long, value_name = "FIELD")]
+    pub strip: Option<String>,
 
     /// Open each report with `xdg-open` once written.
     #[arg(long)]
     pub open: bool,
-}
-
-/// The clap twin of [`crate::report::StripField`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StripArg {
-    VisualContent,
-    Mood,
-    Action,
-    Setting,
-}
-
-impl From<StripArg> for crate::report::StripField {
-    fn from(a: StripArg) -> Self {
-        match a {
-            StripArg::VisualContent => Self::VisualContent,
-            StripArg::Mood => Self::Mood,
-            StripArg::Action => Self::Action,
-            StripArg::Setting => Self::Setting,
-        }
-    }
 }
 
 #[derive(Debug, Args)]

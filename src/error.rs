@@ -52,6 +52,14 @@ pub enum Error {
         has: String,
         wants: String,
     },
+    /// Another worker bound the pass (not settled yet) to another model or
+    /// profile after this worker bound it.
+    #[error(
+        "pass {pass:?} was bound to another model or prompt profile by a worker started after this \
+         one; this worker stops without answering for it (`cinecut passes` shows the pass; start \
+         this worker with --pass NAME to give it a pass of its own)"
+    )]
+    PassRebound { pass: String },
     /// No --pass, and the database has several a worker could serve.
     #[error("several passes could be served ({names}); choose one with --pass NAME")]
     AmbiguousPass { names: String },

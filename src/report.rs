@@ -18,7 +18,9 @@ use std::path::Path;
 
 use base64::Engine;
 
-use crate::db::report::{FilmFacts, ReportFrame};
+use serde_json::{Map, Value};
+
+use crate::db::report::{FilmFacts, ReportField, ReportFrame};
 use crate::frame::{self, FrameError, Thumbnail};
 use crate::ingest::film::thumbnail_path;
 
@@ -28,32 +30,56 @@ pub const THUMBNAIL_SIDE: u32 = crate::ingest::film::THUMBNAIL_SIDE;
 /// with base64 and the card's text, a frame stays under 20 KB of page.
 pub const THUMBNAIL_BUDGET: usize = 12 * 1024;
 
-/// The description field whose value colours the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StripField {
-    VisualContent,
-    Mood,
-    Action,
-    Setting,
+/// The field of the pass's profile whose value colours the timeline:
+/// `asked` (`-` read as `_`, so `visual-content` names `visual_content`),
+/// else `mood` where the profile has it, else its first `enum` field, else
+/// its first field. An `asked` field the profile lacks is an error that
+/// lists the fields it has.
+pub fn strip_field(fields: &[ReportField], asked: Option<&str>) -> Result<String, String> {
+    let has = |name: &str| fields.iter().any(|f| f.name == name);
+    if let Some(asked) = asked {
+        let name = asked.replace('-', "_");
+        if has(&name) {
+            return Ok(name);
+        }
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        return Err(format!(
+            "--strip {asked}: the pass's profile has no such field; its fields: {}",
+            names.join(", ")
+        ));
+    }
+    let pick = if has("mood") {
+        Some("mood")
+    } else {
+        fields
+            .iter()
+            .find(|f| f.kind == "enum")
+            .or(fields.first())
+            .map(|f| f.name.as_str())
+    };
+    pick.map(str::to_string)
+        .ok_or_else(|| "the pass's profile has no fields".to_string())
 }
 
-impl StripField {
-    fn label(self) -> &'static str {
-        match self {
-            Self::VisualContent => "visual content",
-            Self::Mood => "mood",
-            Self::Action => "action",
-            Self::Setting => "setting",
-        }
+/// A field's label: its name with spaces for underscores, capitalised
+/// (`visual_content` → "Visual content").
+fn label(name: &str) -> String {
+    let spaced = name.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => spaced,
     }
+}
 
-    fn of(self, frame: &ReportFrame) -> Option<&str> {
-        match self {
-            Self::VisualContent => frame.visual_content.as_deref(),
-            Self::Mood => frame.mood.as_deref(),
-            Self::Action => frame.action.as_deref(),
-            Self::Setting => frame.setting.as_deref(),
-        }
+/// An answer's value as text: a string as it is, tags joined by commas,
+/// a number or a boolean as JSON writes it, nothing for null.
+pub fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join(", "),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 
@@ -124,13 +150,25 @@ struct Mark {
 pub struct Report<W: Write> {
     out: W,
     film: FilmFacts,
-    strip: StripField,
+    /// The pass shown (empty: none named).
+    pass: String,
+    /// The pass's fields, in its profile's order, with their labels.
+    fields: Vec<(String, String)>,
+    strip: String,
     marks: Vec<Mark>,
     models: BTreeSet<String>,
 }
 
 impl<W: Write> Report<W> {
-    pub fn start(mut out: W, film: FilmFacts, strip: StripField) -> io::Result<Self> {
+    /// Starts `film`'s page for pass `pass`, whose profile has `fields`;
+    /// the timeline is coloured by field `strip` (see [`strip_field`]).
+    pub fn start(
+        mut out: W,
+        film: FilmFacts,
+        pass: &str,
+        fields: &[ReportField],
+        strip: String,
+    ) -> io::Result<Self> {
         write!(
             out,
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
@@ -146,6 +184,11 @@ impl<W: Write> Report<W> {
         Ok(Self {
             out,
             film,
+            pass: pass.to_string(),
+            fields: fields
+                .iter()
+                .map(|f| (f.name.clone(), label(&f.name)))
+                .collect(),
             strip,
             marks: Vec::new(),
             models: BTreeSet::new(),
@@ -160,7 +203,15 @@ impl<W: Write> Report<W> {
         thumb: Result<&Thumbnail, &FrameError>,
     ) -> io::Result<()> {
         let i = frame.frame_index;
-        let key = self.strip.of(frame).and_then(colour_key);
+        let answer: Map<String, Value> = frame
+            .fields
+            .as_deref()
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_default();
+        let key = answer
+            .get(&self.strip)
+            .map(shown)
+            .and_then(|v| colour_key(&v));
         let class = match (frame.state.as_str(), &key) {
             ("done", Some(_)) => "card keyed",
             ("done", None) => "card",
@@ -193,14 +244,9 @@ impl<W: Write> Report<W> {
         }
         if frame.state == "done" {
             write!(self.out, "<dl>")?;
-            for (label, value) in [
-                ("Visual content", &frame.visual_content),
-                ("Mood", &frame.mood),
-                ("Action", &frame.action),
-                ("Setting", &frame.setting),
-            ] {
-                let value = value.as_deref().unwrap_or("");
-                write!(self.out, "<dt>{label}</dt><dd>{}</dd>", esc(value))?;
+            for (name, label) in &self.fields {
+                let value = answer.get(name).map(shown).unwrap_or_default();
+                write!(self.out, "<dt>{label}</dt><dd>{}</dd>", esc(&value))?;
             }
             write!(self.out, "</dl>")?;
             if let Some(original) = frame.copied_from {
@@ -265,6 +311,9 @@ impl<W: Write> Report<W> {
         if let Some(fps) = film.fps {
             facts.push(format!("{fps:.3} fps"));
         }
+        if !self.pass.is_empty() {
+            facts.push(format!("pass {}", self.pass));
+        }
         if !self.models.is_empty() {
             let models: Vec<&str> = self.models.iter().map(String::as_str).collect();
             facts.push(format!("described by {}", models.join(", ")));
@@ -300,7 +349,7 @@ impl<W: Write> Report<W> {
         write!(
             self.out,
             "<p class=\"legend\">Timeline by {}:",
-            self.strip.label()
+            esc(&label(&self.strip).to_lowercase())
         )?;
         for (key, count) in top.iter().take(10) {
             write!(
@@ -495,5 +544,29 @@ mod tests {
         assert_eq!(colour_key("  "), None);
         assert_eq!(hue("tense"), hue("tense"));
         assert_eq!(clock(3_723_004), "01:02:03.004");
+    }
+
+    #[test]
+    fn the_strip_field_is_asked_or_mood_or_the_first_enum() {
+        let field = |name: &str, kind: &str| ReportField {
+            name: name.into(),
+            kind: kind.into(),
+        };
+        let seed = [field("visual_content", "text"), field("mood", "text")];
+        assert_eq!(strip_field(&seed, None).unwrap(), "mood");
+        assert_eq!(
+            strip_field(&seed, Some("visual-content")).unwrap(),
+            "visual_content"
+        );
+        let custom = [field("note", "text"), field("shot_type", "enum")];
+        assert_eq!(strip_field(&custom, None).unwrap(), "shot_type");
+        assert_eq!(
+            strip_field(&custom, Some("mood")).unwrap_err(),
+            "--strip mood: the pass's profile has no such field; its fields: note, shot_type"
+        );
+        assert_eq!(strip_field(&custom[..1], None).unwrap(), "note");
+        assert_eq!(label("visual_content"), "Visual content");
+        assert_eq!(shown(&serde_json::json!(["a", "b c"])), "a, b c");
+        assert_eq!(shown(&serde_json::json!(3)), "3");
     }
 }

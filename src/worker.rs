@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
 use crate::db::lease::{self, Acquire, Holder, Purpose};
+use crate::db::passes::Pass;
 use crate::db::work::WorkQueue;
 use crate::db::{Db, now_ms};
 use crate::engine::Engine;
@@ -33,7 +34,7 @@ pub struct WorkerConfig {
     pub gpu: String,
     pub film: Option<i64>,
     /// The pass it describes frames for; `None`: the database's only pass.
-    pub pass: Option<i64>,
+    pub pass: Option<Pass>,
     /// Frames the server works on at once.
     pub parallel: usize,
     /// Frames claimed beyond `parallel`, prepared while they wait for a slot.
@@ -117,11 +118,11 @@ pub async fn run(
     tracing::info!(worker = %me.id, gpu = %cfg.gpu, parallel = cfg.parallel, "worker started");
     let mut summary = WorkerSummary::default();
     let result = async {
-        let pass = match cfg.pass {
-            Some(pass) => pass,
+        let pass = match &cfg.pass {
+            Some(pass) => pass.clone(),
             None => crate::db::passes::only(pool).await?,
         };
-        let scope = Scope { pass, film: cfg.film };
+        let scope = Scope { pass: pass.id, binding: pass.binding, film: cfg.film };
         loop {
             if cfg.until_empty && !jobs::has_open_work(pool, scope).await? {
                 tracing::info!("queue is empty");
@@ -437,6 +438,16 @@ impl<'a> LeaseSession<'a> {
         }
         self.finished.clear();
         self.summary.add(rec);
+        if claimed.rebound {
+            return Err(Error::PassRebound {
+                pass: self
+                    .cfg
+                    .pass
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+            });
+        }
         if claimed.gpu_wanted {
             self.start_yielding();
         }

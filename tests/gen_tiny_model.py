@@ -4,6 +4,8 @@
     gen_tiny_model.py OUT_DIR
 
 writes OUT_DIR/tiny-text.gguf (llama architecture, 64-wide, 2 blocks),
+OUT_DIR/tiny-text-b.gguf (the same shape from another seed: a second,
+different model that the same projector fits, for tests of several passes),
 OUT_DIR/tiny-mmproj.gguf (a CLIP vision tower with an MLP projector to 64)
 and OUT_DIR/tiny-mmproj-mismatch.gguf (projects to 96: llama-server refuses
 the pair). Deterministic from a fixed seed; well under 1 MB together.
@@ -61,7 +63,7 @@ def write_text_model(path, rng):
     tokens, types, prior = vocab()
     n_vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("cinecut-tiny-text")
+    w.add_name(f"cinecut-{path.stem}")
     w.add_context_length(2048)
     w.add_embedding_length(N_EMBD)
     w.add_block_count(N_BLOCK)
@@ -173,6 +175,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     write_text_model(out / "tiny-text.gguf", np.random.default_rng(SEED))
+    write_text_model(out / "tiny-text-b.gguf", np.random.default_rng(SEED + 2))
     write_mmproj(out / "tiny-mmproj.gguf", np.random.default_rng(SEED + 1), N_EMBD)
     write_mmproj(out / "tiny-mmproj-mismatch.gguf", np.random.default_rng(SEED + 1), 96)
 

@@ -5,7 +5,9 @@
 
 use std::process::Stdio;
 
-use crate::util::{Env, FakeServer, assert_exit, llama_server, stderr, stdout, tiny_model};
+use crate::util::{
+    Env, FakeServer, assert_exit, llama_server, second_tiny_model, stderr, stdout, tiny_model,
+};
 
 /// A profile whose every field is bounded, so that even a random-weight
 /// model's grammar-constrained answer ends well within --max-tokens.
@@ -58,19 +60,21 @@ fn count_in_pass(env: &Env, sql: &str, pass: &str) -> i64 {
     conn.query_row(sql, [pass], |r| r.get(0)).unwrap()
 }
 
-/// Two models (two passes) over the same frames, then a third pass with a
-/// custom profile, all through the real llama-server: every answer kept,
-/// compared side by side in SQL, and re-running a pass adds nothing.
+/// Two different models (two passes) over the same frames, then a third
+/// pass with a custom profile, all through the real llama-server: every
+/// answer kept, compared side by side in SQL, and re-running a pass adds
+/// nothing.
 #[test]
 fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
     let env = Env::new();
     env.enqueue_images("shared", 3, &[]);
-    let (model, mmproj, _) = tiny_model();
+    let (model_a, mmproj, _) = tiny_model();
+    let model_b = second_tiny_model();
     let profile = env.path().join("bounded.toml");
     std::fs::write(&profile, BOUNDED_PROFILE).unwrap();
-    let real = |command: &str, extra: &[&str]| {
+    let real = |command: &str, model: &std::path::Path, extra: &[&str]| {
         let mut c = env.cmd([command]);
-        c.arg("--model").arg(&model).arg("--mmproj").arg(&mmproj);
+        c.arg("--model").arg(model).arg("--mmproj").arg(&mmproj);
         c.arg("--server-bin").arg(llama_server());
         c.arg("--server-arg=-t").arg("--server-arg=1");
         c.args(["--until-empty", "--retry-backoff", "10ms"])
@@ -79,13 +83,20 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
         c.output().unwrap()
     };
     // The first worker binds the pass enqueue made; `describe` makes the second.
-    assert_exit(&real("worker", &["--model-name", "tiny-a"]), 0);
-    let o = real("describe", &["--model-name", "tiny-b", "--pass", "tiny-b"]);
-    assert_exit(&o, 0);
+    assert_exit(&real("worker", &model_a, &["--model-name", "tiny-a"]), 0);
+    let describe_b = ["--model-name", "tiny-b", "--pass", "tiny-b"];
+    assert_exit(&real("describe", &model_b, &describe_b), 0);
     assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 6);
     assert_eq!(
         env.string_now("SELECT group_concat(name || '=' || model, ' ') FROM passes ORDER BY id"),
         "default=tiny-a tiny-b=tiny-b"
+    );
+    // Two models indeed: each pass learnt its own weights' hash.
+    assert_eq!(
+        env.count_now(
+            "SELECT count(DISTINCT model_sha256) FROM passes WHERE model_sha256 LIKE '%+%'"
+        ),
+        2
     );
     // Each frame and field once, with both passes' answers side by side.
     assert_eq!(
@@ -96,26 +107,25 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
         ),
         3 * 4
     );
-    // Again: nothing new to do, nothing added.
-    assert_exit(
-        &real("describe", &["--model-name", "tiny-b", "--pass", "tiny-b"]),
-        0,
+    assert!(
+        env.count_now("SELECT count(*) FROM pass_comparison WHERE NOT agree") > 0,
+        "two different models gave the same answers everywhere"
     );
+    // Again: nothing new to do, nothing added.
+    assert_exit(&real("describe", &model_b, &describe_b), 0);
     assert_eq!(env.count_now("SELECT count(*) FROM jobs"), 6);
     assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 6);
     // A third pass with the custom profile: every stored answer holds to it.
     let profile_arg = profile.display().to_string();
-    let o = real(
-        "describe",
-        &[
-            "--model-name",
-            "tiny-a",
-            "--pass",
-            "custom",
-            "--prompt",
-            &profile_arg,
-        ],
-    );
+    let custom = [
+        "--model-name",
+        "tiny-a",
+        "--pass",
+        "custom",
+        "--prompt",
+        &profile_arg,
+    ];
+    let o = real("describe", &model_a, &custom);
     assert_exit(&o, 0);
     assert_eq!(
         count_in_pass(
@@ -128,9 +138,29 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
         stderr(&o)
     );
     assert_eq!(count_in_pass(&env, BOUNDED_VIOLATIONS, "custom"), 0);
-    // The same model with another profile is another pass, and a worker of
-    // another model is refused a pass settled on this one.
-    let o = real("worker", &["--model-name", "tiny-b", "--pass", "custom"]);
+    // A tag the model gave is found by search within that pass.
+    let word = longest_word_of_a_tag(&env, "custom");
+    let found = stdout(&env.run(["search", "--pass", "custom", &word]));
+    assert!(found.contains(&word), "search {word:?}: {found}");
+    // A table of every pass: the profiles differ, so one answer column.
+    let table = stdout(&env.run(["results"]));
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines[0], ["FILM", "FRAME", "TIME", "PASS", "ANSWER"]);
+    assert_eq!(lines.len(), 1 + 9, "{table}");
+    for line in &lines[1..] {
+        let first_key = if line[3] == "custom" {
+            "shot_type: "
+        } else {
+            "visual_content: "
+        };
+        assert!(line[4].starts_with(first_key), "{line:?}");
+    }
+    // A worker of another model is refused a pass settled on this one.
+    let o = real(
+        "worker",
+        &model_b,
+        &["--model-name", "tiny-b", "--pass", "custom"],
+    );
     assert_exit(&o, 1);
     assert!(
         stderr(&o).contains("pass \"custom\" is described with model \"tiny-a\""),
@@ -144,6 +174,107 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
             .lines()
             .any(|l| l.starts_with("custom\ttiny-a\tbounded\t3\t3\t")),
         "{listed}"
+    );
+}
+
+/// The longest run of letters and digits in any tag of pass `pass` (a word
+/// full-text search indexes), at least two characters long.
+fn longest_word_of_a_tag(env: &Env, pass: &str) -> String {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT t.value FROM descriptions d JOIN passes p ON p.id = d.pass_id, \
+             json_each(d.fields, '$.characters') t WHERE p.name = ?1",
+        )
+        .unwrap();
+    let tags: Vec<String> = stmt
+        .query_map([pass], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let word = tags
+        .iter()
+        .flat_map(|t| t.split(|c: char| !c.is_ascii_alphanumeric()))
+        .max_by_key(|w| w.len())
+        .unwrap_or_default()
+        .to_string();
+    assert!(word.len() >= 2, "no tag with a searchable word: {tags:?}");
+    word
+}
+
+/// Two workers of different models bind one pass that is not settled yet,
+/// one after the other, before either claims (each waits for its GPU,
+/// held by a gpu-lock command): the one overtaken stops with a clear error
+/// once it gets its GPU, having answered nothing, and the pass is
+/// described by the other's model alone.
+#[test]
+fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it() {
+    let env = Env::new();
+    env.enqueue_images("frames", 6, &["--pass", "p"]);
+    let hold = |gpu: &str| {
+        let mut c = env.cmd(["gpu-lock", "--gpu-name", gpu, "--", "cat"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = c.spawn().unwrap();
+        let held =
+            format!("SELECT count(*) FROM gpu_leases WHERE gpu = '{gpu}' AND purpose = 'gpu-lock'");
+        crate::util::wait_until(
+            "the gpu-lock command to hold its GPU",
+            std::time::Duration::from_secs(20),
+            || env.count_now(&held) == 1,
+        );
+        child
+    };
+    let (mut lock_1, mut lock_2) = (hold("g1"), hold("g2"));
+    let binding = || {
+        env.string_now("SELECT coalesce(model, '-') || ':' || binding FROM passes WHERE name = 'p'")
+    };
+    let wait_binding = |want: &str| {
+        crate::util::wait_until(want, std::time::Duration::from_secs(20), || {
+            binding() == want
+        })
+    };
+    let server_a = FakeServer::start(&env, &["--model-id", "model-a"]);
+    let server_b = FakeServer::start(&env, &["--model-id", "model-b"]);
+    let worker = |server: &FakeServer, gpu: &str, log: &str| {
+        env.worker(
+            &server.url(),
+            log,
+            &["--pass", "p", "--gpu-name", gpu, "--until-empty"],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let mut a = worker(&server_a, "g1", "a.log");
+    wait_binding("model-a:1");
+    let mut b = worker(&server_b, "g2", "b.log");
+    wait_binding("model-b:2");
+
+    // A gets its GPU first: its claim finds the pass rebound.
+    drop(lock_1.stdin.take());
+    assert_eq!(a.wait().unwrap().code(), Some(1), "{}", env.log("a.log"));
+    assert!(
+        env.log("a.log")
+            .contains("pass \"p\" was bound to another model or prompt profile"),
+        "{}",
+        env.log("a.log")
+    );
+    drop(lock_2.stdin.take());
+    assert!(b.wait().unwrap().success(), "{}", env.log("b.log"));
+    lock_1.wait().unwrap();
+    lock_2.wait().unwrap();
+    assert_eq!(
+        env.string_now(
+            "SELECT group_concat(model || ':' || n) FROM \
+             (SELECT model, count(*) AS n FROM descriptions GROUP BY model)"
+        ),
+        "model-b:6"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(DISTINCT worker_id) FROM attempts"),
+        1,
+        "the overtaken worker tried nothing"
     );
 }
 
@@ -276,6 +407,73 @@ fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
     assert!(
         !hits.is_empty() && hits.lines().all(|l| l.contains(&format!("fields: {tag}"))),
         "{hits}"
+    );
+
+    // A table of the pass: a column per field of its profile.
+    let table = stdout(&env.run(["results", "--film", "good", "--pass", "custom"]));
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "FILM",
+            "FRAME",
+            "TIME",
+            "PASS",
+            "SHOT TYPE",
+            "CHARACTERS",
+            "INTENSITY",
+            "NIGHT",
+            "NOTE"
+        ]
+    );
+    assert_eq!(lines.len(), 1 + 3, "{table}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l[3] == "custom" && ["close-up", "medium", "wide"].contains(&l[4])),
+        "{table}"
+    );
+
+    // The report shows the profile's own fields, coloured by its enum.
+    let html_path = env.path().join("custom.html");
+    let html_arg = html_path.display().to_string();
+    assert_exit(
+        &env.run([
+            "report", "--film", "good", "--pass", "custom", "-o", &html_arg,
+        ]),
+        0,
+    );
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let shot = env.string_now(
+        "SELECT fields ->> '$.shot_type' FROM descriptions d JOIN frames f ON f.id = d.frame_id \
+         JOIN films m ON m.id = f.film_id WHERE m.title = 'good' ORDER BY f.frame_index LIMIT 1",
+    );
+    let tags = env.string_now(
+        "SELECT group_concat(t.value, ', ') FROM (SELECT d.fields FROM descriptions d \
+         JOIN frames f ON f.id = d.frame_id JOIN films m ON m.id = f.film_id \
+         WHERE m.title = 'good' ORDER BY f.frame_index LIMIT 1) d, json_each(d.fields, '$.characters') t",
+    );
+    for needle in [
+        format!("<dt>Shot type</dt><dd>{shot}</dd><dt>Characters</dt><dd>{tags}</dd>"),
+        "<dt>Intensity</dt><dd>".into(),
+        "<dt>Night</dt><dd>".into(),
+        "Timeline by shot type:".into(),
+        "pass custom".into(),
+    ] {
+        assert!(html.contains(&needle), "{needle} not in the report");
+    }
+    assert!(
+        !html.contains("<dt>Mood</dt>"),
+        "no seed field in a custom pass"
+    );
+    let o = env.run([
+        "report", "--film", "good", "--pass", "custom", "--strip", "mood", "-o", &html_arg,
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("--strip mood: the pass's profile has no such field; its fields: shot_type, characters, intensity, night, note"),
+        "{}",
+        stderr(&o)
     );
 }
 

@@ -131,7 +131,8 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
     std::fs::remove_file(frame_6).unwrap();
     // What a model might say (or a hostile subtitle one day): shown, never run.
     env.execute_now(
-        "UPDATE descriptions SET mood = '<img src=x onerror=\"window.pwned=1\"> eerie' \
+        "UPDATE descriptions SET fields = json_set(fields, '$.mood', \
+         '<img src=x onerror=\"window.pwned=1\"> eerie') \
          WHERE frame_id = (SELECT id FROM frames WHERE frame_index = 5)",
     );
 

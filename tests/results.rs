@@ -103,7 +103,10 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
 
     // A person's terminal, 100 columns wide: a table that fits it, cut by
     // display width (a wide character takes two columns).
-    env.execute_now("UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood");
+    env.execute_now(
+        "UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood, \
+         fields = json_set(fields, '$.mood', '雨の夜の街、静かな緊張 🌙 ' || mood)",
+    );
     let (table, status) = crate::util::on_terminal(&mut env.cmd(["results"]), 100);
     assert!(status.success());
     assert_eq!(
@@ -134,6 +137,7 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
             "FILM",
             "FRAME",
             "TIME",
+            "PASS",
             "VISUAL CONTENT",
             "MOOD",
             "ACTION",
@@ -145,11 +149,12 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
         .strings("SELECT mood FROM frame_descriptions ORDER BY film_id, frame_index")
         .await;
     for (line, mood) in lines[1..].iter().zip(&moods) {
-        assert_eq!(line.len(), 7, "{line:?}");
-        assert_eq!(line[4], mood.replace('\n', " "), "whole, never cut");
+        assert_eq!(line.len(), 8, "{line:?}");
+        assert_eq!(line[3], want[0].pass, "the pass of every row");
+        assert_eq!(line[5], mood.replace('\n', " "), "whole, never cut");
     }
     let first = want[0].visual_content.as_ref().unwrap();
-    assert_eq!(lines[1][3], first.replace('\n', " "));
+    assert_eq!(lines[1][4], first.replace('\n', " "));
 
     // `cinecut results | less`: stderr is a terminal, stdout is not.
     let size = nix::pty::Winsize {

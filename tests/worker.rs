@@ -298,6 +298,7 @@ async fn take_lease(pool: &sqlx::SqlitePool, h: &Holder, gpu: &str, ttl: i64, no
 /// The `default` pass that enqueue makes in a new database.
 const SCOPE: Scope = Scope {
     pass: 1,
+    binding: 0,
     film: None,
 };
 

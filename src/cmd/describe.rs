@@ -17,7 +17,7 @@ pub async fn run(db: &Db, args: DescribeArgs, shutdown: CancellationToken) -> an
     core.until_empty = true;
     let (mut cfg, engine, describing) = config::worker(core, None, args.max_side).await?;
     let pass = super::worker::serve_pass(db, args.pass.as_deref(), &describing).await?;
-    cfg.pass = Some(pass.id);
+    cfg.pass = Some(pass.clone());
     let queued = passes::enqueue_frames(db.pool(), pass.id, &films, args.max_attempts).await?;
     tracing::info!("queued {queued} frame(s) for pass {:?}", pass.name);
     super::run::describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;

@@ -9,9 +9,10 @@ use anyhow::Context;
 
 use crate::cli::ReportArgs;
 use crate::db::passes::{self, Pass};
-use crate::db::report::{self as rows, FilmFacts};
+use crate::db::report::{self as rows, FilmFacts, ReportField};
 use crate::db::{Db, queue};
-use crate::report::{Report, StripField, thumbnails};
+use crate::profile::Profile;
+use crate::report::{Report, strip_field, thumbnails};
 
 pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
     let mut ids = Vec::new();
@@ -25,7 +26,6 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
         );
     }
     let targets = destinations(&films, args.output.as_deref())?;
-    let strip = StripField::from(args.strip);
     let mut out = std::io::stdout().lock();
     let only_pass = match &args.pass {
         Some(name) => Some(passes::by_name(db.pool(), name).await?),
@@ -39,10 +39,20 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
                 None => Pass {
                     id: 0,
                     name: String::new(),
+                    binding: 0,
                 },
             },
         };
-        let frames = write_report(db, film, target, strip, pass.id).await?;
+        let fields = pass_fields(db, pass.id).await?;
+        let strip = strip_field(&fields, args.strip.as_deref()).map_err(|e| {
+            anyhow::anyhow!("{e} (pass {:?}; choose another with --pass)", pass.name)
+        })?;
+        let page = Page {
+            pass: &pass.name,
+            fields: &fields,
+            strip,
+        };
+        let frames = write_report(db, film, target, page, pass.id).await?;
         writeln!(out, "{}", target.display())?;
         tracing::info!("wrote {} ({frames} frames)", target.display());
     }
@@ -63,12 +73,36 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fields of pass `pass` as the report shows them; a pass with no
+/// profile recorded answers with the default profile's.
+async fn pass_fields(db: &Db, pass: i64) -> anyhow::Result<Vec<ReportField>> {
+    let fields = rows::fields(db.pool(), pass).await?;
+    if !fields.is_empty() {
+        return Ok(fields);
+    }
+    Ok(Profile::default()
+        .fields
+        .into_iter()
+        .map(|f| ReportField {
+            name: f.name,
+            kind: "text".into(),
+        })
+        .collect())
+}
+
+/// What a report page shows of its pass.
+struct Page<'a> {
+    pass: &'a str,
+    fields: &'a [ReportField],
+    strip: String,
+}
+
 /// Writes one film's report to `target`; returns its number of frames.
 async fn write_report(
     db: &Db,
     film: FilmFacts,
     target: &Path,
-    strip: StripField,
+    page: Page<'_>,
     pass: i64,
 ) -> anyhow::Result<usize> {
     let folder = match target.parent() {
@@ -83,7 +117,8 @@ async fn write_report(
         .with_context(|| format!("cannot write a report in {}", folder.display()))?;
     let bar = progress(film.frame_count, &film.title);
     let (film_id, video) = (film.id, film.is_video);
-    let mut report = Report::start(std::io::BufWriter::new(file), film, strip)?;
+    let out = std::io::BufWriter::new(file);
+    let mut report = Report::start(out, film, page.pass, page.fields, page.strip)?;
     let (mut after, mut frames, mut missing) = (-1, 0, Vec::new());
     loop {
         let page = rows::frames_page(db.pool(), film_id, pass, after).await?;

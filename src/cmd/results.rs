@@ -3,10 +3,12 @@
 
 use std::io::Write;
 
-use super::render::{Layout, fit, layout, plain_line, timestamp, truncate};
+use super::render::{Layout, fit, layout, plain_line, timestamp};
 use super::{film_filter, pass_filter};
 use crate::cli::{ResultFormat, ResultState, ResultsArgs};
 use crate::db::{Db, results};
+use crate::profile::Profile;
+use crate::report::shown;
 
 pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     let film = film_filter(db, args.film.as_deref()).await?;
@@ -42,66 +44,49 @@ pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table as wide as the terminal when stdout is one: film, frame and
-/// time, then the four fields (or the error) sharing the rest, cut by
-/// display width. Plain lines otherwise ([`Layout::Plain`]).
+/// A table as wide as the terminal when stdout is one: film, frame, time
+/// and pass, then the answer's fields (or the error) sharing the rest, cut
+/// by display width. Plain lines otherwise ([`Layout::Plain`]).
 async fn print_table(
     rows: &mut Pages<'_>,
     out: &mut impl Write,
     state: ResultState,
 ) -> anyhow::Result<()> {
-    let failed = state == ResultState::Failed;
+    let columns = if state == ResultState::Failed {
+        Columns::Error
+    } else {
+        Columns::of(rows.db, rows.pass).await?
+    };
     let width = match layout() {
         Layout::Fitted { width } => width,
-        Layout::Plain => return print_plain(rows, out, failed).await,
+        Layout::Plain => return print_plain(rows, out, &columns).await,
     };
-    // film, time and index are fixed; the rest share what is left.
-    let rest = width.saturating_sub(20 + 13 + 7 + 6);
-    let text = (rest / 4).max(8);
-    if failed {
-        writeln!(
-            out,
-            "{:<20} {:>6} {:<12} {:<w$}",
-            "FILM",
-            "FRAME",
-            "TIME",
-            "ERROR",
-            w = rest
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{:<20} {:>6} {:<12} {:<t$} {:<t$} {:<t$} {:<t$}",
-            "FILM",
-            "FRAME",
-            "TIME",
-            "VISUAL CONTENT",
-            "MOOD",
-            "ACTION",
-            "SETTING",
-            t = text - 1
-        )?;
+    // film, frame, time and pass are fixed; the rest share what is left.
+    let rest = width.saturating_sub(20 + 7 + 13 + 17);
+    let headers = columns.headers();
+    let text = (rest / headers.len()).max(8);
+    let mut line = format!(
+        "{:<20} {:>6} {:<12} {:<16}",
+        "FILM", "FRAME", "TIME", "PASS"
+    );
+    for h in &headers {
+        line.push(' ');
+        line.push_str(&fit(h, text - 1));
     }
+    writeln!(out, "{}", line.trim_end())?;
     while let Some(r) = rows.next().await? {
-        let head = format!(
-            "{} {:>6} {:<12}",
+        let mut line = format!(
+            "{} {:>6} {:<12} {}",
             fit(&r.film, 20),
             r.frame_index,
-            timestamp(r.pts_ms)
+            timestamp(r.pts_ms),
+            fit(&r.pass, 16)
         );
-        if failed {
-            writeln!(
-                out,
-                "{head} {}",
-                truncate(r.error.as_deref().unwrap_or(""), rest)
-            )?;
-        } else {
-            let cells: Vec<String> = [&r.visual_content, &r.mood, &r.action, &r.setting]
-                .iter()
-                .map(|c| fit(&c.as_deref().unwrap_or("").replace('\n', " "), text - 1))
-                .collect();
-            writeln!(out, "{head} {}", cells.join(" "))?;
+        for cell in columns.cells(&r) {
+            line.push(' ');
+            line.push_str(&fit(&cell.replace('\n', " "), text - 1));
         }
+        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }
@@ -111,36 +96,104 @@ async fn print_table(
 async fn print_plain(
     rows: &mut Pages<'_>,
     out: &mut impl Write,
-    failed: bool,
+    columns: &Columns,
 ) -> anyhow::Result<()> {
-    let header: &[&str] = if failed {
-        &["FILM", "FRAME", "TIME", "ERROR"]
-    } else {
-        &[
-            "FILM",
-            "FRAME",
-            "TIME",
-            "VISUAL CONTENT",
-            "MOOD",
-            "ACTION",
-            "SETTING",
-        ]
-    };
-    writeln!(out, "{}", plain_line(header))?;
+    let mut header = vec![
+        "FILM".to_string(),
+        "FRAME".into(),
+        "TIME".into(),
+        "PASS".into(),
+    ];
+    header.extend(columns.headers());
+    writeln!(
+        out,
+        "{}",
+        plain_line(&header.iter().map(String::as_str).collect::<Vec<_>>())
+    )?;
     while let Some(r) = rows.next().await? {
         let (frame, time) = (r.frame_index.to_string(), timestamp(r.pts_ms));
-        let mut cells = vec![r.film.as_str(), &frame, &time];
-        fn text(c: &Option<String>) -> &str {
-            c.as_deref().unwrap_or("")
-        }
-        if failed {
-            cells.push(text(&r.error));
-        } else {
-            cells.extend([&r.visual_content, &r.mood, &r.action, &r.setting].map(text));
-        }
-        writeln!(out, "{}", plain_line(&cells))?;
+        let cells = columns.cells(&r);
+        let mut line = vec![r.film.as_str(), &frame, &time, &r.pass];
+        line.extend(cells.iter().map(String::as_str));
+        writeln!(out, "{}", plain_line(&line))?;
     }
     Ok(())
+}
+
+/// What the table shows after a row's film, frame, time and pass.
+enum Columns {
+    /// Failed rows: why.
+    Error,
+    /// One column per field, where every pass shown has these fields.
+    Fields(Vec<String>),
+    /// Passes of different profiles: one column, `field: value; …`.
+    Answer,
+}
+
+impl Columns {
+    /// The fields of the passes shown (of `pass`, or of every pass).
+    async fn of(db: &Db, pass: Option<i64>) -> anyhow::Result<Columns> {
+        let default: Vec<String> = Profile::default()
+            .fields
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let mut by_pass: Vec<(i64, Vec<String>)> = Vec::new();
+        for (id, name) in results::pass_fields(db.pool(), pass).await? {
+            if by_pass.last().is_none_or(|(last, _)| *last != id) {
+                by_pass.push((id, Vec::new()));
+            }
+            if let (Some(name), Some((_, names))) = (name, by_pass.last_mut()) {
+                names.push(name);
+            }
+        }
+        let mut lists = by_pass.into_iter().map(|(_, names)| {
+            if names.is_empty() {
+                default.clone()
+            } else {
+                names
+            }
+        });
+        let first = lists.next().unwrap_or_else(|| default.clone());
+        Ok(if lists.all(|l| l == first) {
+            Columns::Fields(first)
+        } else {
+            Columns::Answer
+        })
+    }
+
+    fn headers(&self) -> Vec<String> {
+        match self {
+            Columns::Error => vec!["ERROR".into()],
+            Columns::Fields(names) => names
+                .iter()
+                .map(|n| n.replace('_', " ").to_uppercase())
+                .collect(),
+            Columns::Answer => vec!["ANSWER".into()],
+        }
+    }
+
+    fn cells(&self, row: &results::ResultRow) -> Vec<String> {
+        let answer: serde_json::Map<String, serde_json::Value> = row
+            .fields
+            .as_deref()
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_default();
+        match self {
+            Columns::Error => vec![row.error.clone().unwrap_or_default()],
+            Columns::Fields(names) => names
+                .iter()
+                .map(|n| answer.get(n).map(shown).unwrap_or_default())
+                .collect(),
+            Columns::Answer => vec![
+                answer
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", shown(v)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ],
+        }
+    }
 }
 
 /// Result rows, fetched a page at a time, film after film.

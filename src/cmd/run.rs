@@ -29,7 +29,7 @@ pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> any
         &describing,
     )
     .await?;
-    cfg.pass = Some(pass.id);
+    cfg.pass = Some(pass.clone());
     args.enqueue.pass = vec![pass.name.clone()];
     // Interrupted while enqueuing: each chunk is a transaction, so what is
     // in is whole; running the same command again carries on.

@@ -12,7 +12,7 @@ use crate::{config, worker};
 pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let film = film_filter(db, args.film.as_deref()).await?;
     let (mut cfg, engine, describing) = config::worker(args.core, film, args.max_side).await?;
-    cfg.pass = Some(serve_pass(db, args.pass.as_deref(), &describing).await?.id);
+    cfg.pass = Some(serve_pass(db, args.pass.as_deref(), &describing).await?);
     let started = std::time::Instant::now();
     let s = worker::run(db, &cfg, engine, shutdown).await?;
     let secs = started.elapsed().as_secs_f64();

@@ -117,6 +117,9 @@ pub struct ClaimedJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
     pub pass: i64,
+    /// The pass's binding generation the worker bound it under: its jobs
+    /// are claimed only while the pass keeps it.
+    pub binding: i64,
     pub film: Option<i64>,
 }
 
@@ -178,6 +181,9 @@ pub struct Claimed {
     /// A gpu-lock command waits for this GPU: nothing was claimed, and the
     /// worker should yield once its frames in flight are done.
     pub gpu_wanted: bool,
+    /// Another worker has bound the pass to another model or profile since
+    /// this worker bound it: nothing was claimed, and the worker must stop.
+    pub rebound: bool,
 }
 
 /// What a record step did.
@@ -291,7 +297,7 @@ async fn claim_in(
     // Nothing is picked while a gpu-lock command waits for this GPU (it
     // refreshes its row as it waits; one silent for 3 TTLs is gone).
     let waiters_since = now - 3 * lease_ms;
-    let pass = scope.pass;
+    let (pass, binding) = (scope.pass, scope.binding);
     let Json(rows): Json<Vec<ClaimRow>> = match scope.film {
         None => {
             sqlx::query_file_scalar!(
@@ -302,7 +308,8 @@ async fn claim_in(
                 fence.owner,
                 fence.epoch,
                 waiters_since,
-                pass
+                pass,
+                binding
             )
             .fetch_one(&mut **tx)
             .await?
@@ -317,7 +324,8 @@ async fn claim_in(
                 fence.epoch,
                 film,
                 waiters_since,
-                pass
+                pass,
+                binding
             )
             .fetch_one(&mut **tx)
             .await?
@@ -328,9 +336,13 @@ async fn claim_in(
         let gpu_wanted =
             super::lease::waiters_for(&mut **tx, &fence.gpu, &fence.owner, waiters_since).await?
                 > 0;
+        let now_binding = sqlx::query_scalar!("SELECT binding FROM passes WHERE id = ?", pass)
+            .fetch_optional(&mut **tx)
+            .await?;
         return Ok(Claimed {
             jobs: Vec::new(),
             gpu_wanted,
+            rebound: now_binding != Some(binding),
         });
     }
     let ids = serde_json::to_string(&rows.iter().map(|r| r.0).collect::<Vec<_>>())
@@ -363,7 +375,7 @@ async fn claim_in(
     claimed.sort_by_key(|j| j.job_id);
     Ok(Claimed {
         jobs: claimed,
-        gpu_wanted: false,
+        ..Claimed::default()
     })
 }
 

@@ -22,6 +22,10 @@ use crate::profile::Profile;
 pub struct Pass {
     pub id: i64,
     pub name: String,
+    /// Its binding generation when read: a worker claims the pass's jobs
+    /// only while it is unchanged (another worker may rebind a pass that
+    /// is not settled yet).
+    pub binding: i64,
 }
 
 /// What a worker describes with: its model name and prompt profile.
@@ -120,7 +124,8 @@ pub async fn serve(
             // settled pass it matches only gains what it lacked (a pass
             // migrated from before passes has no profile hash).
             sqlx::query!(
-                r#"UPDATE passes SET model = ?2, profile_name = ?3, profile_hash = ?4, profile = ?5
+                r#"UPDATE passes SET binding = binding + (model IS NOT ?2 OR profile_hash IS NOT ?4),
+                                     model = ?2, profile_name = ?3, profile_hash = ?4, profile = ?5
                    WHERE id = ?1"#,
                 row.id,
                 identity.model,
@@ -148,11 +153,15 @@ pub async fn serve(
             .await?
         }
     };
-    let name = sqlx::query_scalar!("SELECT name FROM passes WHERE id = ?", id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let pass = sqlx::query_as!(
+        Pass,
+        r#"SELECT id AS "id!", name, binding FROM passes WHERE id = ?"#,
+        id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok((Pass { id, name }, made))
+    Ok((pass, made))
 }
 
 /// A settled pass serves only its own model and profile.
@@ -188,7 +197,7 @@ fn refuse_another_identity(
 
 /// The database's only pass, for a worker told no pass (a pass `default`
 /// is made when there is none); several are an error asking for one.
-pub async fn only(pool: &SqlitePool) -> Result<i64> {
+pub async fn only(pool: &SqlitePool) -> Result<Pass> {
     let mut tx = begin_immediate(pool).await?;
     let now = now_ms();
     sqlx::query!(
@@ -198,12 +207,15 @@ pub async fn only(pool: &SqlitePool) -> Result<i64> {
     )
     .execute(&mut *tx)
     .await?;
-    let all = sqlx::query_as!(Pass, r#"SELECT id AS "id!", name FROM passes ORDER BY id"#)
-        .fetch_all(&mut *tx)
-        .await?;
+    let mut all = sqlx::query_as!(
+        Pass,
+        r#"SELECT id AS "id!", name, binding FROM passes ORDER BY id"#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     match all.as_slice() {
-        [one] => Ok(one.id),
+        [_] => Ok(all.remove(0)),
         _ => Err(Error::AmbiguousPass {
             names: all
                 .iter()
@@ -269,7 +281,7 @@ pub async fn count(pool: &SqlitePool) -> Result<i64> {
 pub async fn by_name(pool: &SqlitePool, name: &str) -> Result<Pass> {
     sqlx::query_as!(
         Pass,
-        r#"SELECT id AS "id!", name FROM passes WHERE name = ?"#,
+        r#"SELECT id AS "id!", name, binding FROM passes WHERE name = ?"#,
         name
     )
     .fetch_optional(pool)
@@ -282,7 +294,7 @@ pub async fn by_name(pool: &SqlitePool, name: &str) -> Result<Pass> {
 pub async fn first_with_film(pool: &SqlitePool, film: i64) -> Result<Option<Pass>> {
     Ok(sqlx::query_as!(
         Pass,
-        r#"SELECT p.id AS "id!", p.name FROM passes p JOIN film_passes fp ON fp.pass_id = p.id
+        r#"SELECT p.id AS "id!", p.name, p.binding FROM passes p JOIN film_passes fp ON fp.pass_id = p.id
            WHERE fp.film_id = ? ORDER BY p.id LIMIT 1"#,
         film
     )

@@ -32,10 +32,8 @@ pub struct ReportFrame {
     pub state: String,
     pub attempts: i64,
     pub error: Option<String>,
-    pub visual_content: Option<String>,
-    pub mood: Option<String>,
-    pub action: Option<String>,
-    pub setting: Option<String>,
+    /// The whole validated answer (a JSON object), when described.
+    pub fields: Option<String>,
     pub model: Option<String>,
     /// The subtitle line on screen at the frame's time (as `frame_dialogue`).
     pub line: Option<String>,
@@ -76,8 +74,7 @@ pub async fn frames_page(
         r#"SELECT fr.frame_index AS "frame_index!", fr.pts_ms, fr.path AS "path!",
                   j.state AS "state!", j.attempts AS "attempts!",
                   CASE WHEN j.state = 'failed' THEN j.last_error END AS "error?: String",
-                  d.visual_content AS "visual_content?", d.mood AS "mood?",
-                  d.action AS "action?", d.setting AS "setting?", d.model AS "model?",
+                  d.fields AS "fields?", d.model AS "model?",
                   (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
                    WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
                    ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String",
@@ -92,6 +89,29 @@ pub async fn frames_page(
         film,
         after,
         PAGE,
+        pass
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A field of a pass's profile, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportField {
+    pub name: String,
+    /// `text`, `enum`, `tags`, `integer` or `boolean`.
+    pub kind: String,
+}
+
+/// The fields of pass `pass`'s profile, in the profile's order (empty when
+/// the pass has no profile recorded: an unbound pass, or one migrated from
+/// before profiles, whose answers are the default profile's).
+pub async fn fields(pool: &SqlitePool, pass: i64) -> Result<Vec<ReportField>> {
+    Ok(sqlx::query_as!(
+        ReportField,
+        r#"SELECT f.value ->> '$.name' AS "name!: String", f.value ->> '$.type' AS "kind!: String"
+           FROM passes p, json_each(p.profile, '$.fields') f
+           WHERE p.id = ? ORDER BY f.key"#,
         pass
     )
     .fetch_all(pool)

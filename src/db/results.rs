@@ -35,6 +35,27 @@ pub struct ResultRow {
 /// Rows per page: memory stays bounded whatever the table size.
 pub const PAGE: i64 = 5000;
 
+/// The field names of each pass's profile, in pass then profile order,
+/// for pass `only` or every pass: `(pass id, None)` for a pass with no
+/// profile recorded (its answers are the default profile's).
+pub async fn pass_fields(
+    pool: &SqlitePool,
+    only: Option<i64>,
+) -> Result<Vec<(i64, Option<String>)>> {
+    Ok(sqlx::query!(
+        r#"SELECT p.id AS "pass!", f.value ->> '$.name' AS "name?: String"
+           FROM passes p LEFT JOIN json_each(p.profile, '$.fields') f
+           WHERE ?1 IS NULL OR p.id = ?1
+           ORDER BY p.id, f.key"#,
+        only
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.pass, r.name))
+    .collect())
+}
+
 /// The films to export, in order.
 pub async fn film_ids(pool: &SqlitePool, only: Option<i64>) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar!(

@@ -356,6 +356,18 @@ pub fn llama_server() -> PathBuf {
 /// The tiny test model pair: (text model, mmproj, mismatched mmproj),
 /// generated once into the cache by tests/gen_tiny_model.py.
 pub fn tiny_model() -> (PathBuf, PathBuf, PathBuf) {
+    let [a, b, c, _] = tiny_model_files();
+    (a, b, c)
+}
+
+/// A second tiny text model, other weights of the same shape (so the same
+/// mmproj fits it): another model for tests of several passes.
+pub fn second_tiny_model() -> PathBuf {
+    let [.., other] = tiny_model_files();
+    other
+}
+
+fn tiny_model_files() -> [PathBuf; 4] {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gen_tiny_model.py");
     let text = std::fs::read(&script).unwrap();
     let digest = text.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -366,6 +378,7 @@ pub fn tiny_model() -> (PathBuf, PathBuf, PathBuf) {
         "tiny-text.gguf",
         "tiny-mmproj.gguf",
         "tiny-mmproj-mismatch.gguf",
+        "tiny-text-b.gguf",
     ]
     .map(|f| dir.join(f));
     if !files.iter().all(|f| f.is_file()) {
@@ -390,8 +403,7 @@ pub fn tiny_model() -> (PathBuf, PathBuf, PathBuf) {
             std::fs::remove_dir_all(&tmp).ok();
         }
     }
-    let [a, b, c] = files;
-    (a, b, c)
+    files
 }
 
 /// Pids of processes whose command line contains `needle`.

@@ -1,5 +1,5 @@
 -- Up to ?2 queued jobs of pass ?7 due at ?1, by film priority then frame order, while
--- worker ?4 holds the lease of GPU ?3 under epoch ?5 and no gpu-lock command
+-- the pass keeps binding generation ?8 (see 0012_pass_binding.sql), worker ?4 holds the lease of GPU ?3 under epoch ?5 and no gpu-lock command
 -- has waited for that GPU since ?6 (a near-duplicate frame is never
 -- picked: its original's description is copied to it): one JSON row of
 -- [id, attempts, transient_failures, max_attempts, path, frame_id].
@@ -14,3 +14,4 @@ FROM (SELECT id, frame_id, attempts, transient_failures, max_attempts FROM jobs
       ORDER BY priority DESC, id LIMIT CAST(?2 AS INTEGER)) AS c
 WHERE EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?3 AND holder = ?4 AND epoch = ?5)
   AND NOT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = ?3 AND heartbeat_at >= ?6)
+  AND EXISTS (SELECT 1 FROM passes WHERE id = ?7 AND binding = ?8)
