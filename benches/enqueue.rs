@@ -3,11 +3,16 @@
 //! table (prepared multi-row INSERTs, one transaction per chunk, same
 //! page size and pragmas), and, for reference, the frame and job rows
 //! enqueue writes into two bare tables; then the time `cinecut status` takes
-//! on the result.
+//! on the result; a new pass over those frames. The manifest is enqueued
+//! with `--no-dedupe` (its files are empty: there is nothing to decode).
+//! Last, what hashing stills at enqueue costs: a folder of real 1280×720
+//! JPEGs enqueued with the default dedupe and with `--no-dedupe`.
 //!
-//! Run: `cargo bench --bench enqueue` (FRAMES=N to change the size).
-//! The frame files (empty, they are only checked for existence) are made once
-//! under $CINECUT_CACHE/bench-frames.
+//! Run: `cargo bench --bench enqueue` (FRAMES=N, STILLS=N to change the
+//! sizes; ONLY=stills for the last part alone). The frame files are made once under $CINECUT_CACHE/bench-frames
+//! (empty, they are only checked for existence) and bench-stills-v2 (half
+//! Conway's life, a generation per still; half one static picture with
+//! sensor noise).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,6 +55,12 @@ fn ensure_frames(dir: &Path, n: usize) {
 }
 
 fn main() {
+    if std::env::var("ONLY").as_deref() == Ok("stills") {
+        let work = tempdir();
+        stills(env!("CARGO_BIN_EXE_cinecut"), &work);
+        std::fs::remove_dir_all(&work).ok();
+        return;
+    }
     let n: usize = std::env::var("FRAMES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -78,7 +89,7 @@ fn main() {
     let out = Command::new(bin)
         .arg("--db")
         .arg(&db)
-        .args(["enqueue", "--manifest"])
+        .args(["enqueue", "--no-dedupe", "--manifest"])
         .arg(&manifest)
         .output()
         .unwrap();
@@ -159,7 +170,84 @@ fn main() {
     println!("new pass over those frames     {pass_s:8.2} s  {pass_rate:>10.0} jobs/s");
     println!("ratio (new pass / enqueue)     {:8.2}", pass_rate / rate);
     println!("status --pass (best of 5)      {pass_status_ms:8.1} ms");
+    stills(bin, &work);
     std::fs::remove_dir_all(&work).ok();
+}
+
+/// Enqueue of a folder of real stills with the default dedupe (each
+/// decoded for its hash, on every core) and with `--no-dedupe`, side by
+/// side, and the near-duplicates found.
+fn stills(bin: &str, work: &Path) {
+    let n: usize = std::env::var("STILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let dir = cache_dir().join(format!("bench-stills-v2-{n}"));
+    if !dir.join("done").exists() {
+        eprintln!(
+            "making {n} 1280x720 JPEG stills under {} (once)",
+            dir.display()
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        // Half a changing picture (Conway's life, a generation per still),
+        // half one static picture with fresh sensor noise in each.
+        let half = n / 2;
+        let graph = format!(
+            "[0]trim=end_frame={half}[a];[1]trim=end_frame={}[b];[a][b]concat=n=2:v=1:a=0",
+            n - half
+        );
+        let status = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("life=size=1280x720:rate=2.5:ratio=0.3:mold=10,format=yuv420p")
+            .args(["-f", "lavfi", "-i"])
+            .arg("smptehdbars=size=1280x720:rate=2.5,noise=alls=20:allf=t,format=yuv420p")
+            .args(["-filter_complex", &graph, "-q:v", "3"])
+            .arg(dir.join("still_%06d.jpg"))
+            .status()
+            .expect("ffmpeg (bash scripts/setup.sh installs it)");
+        assert!(status.success());
+        std::fs::File::create(dir.join("done")).unwrap();
+    }
+    let run = |db: &str, extra: &[&str]| {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(work.join(db))
+            .args(["enqueue", "--json"])
+            .args(extra)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            secs,
+            summary["films"][0]["near_duplicates"].as_u64().unwrap(),
+        )
+    };
+    let (hashed_s, copies) = run("stills-hashed.db", &[]);
+    let (plain_s, _) = run("stills-plain.db", &["--no-dedupe"]);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("stills (1280x720 JPEG)         {n}");
+    println!(
+        "enqueue, hashed ({cores} cores)     {hashed_s:8.2} s  {:>10.0} frames/s  {:6.2} ms/still",
+        n as f64 / hashed_s,
+        hashed_s * 1000.0 / n as f64
+    );
+    println!(
+        "enqueue --no-dedupe            {plain_s:8.2} s  {:>10.0} frames/s",
+        n as f64 / plain_s
+    );
+    println!("ratio (hashed / --no-dedupe)   {:8.1}", hashed_s / plain_s);
+    println!(
+        "near-duplicates found          {copies:8} of {n} ({:.0} % of model calls saved)",
+        copies as f64 * 100.0 / n as f64
+    );
 }
 
 async fn bare_insert(db: &Path, frames_dir: &Path, n: usize, with_jobs: bool) -> f64 {

@@ -529,13 +529,17 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub no_subtitles: bool,
 
-    /// A video frame within this many bits (of a 64-bit difference hash) of
-    /// the last distinct frame before it is a near-duplicate: it is not sent
-    /// to the model but gets that frame's description (marked as a copy).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=32))]
+    /// A frame within this many bits (of a 64-bit difference hash) of the
+    /// last distinct frame before it (of its shot, in scene mode) is a
+    /// near-duplicate: it is not sent to the model but gets that frame's
+    /// description (marked as a copy). Stills (folders, globs, manifests)
+    /// are decoded at enqueue for their hash, on every core.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_DEDUPE_DISTANCE,
+          value_parser = clap::value_parser!(u32).range(0..=32))]
     pub dedupe_distance: u32,
 
-    /// Send every frame to the model, near-duplicates too.
+    /// Send every frame to the model, near-duplicates too (stills are then
+    /// not decoded at enqueue: the fastest enqueue of a huge manifest).
     #[arg(long)]
     pub no_dedupe: bool,
 

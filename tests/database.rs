@@ -421,12 +421,12 @@ async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
     .unwrap();
     let frame = |i: i64, duplicate_of: Option<i64>| NewFrame {
         path: format!("/frames/{i}.jpg"),
+        duplicate_of: duplicate_of.map(|o| format!("/frames/{o}.jpg")),
         frame_index: Some(i),
         pts_ms: Some(i * 1000),
         width: None,
         height: None,
         dhash: Some(0x0f0f),
-        duplicate_of,
         shot: None,
     };
     const ONE_TRY: JobSpec = JobSpec {

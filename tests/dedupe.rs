@@ -1,6 +1,7 @@
-//! Near-duplicates: a video's frames are hashed as they are extracted; a
-//! frame that nearly repeats the last distinct one is not sent to the model
-//! but gets that frame's description, marked as a copy in SQL.
+//! Near-duplicates: a video's frames are hashed as they are extracted,
+//! stills as they are enqueued; a frame that nearly repeats the last
+//! distinct one is not sent to the model but gets that frame's
+//! description, marked as a copy in SQL.
 
 use std::path::{Path, PathBuf};
 
@@ -202,5 +203,129 @@ fn when_an_original_fails_its_first_duplicate_is_described_instead() {
             "SELECT count(*) FROM frame_descriptions WHERE copied_from_frame = 1 AND frame_index > 1"
         ),
         8
+    );
+}
+
+/// `n` stills of one picture (`pattern` gives a pixel's grey from x and y)
+/// with fresh noise in each, `first`.png … into `dir`.
+fn noisy_stills(dir: &Path, first: usize, n: usize, pattern: fn(u32, u32) -> u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in first..first + n {
+        let mut seed = (i as u32).wrapping_mul(2_654_435_761);
+        let img = image::RgbImage::from_fn(160, 120, |x, y| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let noise = (seed >> 24) as i32 % 21 - 10;
+            let v = (i32::from(pattern(x, y)) + noise).clamp(0, 255) as u8;
+            image::Rgb([v, v / 2, 255 - v])
+        });
+        img.save(dir.join(format!("img_{i:02}.png"))).unwrap();
+    }
+}
+
+/// Stills from a folder and from a manifest are hashed at enqueue: a run of
+/// stills of one picture costs one model call, a new picture another; an
+/// unreadable still gets no hash and still fails in the worker with its
+/// reason; --no-dedupe decodes nothing and sends every still.
+#[test]
+fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
+    let env = Env::new();
+    let dir = env.path().join("stills");
+    noisy_stills(&dir, 1, 10, |x, _| (x * 255 / 160) as u8);
+    noisy_stills(&dir, 11, 10, |x, y| {
+        if (x / 20 + y / 20) % 2 == 0 { 40 } else { 220 }
+    });
+    std::fs::write(dir.join("img_21.png"), b"not a picture").unwrap();
+    noisy_stills(&dir, 22, 3, |x, y| {
+        if (x / 20 + y / 20) % 2 == 0 { 40 } else { 220 }
+    });
+
+    let o = env.run(["enqueue".as_ref(), dir.as_os_str()]);
+    assert_exit(&o, 0);
+    let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
+    assert!(
+        stdout(&o).contains(&format!(
+            "24 new, 0 already queued ({copies} near-duplicates"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        23,
+        "every readable still is hashed"
+    );
+    // Copies point back within their own picture, never across.
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
+             WHERE (c.frame_index < 10) <> (o.frame_index < 10) OR o.frame_index >= c.frame_index"
+        ),
+        0
+    );
+
+    let manifest = env.path().join("stills.jsonl");
+    let lines: String = (1..=24)
+        .map(|i| format!("{{\"path\": \"stills/img_{i:02}.png\"}}\n"))
+        .collect();
+    std::fs::write(&manifest, lines).unwrap();
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--manifest".as_ref(),
+        manifest.as_os_str(),
+        "--film".as_ref(),
+        "listed".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
+             WHERE f.title = 'listed' AND fr.duplicate_of IS NOT NULL"
+        ),
+        copies,
+        "a manifest of the same stills dedupes them alike"
+    );
+
+    let o = env.run([
+        "enqueue".as_ref(),
+        dir.as_os_str(),
+        "--film".as_ref(),
+        "every still".as_ref(),
+        "--no-dedupe".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
+             WHERE f.title = 'every still' AND fr.dhash IS NULL"
+        ),
+        24,
+        "--no-dedupe decodes nothing at enqueue"
+    );
+
+    let sent = describe(&env, "ok");
+    // Per deduped film: one call per picture (three runs: the third
+    // picture starts afresh after the unreadable still), at most one more
+    // per picture for noise; the undecodable still is tried and fails.
+    let per_film = sent - 23;
+    assert!(
+        per_film / 2 >= 3 && per_film / 2 <= 6,
+        "{sent} model calls: {per_film} for the two deduped films"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM descriptions"),
+        3 * 23,
+        "every readable still of every film is described"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL"),
+        2 * copies
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM jobs j JOIN frames fr ON fr.id = j.frame_id \
+             WHERE j.state = 'failed' AND fr.path LIKE '%img_21.png'"
+        ),
+        3,
+        "the unreadable still fails in each film, with its reason"
     );
 }

@@ -26,6 +26,7 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         max_attempts: args.max_attempts,
         chunk_size: args.chunk_size as usize,
         passes: args.pass.clone(),
+        dedupe_distance: (!args.no_dedupe).then_some(args.dedupe_distance),
     };
     let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
     print(&summary, args.json)?;

@@ -29,17 +29,17 @@ pub struct NewFrame {
     pub pts_ms: Option<i64>,
     pub width: Option<i64>,
     pub height: Option<i64>,
-    /// The 64-bit difference hash (video frames).
+    /// The 64-bit difference hash of its 9×8 grey copy.
     pub dhash: Option<i64>,
-    /// The frame_index of the earlier frame of the film it nearly repeats.
-    pub duplicate_of: Option<i64>,
+    /// The path of the earlier frame of the film it nearly repeats.
+    pub duplicate_of: Option<String>,
     /// The shot_index of its shot (scene mode).
     pub shot: Option<i64>,
 }
 
 /// A chunk of frames serialised for [`enqueue_chunk`]: a JSON array of
 /// `[path, frame_index, pts_ms, width, height]` rows (with `dhash,
-/// duplicate_of, shot` after them for a video's frames), built off the
+/// duplicate_of, shot` after them for hashed frames), built off the
 /// async runtime.
 #[derive(Debug, Clone)]
 pub struct FrameChunk {
@@ -59,7 +59,7 @@ impl FrameChunk {
                 .map(|f| {
                     let (path, index, pts, w, h) =
                         (&f.path, f.frame_index, f.pts_ms, f.width, f.height);
-                    (path, index, pts, w, h, f.dhash, f.duplicate_of, f.shot)
+                    (path, index, pts, w, h, f.dhash, &f.duplicate_of, f.shot)
                 })
                 .collect();
             serde_json::to_string(&rows)
@@ -88,6 +88,8 @@ pub struct ChunkOutcome {
     pub already: u64,
     /// Frames not added because their explicit frame_index is taken by another path.
     pub index_conflicts: Vec<(String, i64)>,
+    /// New frames marked as near-duplicates of an earlier frame.
+    pub near_duplicates: u64,
 }
 
 /// Returns the id of the film titled `spec.title`, creating it if needed.
@@ -198,6 +200,7 @@ async fn enqueue_chunk_once(
             .fetch_one(&mut *tx)
             .await?;
     let inserted = insert_frames(&mut tx, film_id, chunk, now).await?;
+    let mut near_duplicates = 0;
     if inserted > 0 {
         let passes = super::passes::for_enqueue(&mut tx, jobs.passes).await?;
         sqlx::query!(
@@ -225,7 +228,7 @@ async fn enqueue_chunk_once(
         .execute(&mut *tx)
         .await?;
         if chunk.duplicates {
-            mark_duplicates(&mut tx, film_id, chunk).await?;
+            near_duplicates = mark_duplicates(&mut tx, film_id, chunk).await?;
         }
         let added = inserted as i64;
         sqlx::query!(
@@ -238,6 +241,7 @@ async fn enqueue_chunk_once(
     }
     let mut outcome = ChunkOutcome {
         inserted,
+        near_duplicates,
         ..ChunkOutcome::default()
     };
     if inserted < chunk.len {
@@ -261,21 +265,26 @@ async fn enqueue_chunk_once(
     Ok(outcome)
 }
 
-/// Points the chunk's near-duplicates at their originals (by frame index;
-/// an original is always earlier in the film, so already inserted). One
+/// Points the chunk's near-duplicates at their originals (by path; an
+/// original is always earlier in the film, so already inserted). One
 /// whose original was described meanwhile (another chunk, a fast worker)
 /// gets its copy now; one whose original failed is left to be described.
+/// Returns how many frames it marked.
 async fn mark_duplicates(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     film_id: i64,
     chunk: &FrameChunk,
-) -> Result<()> {
-    sqlx::query!(
-        r#"UPDATE frames SET duplicate_of = o.id
-           FROM jsonb_each(jsonb(?2)) AS j
-           JOIN frames o ON o.film_id = ?1 AND o.frame_index = j.value ->> 6
-           WHERE frames.film_id = ?1 AND frames.frame_index = j.value ->> 1
-             AND j.value ->> 6 IS NOT NULL
+) -> Result<u64> {
+    // The chunk's (duplicate, original) pairs first, then two lookups by
+    // UNIQUE(film_id, path) each: joined directly, the planner scans the
+    // film's frames for every pair.
+    let marked = sqlx::query!(
+        r#"WITH pair(path, original) AS MATERIALIZED (
+               SELECT j.value ->> 0, j.value ->> 6 FROM jsonb_each(jsonb(?2)) AS j
+               WHERE j.value ->> 6 IS NOT NULL)
+           UPDATE frames SET duplicate_of = o.id
+           FROM pair CROSS JOIN frames o ON o.film_id = ?1 AND o.path = pair.original
+           WHERE frames.film_id = ?1 AND frames.path = pair.path
              AND EXISTS (SELECT 1 FROM jobs oj
                          WHERE oj.frame_id = o.id AND oj.state IN ('queued', 'running', 'done'))
              AND NOT EXISTS (SELECT 1 FROM jobs fj WHERE fj.frame_id = frames.id AND fj.state <> 'queued')"#,
@@ -283,7 +292,8 @@ async fn mark_duplicates(
         chunk.json
     )
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
     let now = now_ms();
     sqlx::query!(
         r#"INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
@@ -310,7 +320,7 @@ async fn mark_duplicates(
     )
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(marked)
 }
 
 /// Inserts a chunk's frames (paths the film has are skipped); returns how
@@ -349,9 +359,9 @@ async fn insert_frames(
         // Window functions run after WHERE, so the numbers given have no
         // gaps for frames the film already has.
         sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, created_at)
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, created_at)
                SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
-                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, ?3
+                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?3
                FROM jsonb_each(jsonb(?4)) AS j
                WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
                ON CONFLICT DO NOTHING"#,

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::dedupe::{Deduper, GREY_LEN};
 use super::shots::{self, Pick};
 use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
@@ -190,28 +191,6 @@ pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString
 /// from which the frames' difference hashes are made; removed after.
 const HASH_FILE: &str = "dhash.gray";
 
-/// The 64-bit difference hash of a 9×8 grey image: bit r·8+c says whether
-/// pixel (c, r) is darker than its right neighbour.
-pub fn dhash(pixels: &[u8]) -> i64 {
-    let mut bits = 0u64;
-    for r in 0..8 {
-        for c in 0..8 {
-            bits <<= 1;
-            bits |= u64::from(pixels[r * 9 + c] < pixels[r * 9 + c + 1]);
-        }
-    }
-    bits as i64
-}
-
-/// How far apart (mean absolute difference of the 9×8 grey pixels, of 255)
-/// two frames may be in brightness and still be near-duplicates. The hash
-/// alone compares only left-right orderings: a fade, or two unrelated
-/// shots with the same horizontal gradient, keep it. Measured on generated
-/// clips (BENCHMARKS.md): a static shot with sensor noise differs by
-/// under 1, one with a figure walking across it by 2; unrelated pictures
-/// by 28 and more.
-const DEDUPE_MAX_GREY_DIFFERENCE: u32 = 8;
-
 /// [`dedupe`] with the grey copies of `out_dir`'s hash file, which it removes.
 fn hash_and_dedupe(frames: &mut [NewFrame], out_dir: &Path, distance: Option<u32>) {
     let file = out_dir.join(HASH_FILE);
@@ -221,46 +200,28 @@ fn hash_and_dedupe(frames: &mut [NewFrame], out_dir: &Path, distance: Option<u32
 }
 
 /// Sets each frame's hash (from `pixels`: frame `n`'s 9×8 grey copy at
-/// byte 72·n) and, with `distance`, marks as a duplicate every frame within
-/// that many bits, and within [`DEDUPE_MAX_GREY_DIFFERENCE`] in
-/// brightness, of the last frame of its shot (scene mode; else of the
-/// film) kept as an original.
+/// byte 72·n) and, with `distance`, marks as a duplicate every frame near
+/// the last frame of its shot (scene mode; else of the film) kept as an
+/// original ([`Deduper`]).
 fn dedupe(frames: &mut [NewFrame], pixels: &[u8], distance: Option<u32>) {
-    let mut original: Option<(i64, i64, &[u8])> = None;
+    let mut deduper = Deduper::new(distance);
     let mut shot = None;
     for f in frames.iter_mut() {
         // A new shot starts with an original.
         if f.shot != shot {
-            (original, shot) = (None, f.shot);
+            deduper.restart();
+            shot = f.shot;
         }
         let Some(n) = f.frame_index else { continue };
-        let at = n as usize * 72;
-        let Some(tiny) = pixels.get(at..at + 72) else {
-            original = None;
-            continue;
-        };
-        let hash = dhash(tiny);
-        f.dhash = Some(hash);
-        match (original, distance) {
-            (Some((index, first, seen)), Some(d))
-                if (first ^ hash).count_ones() <= d
-                    && grey_difference(seen, tiny) <= DEDUPE_MAX_GREY_DIFFERENCE =>
-            {
-                f.duplicate_of = Some(index);
-            }
-            _ => original = Some((n, hash, tiny)),
+        let at = n as usize * GREY_LEN;
+        match pixels
+            .get(at..at + GREY_LEN)
+            .and_then(|g| g.try_into().ok())
+        {
+            Some(grey) => deduper.see(f, grey),
+            None => deduper.restart(),
         }
     }
-}
-
-/// The mean absolute difference of two grey images of the same size.
-fn grey_difference(a: &[u8], b: &[u8]) -> u32 {
-    let sum: u32 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| u32::from(x.abs_diff(*y)))
-        .sum();
-    sum / a.len().max(1) as u32
 }
 
 /// The frame selection of `opts` as the flags that give it (what a film
@@ -1242,8 +1203,8 @@ mod tests {
             })
             .collect();
         super::hash_and_dedupe(&mut frames, dir.path(), Some(4));
-        let marks: Vec<_> = frames.iter().map(|f| f.duplicate_of).collect();
-        assert_eq!(marks, vec![None, Some(0), None, None]);
+        let marks: Vec<_> = frames.iter().map(|f| f.duplicate_of.as_deref()).collect();
+        assert_eq!(marks, vec![None, Some("frame_0.jpg"), None, None]);
         assert_eq!(frames[3].dhash, frames[2].dhash, "a fade keeps the hash");
         assert!(
             !dir.path().join(super::HASH_FILE).exists(),

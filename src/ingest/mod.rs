@@ -6,6 +6,7 @@
 //! leaves the database unchanged), and with `--strict` nothing is written
 //! unless every frame passes its check.
 
+pub mod dedupe;
 pub mod film;
 pub mod frames;
 pub mod shots;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::db::Db;
 use crate::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
 use crate::error::{Error, Result};
+use dedupe::Deduper;
 use frames::{FrameChecker, FrameRef, ManifestReader, Rejection, Source};
 
 /// How an enqueue behaves, for every kind of input.
@@ -36,6 +38,10 @@ pub struct EnqueueOptions {
     pub chunk_size: usize,
     /// The passes to queue the frames for (`--pass`); empty: every pass.
     pub passes: Vec<String>,
+    /// Stills are decoded at enqueue for their hash, and one within this
+    /// many bits of the last distinct still before it is a near-duplicate;
+    /// `None` (`--no-dedupe`): no decoding, no hash.
+    pub dedupe_distance: Option<u32>,
 }
 
 impl EnqueueOptions {
@@ -57,9 +63,13 @@ impl Default for EnqueueOptions {
             max_attempts: 3,
             chunk_size: 20_000,
             passes: Vec::new(),
+            dedupe_distance: Some(DEFAULT_DEDUPE_DISTANCE),
         }
     }
 }
+
+/// `--dedupe-distance` unless told: bits of 64 (measured, BENCHMARKS.md).
+pub const DEFAULT_DEDUPE_DISTANCE: u32 = 4;
 
 /// What an enqueue did to one film.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -251,7 +261,9 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
     let chunk_size = opts.chunk_size.max(1);
-    let producer = tokio::task::spawn_blocking(move || produce(&sources, chunk_size, &tx));
+    let distance = opts.dedupe_distance;
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, &tx));
 
     let mut loader = db.bulk_loader().await?;
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
@@ -310,6 +322,7 @@ async fn write_chunk(
         .await?;
     film.new += outcome.inserted;
     film.already += outcome.already;
+    film.near_duplicates += outcome.near_duplicates;
     rejected.extend(
         outcome
             .index_conflicts
@@ -354,9 +367,13 @@ fn frame_refs(source: &Source) -> Result<Box<dyn Iterator<Item = Result<FrameRef
     })
 }
 
+/// Checks each source's frames and sends them in chunks; with a dedupe
+/// distance, each chunk's stills are hashed (on every core) and marked
+/// against the last distinct still before them, chunk after chunk.
 fn produce(
     sources: &[Source],
     chunk_size: usize,
+    dedupe_distance: Option<u32>,
     tx: &mpsc::Sender<TitledChunk>,
 ) -> Result<Vec<Rejection>> {
     let mut rejected = Vec::new();
@@ -369,7 +386,11 @@ fn produce(
                 .map(|p| p.display().to_string()),
         };
         let mut batch: Vec<NewFrame> = Vec::with_capacity(chunk_size);
-        let send = |batch: &mut Vec<NewFrame>| -> bool {
+        let mut deduper = dedupe_distance.map(|d| Deduper::new(Some(d)));
+        let mut send = |batch: &mut Vec<NewFrame>| -> bool {
+            if let Some(deduper) = &mut deduper {
+                hash_stills(batch, deduper);
+            }
             let chunk = FrameChunk::new(batch);
             batch.clear();
             tx.blocking_send(TitledChunk {
@@ -393,6 +414,20 @@ fn produce(
         }
     }
     Ok(rejected)
+}
+
+/// Hashes `frames` from their grey copies and marks the near-duplicates;
+/// a still that cannot be decoded gets no hash and the next one starts
+/// afresh.
+fn hash_stills(frames: &mut [NewFrame], deduper: &mut Deduper) {
+    let paths: Vec<&str> = frames.iter().map(|f| f.path.as_str()).collect();
+    let greys = dedupe::greys_of_stills(&paths);
+    for (frame, grey) in frames.iter_mut().zip(greys) {
+        match grey {
+            Some(grey) => deduper.see(frame, &grey),
+            None => deduper.restart(),
+        }
+    }
 }
 
 /// The folder all `paths` share, if they share one.

@@ -185,13 +185,18 @@ fn uuid_like() -> String {
 }
 
 impl Env {
-    /// Writes `n` distinct real PNG images `img_1.png` … into `folder`.
+    /// Writes `n` distinct real PNG images `img_1.png` … into `folder`:
+    /// noise of their own, so that no two are near-duplicates (enqueue
+    /// would describe one and copy it to the other).
     pub fn images(&self, folder: &str, n: usize) -> PathBuf {
         let dir = self.dir.path().join(folder);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 1..=n {
             let img = image::RgbImage::from_fn(32, 24, |x, y| {
-                image::Rgb([(x * 8) as u8, (y * 10) as u8, (i * 37 % 256) as u8])
+                let mut h = (i as u32) << 16 ^ y << 8 ^ x;
+                h = h.wrapping_mul(0x9e37_79b9) ^ h >> 15;
+                h = h.wrapping_mul(0x85eb_ca6b) ^ h >> 13;
+                image::Rgb([h as u8, (h >> 8) as u8, (i * 37 % 256) as u8])
             });
             img.save(dir.join(format!("img_{i}.png"))).unwrap();
         }
