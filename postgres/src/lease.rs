@@ -1,0 +1,190 @@
+//! GPU leases on PostgreSQL: one row per GPU UUID, the cross-host GPU lock.
+//!
+//! Taking a lease locks its row (`FOR UPDATE`), so takers queue behind one
+//! another; the lease is free when it has no holder, when it expired by the
+//! database's clock, or when its holder is a dead process on this very host
+//! (a pid is checked only on the host it came from). Every new holder
+//! raises the row's epoch and puts the previous holder's running jobs of
+//! that GPU back in the queue, in the same transaction.
+
+use std::time::Duration;
+
+use crate::host::{HostId, pid_alive};
+use crate::{PgQueue, Result};
+
+/// Who holds (or wants) a lease.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// Unique per process and run (a worker id).
+    pub id: String,
+    pub host: HostId,
+    pub pid: i64,
+    /// `worker` or `gpu-lock`.
+    pub purpose: &'static str,
+}
+
+/// What [`acquire`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// Ours, under this epoch; `recovered` jobs of the previous holder went
+    /// back to the queue.
+    Acquired { epoch: i64, recovered: u64 },
+    /// Held by a live holder (as far as this host can tell).
+    Held { by: String, host: String },
+}
+
+/// A lease's time to live as the interval PostgreSQL adds to its clock.
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes GPU `gpu`'s lease for `me` if it is free (see the module note).
+pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Result<Acquire> {
+    let mut tx = q.pool().begin().await?;
+    sqlx::query!(
+        "INSERT INTO gpu_leases (gpu) VALUES ($1) ON CONFLICT (gpu) DO NOTHING",
+        gpu
+    )
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query!(
+        r#"SELECT holder, host, holder_pid, epoch,
+                  coalesce(expires_at <= clock_timestamp(), true) AS "expired!"
+           FROM gpu_leases WHERE gpu = $1 FOR UPDATE"#,
+        gpu
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let dead_here = row.host.as_deref() == Some(me.host.0.as_str())
+        && row.holder_pid.is_some_and(|pid| !pid_alive(pid));
+    let free = row.holder.is_none()
+        || row.expired
+        || dead_here
+        || row.holder.as_deref() == Some(me.id.as_str());
+    if !free {
+        return Ok(Acquire::Held {
+            by: row.holder.unwrap_or_default(),
+            host: row.host.unwrap_or_default(),
+        });
+    }
+    let epoch = row.epoch + 1;
+    let ttl = ttl_ms(ttl);
+    sqlx::query!(
+        r#"UPDATE gpu_leases SET holder = $2, host = $3, holder_pid = $4, purpose = $5, epoch = $6,
+                  heartbeat_at = clock_timestamp(),
+                  expires_at = clock_timestamp() + make_interval(secs => $7::bigint / 1000.0)
+           WHERE gpu = $1"#,
+        gpu,
+        me.id,
+        me.host.0,
+        me.pid,
+        me.purpose,
+        epoch,
+        ttl
+    )
+    .execute(&mut *tx)
+    .await?;
+    let recovered = requeue_jobs_of_gpu(&mut tx, gpu, epoch).await?;
+    tx.commit().await?;
+    Ok(Acquire::Acquired { epoch, recovered })
+}
+
+/// Puts the running jobs of GPU `gpu` claimed under an epoch before `epoch`
+/// back in the queue, closing their open attempts.
+async fn requeue_jobs_of_gpu(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    gpu: &str,
+    epoch: i64,
+) -> Result<u64> {
+    let ids: Vec<i64> = sqlx::query_scalar!(
+        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL,
+                  lease_expires_at = NULL, updated_at = clock_timestamp()
+           WHERE state = 'running' AND lease_gpu = $1 AND lease_epoch < $2
+           RETURNING id"#,
+        gpu,
+        epoch
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    close_attempts(tx, &ids, "requeued").await?;
+    Ok(ids.len() as u64)
+}
+
+/// Ends the open attempts of `jobs` with `outcome`.
+pub(crate) async fn close_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: &[i64],
+    outcome: &str,
+) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"UPDATE attempts SET finished_at = clock_timestamp(), outcome = $2
+           WHERE job_id = ANY($1) AND finished_at IS NULL"#,
+        jobs,
+        outcome
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Extends the lease, and the job leases of `jobs` (the holder's jobs in
+/// flight), by `ttl` from the database's now; `false` when the lease is no
+/// longer ours (expired or taken: the holder must stop and acquire again).
+/// Only the jobs the holder knows it has are extended: a claim whose reply
+/// was lost (the connection dropped at its commit) expires and is recovered.
+pub async fn renew(
+    q: &PgQueue,
+    gpu: &str,
+    me: &Holder,
+    epoch: i64,
+    jobs: &[i64],
+    ttl: Duration,
+) -> Result<bool> {
+    let ttl = ttl_ms(ttl);
+    let mut tx = q.pool().begin().await?;
+    let ours = sqlx::query!(
+        r#"UPDATE gpu_leases SET heartbeat_at = clock_timestamp(),
+                  expires_at = clock_timestamp() + make_interval(secs => $4::bigint / 1000.0)
+           WHERE gpu = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()"#,
+        gpu,
+        me.id,
+        epoch,
+        ttl
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if ours {
+        sqlx::query!(
+            r#"UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3::bigint / 1000.0)
+               WHERE id = ANY($4) AND state = 'running' AND lease_gpu = $1 AND lease_epoch = $2"#,
+            gpu,
+            epoch,
+            ttl,
+            jobs
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ours)
+}
+
+/// Gives the lease up (only under the epoch it was taken with).
+pub async fn release(q: &PgQueue, gpu: &str, me: &Holder, epoch: i64) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE gpu_leases SET holder = NULL, host = NULL, holder_pid = NULL, purpose = NULL,
+                  expires_at = NULL
+           WHERE gpu = $1 AND holder = $2 AND epoch = $3"#,
+        gpu,
+        me.id,
+        epoch
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! Films, frames and jobs on PostgreSQL: enqueue in bulk (arrays through
+//! `UNNEST`, one statement per chunk), claims with `FOR UPDATE SKIP LOCKED`
+//! under a current GPU lease, fenced results, recovery of jobs whose lease
+//! expired by the database's clock, and `LISTEN/NOTIFY` wake-ups.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::lease::close_attempts;
+use crate::{JOBS_CHANNEL, PgQueue, Result};
+
+/// A frame to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewFrame {
+    pub path: String,
+    pub frame_index: i64,
+    pub pts_ms: Option<i64>,
+}
+
+/// Whose claims and results these are: a holder under one lease epoch of
+/// one GPU.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub gpu: String,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub job_id: i64,
+    pub frame_id: i64,
+    pub path: String,
+    pub attempts: i64,
+}
+
+/// A validated answer to store.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The whole answer, a JSON object.
+    pub fields: sqlx::types::JsonValue,
+    pub model: String,
+}
+
+/// Counts of a pass's jobs by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+/// The id of the film titled `title`, made if missing.
+pub async fn ensure_film(q: &PgQueue, title: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO films (title) VALUES ($1)
+           ON CONFLICT (title) DO UPDATE SET title = excluded.title
+           RETURNING id"#,
+        title
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
+/// The id of the pass named `name`, made if missing.
+pub async fn ensure_pass(q: &PgQueue, name: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO passes (name) VALUES ($1)
+           ON CONFLICT (name) DO UPDATE SET name = excluded.name
+           RETURNING id"#,
+        name
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
+/// Adds `frames` to film `film` with a job each in pass `pass` (frames the
+/// film has, by path or index, are left as they are); returns how many
+/// were new. Workers waiting for work are woken.
+pub async fn enqueue(
+    q: &PgQueue,
+    film: i64,
+    pass: i64,
+    frames: &[NewFrame],
+    max_attempts: i64,
+) -> Result<u64> {
+    let paths: Vec<&str> = frames.iter().map(|f| f.path.as_str()).collect();
+    let indexes: Vec<i64> = frames.iter().map(|f| f.frame_index).collect();
+    let pts: Vec<Option<i64>> = frames.iter().map(|f| f.pts_ms).collect();
+    let mut tx = q.pool().begin().await?;
+    let inserted = sqlx::query_scalar!(
+        r#"WITH new_frames AS (
+               INSERT INTO frames (film_id, frame_index, pts_ms, path)
+               SELECT $1, i, p, f FROM UNNEST($2::bigint[], $3::bigint[], $4::text[]) AS u(i, p, f)
+               ON CONFLICT DO NOTHING
+               RETURNING id),
+           new_jobs AS (
+               INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
+               SELECT n.id, $5, $1, (SELECT priority FROM films WHERE id = $1), $6
+               FROM new_frames n
+               RETURNING id)
+           SELECT count(*) AS "n!" FROM new_jobs"#,
+        film,
+        &indexes,
+        &pts as &[Option<i64>],
+        &paths as &[&str],
+        pass,
+        max_attempts
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "UPDATE films SET frame_count = frame_count + $2 WHERE id = $1",
+        film,
+        inserted
+    )
+    .execute(&mut *tx)
+    .await?;
+    if inserted > 0 {
+        sqlx::query!("SELECT pg_notify($1, $2::bigint::text)", JOBS_CHANNEL, pass)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(inserted as u64)
+}
+
+/// Claims up to `n` queued jobs of pass `pass` due by the database's clock,
+/// while `fence`'s lease is current: each gets a job lease of `ttl` and an
+/// attempt. Other claimers skip the rows this one locks (`SKIP LOCKED`), so
+/// claims never wait on each other; the lease row is read `FOR SHARE`, so a
+/// takeover of the GPU waits for this claim and then requeues it.
+pub async fn claim(
+    q: &PgQueue,
+    fence: &Fence,
+    pass: i64,
+    n: i64,
+    ttl: Duration,
+) -> Result<Vec<Claimed>> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = q.pool().begin().await?;
+    let current = sqlx::query_scalar!(
+        r#"SELECT epoch FROM gpu_leases
+           WHERE gpu = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+           FOR SHARE"#,
+        fence.gpu,
+        fence.owner,
+        fence.epoch
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if current.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query!(
+        r#"WITH picked AS (
+               SELECT id FROM jobs
+               WHERE pass_id = $1 AND state = 'queued' AND run_after <= clock_timestamp()
+               ORDER BY priority DESC, id
+               LIMIT $2
+               FOR UPDATE SKIP LOCKED),
+           claimed AS (
+               UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_owner = $3,
+                      lease_gpu = $4, lease_epoch = $5,
+                      lease_expires_at = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0),
+                      updated_at = clock_timestamp()
+               FROM picked WHERE j.id = picked.id
+               RETURNING j.id, j.frame_id, j.attempts),
+           tried AS (
+               INSERT INTO attempts (job_id, worker_id, gpu, lease_epoch)
+               SELECT id, $3, $4, $5 FROM claimed)
+           SELECT c.id AS "job_id!", c.frame_id AS "frame_id!", f.path AS "path!",
+                  c.attempts AS "attempts!"
+           FROM claimed c JOIN frames f ON f.id = c.frame_id
+           ORDER BY c.id"#,
+        pass,
+        n,
+        fence.owner,
+        fence.gpu,
+        fence.epoch,
+        ttl_ms
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            job_id: r.job_id,
+            frame_id: r.frame_id,
+            path: r.path,
+            attempts: r.attempts,
+        })
+        .collect())
+}
+
+/// Stores `answer` for job `job` and marks it done, only if it is still
+/// `fence`'s (running under its epoch, the lease current): `false` when the
+/// job was taken away (its lease expired and it went back to the queue).
+pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) -> Result<bool> {
+    let mut tx = q.pool().begin().await?;
+    let row = sqlx::query!(
+        r#"UPDATE jobs SET state = 'done', lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL,
+                  lease_expires_at = NULL, updated_at = clock_timestamp()
+           WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_gpu = $3
+             AND lease_epoch = $4
+             AND EXISTS (SELECT 1 FROM gpu_leases
+                         WHERE gpu = $3 AND holder = $2 AND epoch = $4 FOR SHARE)
+           RETURNING frame_id, pass_id"#,
+        job,
+        fence.owner,
+        fence.gpu,
+        fence.epoch
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let text = |k: &str| {
+        answer
+            .fields
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    sqlx::query!(
+        r#"INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
+                                     fields, model)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        job,
+        row.frame_id,
+        row.pass_id,
+        text("visual_content"),
+        text("mood"),
+        text("action"),
+        text("setting"),
+        answer.fields,
+        answer.model
+    )
+    .execute(&mut *tx)
+    .await?;
+    close_attempts(&mut tx, &[job], "done").await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Puts every running job whose job lease expired by the database's clock
+/// back in the queue (its holder died or lost the network: whoever runs
+/// this, on any host, recovers it without asking about pids); returns how
+/// many.
+pub async fn recover_expired(q: &PgQueue) -> Result<u64> {
+    let mut tx = q.pool().begin().await?;
+    let ids: Vec<i64> = sqlx::query_scalar!(
+        r#"UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL,
+                  lease_expires_at = NULL, updated_at = clock_timestamp()
+           WHERE id IN (SELECT id FROM jobs
+                        WHERE state = 'running' AND lease_expires_at <= clock_timestamp()
+                        FOR UPDATE SKIP LOCKED)
+           RETURNING id"#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    close_attempts(&mut tx, &ids, "expired").await?;
+    tx.commit().await?;
+    if !ids.is_empty() {
+        sqlx::query!("SELECT pg_notify($1, '')", JOBS_CHANNEL)
+            .execute(q.pool())
+            .await?;
+    }
+    Ok(ids.len() as u64)
+}
+
+/// Counts of pass `pass`'s jobs by state.
+pub async fn counts(q: &PgQueue, pass: i64) -> Result<Counts> {
+    let r = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE state = 'queued') AS "queued!",
+                  count(*) FILTER (WHERE state = 'running') AS "running!",
+                  count(*) FILTER (WHERE state = 'done') AS "done!",
+                  count(*) FILTER (WHERE state = 'failed') AS "failed!"
+           FROM jobs WHERE pass_id = $1"#,
+        pass
+    )
+    .fetch_one(q.pool())
+    .await?;
+    Ok(Counts {
+        queued: r.queued,
+        running: r.running,
+        done: r.done,
+        failed: r.failed,
+    })
+}
+
+/// Wake-ups for workers with nothing to claim: a listener on the jobs
+/// channel (its own connection).
+pub struct Wakeups {
+    listener: PgListener,
+}
+
+impl Wakeups {
+    pub async fn listen(q: &PgQueue) -> Result<Wakeups> {
+        let mut listener = PgListener::connect_with(q.pool()).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(Wakeups { listener })
+    }
+
+    /// Waits until jobs are enqueued or recovered, or `limit` passes;
+    /// `true` when woken.
+    pub async fn wait(&mut self, limit: Duration) -> Result<bool> {
+        match tokio::time::timeout(limit, self.listener.recv()).await {
+            Ok(note) => {
+                note?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
