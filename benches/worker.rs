@@ -62,7 +62,13 @@ async fn fresh_db(dir: &Path, name: &str, frames: &Path, n: usize, durability: D
         title: "bench".into(),
         paths,
     }];
-    let s = ingest::enqueue(&db, sources, Vec::new(), &EnqueueOptions::default())
+    // Every frame a model call: the HTTP path's frames are one picture,
+    // which dedupe would describe once.
+    let opts = EnqueueOptions {
+        dedupe_distance: None,
+        ..EnqueueOptions::default()
+    };
+    let s = ingest::enqueue(&db, sources, Vec::new(), &opts)
         .await
         .unwrap();
     assert_eq!(s.new as usize, n);
@@ -187,8 +193,10 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
     let d = answer();
     let t = Instant::now();
     let mut claimed: Vec<(i64, i64, i64, i64, String, i64)> = Vec::new();
-    let pass: i64 = c
-        .query_row("SELECT id FROM passes", [], |r| r.get(0))
+    let (pass, binding): (i64, i64) = c
+        .query_row("SELECT id, binding FROM passes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     loop {
         let now = now_ms();
@@ -282,7 +290,8 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
                     me.id,
                     epoch,
                     now - 90_000,
-                    pass
+                    pass,
+                    binding
                 ],
                 |r| r.get(0),
             )

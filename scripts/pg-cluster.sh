@@ -7,7 +7,8 @@
 #
 # It listens on a Unix socket in DIR and on 127.0.0.1 at a free port, trusts
 # local connections (nothing but this machine can reach it) and touches
-# nothing outside DIR. initdb refuses to run as root, so as root the
+# nothing outside DIR. fsync is off (a test cluster loses nothing that
+# matters in a crash) unless CINECUT_PG_FSYNC=on (the benchmarks). initdb refuses to run as root, so as root the
 # cluster belongs to the `postgres` user (Debian's postgresql package
 # makes it).
 set -euo pipefail
@@ -26,6 +27,9 @@ if [ "$(id -u)" -eq 0 ]; then
   as_owner=(runuser -u postgres --)
 fi
 
+fsync="${CINECUT_PG_FSYNC:-off}"
+options="-c listen_addresses=127.0.0.1 -k $dir -c fsync=$fsync -c max_connections=200"
+
 case "$action" in
   start)
     if [ -n "${as_owner[*]}" ]; then
@@ -37,7 +41,7 @@ case "$action" in
     # A free loopback port: the kernel picks one, and it is handed on at once.
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     "${as_owner[@]}" "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --silent \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start \
+      -o "$options -p $port" start \
       || { cat "$dir/server.log" >&2; exit 1; }
     echo "$port" >"$dir/port"
     echo "postgres://postgres@127.0.0.1:$port/postgres"
@@ -49,7 +53,7 @@ case "$action" in
   restart)
     port="$(cat "$dir/port")"
     "${as_owner[@]}" "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --silent \
-      --mode=fast -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" restart
+      --mode=fast -o "$options -p $port" restart
     ;;
   *)
     echo "unknown action $action (start, stop or restart)" >&2

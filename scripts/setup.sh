@@ -42,7 +42,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-sqlx_features=sqlite,postgres,completions
+sqlx_features=sqlite,postgres,completions,sqlx-toml
 if ! cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION" \
    || [ "$(cat "$cache/sqlx-cli-features" 2>/dev/null)" != "$sqlx_features" ]; then
   log "installing sqlx-cli $SQLX_CLI_VERSION ($sqlx_features)"

@@ -29,20 +29,21 @@ echo "== throwaway PostgreSQL cluster in $pg_dir"
 pg_admin="$(bash scripts/pg-cluster.sh start "$pg_dir")"
 export CINECUT_TEST_PG="$pg_admin"
 
+# Each crate names its own URL variable (sqlx.toml, postgres/sqlx.toml).
 echo "== cargo sqlx prepare --check (SQLite: cinecut)"
 check_db="$(mktemp -d)/sqlx-check.db"
-export DATABASE_URL="sqlite:$check_db"
+export CINECUT_SQLITE_DATABASE_URL="sqlite:$check_db"
 cargo sqlx database create
 cargo sqlx migrate run >/dev/null
 cargo sqlx prepare --check -- --all-targets --locked
+unset CINECUT_SQLITE_DATABASE_URL
 rm -f "$check_db"*
 
 echo "== cargo sqlx prepare --check (PostgreSQL: cinecut-postgres)"
-export DATABASE_URL="${pg_admin%/*}/sqlx_check"
-cargo sqlx database create
-cargo sqlx migrate run --source migrations/postgres >/dev/null
-(cd postgres && cargo sqlx prepare --check -- --all-targets --locked)
-unset DATABASE_URL
+export CINECUT_PG_DATABASE_URL="${pg_admin%/*}/sqlx_check"
+(cd postgres && cargo sqlx database create && cargo sqlx migrate run >/dev/null \
+  && cargo sqlx prepare --check -- --all-targets --locked)
+unset CINECUT_PG_DATABASE_URL
 
 echo "== tests"
 # The stand-in libnvidia-ml.so.1 the NVML tests load (tests/fake_nvml).

@@ -3,6 +3,14 @@
 -- database's own clock for every time that decides something: lease expiry
 -- and run_after are timestamptz compared with clock_timestamp(), never with
 -- a host's clock (hosts drift).
+--
+-- Foreign keys: the rows enqueue writes in bulk (frames, jobs) reference
+-- what the same transaction made or checked (the film, the frames just
+-- inserted, the pass), so they carry no foreign key: a key check is a
+-- locking lookup per row, and the four of them more than halved enqueue's
+-- rate (BENCHMARKS.md). Deleting a film goes through `queue::delete_film`,
+-- which removes its jobs and frames itself. The rows workers write one job
+-- at a time (attempts, descriptions) keep theirs, with ON DELETE CASCADE.
 
 CREATE TABLE films (
     id          bigserial PRIMARY KEY,
@@ -15,7 +23,7 @@ CREATE TABLE films (
 
 CREATE TABLE frames (
     id          bigserial PRIMARY KEY,
-    film_id     bigint    NOT NULL REFERENCES films(id) ON DELETE CASCADE,
+    film_id     bigint    NOT NULL,
     frame_index bigint    NOT NULL CHECK (frame_index >= 0),
     pts_ms      bigint,
     path        text      NOT NULL,
@@ -36,9 +44,9 @@ CREATE TABLE passes (
 
 CREATE TABLE jobs (
     id               bigserial PRIMARY KEY,
-    frame_id         bigint  NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
-    pass_id          bigint  NOT NULL REFERENCES passes(id) ON DELETE CASCADE,
-    film_id          bigint  NOT NULL REFERENCES films(id) ON DELETE CASCADE,
+    frame_id         bigint  NOT NULL,
+    pass_id          bigint  NOT NULL,
+    film_id          bigint  NOT NULL,
     state            text    NOT NULL DEFAULT 'queued'
                      CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     priority         bigint  NOT NULL DEFAULT 0,
@@ -103,8 +111,8 @@ CREATE INDEX attempts_job ON attempts (job_id);
 
 CREATE TABLE descriptions (
     job_id         bigint PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
-    frame_id       bigint NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
-    pass_id        bigint NOT NULL REFERENCES passes(id) ON DELETE CASCADE,
+    frame_id       bigint NOT NULL,
+    pass_id        bigint NOT NULL,
     visual_content text,
     mood           text,
     action         text,

@@ -77,6 +77,27 @@ pub async fn ensure_pass(q: &PgQueue, name: &str) -> Result<i64> {
     .await?)
 }
 
+/// Deletes film `film` with its frames and jobs (and, through their keys,
+/// the jobs' attempts and descriptions): the bulk tables carry no foreign
+/// keys to cascade (see migrations/postgres/0001_queue.sql). Returns
+/// whether the film existed.
+pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
+    let mut tx = q.pool().begin().await?;
+    sqlx::query!("DELETE FROM jobs WHERE film_id = $1", film)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!("DELETE FROM frames WHERE film_id = $1", film)
+        .execute(&mut *tx)
+        .await?;
+    let existed = sqlx::query!("DELETE FROM films WHERE id = $1", film)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(existed)
+}
+
 /// Adds `frames` to film `film` with a job each in pass `pass` (frames the
 /// film has, by path or index, are left as they are); returns how many
 /// were new. Workers waiting for work are woken.
@@ -140,7 +161,31 @@ pub async fn claim(
     n: i64,
     ttl: Duration,
 ) -> Result<Vec<Claimed>> {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    Ok(record_and_claim(q, fence, &[], pass, n, ttl).await?.1)
+}
+
+/// Stores `answer` for job `job` and marks it done, only if it is still
+/// `fence`'s (running under its epoch, the lease current): `false` when the
+/// job was taken away (its lease expired and it went back to the queue).
+pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) -> Result<bool> {
+    let (recorded, _) =
+        record_and_claim(q, fence, &[(job, answer.clone())], 0, 0, Duration::ZERO).await?;
+    Ok(recorded == 1)
+}
+
+/// Records `done` (job, answer) pairs and claims up to `n` more jobs of
+/// pass `pass`, in one transaction (the worker's group commit), all fenced
+/// by `fence`: when its lease is no longer current nothing is recorded or
+/// claimed, and a job taken away meanwhile is not recorded. Returns how
+/// many answers were stored and the jobs claimed.
+pub async fn record_and_claim(
+    q: &PgQueue,
+    fence: &Fence,
+    done: &[(i64, Answer)],
+    pass: i64,
+    n: i64,
+    ttl: Duration,
+) -> Result<(u64, Vec<Claimed>)> {
     let mut tx = q.pool().begin().await?;
     let current = sqlx::query_scalar!(
         r#"SELECT epoch FROM gpu_leases
@@ -153,8 +198,69 @@ pub async fn claim(
     .fetch_optional(&mut *tx)
     .await?;
     if current.is_none() {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     }
+    let recorded = if done.is_empty() {
+        0
+    } else {
+        record_in(&mut tx, fence, done).await?
+    };
+    let claimed = if n > 0 {
+        claim_in(&mut tx, fence, pass, n, ttl).await?
+    } else {
+        Vec::new()
+    };
+    tx.commit().await?;
+    Ok((recorded, claimed))
+}
+
+async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    fence: &Fence,
+    done: &[(i64, Answer)],
+) -> Result<u64> {
+    let jobs: Vec<i64> = done.iter().map(|(j, _)| *j).collect();
+    let fields: Vec<sqlx::types::JsonValue> = done.iter().map(|(_, a)| a.fields.clone()).collect();
+    let models: Vec<&str> = done.iter().map(|(_, a)| a.model.as_str()).collect();
+    Ok(sqlx::query_scalar!(
+        r#"WITH answer AS (
+               SELECT * FROM UNNEST($1::bigint[], $2::jsonb[], $3::text[]) AS a(job_id, fields, model)),
+           finished AS (
+               UPDATE jobs j SET state = 'done', lease_owner = NULL, lease_gpu = NULL,
+                      lease_epoch = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+               FROM answer a
+               WHERE j.id = a.job_id AND j.state = 'running' AND j.lease_owner = $4
+                 AND j.lease_gpu = $5 AND j.lease_epoch = $6
+               RETURNING j.id, j.frame_id, j.pass_id),
+           stored AS (
+               INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action,
+                                         setting, fields, model)
+               SELECT f.id, f.frame_id, f.pass_id, a.fields ->> 'visual_content', a.fields ->> 'mood',
+                      a.fields ->> 'action', a.fields ->> 'setting', a.fields, a.model
+               FROM finished f JOIN answer a ON a.job_id = f.id),
+           tried AS (
+               UPDATE attempts SET finished_at = clock_timestamp(), outcome = 'done'
+               WHERE job_id IN (SELECT id FROM finished) AND finished_at IS NULL)
+           SELECT count(*) AS "n!" FROM finished"#,
+        &jobs,
+        &fields,
+        &models as &[&str],
+        fence.owner,
+        fence.gpu,
+        fence.epoch
+    )
+    .fetch_one(&mut **tx)
+    .await? as u64)
+}
+
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    fence: &Fence,
+    pass: i64,
+    n: i64,
+    ttl: Duration,
+) -> Result<Vec<Claimed>> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let rows = sqlx::query!(
         r#"WITH picked AS (
                SELECT id FROM jobs
@@ -183,9 +289,8 @@ pub async fn claim(
         fence.epoch,
         ttl_ms
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|r| Claimed {
@@ -195,57 +300,6 @@ pub async fn claim(
             attempts: r.attempts,
         })
         .collect())
-}
-
-/// Stores `answer` for job `job` and marks it done, only if it is still
-/// `fence`'s (running under its epoch, the lease current): `false` when the
-/// job was taken away (its lease expired and it went back to the queue).
-pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) -> Result<bool> {
-    let mut tx = q.pool().begin().await?;
-    let row = sqlx::query!(
-        r#"UPDATE jobs SET state = 'done', lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL,
-                  lease_expires_at = NULL, updated_at = clock_timestamp()
-           WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND lease_gpu = $3
-             AND lease_epoch = $4
-             AND EXISTS (SELECT 1 FROM gpu_leases
-                         WHERE gpu = $3 AND holder = $2 AND epoch = $4 FOR SHARE)
-           RETURNING frame_id, pass_id"#,
-        job,
-        fence.owner,
-        fence.gpu,
-        fence.epoch
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    let text = |k: &str| {
-        answer
-            .fields
-            .get(k)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    sqlx::query!(
-        r#"INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
-                                     fields, model)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
-        job,
-        row.frame_id,
-        row.pass_id,
-        text("visual_content"),
-        text("mood"),
-        text("action"),
-        text("setting"),
-        answer.fields,
-        answer.model
-    )
-    .execute(&mut *tx)
-    .await?;
-    close_attempts(&mut tx, &[job], "done").await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// Puts every running job whose job lease expired by the database's clock

@@ -486,6 +486,54 @@ async fn an_enqueue_wakes_a_waiting_worker() {
     assert_eq!(enqueue.await.unwrap(), 3);
 }
 
+/// Deleting a film removes its frames, jobs, attempts and descriptions,
+/// and nothing of another film.
+#[tokio::test]
+async fn deleting_a_film_leaves_nothing_of_it() {
+    let pg = TestPg::new().await;
+    let q = pg.queue().await;
+    let pass = queue::ensure_pass(&q, "default").await.unwrap();
+    let (gone, kept) = (
+        queue::ensure_film(&q, "gone").await.unwrap(),
+        queue::ensure_film(&q, "kept").await.unwrap(),
+    );
+    queue::enqueue(&q, gone, pass, &frames(5), 3).await.unwrap();
+    queue::enqueue(&q, kept, pass, &frames(3), 3).await.unwrap();
+    let me = holder("w", "host", i64::from(std::process::id()));
+    let ttl = Duration::from_secs(60);
+    let Acquire::Acquired { epoch, .. } = lease::acquire(&q, "GPU-1", &me, ttl).await.unwrap()
+    else {
+        panic!("a free GPU")
+    };
+    let fence = Fence {
+        gpu: "GPU-1".into(),
+        owner: "w".into(),
+        epoch,
+    };
+    let claimed = queue::claim(&q, &fence, pass, 8, ttl).await.unwrap();
+    let done: Vec<_> = claimed.iter().map(|c| (c.job_id, answer())).collect();
+    queue::record_and_claim(&q, &fence, &done, pass, 0, ttl)
+        .await
+        .unwrap();
+    assert_eq!(count(&q, "SELECT count(*) FROM descriptions").await, 8);
+    assert!(queue::delete_film(&q, gone).await.unwrap());
+    for (table, left) in [
+        ("films", 1),
+        ("frames", 3),
+        ("jobs", 3),
+        ("attempts", 3),
+        ("descriptions", 3),
+    ] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(q.pool())
+                .await
+                .unwrap();
+        assert_eq!(n, left, "{table}");
+    }
+    assert!(!queue::delete_film(&q, gone).await.unwrap());
+}
+
 /// Enqueuing the same frames again adds nothing (by path and index).
 #[tokio::test]
 async fn enqueue_is_idempotent() {

@@ -1,0 +1,299 @@
+//! The queue on PostgreSQL against the queue on SQLite, in one run: a
+//! 1,000,000-frame enqueue, then the worker's database loop with a no-op
+//! describer (record the batch of answers and claim the next batch, one
+//! transaction a round) with 1 and 4 workers on PostgreSQL, each its own
+//! connection pool and GPU lease, next to 1 worker on SQLite
+//! (`cinecut::db::jobs::record_and_claim`, the same loop); claim latency
+//! p50/p99 under 4 workers. Both durable: PostgreSQL with fsync on and
+//! synchronous_commit on (its defaults), SQLite with synchronous=FULL.
+//!
+//! Run: `cargo bench -p cinecut-postgres --bench queue` (FRAMES=N, JOBS=N,
+//! BATCH=N to change the sizes). It starts a throwaway cluster of its own
+//! (scripts/pg-cluster.sh, fsync on) and removes it after.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cinecut_postgres::PgQueue;
+use cinecut_postgres::host::HostId;
+use cinecut_postgres::lease::{self, Acquire, Holder};
+use cinecut_postgres::queue::{self, Answer, Claimed, Fence, NewFrame};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cluster(action: &str, dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(action)
+        .arg(dir)
+        .env("CINECUT_PG_FSYNC", "on")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg-cluster.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn answer() -> Answer {
+    Answer {
+        fields: serde_json::json!({
+            "visual_content": "a figure by a window", "mood": "tense",
+            "action": "someone waits", "setting": "a small room at night"
+        }),
+        model: "instant".into(),
+    }
+}
+
+/// One no-op worker on PostgreSQL: its own pool and GPU lease, rounds of
+/// record-and-claim until the pass is empty; returns the jobs it recorded
+/// and each round's latency.
+async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec<Duration>) {
+    let q = PgQueue::connect(&url).await.unwrap();
+    let me = Holder {
+        id: format!("bench-{gpu}"),
+        host: HostId::this(),
+        pid: i64::from(std::process::id()),
+        purpose: "worker",
+    };
+    let ttl = Duration::from_secs(60);
+    let Acquire::Acquired { epoch, .. } = lease::acquire(&q, &gpu, &me, ttl).await.unwrap() else {
+        panic!("a free GPU")
+    };
+    let fence = Fence {
+        gpu,
+        owner: me.id.clone(),
+        epoch,
+    };
+    let (mut done, mut rounds) = (0, Vec::new());
+    let mut finished: Vec<(i64, Answer)> = Vec::new();
+    loop {
+        let t = Instant::now();
+        let (recorded, claimed) = queue::record_and_claim(&q, &fence, &finished, pass, batch, ttl)
+            .await
+            .unwrap();
+        rounds.push(t.elapsed());
+        done += recorded;
+        if claimed.is_empty() {
+            break;
+        }
+        finished = claimed
+            .iter()
+            .map(|c: &Claimed| (c.job_id, answer()))
+            .collect();
+    }
+    q.close().await;
+    (done, rounds)
+}
+
+/// `workers` no-op workers at once on a new pass of every frame; jobs/s
+/// and all rounds' latencies.
+async fn pg_run(
+    q: &PgQueue,
+    url: &str,
+    workers: usize,
+    jobs: usize,
+    batch: i64,
+) -> (f64, Vec<Duration>) {
+    let pass = queue::ensure_pass(q, &format!("bench-{workers}"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (frame_id, pass_id, film_id) \
+         SELECT id, $1, film_id FROM frames ORDER BY id LIMIT $2",
+    )
+    .bind(pass)
+    .bind(jobs as i64)
+    .execute(q.pool())
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            tokio::spawn(pg_worker(
+                url.to_string(),
+                format!("GPU-bench-{workers}-{w}"),
+                pass,
+                batch,
+            ))
+        })
+        .collect();
+    let (mut done, mut rounds) = (0, Vec::new());
+    for h in handles {
+        let (d, r) = h.await.unwrap();
+        done += d;
+        rounds.extend(r);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(done as usize, jobs);
+    (done as f64 / secs, rounds)
+}
+
+/// The same loop on SQLite (synchronous=FULL), 1 worker.
+async fn sqlite_run(dir: &Path, jobs: usize, batch: usize) -> f64 {
+    use cinecut::db::jobs::{self as sjobs, Batch, Finished, Outcome, Scope};
+    use cinecut::db::lease::{self as slease, Acquire as SAcquire, Holder as SHolder, Purpose};
+    use cinecut::db::{Db, Durability, now_ms};
+
+    let db = Db::open(&dir.join("bench.db"), Durability::Full)
+        .await
+        .unwrap();
+    let paths: Vec<_> = (0..jobs).map(|i| dir.join(format!("f{i}.png"))).collect();
+    for p in &paths {
+        std::fs::File::create(p).unwrap();
+    }
+    let sources = vec![cinecut::ingest::frames::Source::Paths {
+        title: "bench".into(),
+        paths,
+    }];
+    let opts = cinecut::ingest::EnqueueOptions {
+        dedupe_distance: None,
+        ..Default::default()
+    };
+    cinecut::ingest::enqueue(&db, sources, Vec::new(), &opts)
+        .await
+        .unwrap();
+    let pool = db.pool();
+    let me = SHolder::this_process(Purpose::Worker);
+    sjobs::register_worker(pool, &me.id, me.pid, &me.host, "gpu0", now_ms())
+        .await
+        .unwrap();
+    let SAcquire::Acquired { epoch, .. } = slease::acquire(pool, "gpu0", &me, 60_000, now_ms())
+        .await
+        .unwrap()
+    else {
+        panic!("a free GPU")
+    };
+    let fence = sjobs::Fence {
+        gpu: "gpu0".into(),
+        owner: me.id.clone(),
+        epoch,
+    };
+    let pass = cinecut::db::passes::only(pool).await.unwrap();
+    let scope = Scope {
+        pass: pass.id,
+        binding: pass.binding,
+        film: None,
+    };
+    let seed = cinecut::profile::Profile::default()
+        .parse_answer(&answer().fields.to_string())
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let (t, mut done) = (Instant::now(), 0);
+    let mut finished: Vec<Finished> = Vec::new();
+    loop {
+        let b = Batch {
+            fence: &fence,
+            finished: &finished,
+            claim: batch,
+            scope,
+            now: now_ms(),
+            lease_ms: 60_000,
+        };
+        let (rec, claimed) = sjobs::record_and_claim(&mut conn, &b).await.unwrap();
+        done += rec.done;
+        if claimed.jobs.is_empty() {
+            break;
+        }
+        let now = now_ms();
+        finished = claimed
+            .jobs
+            .into_iter()
+            .map(|job| Finished {
+                job,
+                outcome: Outcome::Done {
+                    answer: seed.clone(),
+                    model: "instant".into(),
+                    model_sha256: None,
+                    prompt_version: 1,
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                },
+                started_at: now,
+                finished_at: now,
+            })
+            .collect();
+    }
+    assert_eq!(done as usize, jobs);
+    done as f64 / t.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let frames = env_or("FRAMES", 1_000_000);
+    let jobs = env_or("JOBS", 50_000).min(frames);
+    let batch = env_or("BATCH", 16);
+    let dir = tempfile::Builder::new()
+        .prefix("cinecut-pg-bench-")
+        .tempdir()
+        .unwrap();
+    let admin = cluster("start", dir.path());
+    let url = format!("{}/bench", admin.rsplit_once('/').unwrap().0);
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    sqlx::query("CREATE DATABASE bench")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let q = PgQueue::connect(&url).await.unwrap();
+
+    let film = queue::ensure_film(&q, "bench").await.unwrap();
+    let pass = queue::ensure_pass(&q, "enqueue").await.unwrap();
+    let all: Vec<NewFrame> = (0..frames as i64)
+        .map(|i| NewFrame {
+            path: format!("/shared/frames/{:03}/frame_{i:07}.jpg", i / 10_000),
+            frame_index: i,
+            pts_ms: Some(i * 40),
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in all.chunks(20_000) {
+        queue::enqueue(&q, film, pass, chunk, 3).await.unwrap();
+    }
+    let enqueue_s = t.elapsed().as_secs_f64();
+
+    let (one, _) = pg_run(&q, &url, 1, jobs, batch as i64).await;
+    let (four, mut rounds) = pg_run(&q, &url, 4, jobs, batch as i64).await;
+    rounds.sort();
+    q.close().await;
+    cluster("stop", dir.path());
+
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = sqlite_run(sqlite_dir.path(), jobs, batch).await;
+
+    println!("frames enqueued                      {frames}");
+    println!(
+        "PostgreSQL enqueue (UNNEST, 20k/tx)  {enqueue_s:8.2} s  {:>10.0} frames/s",
+        frames as f64 / enqueue_s
+    );
+    println!("no-op jobs per run                   {jobs} (batch {batch})");
+    println!("PostgreSQL, 1 worker                 {one:>10.0} jobs/s");
+    println!("PostgreSQL, 4 workers                {four:>10.0} jobs/s");
+    println!("SQLite, 1 worker (synchronous=FULL)  {sqlite:>10.0} jobs/s");
+    println!("ratio PG 4 workers / PG 1 worker     {:10.2}", four / one);
+    println!(
+        "ratio PG 4 workers / SQLite 1 worker {:10.2}",
+        four / sqlite
+    );
+    println!("ratio PG 1 worker / SQLite 1 worker  {:10.2}", one / sqlite);
+    println!(
+        "record+claim round, 4 workers        p50 {:.2} ms  p99 {:.2} ms  ({} rounds)",
+        percentile(&rounds, 0.5),
+        percentile(&rounds, 0.99),
+        rounds.len()
+    );
+}
