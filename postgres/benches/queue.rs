@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cinecut_postgres::PgQueue;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Claimed, Fence, NewFrame};
+use cinecut_postgres::queue::{self, Answer, Claimed, Fence, Finished, NewFrame, Outcome};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -75,20 +75,24 @@ async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec
         epoch,
     };
     let (mut done, mut rounds) = (0, Vec::new());
-    let mut finished: Vec<(i64, Answer)> = Vec::new();
+    let mut finished: Vec<Finished> = Vec::new();
     loop {
         let t = Instant::now();
-        let (recorded, claimed) = queue::record_and_claim(&q, &fence, &finished, pass, batch, ttl)
+        let round = queue::record_and_claim(&q, &fence, &finished, pass, batch, ttl)
             .await
             .unwrap();
         rounds.push(t.elapsed());
-        done += recorded;
-        if claimed.is_empty() {
+        done += round.recorded.done;
+        if round.claimed.is_empty() {
             break;
         }
-        finished = claimed
+        finished = round
+            .claimed
             .iter()
-            .map(|c: &Claimed| (c.job_id, answer()))
+            .map(|c: &Claimed| Finished {
+                job: c.job_id,
+                outcome: Outcome::Done(answer()),
+            })
             .collect();
     }
     q.close().await;

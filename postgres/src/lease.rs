@@ -188,3 +188,31 @@ pub async fn release(q: &PgQueue, gpu: &str, me: &Holder, epoch: i64) -> Result<
     .await?;
     Ok(())
 }
+
+/// A gpu-lock command's wait for GPU `gpu` (refreshed while it waits):
+/// workers on that GPU claim nothing more and give the lease up.
+pub async fn wait_for(q: &PgQueue, gpu: &str, me: &Holder) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO gpu_waiters (gpu, waiter, host, pid) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (gpu, waiter) DO UPDATE SET heartbeat_at = clock_timestamp()"#,
+        gpu,
+        me.id,
+        me.host.0,
+        me.pid
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(())
+}
+
+/// The end of a gpu-lock command's wait (it got the lease or gave up).
+pub async fn stop_waiting(q: &PgQueue, gpu: &str, me: &Holder) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM gpu_waiters WHERE gpu = $1 AND waiter = $2",
+        gpu,
+        me.id
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(())
+}

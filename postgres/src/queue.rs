@@ -44,6 +44,66 @@ pub struct Answer {
     pub model: String,
 }
 
+/// How one claimed job's try ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A valid answer: stored, the job done.
+    Done(Answer),
+    /// Bad model output: burns an attempt, waits `backoff` (by the
+    /// database's clock), failed once attempts run out; the raw answer is
+    /// kept with the attempt.
+    Retry {
+        class: String,
+        error: String,
+        raw: Option<String>,
+        backoff: Duration,
+    },
+    /// Hopeless (a bad frame, a rejected request): failed now.
+    Fail { class: String, error: String },
+    /// Not the frame's fault (a crash, a timeout): back to the queue without
+    /// burning an attempt; with `counts`, one more transient failure, and
+    /// failed as poison at `poison_after` of them.
+    Requeue {
+        class: String,
+        error: String,
+        counts: bool,
+        poison_after: i64,
+        backoff: Duration,
+    },
+    /// Never tried (shutdown, yield): back to the queue, no trace.
+    Release,
+}
+
+/// A claimed job's end, to record.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub job: i64,
+    pub outcome: Outcome,
+}
+
+/// What a record step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub done: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub requeued: u64,
+    pub released: u64,
+}
+
+/// What one record-and-claim round did.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    pub recorded: Recorded,
+    pub claimed: Vec<Claimed>,
+    /// Nothing was claimed because a gpu-lock command waits for this GPU:
+    /// the worker should give its lease up once its jobs in flight end.
+    pub gpu_wanted: bool,
+}
+
+/// How long a gpu-lock command's wait counts after its last heartbeat.
+pub const WAITER_TTL: Duration = Duration::from_secs(30);
+
 /// Counts of a pass's jobs by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -161,31 +221,34 @@ pub async fn claim(
     n: i64,
     ttl: Duration,
 ) -> Result<Vec<Claimed>> {
-    Ok(record_and_claim(q, fence, &[], pass, n, ttl).await?.1)
+    Ok(record_and_claim(q, fence, &[], pass, n, ttl).await?.claimed)
 }
 
 /// Stores `answer` for job `job` and marks it done, only if it is still
 /// `fence`'s (running under its epoch, the lease current): `false` when the
 /// job was taken away (its lease expired and it went back to the queue).
 pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) -> Result<bool> {
-    let (recorded, _) =
-        record_and_claim(q, fence, &[(job, answer.clone())], 0, 0, Duration::ZERO).await?;
-    Ok(recorded == 1)
+    let done = Finished {
+        job,
+        outcome: Outcome::Done(answer.clone()),
+    };
+    let round = record_and_claim(q, fence, &[done], 0, 0, Duration::ZERO).await?;
+    Ok(round.recorded.done == 1)
 }
 
-/// Records `done` (job, answer) pairs and claims up to `n` more jobs of
-/// pass `pass`, in one transaction (the worker's group commit), all fenced
-/// by `fence`: when its lease is no longer current nothing is recorded or
-/// claimed, and a job taken away meanwhile is not recorded. Returns how
-/// many answers were stored and the jobs claimed.
+/// Records `finished` and claims up to `n` more jobs of pass `pass`, in one
+/// transaction (the worker's group commit), all fenced by `fence`: when its
+/// lease is no longer current nothing is recorded or claimed, and a job
+/// taken away meanwhile is not recorded. Nothing is claimed while a
+/// gpu-lock command waits for the GPU ([`Round::gpu_wanted`]).
 pub async fn record_and_claim(
     q: &PgQueue,
     fence: &Fence,
-    done: &[(i64, Answer)],
+    finished: &[Finished],
     pass: i64,
     n: i64,
     ttl: Duration,
-) -> Result<(u64, Vec<Claimed>)> {
+) -> Result<Round> {
     let mut tx = q.pool().begin().await?;
     let current = sqlx::query_scalar!(
         r#"SELECT epoch FROM gpu_leases
@@ -198,26 +261,176 @@ pub async fn record_and_claim(
     .fetch_optional(&mut *tx)
     .await?;
     if current.is_none() {
-        return Ok((0, Vec::new()));
+        return Ok(Round::default());
     }
-    let recorded = if done.is_empty() {
-        0
-    } else {
-        record_in(&mut tx, fence, done).await?
-    };
-    let claimed = if n > 0 {
-        claim_in(&mut tx, fence, pass, n, ttl).await?
-    } else {
-        Vec::new()
-    };
+    let done: Vec<(i64, &Answer)> = finished
+        .iter()
+        .filter_map(|f| match &f.outcome {
+            Outcome::Done(a) => Some((f.job, a)),
+            _ => None,
+        })
+        .collect();
+    let mut round = Round::default();
+    if !done.is_empty() {
+        round.recorded.done = record_in(&mut tx, fence, &done).await?;
+    }
+    if done.len() < finished.len() {
+        settle_in(&mut tx, fence, finished, &mut round.recorded).await?;
+    }
+    if n > 0 {
+        let waiters_since_ms = i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX);
+        let wanted = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = $1
+                 AND heartbeat_at >= clock_timestamp() - make_interval(secs => $2::bigint / 1000.0))
+               AS "wanted!""#,
+            fence.gpu,
+            waiters_since_ms
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if wanted {
+            round.gpu_wanted = true;
+        } else {
+            round.claimed = claim_in(&mut tx, fence, pass, n, ttl).await?;
+        }
+    }
     tx.commit().await?;
-    Ok((recorded, claimed))
+    Ok(round)
+}
+
+/// Records the tries that did not end in an answer (see [`Outcome`]), in
+/// one statement for the jobs and one for their attempts.
+async fn settle_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    fence: &Fence,
+    finished: &[Finished],
+    recorded: &mut Recorded,
+) -> Result<()> {
+    let mut jobs = Vec::new();
+    let mut kinds = Vec::new();
+    let mut classes: Vec<Option<String>> = Vec::new();
+    let mut errors: Vec<Option<String>> = Vec::new();
+    let mut raws: Vec<Option<String>> = Vec::new();
+    let mut backoffs = Vec::new();
+    let mut counts = Vec::new();
+    let mut poison = Vec::new();
+    let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    for f in finished {
+        let (kind, class, error, raw, backoff, counted, poison_after) = match &f.outcome {
+            Outcome::Done(_) => continue,
+            Outcome::Retry {
+                class,
+                error,
+                raw,
+                backoff,
+            } => (
+                "retry",
+                Some(class),
+                Some(error),
+                raw.clone(),
+                ms(backoff),
+                false,
+                0,
+            ),
+            Outcome::Fail { class, error } => ("fail", Some(class), Some(error), None, 0, false, 0),
+            Outcome::Requeue {
+                class,
+                error,
+                counts,
+                poison_after,
+                backoff,
+            } => (
+                "requeue",
+                Some(class),
+                Some(error),
+                None,
+                ms(backoff),
+                *counts,
+                *poison_after,
+            ),
+            Outcome::Release => ("release", None, None, None, 0, false, 0),
+        };
+        jobs.push(f.job);
+        kinds.push(kind);
+        classes.push(class.cloned());
+        errors.push(error.cloned());
+        raws.push(raw);
+        backoffs.push(backoff);
+        counts.push(counted);
+        poison.push(poison_after);
+    }
+    let settled = sqlx::query!(
+        r#"WITH o AS (
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[],
+                                    $6::bigint[])
+                        AS o(job_id, kind, error, backoff_ms, counts, poison_after))
+           UPDATE jobs j SET
+               attempts = j.attempts - CASE WHEN o.kind IN ('requeue', 'release') THEN 1 ELSE 0 END,
+               transient_failures = j.transient_failures + CASE WHEN o.counts THEN 1 ELSE 0 END,
+               state = CASE
+                   WHEN o.kind = 'fail' THEN 'failed'
+                   WHEN o.kind = 'retry' AND j.attempts >= j.max_attempts THEN 'failed'
+                   WHEN o.kind = 'requeue' AND o.counts
+                        AND j.transient_failures + 1 >= o.poison_after THEN 'failed'
+                   ELSE 'queued' END,
+               run_after = clock_timestamp() + make_interval(secs => o.backoff_ms / 1000.0),
+               last_error = coalesce(o.error, j.last_error),
+               lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL, lease_expires_at = NULL,
+               updated_at = clock_timestamp()
+           FROM o
+           WHERE j.id = o.job_id AND j.state = 'running' AND j.lease_owner = $7
+             AND j.lease_gpu = $8 AND j.lease_epoch = $9
+           RETURNING j.id AS "job!", o.kind AS "kind!", j.state AS "state!""#,
+        &jobs,
+        &kinds as &[&str],
+        &errors as &[Option<String>],
+        &backoffs,
+        &counts,
+        &poison,
+        fence.owner,
+        fence.gpu,
+        fence.epoch
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &settled {
+        match (r.kind.as_str(), r.state.as_str()) {
+            ("release", _) => recorded.released += 1,
+            (_, "failed") => recorded.failed += 1,
+            ("retry", _) => recorded.retried += 1,
+            _ => recorded.requeued += 1,
+        }
+    }
+    let ids: Vec<i64> = settled.iter().map(|r| r.job).collect();
+    sqlx::query!(
+        r#"WITH o AS (
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                        AS o(job_id, kind, class, error, raw))
+           , released AS (
+               DELETE FROM attempts a USING o
+               WHERE a.job_id = o.job_id AND o.kind = 'release' AND a.finished_at IS NULL
+                 AND a.job_id = ANY($6))
+           UPDATE attempts a SET finished_at = clock_timestamp(), outcome = o.kind,
+                  error_class = o.class, error = o.error, raw_output = o.raw
+           FROM o
+           WHERE a.job_id = o.job_id AND o.kind <> 'release' AND a.finished_at IS NULL
+             AND a.job_id = ANY($6)"#,
+        &jobs,
+        &kinds as &[&str],
+        &classes as &[Option<String>],
+        &errors as &[Option<String>],
+        &raws as &[Option<String>],
+        &ids
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn record_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     fence: &Fence,
-    done: &[(i64, Answer)],
+    done: &[(i64, &Answer)],
 ) -> Result<u64> {
     let jobs: Vec<i64> = done.iter().map(|(j, _)| *j).collect();
     let fields: Vec<sqlx::types::JsonValue> = done.iter().map(|(_, a)| a.fields.clone()).collect();

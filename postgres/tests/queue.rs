@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Fence, NewFrame, Wakeups};
+use cinecut_postgres::queue::{self, Answer, Fence, Finished, NewFrame, Outcome, Wakeups};
 use cinecut_postgres::{PgQueue, Result};
 use util::TestPg;
 
@@ -48,6 +48,13 @@ fn answer() -> Answer {
     Answer {
         fields: serde_json_value(),
         model: "fake".into(),
+    }
+}
+
+fn done_with(job: i64) -> Finished {
+    Finished {
+        job,
+        outcome: Outcome::Done(answer()),
     }
 }
 
@@ -511,7 +518,7 @@ async fn deleting_a_film_leaves_nothing_of_it() {
         epoch,
     };
     let claimed = queue::claim(&q, &fence, pass, 8, ttl).await.unwrap();
-    let done: Vec<_> = claimed.iter().map(|c| (c.job_id, answer())).collect();
+    let done: Vec<_> = claimed.iter().map(|c| done_with(c.job_id)).collect();
     queue::record_and_claim(&q, &fence, &done, pass, 0, ttl)
         .await
         .unwrap();
@@ -555,4 +562,201 @@ async fn enqueue_is_idempotent() {
     );
     assert_eq!(count(&q, "SELECT count(*) FROM jobs").await, 120);
     assert_eq!(count(&q, "SELECT frame_count FROM films").await, 120);
+}
+
+/// A worker on GPU-1 of one test, its lease taken.
+async fn leased(q: &PgQueue, id: &str) -> Fence {
+    let me = holder(id, "host", i64::from(std::process::id()));
+    let ttl = Duration::from_secs(60);
+    let Acquire::Acquired { epoch, .. } = lease::acquire(q, "GPU-1", &me, ttl).await.unwrap()
+    else {
+        panic!("a free GPU")
+    };
+    Fence {
+        gpu: "GPU-1".into(),
+        owner: id.into(),
+        epoch,
+    }
+}
+
+/// Whether the database's clock has passed job `job`'s run_after.
+async fn due(q: &PgQueue, job: i64) -> bool {
+    sqlx::query_scalar("SELECT run_after <= clock_timestamp() FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(q.pool())
+        .await
+        .unwrap()
+}
+
+fn retry(job: i64) -> Finished {
+    Finished {
+        job,
+        outcome: Outcome::Retry {
+            class: "bad_output".into(),
+            error: "mood: not a string".into(),
+            raw: Some("{\"mood\": 7}".into()),
+            backoff: Duration::from_millis(300),
+        },
+    }
+}
+
+fn crashed(job: i64) -> Finished {
+    Finished {
+        job,
+        outcome: Outcome::Requeue {
+            class: "server_crash".into(),
+            error: "connection reset".into(),
+            counts: true,
+            poison_after: 2,
+            backoff: Duration::ZERO,
+        },
+    }
+}
+
+/// Every way a try ends, as on SQLite: a retry burns an attempt and waits
+/// its backoff by the database's clock, and fails the job once attempts run
+/// out, the raw answer kept; a fail is at once; a requeue burns no attempt
+/// and counts toward poison; a release leaves no trace.
+#[tokio::test]
+async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
+    let pg = TestPg::new().await;
+    let q = pg.queue().await;
+    let pass = queued(&q, 4).await;
+    let fence = leased(&q, "w").await;
+    let ttl = Duration::from_secs(60);
+    let claim_ids = || async {
+        queue::claim(&q, &fence, pass, 4, ttl)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| (c.job_id, c.attempts))
+            .collect::<Vec<_>>()
+    };
+    let ids: Vec<i64> = claim_ids().await.iter().map(|c| c.0).collect();
+    let finished = [
+        retry(ids[0]),
+        Finished {
+            job: ids[1],
+            outcome: Outcome::Fail {
+                class: "bad_frame".into(),
+                error: "not an image".into(),
+            },
+        },
+        crashed(ids[2]),
+        Finished {
+            job: ids[3],
+            outcome: Outcome::Release,
+        },
+    ];
+    let round = queue::record_and_claim(&q, &fence, &finished, pass, 0, ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        round.recorded,
+        queue::Recorded {
+            done: 0,
+            retried: 1,
+            failed: 1,
+            requeued: 1,
+            released: 1
+        }
+    );
+    // The retried job waits its backoff, the failed one is gone; the
+    // requeued and the released ones are claimable at once, with the
+    // attempt they had (neither burnt one).
+    assert_eq!(claim_ids().await, vec![(ids[2], 1), (ids[3], 1)]);
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM attempts WHERE outcome = 'retry' \
+             AND raw_output = '{\"mood\": 7}' AND error_class = 'bad_output'"
+        )
+        .await,
+        1
+    );
+    // The released job's try left no attempt behind; only its new one.
+    let tries: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE job_id = $1")
+        .bind(ids[3])
+        .fetch_one(q.pool())
+        .await
+        .unwrap();
+    assert_eq!(tries, 1);
+    // The frame's second transient failure makes it poison.
+    let round = queue::record_and_claim(
+        &q,
+        &fence,
+        &[crashed(ids[2]), done_with(ids[3])],
+        pass,
+        0,
+        ttl,
+    )
+    .await
+    .unwrap();
+    assert_eq!((round.recorded.failed, round.recorded.done), (1, 1));
+    // Retried to exhaustion: three attempts, then failed.
+    for tries in 2..=3 {
+        while !due(&q, ids[0]).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(claim_ids().await, vec![(ids[0], tries)]);
+        queue::record_and_claim(&q, &fence, &[retry(ids[0])], pass, 0, ttl)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count(&q, "SELECT count(*) FROM jobs WHERE state = 'failed'").await,
+        3,
+        "the bad frame, the poison frame and the one retried to exhaustion"
+    );
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM attempts WHERE finished_at IS NULL"
+        )
+        .await,
+        0
+    );
+}
+
+/// A gpu-lock command waiting for a GPU stops that GPU's worker from
+/// claiming (it is told to yield); another host's GPU is not affected; once
+/// the command is done, the worker claims again.
+#[tokio::test]
+async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
+    let pg = TestPg::new().await;
+    let q = pg.queue().await;
+    let pass = queued(&q, 10).await;
+    let ttl = Duration::from_secs(60);
+    let fence = leased(&q, "w").await;
+    let other = holder("w-b", "host-b", i64::from(std::process::id()));
+    let Acquire::Acquired { epoch, .. } = lease::acquire(&q, "GPU-B", &other, ttl).await.unwrap()
+    else {
+        panic!("a free GPU")
+    };
+    let fence_b = Fence {
+        gpu: "GPU-B".into(),
+        owner: "w-b".into(),
+        epoch,
+    };
+    let lock = Holder {
+        purpose: "gpu-lock",
+        ..holder("ffmpeg", "host", i64::from(std::process::id()))
+    };
+    lease::wait_for(&q, "GPU-1", &lock).await.unwrap();
+    let round = queue::record_and_claim(&q, &fence, &[], pass, 4, ttl)
+        .await
+        .unwrap();
+    assert!(round.gpu_wanted && round.claimed.is_empty(), "{round:?}");
+    let round_b = queue::record_and_claim(&q, &fence_b, &[], pass, 4, ttl)
+        .await
+        .unwrap();
+    assert!(
+        !round_b.gpu_wanted && round_b.claimed.len() == 4,
+        "{round_b:?}"
+    );
+    lease::stop_waiting(&q, "GPU-1", &lock).await.unwrap();
+    let round = queue::record_and_claim(&q, &fence, &[], pass, 4, ttl)
+        .await
+        .unwrap();
+    assert!(!round.gpu_wanted && round.claimed.len() == 4, "{round:?}");
 }
