@@ -22,7 +22,7 @@ load=$!
 trap 'kill "$load" 2>/dev/null; wait "$load" 2>/dev/null || true' EXIT
 for i in $(seq "$runs"); do
   echo "== run $i of $runs under stress-ng --cpu $(nproc)"
-  SQLX_OFFLINE=true cargo nextest run --locked --profile ci 2>&1 | tail -n 3
+  SQLX_OFFLINE=true cargo nextest run --workspace --locked --profile ci 2>&1 | tail -n 3
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "run $i failed"; exit 1; }
 done
 echo "== $runs of $runs runs passed under load"
