@@ -214,6 +214,12 @@ pub struct WorkerCore {
     #[arg(long)]
     pub dialogue_context: bool,
 
+    /// Frames the database names under FROM are read under TO on this host
+    /// (shared storage mounted elsewhere); repeatable, the longest FROM
+    /// that applies wins. The database keeps the paths it has.
+    #[arg(long, value_name = "FROM=TO", value_parser = crate::frame::PathMap::parse_pair)]
+    pub path_map: Vec<(String, String)>,
+
     /// A prompt profile (TOML): the system and user text and the answer's
     /// fields with their types (text, enum, tags, integer, boolean); see
     /// examples/. Default: the built-in profile (visual_content, mood,

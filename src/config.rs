@@ -69,6 +69,7 @@ pub async fn worker(
         retry_backoff: core.retry_backoff,
         idle_unload: core.server.idle_unload,
         dialogue_context: core.dialogue_context,
+        path_map: crate::frame::PathMap::new(core.path_map.clone()),
         ..WorkerConfig::default()
     };
     Ok((cfg, engine, Describing { model, profile }))

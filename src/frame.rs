@@ -185,6 +185,24 @@ fn data_uri(mime: &str, bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_path_map_rewrites_whole_components_and_the_longest_prefix_wins() {
+        let map = super::PathMap::new(vec![
+            super::PathMap::parse_pair("/mnt/films=/data/films").unwrap(),
+            super::PathMap::parse_pair("/mnt/films/old/=/archive").unwrap(),
+        ]);
+        assert_eq!(map.apply("/mnt/films/a/1.jpg"), "/data/films/a/1.jpg");
+        assert_eq!(map.apply("/mnt/films/old/1.jpg"), "/archive/1.jpg");
+        assert_eq!(
+            map.apply("/mnt/filmsX/1.jpg"),
+            "/mnt/filmsX/1.jpg",
+            "not a component"
+        );
+        assert_eq!(map.apply("/elsewhere/1.jpg"), "/elsewhere/1.jpg");
+        assert!(super::PathMap::parse_pair("nonsense").is_err());
+        assert!(super::PathMap::parse_pair("=/x").is_err());
+    }
+
     use super::*;
 
     fn write(dir: &Path, name: &str, img: &DynamicImage) -> std::path::PathBuf {
@@ -269,5 +287,52 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         assert!(prepare(&p, 1024).is_err());
+    }
+}
+
+/// Where a worker finds frames that the database names by another path
+/// (`--path-map FROM=TO`): shared storage mounted elsewhere on this host.
+/// A path under FROM (FROM itself, or FROM followed by `/`) has that prefix
+/// replaced by TO; the longest FROM that applies wins; other paths are
+/// kept as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathMap(Vec<(String, String)>);
+
+impl PathMap {
+    pub fn new(mut pairs: Vec<(String, String)>) -> PathMap {
+        pairs.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        PathMap(pairs)
+    }
+
+    /// `FROM=TO`, both non-empty (trailing slashes dropped).
+    pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+        let (from, to) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not FROM=TO (e.g. /mnt/films=/data/films)"))?;
+        let trim = |p: &str| {
+            let t = p.trim_end_matches('/');
+            if t.is_empty() && p.starts_with('/') {
+                "/".to_string()
+            } else {
+                t.to_string()
+            }
+        };
+        let (from, to) = (trim(from), trim(to));
+        if from.is_empty() || to.is_empty() {
+            return Err(format!("{s:?}: FROM and TO must both be paths"));
+        }
+        Ok((from, to))
+    }
+
+    /// `path` as this host reaches it.
+    pub fn apply<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        for (from, to) in &self.0 {
+            if let Some(rest) = path.strip_prefix(from.as_str())
+                && (rest.is_empty() || rest.starts_with('/') || from.ends_with('/'))
+            {
+                return format!("{to}{rest}").into();
+            }
+        }
+        path.into()
     }
 }

@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     pub idle_unload: Duration,
     /// Give the model the dialogue line on screen (`--dialogue-context`).
     pub dialogue_context: bool,
+    /// Where this host reads the frames (`--path-map`).
+    pub path_map: crate::frame::PathMap,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +74,7 @@ impl Default for WorkerConfig {
             max_backoff: Duration::from_secs(30),
             idle_unload: Duration::from_secs(300),
             dialogue_context: false,
+            path_map: crate::frame::PathMap::default(),
         }
     }
 }
@@ -633,7 +636,8 @@ async fn describe_job(
     cfg: WorkerConfig,
 ) -> JobResult {
     let started_at = now_ms();
-    let result = describer.describe(&job.path, job.line.as_deref()).await;
+    let path = cfg.path_map.apply(&job.path);
+    let result = describer.describe(&path, job.line.as_deref()).await;
     let finished_at = now_ms();
     let mut fatal = None;
     let server_trouble = match &result {

@@ -399,3 +399,51 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         0
     );
 }
+
+/// Frames on shared storage mounted elsewhere on the worker's host: with
+/// `--path-map FROM=TO` the worker reads them under TO, and the database
+/// keeps the paths it was given; without it they fail as missing. A bad
+/// mapping is refused before anything runs.
+#[test]
+fn a_worker_reads_frames_through_its_path_map() {
+    let env = Env::new();
+    let enqueued = env.enqueue_images("enqueued-here", 4, &[]);
+    let from = std::fs::canonicalize(&enqueued).unwrap();
+    let mounted = env.path().join("mounted-there");
+    std::fs::rename(&from, &mounted).unwrap();
+    let fake = FakeServer::start(&env, &[]);
+    let map = format!("{}={}", from.display(), mounted.display());
+    let o = env
+        .worker(
+            &fake.url(),
+            "mapped.log",
+            &["--until-empty", "--path-map", &map],
+        )
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", env.log("mapped.log"));
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        4
+    );
+    let prefix = format!("{}/%", from.display());
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let kept: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM frames WHERE path LIKE ?1",
+            [&prefix],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 4, "the database keeps the paths it was given");
+
+    let o = env.run([
+        "worker",
+        "--server-url",
+        &fake.url(),
+        "--path-map",
+        "no-equals-sign",
+    ]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("is not FROM=TO"), "{}", stderr(&o));
+}
