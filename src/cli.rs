@@ -20,7 +20,7 @@ Exit codes:
 #[command(name = "cinecut", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
     /// SQLite database file (created if missing).
-    #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db")]
+    #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = sqlite_path)]
     pub db: PathBuf,
 
     /// SQLite durability: `full` fsyncs every commit (no finished description
@@ -716,4 +716,20 @@ impl From<SelectArg> for SelectMode {
             SelectArg::All => SelectMode::All,
         }
     }
+}
+
+/// `--db`: a SQLite file. A PostgreSQL URL is refused by name rather than
+/// taken for a file called `postgres:`: the commands do not run on
+/// PostgreSQL yet (its queue is the `cinecut-postgres` crate).
+fn sqlite_path(s: &str) -> Result<PathBuf, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Err(
+            "this cinecut runs its commands on a SQLite file only; PostgreSQL (many \
+                    hosts, one queue) is not available in the commands yet. Give --db a file \
+                    path, e.g. --db cinecut.db"
+                .into(),
+        );
+    }
+    Ok(PathBuf::from(s))
 }

@@ -175,6 +175,32 @@ fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
     assert!(!env.db().exists(), "a usage error touches no database");
 }
 
+/// A PostgreSQL URL given to --db (or CINECUT_DB) is a usage error that
+/// says so, not a SQLite file named `postgres:` made in the current folder.
+#[test]
+fn a_postgres_url_is_refused_until_the_commands_run_on_postgresql() {
+    let env = Env::new();
+    for (how, url) in [
+        ("--db", "postgres://db.example/cinecut"),
+        ("CINECUT_DB", "postgresql://x/y"),
+    ] {
+        let mut c = std::process::Command::new(crate::util::BIN);
+        c.current_dir(env.path());
+        if how == "--db" {
+            c.args(["--db", url, "status"]).env_remove("CINECUT_DB");
+        } else {
+            c.arg("status").env("CINECUT_DB", url);
+        }
+        let o = c.output().unwrap();
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains("PostgreSQL"), "{how}: {}", stderr(&o));
+        assert!(
+            std::fs::read_dir(env.path()).unwrap().next().is_none(),
+            "{how}: nothing written"
+        );
+    }
+}
+
 /// Numbers that parse but cannot work are usage errors that say what
 /// would; flags that only fail together are runtime errors naming the flag.
 #[test]
