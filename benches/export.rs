@@ -50,10 +50,18 @@ fn main() {
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
              INSERT INTO frames (id, film_id, frame_index, pts_ms, path, created_at)
              SELECT i, 1, i - 1, (i - 1) * 40, '/films/big/frame_' || i || '.jpg', 0 FROM s",
-            "INSERT INTO jobs (id, frame_id, film_id, state, created_at, updated_at) SELECT id, id, 1, 'done', 0, 0 FROM frames",
-            "INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, prompt_version, created_at)
-             SELECT id, id, 'a figure by a rain-streaked window, frame ' || id, 'tense, \"quiet\"', 'someone waits,
-             then turns', 'a small room at night', 'bench', 1, 0 FROM frames",
+            // A new database has its unbound pass `default` (id 1).
+            "UPDATE passes SET model = 'bench' WHERE id = 1 AND ?1 > 0",
+            "INSERT INTO jobs (id, frame_id, pass_id, film_id, state, created_at, updated_at)
+             SELECT id, id, 1, 1, 'done', 0, 0 FROM frames WHERE ?1 > 0",
+            "INSERT INTO film_passes (film_id, pass_id, job_count) VALUES (1, 1, ?1)",
+            "INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting, fields,
+                                       model, prompt_version, created_at)
+             SELECT id, id, 1, v, m, a, s, json_object('visual_content', v, 'mood', m, 'action', a, 'setting', s),
+                    'bench', 1, 0
+             FROM (SELECT id, 'a figure by a rain-streaked window, frame ' || id AS v, 'tense, \"quiet\"' AS m,
+                          'someone waits,
+             then turns' AS a, 'a small room at night' AS s FROM frames WHERE ?1 > 0)",
         ] {
             sqlx::query(sql).bind(n).execute(&mut *tx).await.unwrap();
         }

@@ -215,7 +215,14 @@ fn main() {
         let o = Command::new(bin)
             .arg("--db")
             .arg(&db)
-            .args(["enqueue", "--select", "interval", "--every", "0.03"])
+            .args([
+                "enqueue",
+                "--select",
+                "interval",
+                "--every",
+                "0.03",
+                "--no-dedupe",
+            ])
             .arg(&video)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -223,16 +230,20 @@ fn main() {
             .unwrap();
         assert!(o.success());
         let describe =
-            "INSERT INTO descriptions (job_id, frame_id, visual_content, mood, action, setting, model, prompt_version, created_at)
-             SELECT id, id,
+            "INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
+                                       fields, model, prompt_version, created_at)
+             SELECT job, frame, pass, v, m, a, s,
+                    json_object('visual_content', v, 'mood', m, 'action', a, 'setting', s),
+                    'llava-1.6-mistral-7b', 1, 0
+             FROM (SELECT j.id AS job, fr.id AS frame, j.pass_id AS pass,
                'A woman in a dark raincoat stands at a rain-streaked window of a small apartment, ' ||
                'her face lit from the side by a flickering neon sign outside; behind her a table ' ||
-               'with two cups and an unopened letter, frame ' || frame_index,
+               'with two cups and an unopened letter, frame ' || frame_index AS v,
                CASE frame_index % 5 WHEN 0 THEN 'tense, quiet' WHEN 1 THEN 'melancholic' WHEN 2 THEN 'hopeful'
-                    WHEN 3 THEN 'ominous' ELSE 'calm' END,
-               'She waits, then turns towards the door as a shadow passes the frosted glass',
-               'A cramped city apartment at night, rain outside, neon light',
-               'llava-1.6-mistral-7b', 1, 0 FROM frames;
+                    WHEN 3 THEN 'ominous' ELSE 'calm' END AS m,
+               'She waits, then turns towards the door as a shadow passes the frosted glass' AS a,
+               'A cramped city apartment at night, rain outside, neon light' AS s
+               FROM jobs j JOIN frames fr ON fr.id = j.frame_id);
              UPDATE jobs SET state = 'done';";
         let o = Command::new("sqlite3")
             .arg(&db)
