@@ -153,7 +153,7 @@ async fn through_server(
     };
     let t = Instant::now();
     let s = worker::run(
-        &db,
+        &cinecut::db::Store::Sqlite(db.clone()),
         &cfg,
         Engine::Supervised(Box::new(engine)),
         CancellationToken::new(),

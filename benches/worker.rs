@@ -86,7 +86,7 @@ fn cfg(parallel: usize) -> WorkerConfig {
 async fn through_worker(db: &Db, parallel: usize, describer: Arc<dyn Describer>) -> f64 {
     let t = Instant::now();
     let s = worker::run(
-        db,
+        &cinecut::db::Store::Sqlite(db.clone()),
         &cfg(parallel),
         Engine::Attached(Attached(describer)),
         CancellationToken::new(),

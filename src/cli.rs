@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::db::Durability;
+use crate::db::{Durability, Location};
 use crate::gpu::VramCheck;
 use crate::ingest::film::SelectMode;
 
@@ -19,9 +19,11 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "cinecut", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
-    /// SQLite database file (created if missing).
-    #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = sqlite_path)]
-    pub db: PathBuf,
+    /// SQLite database file (created if missing), or a PostgreSQL URL
+    /// (`postgres://user:password@host/db`: many GPU hosts, one queue; there
+    /// `enqueue` of stills, `worker`, `status` and `gpu-lock` run so far).
+    #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = db_location)]
+    pub db: Location,
 
     /// SQLite durability: `full` fsyncs every commit (no finished description
     /// is lost on power failure), `normal` is faster.
@@ -718,18 +720,7 @@ impl From<SelectArg> for SelectMode {
     }
 }
 
-/// `--db`: a SQLite file. A PostgreSQL URL is refused by name rather than
-/// taken for a file called `postgres:`: the commands do not run on
-/// PostgreSQL yet (its queue is the `cinecut-postgres` crate).
-fn sqlite_path(s: &str) -> Result<PathBuf, String> {
-    let lower = s.to_ascii_lowercase();
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        return Err(
-            "this cinecut runs its commands on a SQLite file only; PostgreSQL (many \
-                    hosts, one queue) is not available in the commands yet. Give --db a file \
-                    path, e.g. --db cinecut.db"
-                .into(),
-        );
-    }
-    Ok(PathBuf::from(s))
+/// `--db`: a SQLite file's path, or a `postgres://` URL.
+fn db_location(s: &str) -> Result<Location, String> {
+    Ok(Location::parse(s))
 }

@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::db::Db;
-use crate::db::jobs::{self, Fence, ServerEvent};
-use crate::db::lease::{self, OrphanServer};
+use crate::db::Store;
+use crate::db::jobs::{Fence, ServerEvent};
+use crate::db::lease::OrphanServer;
 use crate::error::{Error, Result};
 use crate::gpu::{self, ProbeError, VramCheck, VramProbe};
 use crate::server::{LlamaServer, ServerConfig, ServerError};
@@ -23,7 +23,7 @@ pub enum Engine {
 
 impl Engine {
     /// A describer ready for frames; starts (or restarts) the server if needed.
-    pub async fn ready(&mut self, db: &Db, fence: &Fence) -> Result<Arc<dyn Describer>> {
+    pub async fn ready(&mut self, db: &Store, fence: &Fence) -> Result<Arc<dyn Describer>> {
         match self {
             Engine::Attached(a) => Ok(a.0.clone()),
             Engine::Supervised(s) => s.ready(db, fence).await,
@@ -40,7 +40,7 @@ impl Engine {
 
     /// Frees the GPU: stops a supervised server (and clears its record in
     /// the lease row under `fence`).
-    pub async fn release(&mut self, db: &Db, fence: Option<&Fence>) {
+    pub async fn release(&mut self, db: &Store, fence: Option<&Fence>) {
         if let Engine::Supervised(s) = self {
             s.release(db, fence).await;
         }
@@ -131,8 +131,8 @@ impl Supervised {
 
     /// Counts a crash (in memory for the budget, in `workers` for `status`)
     /// and waits out the restart backoff.
-    async fn note_crash(&mut self, db: &Db, worker: &str, lines: String) -> Result<()> {
-        jobs::count_server_event(db.pool(), worker, ServerEvent::Crashed).await?;
+    async fn note_crash(&mut self, db: &Store, worker: &str, lines: String) -> Result<()> {
+        db.count_server_event(worker, ServerEvent::Crashed).await?;
         let now = Instant::now();
         self.crashes.push_back(now);
         while self
@@ -213,7 +213,7 @@ impl Supervised {
         Ok(())
     }
 
-    async fn start(&mut self, db: &Db, fence: &Fence) -> Result<()> {
+    async fn start(&mut self, db: &Store, fence: &Fence) -> Result<()> {
         self.preflight().await?;
         // Hashed (or read from the cache) while the server loads.
         let weights = {
@@ -223,7 +223,7 @@ impl Supervised {
                 self.cfg.server.mmproj.clone(),
             );
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                crate::weights::identity(&db, &model, &mmproj).await
+                crate::weights::identity(db.sqlite(), &model, &mmproj).await
             }))
         };
         let mut server = LlamaServer::spawn(&self.cfg.server)?;
@@ -232,15 +232,7 @@ impl Supervised {
             started_at: crate::process::start_ticks(server.pid),
             cmdline: Some(server.cmdline.clone()),
         };
-        if !lease::set_server(
-            db.pool(),
-            &fence.gpu,
-            &fence.owner,
-            fence.epoch,
-            Some(&record),
-        )
-        .await?
-        {
+        if !db.set_server(fence, Some(&record)).await? {
             server.stop().await;
             return Err(Error::LeaseLost {
                 gpu: fence.gpu.clone(),
@@ -252,12 +244,11 @@ impl Supervised {
             .await
         {
             server.stop().await;
-            lease::set_server(db.pool(), &fence.gpu, &fence.owner, fence.epoch, None)
-                .await
-                .ok();
+            db.set_server(fence, None).await.ok();
             return Err(e.into());
         }
-        jobs::count_server_event(db.pool(), &fence.owner, ServerEvent::Started).await?;
+        db.count_server_event(&fence.owner, ServerEvent::Started)
+            .await?;
         let client = VisionClient::new(
             &server.base_url(),
             Some(server.api_key.clone()),
@@ -300,7 +291,7 @@ impl Supervised {
 }
 
 impl Supervised {
-    async fn ready(&mut self, db: &Db, fence: &Fence) -> Result<Arc<dyn Describer>> {
+    async fn ready(&mut self, db: &Store, fence: &Fence) -> Result<Arc<dyn Describer>> {
         if let Some(server) = &mut self.server
             && let Some(status) = server.exited()
         {
@@ -349,13 +340,11 @@ impl Supervised {
         }
     }
 
-    async fn release(&mut self, db: &Db, fence: Option<&Fence>) {
+    async fn release(&mut self, db: &Store, fence: Option<&Fence>) {
         if let Some(mut server) = self.server.take() {
             server.stop().await;
             if let Some(f) = fence {
-                lease::set_server(db.pool(), &f.gpu, &f.owner, f.epoch, None)
-                    .await
-                    .ok();
+                db.set_server(f, None).await.ok();
             }
         }
         self.describer = None;

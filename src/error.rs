@@ -35,6 +35,21 @@ pub enum Error {
     /// A migration failed for another reason.
     #[error("cannot migrate the database")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The PostgreSQL server refused, failed or could not be reached.
+    #[error(
+        "PostgreSQL database {url}: check that the server runs and the URL, user and password are right"
+    )]
+    Postgres {
+        url: String,
+        #[source]
+        source: cinecut_postgres::Error,
+    },
+    /// Something this cinecut does on SQLite only, asked of PostgreSQL.
+    #[error(
+        "{0} is not available on PostgreSQL yet (there, enqueue of stills, worker, status and \
+         gpu-lock run); run it on a SQLite database (--db FILE)"
+    )]
+    NotOnPostgres(&'static str),
     /// A named film does not exist.
     #[error("no film titled {0:?}; `cinecut status` lists the films")]
     UnknownFilm(String),
@@ -199,6 +214,29 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is the PostgreSQL connection going away (the server
+    /// restarting, the network dropping): the worker reconnects and takes
+    /// its lease again rather than stopping. What it had in flight is
+    /// requeued by the new lease epoch or by job-lease expiry.
+    pub fn is_connection_lost(&self) -> bool {
+        let Error::Postgres {
+            source: cinecut_postgres::Error::Sql(e),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                // 08: connection exception; 57P01-03: admin or crash
+                // shutdown, cannot connect now.
+                c.get(..2) == Some("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+            }),
+            _ => false,
+        }
+    }
+
     /// [`Error::explain_database`] for one cause in an error chain, which
     /// may be our error wrapping the driver's or the driver's own.
     pub fn explain_cause(

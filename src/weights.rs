@@ -13,14 +13,15 @@ use crate::db::files::{self, FileStamp};
 use crate::db::{Db, now_ms};
 
 /// `<model sha256>+<mmproj sha256>`, or why not (logged by the caller;
-/// descriptions then carry no hash).
-pub async fn identity(db: &Db, model: &Path, mmproj: &Path) -> Result<String, String> {
+/// descriptions then carry no hash). Cached in `db` when there is one (a
+/// PostgreSQL worker hashes at every server start).
+pub async fn identity(db: Option<&Db>, model: &Path, mmproj: &Path) -> Result<String, String> {
     let (model, mmproj) = tokio::join!(file_sha256(db, model), file_sha256(db, mmproj));
     Ok(format!("{}+{}", model?, mmproj?))
 }
 
 /// The SHA-256 of `path`, from the cache when the file is unchanged.
-pub async fn file_sha256(db: &Db, path: &Path) -> Result<String, String> {
+pub async fn file_sha256(db: Option<&Db>, path: &Path) -> Result<String, String> {
     let shown = path.display();
     let canonical = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
     let meta = std::fs::metadata(&canonical).map_err(|e| format!("{shown}: {e}"))?;
@@ -34,8 +35,9 @@ pub async fn file_sha256(db: &Db, path: &Path) -> Result<String, String> {
         size: meta.len() as i64,
         mtime_ns,
     };
-    let cached = files::cached_sha256(db.pool(), &stamp).await;
-    if let Ok(Some(sha)) = cached {
+    if let Some(db) = db
+        && let Ok(Some(sha)) = files::cached_sha256(db.pool(), &stamp).await
+    {
         return Ok(sha);
     }
     let started = Instant::now();
@@ -48,7 +50,9 @@ pub async fn file_sha256(db: &Db, path: &Path) -> Result<String, String> {
         meta.len() >> 20,
         started.elapsed().as_secs_f64()
     );
-    if let Err(e) = files::store_sha256(db.pool(), &stamp, &sha, now_ms()).await {
+    if let Some(db) = db
+        && let Err(e) = files::store_sha256(db.pool(), &stamp, &sha, now_ms()).await
+    {
         tracing::warn!("could not cache the hash of {shown}: {e}");
     }
     Ok(sha)

@@ -19,11 +19,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::jobs::{self, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
-use crate::db::lease::{self, Acquire, Holder, Purpose};
+use crate::db::jobs::{ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
+use crate::db::lease::{Acquire, Holder, Purpose};
 use crate::db::passes::Pass;
 use crate::db::work::WorkQueue;
-use crate::db::{Db, now_ms};
+use crate::db::{Store, now_ms};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::vision::{DescribeError, Describer, TransientKind};
@@ -110,57 +110,82 @@ enum LeaseEnd {
 /// waits for the GPU lease, works under it ([`LeaseSession`]), gives it up
 /// (shutdown, empty queue, a gpu-lock command) or loses it, and waits again.
 pub async fn run(
-    db: &Db,
+    store: &Store,
     cfg: &WorkerConfig,
     mut engine: Engine,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary> {
-    let pool = db.pool();
     let me = Holder::this_process(Purpose::Worker);
-    jobs::register_worker(pool, &me.id, me.pid, &me.host, &cfg.gpu, now_ms()).await?;
+    store.register_worker(&me, &cfg.gpu).await?;
     tracing::info!(worker = %me.id, gpu = %cfg.gpu, parallel = cfg.parallel, "worker started");
     let mut summary = WorkerSummary::default();
     let result = async {
         let pass = match &cfg.pass {
             Some(pass) => pass.clone(),
-            None => crate::db::passes::only(pool).await?,
+            None => match store {
+                Store::Sqlite(db) => crate::db::passes::only(db.pool()).await?,
+                Store::Postgres(_) => return Err(Error::NotOnPostgres("a worker without --pass")),
+            },
         };
         let scope = Scope { pass: pass.id, binding: pass.binding, film: cfg.film };
         loop {
-            if cfg.until_empty && !jobs::has_open_work(pool, scope).await? {
-                tracing::info!("queue is empty");
-                return Ok(());
+            let round: Result<bool> = async {
+                if cfg.until_empty && !store.has_open_work(scope).await? {
+                    tracing::info!("queue is empty");
+                    return Ok(false);
+                }
+                let Some(epoch) = acquire_lease(store, cfg, &me, &shutdown).await? else { return Ok(false) };
+                store.set_worker_state(&me.id, WorkerState::Running).await?;
+                let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
+                let end = match WorkQueue::open(store, &me, fence.clone(), scope, cfg.lease_ttl).await {
+                    Ok(queue) => LeaseSession::new(store, cfg, queue, &mut engine, &mut summary).run(&shutdown).await,
+                    Err(e) => Err(e),
+                };
+                // The server never runs without the lease: stop it before the lease goes.
+                engine.release(store, Some(&fence)).await;
+                let end = match end {
+                    Ok(end) => end,
+                    Err(Error::LeaseLost { .. }) => LeaseEnd::LeaseLost,
+                    Err(e) => {
+                        store.release_lease(&cfg.gpu, &me, epoch).await.ok();
+                        return Err(e);
+                    }
+                };
+                match end {
+                    LeaseEnd::LeaseLost => {
+                        tracing::error!("lost the GPU lease (paused or presumed dead); in-flight results dropped, waiting for the lease again");
+                        Ok(true)
+                    }
+                    LeaseEnd::Yield => {
+                        store.release_lease(&cfg.gpu, &me, epoch).await?;
+                        tracing::info!("yielded the GPU lease to a gpu-lock command");
+                        store.set_worker_state(&me.id, WorkerState::Yielded).await?;
+                        Ok(true)
+                    }
+                    LeaseEnd::Shutdown | LeaseEnd::Empty => {
+                        store.release_lease(&cfg.gpu, &me, epoch).await?;
+                        Ok(false)
+                    }
+                }
             }
-            let Some(epoch) = acquire_lease(db, cfg, &me, &shutdown).await? else { return Ok(()) };
-            jobs::set_worker_state(pool, &me.id, WorkerState::Running, now_ms()).await?;
-            let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
-            let end = match WorkQueue::open(db, fence.clone(), scope, cfg.lease_ttl).await {
-                Ok(queue) => LeaseSession::new(db, cfg, queue, &mut engine, &mut summary).run(&shutdown).await,
-                Err(e) => Err(e),
-            };
-            // The server never runs without the lease: stop it before the lease goes.
-            engine.release(db, Some(&fence)).await;
-            let end = match end {
-                Ok(end) => end,
-                Err(Error::LeaseLost { .. }) => LeaseEnd::LeaseLost,
-                Err(e) => {
-                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await.ok();
-                    return Err(e);
+            .await;
+            match round {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                // The server restarted or the network dropped: connect
+                // again and take the lease again (under a new epoch, which
+                // requeues what was in flight).
+                Err(e) if e.is_connection_lost() => {
+                    let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
+                    tracing::warn!("lost the connection to the database ({cause}); reconnecting");
+                    engine.release(store, None).await;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = sleep(Duration::from_millis(500)) => {}
+                    }
                 }
-            };
-            match end {
-                LeaseEnd::LeaseLost => {
-                    tracing::error!("lost the GPU lease (paused or presumed dead); in-flight results dropped, waiting for the lease again");
-                }
-                LeaseEnd::Yield => {
-                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
-                    tracing::info!("yielded the GPU lease to a gpu-lock command");
-                    jobs::set_worker_state(pool, &me.id, WorkerState::Yielded, now_ms()).await?;
-                }
-                LeaseEnd::Shutdown | LeaseEnd::Empty => {
-                    lease::release(pool, &cfg.gpu, &me.id, epoch, now_ms()).await?;
-                    return Ok(());
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -170,24 +195,21 @@ pub async fn run(
     } else {
         WorkerState::Failed
     };
-    jobs::set_worker_state(pool, &me.id, state, now_ms())
-        .await
-        .ok();
+    store.set_worker_state(&me.id, state).await.ok();
     result.map(|()| summary)
 }
 
 /// Waits for the GPU lease; `None` on shutdown. Reaps a dead holder's
 /// orphaned llama-server.
 async fn acquire_lease(
-    db: &Db,
+    store: &Store,
     cfg: &WorkerConfig,
     me: &Holder,
     shutdown: &CancellationToken,
 ) -> Result<Option<i64>> {
-    let ttl = cfg.lease_ttl.as_millis() as i64;
     let mut told = false;
     loop {
-        match lease::acquire(db.pool(), &cfg.gpu, me, ttl, now_ms()).await? {
+        match store.acquire_lease(&cfg.gpu, me, cfg.lease_ttl).await? {
             Acquire::Acquired {
                 epoch,
                 recovered,
@@ -319,7 +341,7 @@ impl InFlight {
 /// each event. The loop ([`LeaseSession::run`]) records and claims, then
 /// waits for the next event and hands it to its method.
 struct LeaseSession<'a> {
-    db: &'a Db,
+    store: &'a Store,
     cfg: &'a WorkerConfig,
     queue: WorkQueue,
     engine: &'a mut Engine,
@@ -339,14 +361,14 @@ struct LeaseSession<'a> {
 
 impl<'a> LeaseSession<'a> {
     fn new(
-        db: &'a Db,
+        store: &'a Store,
         cfg: &'a WorkerConfig,
         queue: WorkQueue,
         engine: &'a mut Engine,
         summary: &'a mut WorkerSummary,
     ) -> Self {
         LeaseSession {
-            db,
+            store,
             cfg,
             queue,
             engine,
@@ -428,7 +450,7 @@ impl<'a> LeaseSession<'a> {
         let wants_work =
             room > 0 && (self.engine.is_running() || self.queue.has_claimable().await?);
         let describer = match wants_work {
-            true => Some(self.engine.ready(self.db, self.queue.fence()).await?),
+            true => Some(self.engine.ready(self.store, self.queue.fence()).await?),
             false => None,
         };
         if self.finished.is_empty() && describer.is_none() {
@@ -486,7 +508,9 @@ impl<'a> LeaseSession<'a> {
                 "no work for {:.0} s: stopping llama-server (--idle-unload)",
                 unload.as_secs_f64()
             );
-            self.engine.release(self.db, Some(self.queue.fence())).await;
+            self.engine
+                .release(self.store, Some(self.queue.fence()))
+                .await;
         }
         Ok(None)
     }

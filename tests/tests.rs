@@ -1,6 +1,9 @@
 //! The one integration test binary: real database files, real processes.
 
 mod util;
+// The PostgreSQL test cluster, shared with the cinecut-postgres crate's tests.
+#[path = "../postgres/tests/util.rs"]
+mod pg_util;
 
 mod database;
 mod dedupe;
@@ -8,6 +11,7 @@ mod dialogue;
 mod enqueue;
 mod film;
 mod passes;
+mod postgres;
 mod promises;
 mod real_hosts;
 mod real_models;

@@ -260,7 +260,7 @@ async fn main() {
     let all: Vec<NewFrame> = (0..frames as i64)
         .map(|i| NewFrame {
             path: format!("/shared/frames/{:03}/frame_{i:07}.jpg", i / 10_000),
-            frame_index: i,
+            frame_index: Some(i),
             pts_ms: Some(i * 40),
         })
         .collect();

@@ -31,6 +31,8 @@ pub enum Acquire {
     Acquired { epoch: i64, recovered: u64 },
     /// Held by a live holder (as far as this host can tell).
     Held { by: String, host: String },
+    /// Free, but a gpu-lock command waits for it: a worker lets it go first.
+    WaitersFirst,
 }
 
 /// A lease's time to live as the interval PostgreSQL adds to its clock.
@@ -66,6 +68,21 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
             by: row.holder.unwrap_or_default(),
             host: row.host.unwrap_or_default(),
         });
+    }
+    if me.purpose == "worker" && row.holder.as_deref() != Some(me.id.as_str()) {
+        let since = ttl_ms(crate::queue::WAITER_TTL);
+        let waited = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = $1
+                 AND heartbeat_at >= clock_timestamp() - make_interval(secs => $2::bigint / 1000.0))
+               AS "waited!""#,
+            gpu,
+            since
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if waited {
+            return Ok(Acquire::WaitersFirst);
+        }
     }
     let epoch = row.epoch + 1;
     let ttl = ttl_ms(ttl);

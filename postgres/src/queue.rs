@@ -14,7 +14,9 @@ use crate::{JOBS_CHANNEL, PgQueue, Result};
 #[derive(Debug, Clone)]
 pub struct NewFrame {
     pub path: String,
-    pub frame_index: i64,
+    /// `None`: the next free index of the film, in the order given (stills
+    /// from folders and globs).
+    pub frame_index: Option<i64>,
     pub pts_ms: Option<i64>,
 }
 
@@ -34,6 +36,8 @@ pub struct Claimed {
     pub frame_id: i64,
     pub path: String,
     pub attempts: i64,
+    pub transient_failures: i64,
+    pub max_attempts: i64,
 }
 
 /// A validated answer to store.
@@ -104,6 +108,54 @@ pub struct Round {
 /// How long a gpu-lock command's wait counts after its last heartbeat.
 pub const WAITER_TTL: Duration = Duration::from_secs(30);
 
+/// Whether pass `pass` has a queued job due now by the database's clock.
+pub async fn has_claimable(q: &PgQueue, pass: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1 AND state = 'queued'
+                          AND run_after <= clock_timestamp()) AS "any!""#,
+        pass
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
+/// Whether pass `pass` has jobs still queued or running.
+pub async fn has_open_work(q: &PgQueue, pass: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1
+                          AND state IN ('queued', 'running')) AS "any!""#,
+        pass
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
+/// How long until pass `pass`'s next backing-off job is due, by the
+/// database's clock; `None` when none waits.
+pub async fn next_due(q: &PgQueue, pass: i64) -> Result<Option<Duration>> {
+    let ms = sqlx::query_scalar!(
+        r#"SELECT (extract(epoch FROM min(run_after) - clock_timestamp()) * 1000)::bigint
+           FROM jobs WHERE pass_id = $1 AND state = 'queued' AND run_after > clock_timestamp()"#,
+        pass
+    )
+    .fetch_one(q.pool())
+    .await?;
+    Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+}
+
+/// gpu-lock commands waiting for GPU `gpu` (seen within [`WAITER_TTL`]).
+pub async fn waiters(q: &PgQueue, gpu: &str) -> Result<i64> {
+    let since = i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX);
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM gpu_waiters WHERE gpu = $1
+             AND heartbeat_at >= clock_timestamp() - make_interval(secs => $2::bigint / 1000.0)"#,
+        gpu,
+        since
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
 /// Counts of a pass's jobs by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -158,34 +210,50 @@ pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
     Ok(existed)
 }
 
-/// Adds `frames` to film `film` with a job each in pass `pass` (frames the
-/// film has, by path or index, are left as they are); returns how many
-/// were new. Workers waiting for work are woken.
+/// What an enqueue added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Frames the film did not have.
+    pub frames: u64,
+    /// Jobs the pass did not have (for new frames, and for frames the film
+    /// had without a job in this pass).
+    pub jobs: u64,
+}
+
+/// Adds `frames` to film `film` (frames the film has, by path or index,
+/// are left as they are) and gives each of them, new or not, a job in pass
+/// `pass` unless it has one. Workers waiting for work are woken.
 pub async fn enqueue(
     q: &PgQueue,
     film: i64,
     pass: i64,
     frames: &[NewFrame],
     max_attempts: i64,
-) -> Result<u64> {
+) -> Result<Enqueued> {
     let paths: Vec<&str> = frames.iter().map(|f| f.path.as_str()).collect();
-    let indexes: Vec<i64> = frames.iter().map(|f| f.frame_index).collect();
+    let indexes: Vec<Option<i64>> = frames.iter().map(|f| f.frame_index).collect();
     let pts: Vec<Option<i64>> = frames.iter().map(|f| f.pts_ms).collect();
     let mut tx = q.pool().begin().await?;
-    let inserted = sqlx::query_scalar!(
+    let added = sqlx::query!(
         r#"WITH new_frames AS (
                INSERT INTO frames (film_id, frame_index, pts_ms, path)
-               SELECT $1, i, p, f FROM UNNEST($2::bigint[], $3::bigint[], $4::text[]) AS u(i, p, f)
+               SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
+                                       WHERE film_id = $1) + n - 1), p, f
+               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[]) WITH ORDINALITY AS u(i, p, f, n)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
                INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
                SELECT n.id, $5, $1, (SELECT priority FROM films WHERE id = $1), $6
-               FROM new_frames n
+               FROM (SELECT id FROM new_frames
+                     UNION ALL
+                     SELECT id FROM frames WHERE film_id = $1 AND path = ANY($4::text[])) n
+               ON CONFLICT (frame_id, pass_id) DO NOTHING
                RETURNING id)
-           SELECT count(*) AS "n!" FROM new_jobs"#,
+           SELECT (SELECT count(*) FROM new_frames) AS "frames!",
+                  (SELECT count(*) FROM new_jobs) AS "jobs!""#,
         film,
-        &indexes,
+        &indexes as &[Option<i64>],
         &pts as &[Option<i64>],
         &paths as &[&str],
         pass,
@@ -196,17 +264,20 @@ pub async fn enqueue(
     sqlx::query!(
         "UPDATE films SET frame_count = frame_count + $2 WHERE id = $1",
         film,
-        inserted
+        added.frames
     )
     .execute(&mut *tx)
     .await?;
-    if inserted > 0 {
+    if added.jobs > 0 {
         sqlx::query!("SELECT pg_notify($1, $2::bigint::text)", JOBS_CHANNEL, pass)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
-    Ok(inserted as u64)
+    Ok(Enqueued {
+        frames: added.frames as u64,
+        jobs: added.jobs as u64,
+    })
 }
 
 /// Claims up to `n` queued jobs of pass `pass` due by the database's clock,
@@ -487,12 +558,13 @@ async fn claim_in(
                       lease_expires_at = clock_timestamp() + make_interval(secs => $6::bigint / 1000.0),
                       updated_at = clock_timestamp()
                FROM picked WHERE j.id = picked.id
-               RETURNING j.id, j.frame_id, j.attempts),
+               RETURNING j.id, j.frame_id, j.attempts, j.transient_failures, j.max_attempts),
            tried AS (
                INSERT INTO attempts (job_id, worker_id, gpu, lease_epoch)
                SELECT id, $3, $4, $5 FROM claimed)
            SELECT c.id AS "job_id!", c.frame_id AS "frame_id!", f.path AS "path!",
-                  c.attempts AS "attempts!"
+                  c.attempts AS "attempts!", c.transient_failures AS "transient_failures!",
+                  c.max_attempts AS "max_attempts!"
            FROM claimed c JOIN frames f ON f.id = c.frame_id
            ORDER BY c.id"#,
         pass,
@@ -511,6 +583,8 @@ async fn claim_in(
             frame_id: r.frame_id,
             path: r.path,
             attempts: r.attempts,
+            transient_failures: r.transient_failures,
+            max_attempts: r.max_attempts,
         })
         .collect())
 }

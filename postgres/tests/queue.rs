@@ -19,7 +19,7 @@ fn frames(n: i64) -> Vec<NewFrame> {
     (0..n)
         .map(|i| NewFrame {
             path: format!("/shared/film/frame_{i:06}.jpg"),
-            frame_index: i,
+            frame_index: Some(i),
             pts_ms: Some(i * 40),
         })
         .collect()
@@ -109,7 +109,7 @@ async fn work(
                         renewed = Instant::now();
                         e
                     }
-                    Acquire::Held { .. } => {
+                    Acquire::Held { .. } | Acquire::WaitersFirst => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         return Ok(false);
                     }
@@ -490,7 +490,7 @@ async fn an_enqueue_wakes_a_waiting_worker() {
         wake.wait(Duration::from_secs(60)).await.unwrap(),
         "woken by the enqueue"
     );
-    assert_eq!(enqueue.await.unwrap(), 3);
+    assert_eq!(enqueue.await.unwrap().jobs, 3);
 }
 
 /// Deleting a film removes its frames, jobs, attempts and descriptions,
@@ -548,19 +548,30 @@ async fn enqueue_is_idempotent() {
     let q = pg.queue().await;
     let film = queue::ensure_film(&q, "film").await.unwrap();
     let pass = queue::ensure_pass(&q, "default").await.unwrap();
+    let added = |frames, jobs| queue::Enqueued { frames, jobs };
     assert_eq!(
         queue::enqueue(&q, film, pass, &frames(100), 3)
             .await
             .unwrap(),
-        100
+        added(100, 100)
     );
     assert_eq!(
         queue::enqueue(&q, film, pass, &frames(120), 3)
             .await
             .unwrap(),
-        20
+        added(20, 20)
     );
     assert_eq!(count(&q, "SELECT count(*) FROM jobs").await, 120);
+    assert_eq!(count(&q, "SELECT frame_count FROM films").await, 120);
+    // A second pass over the same frames: no new frame, a job for each.
+    let second = queue::ensure_pass(&q, "second").await.unwrap();
+    assert_eq!(
+        queue::enqueue(&q, film, second, &frames(120), 3)
+            .await
+            .unwrap(),
+        added(0, 120)
+    );
+    assert_eq!(count(&q, "SELECT count(*) FROM jobs").await, 240);
     assert_eq!(count(&q, "SELECT frame_count FROM films").await, 120);
 }
 

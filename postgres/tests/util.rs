@@ -18,8 +18,17 @@ pub struct TestPg {
     private: Option<tempfile::TempDir>,
 }
 
+/// `scripts/pg-cluster.sh`, from this crate's tests or from the workspace
+/// root's (which include this file).
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster.sh")
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        here.join("scripts/pg-cluster.sh"),
+        here.join("../scripts/pg-cluster.sh"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("scripts/pg-cluster.sh")
 }
 
 fn cluster(action: &str, dir: &Path) -> String {

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use crate::cli::{EnqueueArgs, PickArg, SelectArg};
 use crate::db::Db;
+use crate::db::pg::PgDb;
 use crate::error::Error;
 use crate::ingest::subtitles::SubtitleSource;
 use crate::ingest::{self, EnqueueOptions, EnqueueSummary, Inputs, film::FilmOptions};
@@ -15,6 +16,20 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
             args.inputs.len()
         );
     }
+    let (inputs, opts) = inputs_and_options(&args);
+    let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
+    report(&summary, &args)
+}
+
+/// `cinecut enqueue --db postgres://…`: stills from folders, globs and
+/// manifests (see [`ingest::enqueue_inputs_pg`]).
+pub async fn run_pg(db: &PgDb, args: EnqueueArgs) -> anyhow::Result<()> {
+    let (inputs, opts) = inputs_and_options(&args);
+    let summary = ingest::enqueue_inputs_pg(db, &inputs, &opts).await?;
+    report(&summary, &args)
+}
+
+fn inputs_and_options(args: &EnqueueArgs) -> (Inputs, EnqueueOptions) {
     let inputs = Inputs {
         paths: args.inputs.clone(),
         manifest: args.manifest.clone(),
@@ -28,8 +43,12 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         passes: args.pass.clone(),
         dedupe_distance: (!args.no_dedupe).then_some(args.dedupe_distance),
     };
-    let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
-    print(&summary, args.json)?;
+    (inputs, opts)
+}
+
+/// Prints the summary and turns rejections into the command's error.
+fn report(summary: &EnqueueSummary, args: &EnqueueArgs) -> anyhow::Result<()> {
+    print(summary, args.json)?;
     for r in &summary.failed_videos {
         tracing::error!("video {}: {}", r.path, r.reason);
     }

@@ -6,22 +6,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GpuLockArgs;
-use crate::db::lease::{self, Acquire, Holder, Purpose};
-use crate::db::{self, Db};
+use crate::db::Store;
+use crate::db::lease::{Acquire, Holder, Purpose};
 use crate::error::Error;
 use crate::gpu::Nvml;
 
 /// Runs a command under a GPU lease and returns its exit code.
-pub async fn run(db: &Db, args: GpuLockArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
-    let pool = db.pool();
+pub async fn run(db: &Store, args: GpuLockArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let me = Holder::this_process(Purpose::GpuLock);
-    let ttl = args.lease_ttl.as_millis() as i64;
+    let ttl = args.lease_ttl;
     let started = tokio::time::Instant::now();
     let gpu = crate::config::resolve_gpu(&Nvml::default(), args.gpu, args.gpu_name.clone()).lease;
     let mut told = false;
     let epoch = loop {
-        lease::wait_for(pool, &gpu, &me, db::now_ms()).await?;
-        match lease::acquire(pool, &gpu, &me, ttl, db::now_ms()).await? {
+        db.wait_for_gpu(&gpu, &me).await?;
+        match db.acquire_lease(&gpu, &me, ttl).await? {
             Acquire::Acquired { epoch, .. } => break epoch,
             Acquire::Held { holder, .. } if !told => {
                 tracing::info!("GPU {gpu} is held by {holder}; waiting for it to yield");
@@ -32,7 +31,7 @@ pub async fn run(db: &Db, args: GpuLockArgs, shutdown: CancellationToken) -> any
         if let Some(limit) = args.timeout
             && started.elapsed() >= limit
         {
-            lease::stop_waiting(pool, &me).await?;
+            db.stop_waiting(&gpu, &me).await?;
             return Err(Error::GpuLockTimeout {
                 gpu,
                 waited_s: limit.as_secs(),
@@ -41,11 +40,11 @@ pub async fn run(db: &Db, args: GpuLockArgs, shutdown: CancellationToken) -> any
         }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => { lease::stop_waiting(pool, &me).await?; return Ok(130); }
+            _ = shutdown.cancelled() => { db.stop_waiting(&gpu, &me).await?; return Ok(130); }
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     };
-    lease::stop_waiting(pool, &me).await?;
+    db.stop_waiting(&gpu, &me).await?;
     tracing::info!(gpu = %gpu, epoch, "holding the GPU lease; running the command");
     let program = args.command[0].clone();
     let mut child = tokio::process::Command::new(&program)
@@ -64,13 +63,13 @@ pub async fn run(db: &Db, args: GpuLockArgs, shutdown: CancellationToken) -> any
                 tokio::select! {
                     status = child.wait() => break Some(status?),
                     _ = beat.tick() => {
-                        lease::renew(pool, &gpu, &me.id, epoch, ttl, db::now_ms()).await?;
+                        db.renew_lease(&gpu, &me, epoch, ttl).await?;
                     }
                 }
             }
         }
     };
-    lease::release(pool, &gpu, &me.id, epoch, db::now_ms()).await?;
+    db.release_lease(&gpu, &me, epoch).await?;
     let status = match code {
         Some(status) => status,
         None => return Err(child.expect_err("spawn failed").into()),

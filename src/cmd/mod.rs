@@ -27,7 +27,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
-use crate::db::{self, Db};
+use crate::db::pg::PgDb;
+use crate::db::{self, Db, Location};
 use crate::error::Error;
 
 /// Runs one command to completion and returns the process exit code.
@@ -54,13 +55,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         CancellationToken::new()
     };
     db::set_lock_wait((!long_running).then_some(cli.lock_wait));
-    let path = cli.db.clone();
+    let path = match &cli.db {
+        Location::Sqlite(path) => path.clone(),
+        Location::Postgres(url) => return on_postgres(cli.command, url, shutdown).await,
+    };
     let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);
     let db = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(130),
-        db = Db::open(&cli.db, cli.durability.into()) => db
-            .with_context(|| format!("opening database {}", cli.db.display()))
+        db = Db::open(&path, cli.durability.into()) => db
+            .with_context(|| format!("opening database {}", path.display()))
             .map_err(explain)?,
     };
     let ok = |()| 0;
@@ -73,7 +77,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&db, *args, shutdown).await,
         Command::Describe(args) => describe::run(&db, *args, shutdown).await,
         Command::Passes(args) => passes::run(&db, args).await.map(ok),
-        Command::GpuLock(args) => gpu_lock::run(&db, args, shutdown).await,
+        Command::GpuLock(args) => {
+            gpu_lock::run(&db::Store::Sqlite(db.clone()), args, shutdown).await
+        }
         Command::Gpu(args) => gpu::run(&db, args).await.map(ok),
         Command::Results(args) => results::run(&db, args).await.map(ok),
         Command::Search(args) => search::run(&db, args).await.map(ok),
@@ -82,6 +88,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     db.close().await;
     result.map_err(explain)
+}
+
+/// The commands that run on PostgreSQL so far; the others say so.
+async fn on_postgres(
+    command: Command,
+    url: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u8> {
+    let name = match &command {
+        Command::Enqueue(_) | Command::Worker(_) | Command::Status(_) | Command::GpuLock(_) => None,
+        Command::Retry(_) => Some("cinecut retry"),
+        Command::Cancel(_) => Some("cinecut cancel"),
+        Command::Run(_) => Some("cinecut run (enqueue, then worker, is the way there)"),
+        Command::Describe(_) => Some("cinecut describe"),
+        Command::Passes(_) => Some("cinecut passes"),
+        Command::Gpu(_) => Some("cinecut gpu"),
+        Command::Results(_) => Some("cinecut results (query the descriptions table with psql)"),
+        Command::Search(_) => Some("cinecut search"),
+        Command::Report(_) => Some("cinecut report"),
+        Command::Completions(_) => unreachable!("handled before the database opens"),
+    };
+    if let Some(name) = name {
+        return Err(Error::NotOnPostgres(name).into());
+    }
+    let db = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        db = PgDb::connect(url) => db?,
+    };
+    let result = match command {
+        Command::Enqueue(args) => enqueue::run_pg(&db, args).await.map(|()| 0),
+        Command::Worker(args) => worker::run_pg(&db, *args, shutdown).await.map(|()| 0),
+        Command::Status(args) => status::run_pg(&db, args).await.map(|()| 0),
+        Command::GpuLock(args) => {
+            gpu_lock::run(&db::Store::Postgres(db.clone()), args, shutdown).await
+        }
+        _ => unreachable!("refused above"),
+    };
+    db.close().await;
+    result
 }
 
 /// A database failure (locked, disk full, read-only, corrupt) as the error

@@ -58,7 +58,7 @@ pub async fn describe_until_done(
 ) -> anyhow::Result<()> {
     let before = totals(&status::films(db.pool(), None, Some(pass)).await?);
     let progress = tokio::spawn(show_progress(db.clone(), before.done, pass));
-    let result = worker::run(db, cfg, engine, shutdown).await;
+    let result = worker::run(&crate::db::Store::Sqlite(db.clone()), cfg, engine, shutdown).await;
     progress.abort();
     let films = status::films(db.pool(), None, Some(pass)).await?;
     let t = totals(&films);

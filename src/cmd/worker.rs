@@ -5,8 +5,10 @@ use tokio_util::sync::CancellationToken;
 use super::film_filter;
 use crate::cli::WorkerArgs;
 use crate::config::Describing;
-use crate::db::Db;
 use crate::db::passes::{self, Pass, PassIdentity};
+use crate::db::pg::PgDb;
+use crate::db::{Db, Store};
+use crate::error::Error;
 use crate::{config, worker};
 
 pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -14,7 +16,42 @@ pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyh
     let (mut cfg, engine, describing) = config::worker(args.core, film, args.max_side).await?;
     cfg.pass = Some(serve_pass(db, args.pass.as_deref(), &describing).await?);
     let started = std::time::Instant::now();
-    let s = worker::run(db, &cfg, engine, shutdown).await?;
+    let s = worker::run(&Store::Sqlite(db.clone()), &cfg, engine, shutdown).await?;
+    log_summary(&s, started);
+    Ok(())
+}
+
+/// `cinecut worker --db postgres://…`: the same worker on the shared
+/// queue. A pass there is its name (`--pass`, default `default`, the pass
+/// `enqueue` fills when none is named); what a worker describes with is its
+/// operator's choice.
+pub async fn run_pg(
+    db: &PgDb,
+    args: WorkerArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.film.is_some() {
+        return Err(Error::NotOnPostgres("worker --film").into());
+    }
+    let (mut cfg, engine, describing) = config::worker(args.core, None, args.max_side).await?;
+    if describing.profile.dialogue_context {
+        return Err(Error::NotOnPostgres("a prompt profile with dialogue_context").into());
+    }
+    let name = args.pass.as_deref().unwrap_or("default");
+    let id = db.ensure_pass(name).await?;
+    cfg.pass = Some(Pass {
+        id,
+        name: name.to_string(),
+        binding: 0,
+    });
+    tracing::info!(pass = %name, model = %describing.model, db = %db.shown(), "serving pass");
+    let started = std::time::Instant::now();
+    let s = worker::run(&Store::Postgres(db.clone()), &cfg, engine, shutdown).await?;
+    log_summary(&s, started);
+    Ok(())
+}
+
+fn log_summary(s: &worker::WorkerSummary, started: std::time::Instant) {
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         "worker done: {} described, {} failed, {} retried, {} requeued in {secs:.1} s ({:.2} frames/s)",
@@ -24,7 +61,6 @@ pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyh
         s.requeued,
         s.done as f64 / secs.max(1e-9)
     );
-    Ok(())
 }
 
 /// The pass this worker serves (see [`passes::serve`]), said in the log.

@@ -19,6 +19,7 @@ pub mod files;
 pub mod jobs;
 pub mod lease;
 pub mod passes;
+pub mod pg;
 pub mod queue;
 pub mod report;
 pub mod results;
@@ -187,6 +188,166 @@ pub enum Durability {
     Normal,
 }
 
+/// Where `--db` points: a SQLite file (the default, one host) or a
+/// PostgreSQL server (many hosts, one queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// A `postgres://` or `postgresql://` URL selects PostgreSQL; anything
+    /// else is a SQLite file's path.
+    pub fn parse(s: &str) -> Location {
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Location::Postgres(s.to_string())
+        } else {
+            Location::Sqlite(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&pg::redact(url)),
+        }
+    }
+}
+
+/// The database a worker runs on: either backend, behind the calls the
+/// worker loop and the engine make ([`work::WorkQueue`] for the rest).
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(Db),
+    Postgres(pg::PgDb),
+}
+
+impl Store {
+    /// The SQLite database, when this is one (the file-hash cache, dialogue
+    /// and llama-server records live there only).
+    pub fn sqlite(&self) -> Option<&Db> {
+        match self {
+            Store::Sqlite(db) => Some(db),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    pub async fn register_worker(&self, me: &lease::Holder, gpu: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => {
+                jobs::register_worker(db.pool(), &me.id, me.pid, &me.host, gpu, now_ms()).await
+            }
+            Store::Postgres(db) => db.register_worker(me, gpu).await,
+        }
+    }
+
+    pub async fn set_worker_state(&self, id: &str, state: jobs::WorkerState) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => jobs::set_worker_state(db.pool(), id, state, now_ms()).await,
+            Store::Postgres(db) => db.set_worker_state(id, state).await,
+        }
+    }
+
+    pub async fn has_open_work(&self, scope: jobs::Scope) -> Result<bool> {
+        match self {
+            Store::Sqlite(db) => jobs::has_open_work(db.pool(), scope).await,
+            Store::Postgres(db) => db.has_open_work(scope).await,
+        }
+    }
+
+    /// Takes the GPU lease if it is free (see [`lease::acquire`]; on
+    /// PostgreSQL, by the database's clock).
+    pub async fn acquire_lease(
+        &self,
+        gpu: &str,
+        me: &lease::Holder,
+        ttl: std::time::Duration,
+    ) -> Result<lease::Acquire> {
+        match self {
+            Store::Sqlite(db) => {
+                lease::acquire(db.pool(), gpu, me, ttl.as_millis() as i64, now_ms()).await
+            }
+            Store::Postgres(db) => db.acquire(gpu, me, ttl).await,
+        }
+    }
+
+    pub async fn release_lease(&self, gpu: &str, me: &lease::Holder, epoch: i64) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => lease::release(db.pool(), gpu, &me.id, epoch, now_ms())
+                .await
+                .map(|_| ()),
+            Store::Postgres(db) => db.release(gpu, me, epoch).await,
+        }
+    }
+
+    /// Extends a lease that runs no jobs (`gpu-lock`'s); `false` when it is
+    /// no longer ours.
+    pub async fn renew_lease(
+        &self,
+        gpu: &str,
+        me: &lease::Holder,
+        epoch: i64,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(db) => {
+                let ttl = ttl.as_millis() as i64;
+                Ok(lease::renew(db.pool(), gpu, &me.id, epoch, ttl, now_ms())
+                    .await?
+                    .held)
+            }
+            Store::Postgres(db) => db.renew(gpu, me, epoch, ttl).await,
+        }
+    }
+
+    /// Says (again) that `me`, a gpu-lock command, waits for GPU `gpu`:
+    /// workers there claim nothing more and give the lease up.
+    pub async fn wait_for_gpu(&self, gpu: &str, me: &lease::Holder) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => lease::wait_for(db.pool(), gpu, me, now_ms()).await,
+            Store::Postgres(db) => db.wait_for_gpu(gpu, me).await,
+        }
+    }
+
+    pub async fn stop_waiting(&self, gpu: &str, me: &lease::Holder) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => lease::stop_waiting(db.pool(), me).await,
+            Store::Postgres(db) => db.stop_waiting(gpu, me).await,
+        }
+    }
+
+    /// Notes the lease holder's llama-server (or none) in its lease row, so
+    /// a later holder on this host can reap it; `false` when the lease is no
+    /// longer ours. The PostgreSQL lease keeps no server: a worker's server
+    /// dies with it (parent-death signal).
+    pub async fn set_server(
+        &self,
+        fence: &jobs::Fence,
+        server: Option<&lease::OrphanServer>,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(db) => {
+                lease::set_server(db.pool(), &fence.gpu, &fence.owner, fence.epoch, server).await
+            }
+            Store::Postgres(_) => Ok(true),
+        }
+    }
+
+    /// Counts a llama-server start or crash in the worker's row (SQLite's
+    /// `status` shows them).
+    pub async fn count_server_event(&self, worker: &str, event: jobs::ServerEvent) -> Result<()> {
+        match self {
+            Store::Sqlite(db) => jobs::count_server_event(db.pool(), worker, event).await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+}
+
 /// A handle on the database file.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -296,12 +457,27 @@ pub async fn begin_immediate_on(
 
 const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
-/// The current time in unix milliseconds.
+/// Test-only: milliseconds added to this process's clock ([`now_ms`]), to
+/// stand for a host whose clock drifts. The PostgreSQL queue reads no
+/// host's clock for anything a lease or a delay decides, so a skewed worker
+/// there neither steals a live lease nor keeps a dead one (tests/postgres.rs).
+pub const CLOCK_SKEW_ENV: &str = "CINECUT_TEST_CLOCK_SKEW_MS";
+
+/// The current time in unix milliseconds (plus the test-only skew).
 pub fn now_ms() -> i64 {
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let skew = *SKEW.get_or_init(|| {
+        std::env::var(CLOCK_SKEW_ENV)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(now.as_millis())
+        .unwrap_or(i64::MAX)
+        .saturating_add(skew)
 }
 
 fn check_location(path: &Path) -> Result<()> {

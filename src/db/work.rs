@@ -1,9 +1,9 @@
 //! The queue as one worker sees it under one lease: record what finished
 //! and claim more (one transaction), renew, ask whether there is work, and
-//! wait for another process's commit. [`WorkQueue`] owns its connections
-//! and its way of noticing commits (`PRAGMA data_version` for SQLite; a
-//! PostgreSQL backend would `LISTEN` behind the same methods), so the worker
-//! names no database type.
+//! wait for another process's commit. [`WorkQueue`] is one of two backends
+//! behind the same methods: [`SqliteWork`] owns its connections and notices
+//! commits by `PRAGMA data_version`; [`super::pg::PgWork`] claims with
+//! `SKIP LOCKED` and wakes on `LISTEN/NOTIFY`. The worker names neither.
 
 use std::time::Duration;
 
@@ -12,12 +12,112 @@ use sqlx::pool::PoolConnection;
 use tokio::time::{Instant, sleep};
 
 use super::jobs::{self, Batch, Claimed, Fence, Finished, Recorded, Scope, WorkerState};
-use super::lease::{self, Renewal};
-use super::{Db, now_ms};
+use super::lease::{self, Holder, Renewal};
+use super::pg::PgWork;
+use super::{Db, Store, now_ms};
 use crate::error::Result;
 
-/// One worker's queue under one lease epoch.
-pub struct WorkQueue {
+/// One worker's queue under one lease epoch, on either backend.
+pub enum WorkQueue {
+    Sqlite(SqliteWork),
+    Postgres(PgWork),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! either {
+    ($self:expr, $q:ident => $call:expr) => {
+        match $self {
+            WorkQueue::Sqlite($q) => $call,
+            WorkQueue::Postgres($q) => $call,
+        }
+    };
+}
+
+impl WorkQueue {
+    pub async fn open(
+        store: &Store,
+        me: &Holder,
+        fence: Fence,
+        scope: Scope,
+        lease: Duration,
+    ) -> Result<Self> {
+        Ok(match store {
+            Store::Sqlite(db) => {
+                WorkQueue::Sqlite(SqliteWork::open(db, fence, scope, lease).await?)
+            }
+            Store::Postgres(db) => {
+                WorkQueue::Postgres(PgWork::open(db, me, fence, scope, lease).await?)
+            }
+        })
+    }
+
+    pub fn fence(&self) -> &Fence {
+        either!(self, q => q.fence())
+    }
+
+    /// Records `finished` and claims up to `claim` more, in one transaction.
+    pub async fn record_and_claim(
+        &mut self,
+        finished: &[Finished],
+        claim: usize,
+    ) -> Result<(Recorded, Claimed)> {
+        either!(self, q => q.record_and_claim(finished, claim).await)
+    }
+
+    /// Sets each claimed job's `line`: the dialogue line on screen at its
+    /// frame's time. The PostgreSQL queue keeps no dialogue (the worker
+    /// refuses a profile that asks for it there).
+    pub async fn add_dialogue(&mut self, jobs: &mut [jobs::ClaimedJob]) -> Result<()> {
+        match self {
+            WorkQueue::Sqlite(q) => q.add_dialogue(jobs).await,
+            WorkQueue::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Records `finished`, claiming nothing.
+    pub async fn record(&mut self, finished: &[Finished]) -> Result<Recorded> {
+        Ok(self.record_and_claim(finished, 0).await?.0)
+    }
+
+    /// Extends the lease and our jobs' leases; says whether it is still ours
+    /// and whether a gpu-lock command waits.
+    pub async fn renew(&self) -> Result<Renewal> {
+        either!(self, q => q.renew().await)
+    }
+
+    /// gpu-lock commands waiting for this GPU.
+    pub async fn waiters(&self) -> Result<i64> {
+        either!(self, q => q.waiters().await)
+    }
+
+    /// Whether a job in scope can be claimed now.
+    pub async fn has_claimable(&self) -> Result<bool> {
+        either!(self, q => q.has_claimable().await)
+    }
+
+    /// Whether jobs in scope are still queued or running.
+    pub async fn has_open_work(&self) -> Result<bool> {
+        either!(self, q => q.has_open_work().await)
+    }
+
+    /// How long an idle worker may wait before it looks again.
+    pub async fn next_wake(&self) -> Result<Duration> {
+        either!(self, q => q.next_wake().await)
+    }
+
+    /// Returns when another process added or freed work, or after `at_most`.
+    pub async fn wait_for_work(&mut self, at_most: Duration) -> Result<()> {
+        either!(self, q => q.wait_for_work(at_most).await)
+    }
+
+    /// The worker's row in `workers`, for `status`.
+    pub async fn set_state(&self, state: WorkerState) -> Result<()> {
+        either!(self, q => q.set_state(state).await)
+    }
+}
+
+/// One worker's queue under one lease epoch, on SQLite.
+pub struct SqliteWork {
     db: Db,
     fence: Fence,
     scope: Scope,
@@ -32,12 +132,12 @@ pub struct WorkQueue {
     version: i64,
 }
 
-impl WorkQueue {
+impl SqliteWork {
     pub async fn open(db: &Db, fence: Fence, scope: Scope, lease: Duration) -> Result<Self> {
         let pool = db.pool();
         let mut watch = pool.acquire().await?;
         let version = super::data_version(&mut watch).await?;
-        Ok(WorkQueue {
+        Ok(SqliteWork {
             db: db.clone(),
             fence,
             scope,

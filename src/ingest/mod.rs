@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::db::Db;
+use crate::db::pg::PgDb;
 use crate::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
 use crate::error::{Error, Result};
 use dedupe::Deduper;
@@ -194,10 +195,113 @@ fn video_rejection(e: Error) -> Result<Rejection> {
     }
 }
 
+/// `enqueue` into PostgreSQL: stills from folders, globs and manifests,
+/// each frame with a job in every pass `opts.passes` names (`default` when
+/// none). Videos are refused by name: their extraction writes shots,
+/// subtitles and thumbnails the PostgreSQL schema does not hold yet.
+/// Near-duplicates are not marked there (every frame gets its own
+/// description).
+pub async fn enqueue_inputs_pg(
+    db: &PgDb,
+    inputs: &Inputs,
+    opts: &EnqueueOptions,
+) -> Result<EnqueueSummary> {
+    if inputs.paths.is_empty() && inputs.manifest.is_none() {
+        return Err(Error::NoInput);
+    }
+    if inputs
+        .paths
+        .iter()
+        .any(|i| film::looks_like_video(Path::new(i)))
+    {
+        return Err(Error::NotOnPostgres("enqueue of a video"));
+    }
+    let started = Instant::now();
+    let (sources, rejected) = frames::plan_sources(
+        &inputs.paths,
+        inputs.manifest.as_deref(),
+        opts.title.as_deref(),
+    );
+    let Checked {
+        sources,
+        mut rejected,
+    } = check(sources, rejected, opts.strict).await?;
+    if opts.strict && !rejected.is_empty() {
+        return Ok(EnqueueSummary::only_rejections(rejected).finish(started));
+    }
+    let names = match opts.passes.is_empty() {
+        true => vec!["default".to_string()],
+        false => opts.passes.clone(),
+    };
+    let mut passes = Vec::new();
+    for name in &names {
+        passes.push(db.ensure_pass(name).await?);
+    }
+    let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
+    let chunk_size = opts.chunk_size.max(1);
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, None, true, &tx));
+    let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
+    let mut result = Ok(());
+    while let Some(item) = rx.recv().await {
+        let Rows::Postgres(batch) = &item.rows else {
+            unreachable!("the PostgreSQL writer asks for its rows")
+        };
+        let frames: Vec<cinecut_postgres::queue::NewFrame> = batch
+            .iter()
+            .map(|f| cinecut_postgres::queue::NewFrame {
+                path: f.path.clone(),
+                frame_index: f.frame_index,
+                pts_ms: f.pts_ms,
+            })
+            .collect();
+        for (i, pass) in passes.iter().enumerate() {
+            match db
+                .enqueue(&item.title, *pass, &frames, opts.max_attempts)
+                .await
+            {
+                // Counted for the first pass: a frame is new once.
+                Ok((film_id, added)) if i == 0 => {
+                    let film = films.entry(item.title.clone()).or_insert(FilmSummary {
+                        title: item.title.clone(),
+                        film_id,
+                        ..FilmSummary::default()
+                    });
+                    film.new += added.frames;
+                    film.already += frames.len() as u64 - added.frames;
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    let produced = producer.await.expect("producer thread");
+    result?;
+    rejected.extend(produced?);
+    let summary = EnqueueSummary {
+        films: films.into_values().collect(),
+        rejected,
+        ..EnqueueSummary::default()
+    };
+    Ok(summary.finish(started))
+}
+
 struct TitledChunk {
     title: String,
     source_path: Option<String>,
-    chunk: FrameChunk,
+    rows: Rows,
+}
+
+/// A chunk's frames as its database takes them.
+enum Rows {
+    /// Serialised off the runtime for SQLite's `json_each`.
+    Sqlite(FrameChunk),
+    /// As they are, for PostgreSQL's arrays.
+    Postgres(Vec<NewFrame>),
 }
 
 /// Enqueues every frame of `sources`; `rejected` holds inputs already
@@ -263,7 +367,7 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
     let chunk_size = opts.chunk_size.max(1);
     let distance = opts.dedupe_distance;
     let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, &tx));
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, false, &tx));
 
     let mut loader = db.bulk_loader().await?;
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
@@ -317,8 +421,11 @@ async fn write_chunk(
             })
         }
     };
+    let Rows::Sqlite(chunk) = &item.rows else {
+        unreachable!("the SQLite writer asks for SQLite rows")
+    };
     let outcome = loader
-        .enqueue_chunk(film.film_id, &item.chunk, &opts.job_spec())
+        .enqueue_chunk(film.film_id, chunk, &opts.job_spec())
         .await?;
     film.new += outcome.inserted;
     film.already += outcome.already;
@@ -374,6 +481,7 @@ fn produce(
     sources: &[Source],
     chunk_size: usize,
     dedupe_distance: Option<u32>,
+    raw: bool,
     tx: &mpsc::Sender<TitledChunk>,
 ) -> Result<Vec<Rejection>> {
     let mut rejected = Vec::new();
@@ -391,12 +499,15 @@ fn produce(
             if let Some(deduper) = &mut deduper {
                 hash_stills(batch, deduper);
             }
-            let chunk = FrameChunk::new(batch);
+            let rows = match raw {
+                true => Rows::Postgres(std::mem::take(batch)),
+                false => Rows::Sqlite(FrameChunk::new(batch)),
+            };
             batch.clear();
             tx.blocking_send(TitledChunk {
                 title: source.title().to_string(),
                 source_path: source_path.clone(),
-                chunk,
+                rows,
             })
             .is_ok()
         };

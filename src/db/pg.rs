@@ -1,0 +1,450 @@
+//! The queue on PostgreSQL (`--db postgres://…`), behind the calls the
+//! worker and the commands make on SQLite: this file turns cinecut's types
+//! into the `cinecut-postgres` crate's and back. That crate holds every
+//! PostgreSQL statement (checked offline against `migrations/postgres`);
+//! nothing here writes SQL.
+//!
+//! What PostgreSQL decides differently: every lease, job lease and backoff
+//! is measured on the database's clock (a host's own clock decides
+//! nothing); a holder's pid is checked only on its own host (hostname +
+//! boot id); idle workers wake on `LISTEN/NOTIFY`; running jobs whose job
+//! lease expired are recovered by any worker's heartbeat.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use cinecut_postgres::host::HostId;
+use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
+
+use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
+use super::lease::{Acquire, Holder, Renewal};
+use crate::error::{Error, Result};
+
+/// A cinecut database on PostgreSQL, and the URL it was opened with
+/// (shown without its password).
+#[derive(Clone)]
+pub struct PgDb {
+    queue: PgQueue,
+    shown: String,
+}
+
+impl fmt::Debug for PgDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgDb").field("url", &self.shown).finish()
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _password)) => format!("{scheme}://{name}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl PgDb {
+    /// Connects and brings the schema up to date (under the migrator's
+    /// advisory lock, so hosts starting at once do not race).
+    pub async fn connect(url: &str) -> Result<PgDb> {
+        let shown = redact(url);
+        let queue = PgQueue::connect(url).await.map_err(|e| Error::Postgres {
+            url: shown.clone(),
+            source: e,
+        })?;
+        Ok(PgDb { queue, shown })
+    }
+
+    pub fn queue(&self) -> &PgQueue {
+        &self.queue
+    }
+
+    /// The URL, without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    pub async fn close(&self) {
+        self.queue.close().await;
+    }
+
+    fn err(&self) -> impl Fn(cinecut_postgres::Error) -> Error + '_ {
+        |source| Error::Postgres {
+            url: self.shown.clone(),
+            source,
+        }
+    }
+
+    /// The id of pass `name`, made if missing (a pass on PostgreSQL is its
+    /// name: a worker serves the pass it is told to).
+    pub async fn ensure_pass(&self, name: &str) -> Result<i64> {
+        pgq::ensure_pass(&self.queue, name)
+            .await
+            .map_err(self.err())
+    }
+
+    /// The id of the film titled `title`, or [`Error::UnknownFilm`].
+    pub async fn film_id(&self, title: &str) -> Result<i64> {
+        pgw::film_id(&self.queue, title)
+            .await
+            .map_err(self.err())?
+            .ok_or_else(|| Error::UnknownFilm(title.to_string()))
+    }
+
+    pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
+        pgw::register(&self.queue, &me.id, &HostId::this(), me.pid, gpu)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn set_worker_state(&self, id: &str, state: WorkerState) -> Result<()> {
+        let last = matches!(state, WorkerState::Stopped | WorkerState::Failed);
+        pgw::set_state(&self.queue, id, state.as_sql(), last)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn has_open_work(&self, scope: Scope) -> Result<bool> {
+        pgq::has_open_work(&self.queue, scope.pass)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Takes GPU `gpu`'s lease for `me` if it is free: unheld, expired by
+    /// the database's clock, or held by a dead process on this host.
+    pub async fn acquire(&self, gpu: &str, me: &Holder, ttl: Duration) -> Result<Acquire> {
+        let holder = pg_holder(me);
+        Ok(
+            match pgl::acquire(&self.queue, gpu, &holder, ttl)
+                .await
+                .map_err(self.err())?
+            {
+                pgl::Acquire::Acquired { epoch, recovered } => Acquire::Acquired {
+                    epoch,
+                    recovered,
+                    took_over_from: (recovered > 0).then(|| "an earlier holder".to_string()),
+                    orphan_server: None,
+                },
+                pgl::Acquire::Held { by, host } => Acquire::Held {
+                    holder: by,
+                    pid: None,
+                    host: Some(host),
+                    purpose: None,
+                },
+                pgl::Acquire::WaitersFirst => Acquire::WaitersFirst,
+            },
+        )
+    }
+
+    pub async fn release(&self, gpu: &str, me: &Holder, epoch: i64) -> Result<()> {
+        pgl::release(&self.queue, gpu, &pg_holder(me), epoch)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Extends a lease that runs no jobs; `false` when it is no longer ours.
+    pub async fn renew(&self, gpu: &str, me: &Holder, epoch: i64, ttl: Duration) -> Result<bool> {
+        pgl::renew(&self.queue, gpu, &pg_holder(me), epoch, &[], ttl)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn wait_for_gpu(&self, gpu: &str, me: &Holder) -> Result<()> {
+        pgl::wait_for(&self.queue, gpu, &pg_holder(me))
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn stop_waiting(&self, gpu: &str, me: &Holder) -> Result<()> {
+        pgl::stop_waiting(&self.queue, gpu, &pg_holder(me))
+            .await
+            .map_err(self.err())
+    }
+
+    /// Jobs by state, per pass (of one film if given), for `status`.
+    pub async fn pass_counts(&self, film: Option<i64>) -> Result<Vec<pgw::PassCounts>> {
+        pgw::pass_counts(&self.queue, film)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Workers that have not stopped, for `status`.
+    pub async fn live_workers(&self) -> Result<Vec<pgw::WorkerRow>> {
+        pgw::live(&self.queue).await.map_err(self.err())
+    }
+
+    /// Adds `frames` to the film titled `title` (made if missing) and a job
+    /// in pass `pass` to each that has none; returns the film's id and what
+    /// was new.
+    pub async fn enqueue(
+        &self,
+        title: &str,
+        pass: i64,
+        frames: &[pgq::NewFrame],
+        max_attempts: i64,
+    ) -> Result<(i64, pgq::Enqueued)> {
+        let film = pgq::ensure_film(&self.queue, title)
+            .await
+            .map_err(self.err())?;
+        let added = pgq::enqueue(&self.queue, film, pass, frames, max_attempts)
+            .await
+            .map_err(self.err())?;
+        Ok((film, added))
+    }
+}
+
+/// The holder as the PostgreSQL lease knows it: its host identity is
+/// hostname + boot id (`CINECUT_TEST_HOST_ID` in tests).
+fn pg_holder(me: &Holder) -> pgl::Holder {
+    pgl::Holder {
+        id: me.id.clone(),
+        host: HostId::this(),
+        pid: me.pid,
+        purpose: me.purpose.as_str(),
+    }
+}
+
+/// One worker's queue under one lease epoch, on PostgreSQL.
+pub struct PgWork {
+    db: PgDb,
+    me: pgl::Holder,
+    fence: Fence,
+    pg_fence: pgq::Fence,
+    pass: i64,
+    lease: Duration,
+    /// Jobs claimed and not yet recorded: the job leases a renewal extends.
+    mine: HashSet<i64>,
+    wakeups: pgq::Wakeups,
+}
+
+impl PgWork {
+    pub async fn open(
+        db: &PgDb,
+        me: &Holder,
+        fence: Fence,
+        scope: Scope,
+        lease: Duration,
+    ) -> Result<Self> {
+        if scope.film.is_some() {
+            return Err(Error::NotOnPostgres("worker --film"));
+        }
+        let wakeups = pgq::Wakeups::listen(&db.queue).await.map_err(db.err())?;
+        Ok(PgWork {
+            db: db.clone(),
+            me: pg_holder(me),
+            pg_fence: pgq::Fence {
+                gpu: fence.gpu.clone(),
+                owner: fence.owner.clone(),
+                epoch: fence.epoch,
+            },
+            fence,
+            pass: scope.pass,
+            lease,
+            mine: HashSet::new(),
+            wakeups,
+        })
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Records `finished` and claims up to `claim` more, in one transaction.
+    pub async fn record_and_claim(
+        &mut self,
+        finished: &[Finished],
+        claim: usize,
+    ) -> Result<(Recorded, Claimed)> {
+        let ends: Vec<pgq::Finished> = finished.iter().map(pg_finished).collect();
+        let round = pgq::record_and_claim(
+            &self.db.queue,
+            &self.pg_fence,
+            &ends,
+            self.pass,
+            claim as i64,
+            self.lease,
+        )
+        .await
+        .map_err(self.db.err())?;
+        for f in finished {
+            self.mine.remove(&f.job.job_id);
+        }
+        let r = round.recorded;
+        let settled = r.done + r.retried + r.failed + r.requeued + r.released;
+        let recorded = Recorded {
+            done: r.done,
+            failed: r.failed,
+            retried: r.retried,
+            requeued: r.requeued,
+            fenced: (finished.len() as u64).saturating_sub(settled),
+        };
+        let jobs: Vec<ClaimedJob> = round
+            .claimed
+            .into_iter()
+            .map(|c| ClaimedJob {
+                job_id: c.job_id,
+                frame_id: c.frame_id,
+                path: c.path,
+                line: None,
+                attempts: c.attempts,
+                transient_failures: c.transient_failures,
+                max_attempts: c.max_attempts,
+            })
+            .collect();
+        self.mine.extend(jobs.iter().map(|j| j.job_id));
+        Ok((
+            recorded,
+            Claimed {
+                jobs,
+                gpu_wanted: round.gpu_wanted,
+                rebound: false,
+            },
+        ))
+    }
+
+    /// Extends the lease and the job leases of the jobs in flight, and
+    /// recovers any worker's jobs whose job lease expired (a host that
+    /// died). Says whether the lease is still ours and whether a gpu-lock
+    /// command waits.
+    pub async fn renew(&self) -> Result<Renewal> {
+        let q = &self.db.queue;
+        let jobs: Vec<i64> = self.mine.iter().copied().collect();
+        let held = pgl::renew(
+            q,
+            &self.fence.gpu,
+            &self.me,
+            self.fence.epoch,
+            &jobs,
+            self.lease,
+        )
+        .await
+        .map_err(self.db.err())?;
+        let recovered = pgq::recover_expired(q).await.map_err(self.db.err())?;
+        if recovered > 0 {
+            tracing::warn!(
+                "requeued {recovered} job(s) whose job lease expired (their worker is gone)"
+            );
+        }
+        Ok(Renewal {
+            held,
+            waiters: self.waiters().await?,
+        })
+    }
+
+    pub async fn waiters(&self) -> Result<i64> {
+        pgq::waiters(&self.db.queue, &self.fence.gpu)
+            .await
+            .map_err(self.db.err())
+    }
+
+    pub async fn has_claimable(&self) -> Result<bool> {
+        pgq::has_claimable(&self.db.queue, self.pass)
+            .await
+            .map_err(self.db.err())
+    }
+
+    pub async fn has_open_work(&self) -> Result<bool> {
+        pgq::has_open_work(&self.db.queue, self.pass)
+            .await
+            .map_err(self.db.err())
+    }
+
+    /// Until the next backing-off job is due, at most a second.
+    pub async fn next_wake(&self) -> Result<Duration> {
+        let next = pgq::next_due(&self.db.queue, self.pass)
+            .await
+            .map_err(self.db.err())?;
+        Ok(next.map_or(Duration::from_secs(1), |d| {
+            d.clamp(Duration::from_millis(1), Duration::from_secs(1))
+        }))
+    }
+
+    /// Returns when jobs are enqueued or recovered (`NOTIFY`), or after
+    /// `at_most`.
+    pub async fn wait_for_work(&mut self, at_most: Duration) -> Result<()> {
+        self.wakeups
+            .wait(at_most)
+            .await
+            .map(|_| ())
+            .map_err(self.db.err())
+    }
+
+    pub async fn set_state(&self, state: WorkerState) -> Result<()> {
+        self.db.set_worker_state(&self.fence.owner, state).await
+    }
+}
+
+/// A try's end as the PostgreSQL queue records it.
+fn pg_finished(f: &Finished) -> pgq::Finished {
+    let ms = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+    let outcome = match &f.outcome {
+        Outcome::Done { answer, model, .. } => pgq::Outcome::Done(pgq::Answer {
+            fields: serde_json::to_value(answer).expect("an answer is a JSON object"),
+            model: model.clone(),
+        }),
+        Outcome::Retry {
+            class,
+            error,
+            raw,
+            backoff_ms,
+        } => pgq::Outcome::Retry {
+            class: (*class).to_string(),
+            error: error.clone(),
+            raw: raw.clone(),
+            backoff: ms(*backoff_ms),
+        },
+        Outcome::Fail { class, error } => pgq::Outcome::Fail {
+            class: (*class).to_string(),
+            error: error.clone(),
+        },
+        Outcome::Requeue {
+            class,
+            error,
+            counts,
+            poison_after,
+            backoff_ms,
+        } => pgq::Outcome::Requeue {
+            class: (*class).to_string(),
+            error: error.clone(),
+            counts: *counts,
+            poison_after: *poison_after,
+            backoff: ms(*backoff_ms),
+        },
+        Outcome::Release => pgq::Outcome::Release,
+    };
+    pgq::Finished {
+        job: f.job.job_id,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            redact("postgres://cinecut:s3cret@db.example:5432/films?sslmode=disable"),
+            "postgres://cinecut:***@db.example:5432/films?sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgres://cinecut@localhost/films"),
+            "postgres://cinecut@localhost/films"
+        );
+        assert_eq!(
+            redact("postgresql:///films?host=/tmp/pg"),
+            "postgresql:///films?host=/tmp/pg"
+        );
+    }
+}

@@ -1,0 +1,485 @@
+//! The commands on PostgreSQL (`--db postgres://…`) as real processes:
+//! several `cinecut worker` processes standing for several hosts
+//! (`CINECUT_TEST_HOST_ID`), a host lost with SIGKILL, a skewed clock
+//! (`CINECUT_TEST_CLOCK_SKEW_MS`), a server restart. The server is a real
+//! PostgreSQL: the cluster `scripts/test.sh` started, or one of the test's
+//! own (see `postgres/tests/util.rs`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::pg_util::TestPg;
+use crate::util::{
+    BIN, Env, FakeServer, assert_exit, signal, stderr, stdout, wait_for, wait_until,
+};
+
+/// A PostgreSQL database of the test's own, and a runtime to query it from
+/// a test thread.
+struct Pg {
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+    db: TestPg,
+}
+
+impl Pg {
+    fn new() -> Pg {
+        Self::with(|| TestPg::new())
+    }
+
+    /// On a cluster of the test's own (a test that restarts the server).
+    fn private() -> Pg {
+        Self::with(|| TestPg::private())
+    }
+
+    fn with<F: std::future::Future<Output = TestPg>>(make: impl FnOnce() -> F) -> Pg {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = rt.block_on(make());
+        let pool = rt.block_on(sqlx::PgPool::connect(&db.url)).unwrap();
+        Pg { rt, pool, db }
+    }
+
+    fn url(&self) -> &str {
+        &self.db.url
+    }
+
+    /// One number from the database (0 while the schema is not there yet).
+    fn count(&self, sql: &'static str) -> i64 {
+        self.rt
+            .block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool))
+            .unwrap_or(0)
+    }
+
+    /// A count over the period from `start` to `end` (ms since the epoch),
+    /// bound as `$1` and `$2`.
+    fn count_during(&self, sql: &'static str, start: i64, end: i64) -> i64 {
+        self.rt
+            .block_on(
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(start)
+                    .bind(end)
+                    .fetch_one(&self.pool),
+            )
+            .unwrap()
+    }
+
+    fn strings(&self, sql: &'static str) -> Vec<String> {
+        self.rt
+            .block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&self.pool))
+            .unwrap()
+    }
+
+    /// `cinecut --db <url> ARGS…`, not yet run.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--db", self.url()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("CINECUT_DB");
+        c
+    }
+
+    /// A worker process on host `host`, GPU `gpu`, logging to `<gpu>.log`.
+    fn worker(&self, env: &Env, fake: &FakeServer, host: &str, gpu: &str, extra: &[&str]) -> Child {
+        let mut c = self.cmd(&[
+            "worker",
+            "--server-url",
+            &fake.url(),
+            "--gpu-name",
+            gpu,
+            "--until-empty",
+        ]);
+        c.args(extra)
+            .env("CINECUT_TEST_HOST_ID", host)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.path().join(format!("{gpu}.log"))).unwrap());
+        c.spawn().unwrap()
+    }
+
+    /// Every frame described once: one description per job, one finished
+    /// `done` attempt per job, and no two tries of a job ever ran at once.
+    fn assert_each_described_once(&self, frames: i64) {
+        assert_eq!(
+            self.count("SELECT count(*) FROM jobs WHERE state = 'done'"),
+            frames
+        );
+        assert_eq!(
+            self.count("SELECT count(DISTINCT frame_id) FROM descriptions"),
+            frames
+        );
+        assert_eq!(self.count("SELECT count(*) FROM descriptions"), frames);
+        assert_eq!(
+            self.count("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
+            frames,
+            "one successful try per frame"
+        );
+        assert_eq!(
+            self.count(
+                "SELECT count(*) FROM attempts a JOIN attempts b ON a.job_id = b.job_id AND a.id < b.id
+                 WHERE tstzrange(a.started_at, coalesce(a.finished_at, 'infinity'))
+                    && tstzrange(b.started_at, coalesce(b.finished_at, 'infinity'))"
+            ),
+            0,
+            "no frame was held by two workers at once"
+        );
+    }
+}
+
+fn enqueue(pg: &Pg, env: &Env, folder: &str, n: usize) {
+    let dir = env.images(folder, n);
+    let o = pg
+        .cmd(&["enqueue", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains(&format!("{n} new")), "{}", stdout(&o));
+}
+
+#[test]
+fn enqueue_status_and_worker_run_on_postgres() {
+    let env = Env::new();
+    let pg = Pg::new();
+    enqueue(&pg, &env, "stills", 12);
+    // Again: nothing new, nothing doubled.
+    let dir = env.path().join("stills");
+    let o = pg
+        .cmd(&["enqueue", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("0 new, 12 already queued"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pg.cmd(&["status"]).output().unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("default\t12\t0\t0\t0\t0"),
+        "{}",
+        stdout(&o)
+    );
+
+    let fake = FakeServer::start(&env, &[]);
+    let mut w = pg.worker(&env, &fake, "host-a", "GPU-a0", &["--parallel", "3"]);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("GPU-a0.log")
+    );
+    pg.assert_each_described_once(12);
+    let o = pg.cmd(&["status", "--json"]).output().unwrap();
+    assert_exit(&o, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["passes"][0]["done"], 12, "{status}");
+
+    // A video, and a command not on PostgreSQL yet: refused by name.
+    let film = env.path().join("film.mp4");
+    std::fs::write(&film, b"any file that is not an image is taken for a video").unwrap();
+    let o = pg
+        .cmd(&["enqueue", film.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("enqueue of a video is not available on PostgreSQL"),
+        "{}",
+        stderr(&o)
+    );
+    let o = pg.cmd(&["results"]).output().unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("not available on PostgreSQL yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
+    let pg = Pg::new();
+    let (scheme_host, db) = pg.url().rsplit_once('/').unwrap();
+    let hostpart = scheme_host
+        .trim_start_matches("postgres://")
+        .rsplit_once('@')
+        .unwrap()
+        .1;
+    let url = format!("postgres://nobody:hunter2@{hostpart}/{db}");
+    let o = Command::new(BIN)
+        .args(["--db", &url, "status"])
+        .env_remove("CINECUT_DB")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("PostgreSQL database postgres://nobody:***@"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password shows: {err}");
+}
+
+#[test]
+fn four_worker_processes_on_two_hosts_lose_one_host_and_describe_every_frame_once() {
+    let env = Env::new();
+    let pg = Pg::new();
+    let frames = 2000;
+    enqueue(&pg, &env, "many", frames as usize);
+    let fake = FakeServer::start(&env, &["--delay-ms", "20", "--slots", "8"]);
+    let args = ["--parallel", "2", "--lease-ttl", "2s"];
+    let mut host_a = vec![
+        pg.worker(&env, &fake, "host-a", "GPU-a0", &args),
+        pg.worker(&env, &fake, "host-a", "GPU-a1", &args),
+    ];
+    let host_b = vec![
+        pg.worker(&env, &fake, "host-b", "GPU-b0", &args),
+        pg.worker(&env, &fake, "host-b", "GPU-b1", &args),
+    ];
+    wait_until(
+        "host B's workers to describe frames",
+        Duration::from_secs(60),
+        || {
+            pg.count(
+                "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE w.host = 'host-b' AND a.outcome = 'done'",
+            ) >= 100
+        },
+    );
+    // Host B is lost: its workers die with their jobs claimed.
+    for mut w in host_b {
+        signal(&w, Signal::SIGKILL);
+        w.wait().unwrap();
+    }
+    let lost = Instant::now();
+    for (w, log) in host_a.iter_mut().zip(["GPU-a0.log", "GPU-a1.log"]) {
+        assert!(
+            wait_for(w, Duration::from_secs(120)).success(),
+            "{}",
+            env.log(log)
+        );
+    }
+    pg.assert_each_described_once(frames);
+    // Host B's claims came back by job-lease expiry (the database's
+    // clock), not by a pid check or a takeover of its GPUs.
+    let expired = pg.count(
+        "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+         WHERE w.host = 'host-b' AND a.outcome = 'expired'",
+    );
+    assert!(expired > 0, "host B had frames in flight when it was lost");
+    assert_eq!(
+        pg.count("SELECT count(*) FROM attempts WHERE outcome = 'requeued'"),
+        0
+    );
+    assert_eq!(
+        pg.strings(
+            "SELECT DISTINCT holder FROM gpu_leases WHERE gpu LIKE 'GPU-b%' AND holder IS NOT NULL"
+        )
+        .len(),
+        2,
+        "host B's GPU leases were left to expire, not taken"
+    );
+    assert!(lost.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn a_worker_with_a_skewed_clock_neither_steals_a_live_lease_nor_keeps_a_dead_one() {
+    let env = Env::new();
+    let pg = Pg::new();
+    enqueue(&pg, &env, "skew", 60);
+    let fake = FakeServer::start(&env, &["--delay-ms", "100"]);
+    let args = ["--parallel", "1", "--lease-ttl", "2s"];
+    let skewed = |host: &str| {
+        let mut c = pg.cmd(&[
+            "worker",
+            "--server-url",
+            &fake.url(),
+            "--gpu-name",
+            "GPU-1",
+            "--until-empty",
+        ]);
+        c.args(args)
+            .env("CINECUT_TEST_HOST_ID", host)
+            .env("CINECUT_TEST_CLOCK_SKEW_MS", "600000")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.path().join(format!("{host}.log"))).unwrap());
+        c.spawn().unwrap()
+    };
+    // 1. A worker 10 minutes ahead does not take a live lease: by its own
+    //    clock the holder's lease ran out long ago.
+    let mut honest = pg.worker(&env, &fake, "host-a", "GPU-1", &args);
+    wait_until(
+        "the first worker to describe frames",
+        Duration::from_secs(60),
+        || pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3,
+    );
+    let mut ahead = skewed("host-b");
+    wait_until(
+        "the skewed worker to register",
+        Duration::from_secs(30),
+        || pg.count("SELECT count(*) FROM workers WHERE host = 'host-b'") == 1,
+    );
+    // It waits while the first works on (the lease renewed on the
+    // database's clock); some frames later, it still has none.
+    let done_then = pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'");
+    wait_until(
+        "more frames from the first worker",
+        Duration::from_secs(60),
+        || pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= done_then + 25,
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id WHERE w.host = 'host-b'"),
+        0,
+        "the skewed worker took a live lease"
+    );
+    assert!(
+        env.log("host-b.log").contains("is held by"),
+        "{}",
+        env.log("host-b.log")
+    );
+    // 2. The skewed worker takes the lease once the first is gone, and dies
+    //    holding it: the next holder gets it once the lease runs out by the
+    //    database's clock (2 s), not 10 minutes later.
+    signal(&honest, Signal::SIGKILL);
+    honest.wait().unwrap();
+    wait_until(
+        "the skewed worker to take over",
+        Duration::from_secs(60),
+        || {
+            pg.count(
+                "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE w.host = 'host-b' AND a.outcome = 'done'",
+            ) >= 2
+        },
+    );
+    signal(&ahead, Signal::SIGKILL);
+    ahead.wait().unwrap();
+    let killed = Instant::now();
+    let mut next = pg.worker(&env, &fake, "host-c", "GPU-1", &args);
+    assert!(
+        wait_for(&mut next, Duration::from_secs(120)).success(),
+        "{}",
+        env.log("GPU-1.log")
+    );
+    pg.assert_each_described_once(60);
+    assert!(
+        pg.count(
+            "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE w.host = 'host-c' AND a.outcome = 'done'"
+        ) > 0
+    );
+    assert!(killed.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn worker_processes_carry_on_across_a_postgres_restart() {
+    let env = Env::new();
+    let pg = Pg::private();
+    enqueue(&pg, &env, "restart", 300);
+    let fake = FakeServer::start(&env, &["--delay-ms", "20", "--slots", "4"]);
+    let args = ["--parallel", "2", "--lease-ttl", "3s"];
+    let mut workers = vec![
+        pg.worker(&env, &fake, "host-a", "GPU-a0", &args),
+        pg.worker(&env, &fake, "host-b", "GPU-b0", &args),
+    ];
+    wait_until(
+        "the workers to describe frames",
+        Duration::from_secs(60),
+        || pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 40,
+    );
+    pg.db.restart();
+    for (w, log) in workers.iter_mut().zip(["GPU-a0.log", "GPU-b0.log"]) {
+        assert!(
+            wait_for(w, Duration::from_secs(120)).success(),
+            "{}",
+            env.log(log)
+        );
+    }
+    let log = env.log("GPU-a0.log") + &env.log("GPU-b0.log");
+    assert!(log.contains("reconnecting"), "{log}");
+    pg.assert_each_described_once(300);
+}
+
+#[test]
+fn gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_hosts() {
+    let env = Env::new();
+    let pg = Pg::new();
+    enqueue(&pg, &env, "lock", 200);
+    let fake = FakeServer::start(&env, &["--delay-ms", "50", "--slots", "4"]);
+    let args = ["--parallel", "1", "--lease-ttl", "2s"];
+    let mut a = pg.worker(&env, &fake, "host-a", "GPU-A", &args);
+    let mut b = pg.worker(&env, &fake, "host-b", "GPU-B", &args);
+    wait_until(
+        "both workers to describe frames",
+        Duration::from_secs(60),
+        || {
+            pg.count(
+                "SELECT count(DISTINCT w.host) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE a.outcome = 'done'",
+            ) == 2
+        },
+    );
+    let marks = env.path().join("marks");
+    let script = format!(
+        "date +%s%3N > {0}.start; sleep 1.5; date +%s%3N > {0}.end; exit 7",
+        marks.display()
+    );
+    let o = pg
+        .cmd(&["gpu-lock", "--gpu-name", "GPU-A", "--", "sh", "-c", &script])
+        .env("CINECUT_TEST_HOST_ID", "host-a")
+        .output()
+        .unwrap();
+    assert_exit(&o, 7);
+    let read = |ext: &str| -> i64 {
+        std::fs::read_to_string(format!("{}.{ext}", marks.display()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (start, end) = (read("start"), read("end"));
+    let during = |host: &'static str| match host {
+        "host-a" => pg.count_during(
+            "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE w.host = 'host-a' AND a.started_at < to_timestamp($2 / 1000.0)
+               AND coalesce(a.finished_at, 'infinity') > to_timestamp($1 / 1000.0)",
+            start,
+            end,
+        ),
+        _ => pg.count_during(
+            "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE w.host = 'host-b' AND a.started_at < to_timestamp($2 / 1000.0)
+               AND coalesce(a.finished_at, 'infinity') > to_timestamp($1 / 1000.0)",
+            start,
+            end,
+        ),
+    };
+    assert_eq!(
+        during("host-a"),
+        0,
+        "host A's worker ran a frame while gpu-lock held its GPU"
+    );
+    assert!(during("host-b") > 5, "host B's worker went on meanwhile");
+    for (w, log) in [(&mut a, "GPU-A.log"), (&mut b, "GPU-B.log")] {
+        assert!(
+            wait_for(w, Duration::from_secs(120)).success(),
+            "{}",
+            env.log(log)
+        );
+    }
+    assert!(
+        env.log("GPU-A.log").contains("yielded the GPU lease"),
+        "{}",
+        env.log("GPU-A.log")
+    );
+    assert!(
+        !env.log("GPU-B.log").contains("yielded the GPU lease"),
+        "{}",
+        env.log("GPU-B.log")
+    );
+    pg.assert_each_described_once(200);
+}
