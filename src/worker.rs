@@ -220,6 +220,10 @@ async fn acquire_lease(
                     tracing::warn!(
                         "took over the GPU lease of {dead}, which is gone; requeued its {recovered} running job(s)"
                     );
+                } else if recovered > 0 {
+                    tracing::info!(
+                        "requeued the {recovered} job(s) this worker had in flight under its previous lease epoch"
+                    );
                 }
                 if let Some(o) = orphan_server {
                     tokio::task::spawn_blocking(move || {

@@ -391,7 +391,12 @@ fn worker_processes_carry_on_across_a_postgres_restart() {
         Duration::from_secs(60),
         || pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 40,
     );
+    let before = pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'");
     pg.db.restart();
+    assert!(before < 300, "the server restarted while frames were left");
+    // A connection that breaks in a statement makes the worker reconnect
+    // and take its lease again ("reconnecting" in its log); one that broke
+    // while idle is replaced by the pool. Either way the workers finish.
     for (w, log) in workers.iter_mut().zip(["GPU-a0.log", "GPU-b0.log"]) {
         assert!(
             wait_for(w, Duration::from_secs(120)).success(),
@@ -399,8 +404,6 @@ fn worker_processes_carry_on_across_a_postgres_restart() {
             env.log(log)
         );
     }
-    let log = env.log("GPU-a0.log") + &env.log("GPU-b0.log");
-    assert!(log.contains("reconnecting"), "{log}");
     pg.assert_each_described_once(300);
 }
 

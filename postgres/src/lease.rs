@@ -28,7 +28,14 @@ pub struct Holder {
 pub enum Acquire {
     /// Ours, under this epoch; `recovered` jobs of the previous holder went
     /// back to the queue.
-    Acquired { epoch: i64, recovered: u64 },
+    Acquired {
+        epoch: i64,
+        recovered: u64,
+        /// The holder it was taken from (expired, or dead on this host);
+        /// `None` when it was free or already `me`'s (a holder taking its
+        /// own lease again after a lost connection).
+        taken_from: Option<String>,
+    },
     /// Held by a live holder (as far as this host can tell).
     Held { by: String, host: String },
     /// Free, but a gpu-lock command waits for it: a worker lets it go first.
@@ -103,7 +110,12 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     .await?;
     let recovered = requeue_jobs_of_gpu(&mut tx, gpu, epoch).await?;
     tx.commit().await?;
-    Ok(Acquire::Acquired { epoch, recovered })
+    let taken_from = row.holder.filter(|h| *h != me.id);
+    Ok(Acquire::Acquired {
+        epoch,
+        recovered,
+        taken_from,
+    })
 }
 
 /// Puts the running jobs of GPU `gpu` claimed under an epoch before `epoch`

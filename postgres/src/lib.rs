@@ -31,7 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("PostgreSQL: {0}")]
+    #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error("PostgreSQL migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -54,10 +54,15 @@ impl PgQueue {
     /// Connects to `url` (`postgres://…`) and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<PgQueue> {
         let options: PgConnectOptions = url.parse()?;
+        let options = options.application_name("cinecut");
+        // One connection first: a server that is down or a password that
+        // is wrong is its own error at once, not a pool that times out
+        // after retrying for `acquire_timeout`.
+        sqlx::Connection::close(sqlx::ConnectOptions::connect(&options).await?).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.application_name("cinecut"))
+            .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(PgQueue { pool })

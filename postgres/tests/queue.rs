@@ -325,10 +325,12 @@ async fn a_lease_expires_by_the_database_clock_and_fences_its_old_holder() {
     let Acquire::Acquired {
         epoch: eb,
         recovered,
+        taken_from,
     } = lease::acquire(&q, "GPU-1", &b, ttl).await.unwrap()
     else {
         panic!("an expired lease is free");
     };
+    assert_eq!(taken_from.as_deref(), Some(a.id.as_str()));
     assert_eq!(
         (eb, recovered),
         (ea + 1, 2),

@@ -129,10 +129,14 @@ impl PgDb {
                 .await
                 .map_err(self.err())?
             {
-                pgl::Acquire::Acquired { epoch, recovered } => Acquire::Acquired {
+                pgl::Acquire::Acquired {
                     epoch,
                     recovered,
-                    took_over_from: (recovered > 0).then(|| "an earlier holder".to_string()),
+                    taken_from,
+                } => Acquire::Acquired {
+                    epoch,
+                    recovered,
+                    took_over_from: taken_from,
                     orphan_server: None,
                 },
                 pgl::Acquire::Held { by, host } => Acquire::Held {
