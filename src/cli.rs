@@ -519,7 +519,9 @@ pub struct EnqueueArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..))]
     pub max_side: u32,
 
-    /// Where extracted frames go (default: a folder beside the database).
+    /// Where extracted frames go (default: a folder beside the database;
+    /// on PostgreSQL, `cinecut-frames` in the current folder: point it at
+    /// storage every worker host reaches).
     #[arg(long, value_name = "DIR")]
     pub frames_dir: Option<PathBuf>,
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::util::{Env, assert_exit, ffmpeg, stderr, stdout};
 
 /// Three 2-second shots of different sources: cuts at 2 s and 4 s.
-fn three_shots(env: &Env, name: &str) -> PathBuf {
+pub fn three_shots(env: &Env, name: &str) -> PathBuf {
     let out = env.path().join(name);
     ffmpeg(&[
         "-f",

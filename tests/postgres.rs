@@ -141,7 +141,7 @@ fn enqueue(pg: &Pg, env: &Env, folder: &str, n: usize) {
 }
 
 #[test]
-fn enqueue_status_and_worker_run_on_postgres() {
+fn stills_are_enqueued_listed_and_described_on_postgres() {
     let env = Env::new();
     let pg = Pg::new();
     enqueue(&pg, &env, "stills", 12);
@@ -178,19 +178,7 @@ fn enqueue_status_and_worker_run_on_postgres() {
     let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(status["passes"][0]["done"], 12, "{status}");
 
-    // A video, and a command not on PostgreSQL yet: refused by name.
-    let film = env.path().join("film.mp4");
-    std::fs::write(&film, b"any file that is not an image is taken for a video").unwrap();
-    let o = pg
-        .cmd(&["enqueue", film.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains("enqueue of a video is not available on PostgreSQL"),
-        "{}",
-        stderr(&o)
-    );
+    // A command not on PostgreSQL yet: refused by name.
     let o = pg.cmd(&["results"]).output().unwrap();
     assert_exit(&o, 1);
     assert!(
@@ -485,4 +473,76 @@ fn gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_host
         env.log("GPU-B.log")
     );
     pg.assert_each_described_once(200);
+}
+
+#[test]
+fn a_film_is_enqueued_on_postgres_once_with_its_frame_times_and_described() {
+    let env = Env::new();
+    let pg = Pg::new();
+    let video = crate::film::three_shots(&env, "trailer.mp4");
+    let shared = env.path().join("shared-frames");
+    let enqueue = || {
+        pg.cmd(&[
+            "enqueue",
+            video.to_str().unwrap(),
+            "--frames-dir",
+            shared.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    };
+    let o = enqueue();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"trailer\": 3 new"),
+        "{}",
+        stdout(&o)
+    );
+    // The middle of each 2-second shot, with its time.
+    let pts: Vec<i64> = pg
+        .rt
+        .block_on(
+            sqlx::query_scalar("SELECT pts_ms FROM frames ORDER BY frame_index")
+                .fetch_all(&pg.pool),
+        )
+        .unwrap();
+    assert_eq!(pts.len(), 3, "{pts:?}");
+    for (shot, t) in pts.iter().enumerate() {
+        let start = 2000 * shot as i64;
+        assert!((start..start + 2000).contains(t), "shot {shot}: {t} ms");
+    }
+    for path in pg.strings("SELECT path FROM frames") {
+        assert!(
+            std::path::Path::new(&path).starts_with(shared.canonicalize().unwrap()),
+            "{path}"
+        );
+        assert!(std::path::Path::new(&path).is_file(), "{path}");
+    }
+    // Again: nothing extracted, nothing doubled.
+    let o = enqueue();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("0 new, 3 already queued"),
+        "{}",
+        stdout(&o)
+    );
+    // A broken video: a clear error, and no film of it left behind.
+    let broken = env.path().join("broken.mp4");
+    std::fs::write(&broken, b"not a video at all").unwrap();
+    let o = pg
+        .cmd(&["enqueue", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("broken.mp4"), "{}", stderr(&o));
+    assert_eq!(pg.count("SELECT count(*) FROM films"), 1);
+
+    let fake = FakeServer::start(&env, &[]);
+    let mut w = pg.worker(&env, &fake, "host-a", "GPU-a0", &[]);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("GPU-a0.log")
+    );
+    pg.assert_each_described_once(3);
 }

@@ -118,3 +118,13 @@ pub async fn film_id(q: &PgQueue, title: &str) -> Result<Option<i64>> {
             .await?,
     )
 }
+
+/// The film titled `title`: its id and how many frames it has.
+pub async fn film(q: &PgQueue, title: &str) -> Result<Option<(i64, i64)>> {
+    Ok(
+        sqlx::query!("SELECT id, frame_count FROM films WHERE title = $1", title)
+            .fetch_optional(q.pool())
+            .await?
+            .map(|r| (r.id, r.frame_count)),
+    )
+}

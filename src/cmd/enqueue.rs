@@ -17,7 +17,13 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         );
     }
     let (inputs, opts) = inputs_and_options(&args);
-    let summary = ingest::enqueue_inputs(db, &inputs, &film_options(db, &args), &opts).await?;
+    let summary = ingest::enqueue_inputs(
+        db,
+        &inputs,
+        &film_options(frames_dir_of(db, &args), &args),
+        &opts,
+    )
+    .await?;
     report(&summary, &args)
 }
 
@@ -25,7 +31,12 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
 /// manifests (see [`ingest::enqueue_inputs_pg`]).
 pub async fn run_pg(db: &PgDb, args: EnqueueArgs) -> anyhow::Result<()> {
     let (inputs, opts) = inputs_and_options(&args);
-    let summary = ingest::enqueue_inputs_pg(db, &inputs, &opts).await?;
+    let frames_dir = args
+        .frames_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("cinecut-frames"));
+    let summary =
+        ingest::enqueue_inputs_pg(db, &inputs, &film_options(frames_dir, &args), &opts).await?;
     report(&summary, &args)
 }
 
@@ -106,15 +117,20 @@ pub fn shot_flags_need_scene_mode(args: &EnqueueArgs) {
     }
 }
 
-/// How videos become frames; frames go next to the database by default.
-fn film_options(db: &Db, args: &EnqueueArgs) -> FilmOptions {
-    let frames_dir = args.frames_dir.clone().unwrap_or_else(|| {
+/// Where a SQLite database's films put their frames by default: next to
+/// the database file.
+fn frames_dir_of(db: &Db, args: &EnqueueArgs) -> std::path::PathBuf {
+    args.frames_dir.clone().unwrap_or_else(|| {
         let stem = db
             .path()
             .file_stem()
             .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
         db.path().with_file_name(format!("{stem}-frames"))
-    });
+    })
+}
+
+/// How videos become frames.
+fn film_options(frames_dir: std::path::PathBuf, args: &EnqueueArgs) -> FilmOptions {
     FilmOptions {
         select: args.select.into(),
         scene_threshold: args.scene_threshold,

@@ -101,6 +101,26 @@ impl PgDb {
             .ok_or_else(|| Error::UnknownFilm(title.to_string()))
     }
 
+    /// The film titled `title`: its id and frame count, if there is one.
+    pub async fn film(&self, title: &str) -> Result<Option<(i64, i64)>> {
+        pgw::film(&self.queue, title).await.map_err(self.err())
+    }
+
+    /// Makes the film titled `title` if missing; its id.
+    pub async fn ensure_film(&self, title: &str) -> Result<i64> {
+        pgq::ensure_film(&self.queue, title)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Deletes a film with its frames and jobs.
+    pub async fn delete_film(&self, film: i64) -> Result<()> {
+        pgq::delete_film(&self.queue, film)
+            .await
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
     pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
         pgw::register(&self.queue, &me.id, &HostId::this(), me.pid, gpu)
             .await

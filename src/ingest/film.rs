@@ -20,6 +20,7 @@ use super::shots::{self, Pick};
 use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
 use crate::db::Db;
+use crate::db::pg::PgDb;
 use crate::db::queue::{self, FrameChunk, NewFrame, VideoFilm};
 use crate::error::{Error, Result};
 
@@ -1045,6 +1046,123 @@ pub async fn enqueue_video(
             })
         }
     }
+}
+
+/// Enqueues one video as a film on PostgreSQL: probes it, extracts its
+/// frames into `film.frames_dir/<title>/` (a folder every worker host must
+/// reach, or map with `--path-map`), and gives each a job in every pass
+/// `opts.passes` names. A film of that title with frames is left as it is;
+/// one left half-made by an earlier failure is made again. Shots, subtitles
+/// and near-duplicate marks have no tables on PostgreSQL yet: the frames
+/// are picked the same way, and every one is described.
+pub async fn enqueue_video_pg(
+    db: &PgDb,
+    video: &Path,
+    film: &FilmOptions,
+    opts: &EnqueueOptions,
+) -> Result<FilmSummary> {
+    let fail = |reason: String| video_error(video, reason);
+    if film.replace {
+        return Err(Error::NotOnPostgres("enqueue --replace"));
+    }
+    if matches!(
+        film.subtitles,
+        SubtitleSource::File(_) | SubtitleSource::Stream(_)
+    ) {
+        return Err(Error::NotOnPostgres(
+            "a film's dialogue (--subtitles, --subtitle-stream)",
+        ));
+    }
+    let file = VideoFile::open(video).map_err(fail)?;
+    let title = opts.title.clone().unwrap_or_else(|| {
+        file.canonical
+            .file_stem()
+            .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
+    });
+    match db.film(&title).await? {
+        Some((id, frames)) if frames > 0 => {
+            return Ok(FilmSummary {
+                title,
+                film_id: id,
+                already: frames as u64,
+                ..FilmSummary::default()
+            });
+        }
+        Some((id, _)) => db.delete_film(id).await?,
+        None => {}
+    }
+    let probed = file.probe().await.map_err(fail)?;
+    let film_id = db.ensure_film(&title).await?;
+    let out_dir = film.frames_dir.join(format!("film-{film_id}"));
+    let undo = |reason: String| async {
+        if let Err(e) = db.delete_film(film_id).await {
+            tracing::warn!("could not remove film #{film_id} after a failure: {e}");
+        }
+        std::fs::remove_dir_all(&out_dir).ok();
+        fail(reason)
+    };
+    let made = std::fs::create_dir_all(&out_dir).and_then(|()| std::fs::canonicalize(&out_dir));
+    let canonical_out = match made {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Err(undo(format!(
+                "cannot create the frames folder {}: {e}",
+                out_dir.display()
+            ))
+            .await);
+        }
+    };
+    let extracted = {
+        let (path, out_dir, probed, film) = (
+            file.canonical.clone(),
+            canonical_out,
+            probed.clone(),
+            film.clone(),
+        );
+        tokio::task::spawn_blocking(move || extract(&path, &out_dir, &probed, &film, &[]))
+            .await
+            .expect("ffmpeg thread")
+    };
+    let extracted = match extracted {
+        Ok(x) => x,
+        Err(reason) => return Err(undo(reason).await),
+    };
+    if let Some(w) = &extracted.warning {
+        tracing::warn!(
+            "{}: {w}; enqueuing the {} frames decoded",
+            video.display(),
+            extracted.frames.len()
+        );
+    }
+    let names = match opts.passes.is_empty() {
+        true => vec!["default".to_string()],
+        false => opts.passes.clone(),
+    };
+    let mut new = 0;
+    for (i, name) in names.iter().enumerate() {
+        let pass = db.ensure_pass(name).await?;
+        for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
+            let frames: Vec<cinecut_postgres::queue::NewFrame> = chunk
+                .iter()
+                .map(|f| cinecut_postgres::queue::NewFrame {
+                    path: f.path.clone(),
+                    frame_index: f.frame_index,
+                    pts_ms: f.pts_ms,
+                })
+                .collect();
+            let (_, added) = db.enqueue(&title, pass, &frames, opts.max_attempts).await?;
+            if i == 0 {
+                new += added.frames;
+            }
+        }
+    }
+    Ok(FilmSummary {
+        title,
+        film_id,
+        new,
+        warning: extracted.warning,
+        ..FilmSummary::default()
+    })
 }
 
 /// The film's dialogue from `source`: `Ok(None)` when there is none to

@@ -195,39 +195,44 @@ fn video_rejection(e: Error) -> Result<Rejection> {
     }
 }
 
-/// `enqueue` into PostgreSQL: stills from folders, globs and manifests,
-/// each frame with a job in every pass `opts.passes` names (`default` when
-/// none). Videos are refused by name: their extraction writes shots,
-/// subtitles and thumbnails the PostgreSQL schema does not hold yet.
-/// Near-duplicates are not marked there (every frame gets its own
-/// description).
+/// `enqueue` into PostgreSQL: videos (see [`film::enqueue_video_pg`]) and
+/// stills from folders, globs and manifests, each frame with a job in
+/// every pass `opts.passes` names (`default` when none). Near-duplicates
+/// are not marked there (every frame gets its own description).
 pub async fn enqueue_inputs_pg(
     db: &PgDb,
     inputs: &Inputs,
+    film: &film::FilmOptions,
     opts: &EnqueueOptions,
 ) -> Result<EnqueueSummary> {
     if inputs.paths.is_empty() && inputs.manifest.is_none() {
         return Err(Error::NoInput);
     }
-    if inputs
+    let started = Instant::now();
+    let (videos, others): (Vec<String>, Vec<String>) = inputs
         .paths
         .iter()
-        .any(|i| film::looks_like_video(Path::new(i)))
-    {
-        return Err(Error::NotOnPostgres("enqueue of a video"));
+        .cloned()
+        .partition(|i| film::looks_like_video(Path::new(i)));
+    let mut summary = EnqueueSummary {
+        videos: videos.len() as u64,
+        ..EnqueueSummary::default()
+    };
+    for video in &videos {
+        match film::enqueue_video_pg(db, Path::new(video), film, opts).await {
+            Ok(f) => summary.films.push(f),
+            Err(e) => summary.failed_videos.push(video_rejection(e)?),
+        }
     }
-    let started = Instant::now();
-    let (sources, rejected) = frames::plan_sources(
-        &inputs.paths,
-        inputs.manifest.as_deref(),
-        opts.title.as_deref(),
-    );
-    let Checked {
-        sources,
-        mut rejected,
-    } = check(sources, rejected, opts.strict).await?;
-    if opts.strict && !rejected.is_empty() {
-        return Ok(EnqueueSummary::only_rejections(rejected).finish(started));
+    if others.is_empty() && inputs.manifest.is_none() {
+        return Ok(summary.finish(started));
+    }
+    let (sources, rejected) =
+        frames::plan_sources(&others, inputs.manifest.as_deref(), opts.title.as_deref());
+    let Checked { sources, rejected } = check(sources, rejected, opts.strict).await?;
+    summary.rejected = rejected;
+    if opts.strict && !summary.rejected.is_empty() {
+        return Ok(summary.finish(started));
     }
     let names = match opts.passes.is_empty() {
         true => vec!["default".to_string()],
@@ -241,9 +246,9 @@ pub async fn enqueue_inputs_pg(
     let chunk_size = opts.chunk_size.max(1);
     let producer =
         tokio::task::spawn_blocking(move || produce(&sources, chunk_size, None, true, &tx));
-    let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
+    let mut stills: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut result = Ok(());
-    while let Some(item) = rx.recv().await {
+    'chunks: while let Some(item) = rx.recv().await {
         let Rows::Postgres(batch) = &item.rows else {
             unreachable!("the PostgreSQL writer asks for its rows")
         };
@@ -256,37 +261,33 @@ pub async fn enqueue_inputs_pg(
             })
             .collect();
         for (i, pass) in passes.iter().enumerate() {
-            match db
+            let (film_id, added) = match db
                 .enqueue(&item.title, *pass, &frames, opts.max_attempts)
                 .await
             {
-                // Counted for the first pass: a frame is new once.
-                Ok((film_id, added)) if i == 0 => {
-                    let film = films.entry(item.title.clone()).or_insert(FilmSummary {
-                        title: item.title.clone(),
-                        film_id,
-                        ..FilmSummary::default()
-                    });
-                    film.new += added.frames;
-                    film.already += frames.len() as u64 - added.frames;
+                Ok(x) => x,
+                Err(e) => {
+                    result = Err(e);
+                    break 'chunks;
                 }
-                Ok(_) => {}
-                Err(e) => result = Err(e),
+            };
+            // Counted for the first pass: a frame is new once.
+            if i == 0 {
+                let film = stills.entry(item.title.clone()).or_insert(FilmSummary {
+                    title: item.title.clone(),
+                    film_id,
+                    ..FilmSummary::default()
+                });
+                film.new += added.frames;
+                film.already += frames.len() as u64 - added.frames;
             }
-        }
-        if result.is_err() {
-            break;
         }
     }
     drop(rx);
     let produced = producer.await.expect("producer thread");
     result?;
-    rejected.extend(produced?);
-    let summary = EnqueueSummary {
-        films: films.into_values().collect(),
-        rejected,
-        ..EnqueueSummary::default()
-    };
+    summary.rejected.extend(produced?);
+    summary.films.extend(stills.into_values());
     Ok(summary.finish(started))
 }
 
