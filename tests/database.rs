@@ -196,10 +196,10 @@ fn a_postgres_url_selects_postgresql_and_writes_no_file() {
             }
             c.output().unwrap()
         };
-        let o = run("results");
+        let o = run("report");
         assert_exit(&o, 1);
         assert!(
-            stderr(&o).contains("cinecut results (query the descriptions table with psql) is not available on PostgreSQL yet"),
+            stderr(&o).contains("cinecut report is not available on PostgreSQL yet"),
             "{how}: {}",
             stderr(&o)
         );

@@ -141,7 +141,7 @@ fn enqueue(pg: &Pg, env: &Env, folder: &str, n: usize) {
 }
 
 #[test]
-fn stills_are_enqueued_listed_and_described_on_postgres() {
+fn stills_are_enqueued_described_listed_searched_retried_and_cancelled_on_postgres() {
     let env = Env::new();
     let pg = Pg::new();
     enqueue(&pg, &env, "stills", 12);
@@ -165,7 +165,7 @@ fn stills_are_enqueued_listed_and_described_on_postgres() {
         stdout(&o)
     );
 
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(&env, &["--answers", "tricky"]);
     let mut w = pg.worker(&env, &fake, "host-a", "GPU-a0", &["--parallel", "3"]);
     assert!(
         wait_for(&mut w, Duration::from_secs(60)).success(),
@@ -178,11 +178,95 @@ fn stills_are_enqueued_listed_and_described_on_postgres() {
     let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(status["passes"][0]["done"], 12, "{status}");
 
-    // A command not on PostgreSQL yet: refused by name.
-    let o = pg.cmd(&["results"]).output().unwrap();
+    let lines = |o: &std::process::Output| -> Vec<serde_json::Value> {
+        stdout(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let o = pg.cmd(&["results", "--format", "jsonl"]).output().unwrap();
+    assert_exit(&o, 0);
+    let rows = lines(&o);
+    assert_eq!(rows.len(), 12);
+    assert!(
+        rows.iter()
+            .all(|r| r["answer"]["action"] == "a chase" && r["film"] == "stills"),
+        "{rows:?}"
+    );
+    let o = pg
+        .cmd(&["search", "chases at night", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        lines(&o).len(),
+        12,
+        "stemmed words of the answers are found"
+    );
+    let o = pg.cmd(&["search", "submarine", "--json"]).output().unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(lines(&o).len(), 0);
+
+    // A film whose every answer is garbage: failed, listed with the
+    // reason, retried, cancelled.
+    let bad = env.images("bad", 3);
+    let o = pg
+        .cmd(&["enqueue", bad.to_str().unwrap(), "--max-attempts", "1"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let garbage = FakeServer::start(&env, &["--answers", "garbage"]);
+    let mut w = pg.worker(&env, &garbage, "host-a", "GPU-a1", &[]);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("GPU-a1.log")
+    );
+    let o = pg
+        .cmd(&["results", "--state", "failed", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let csv = stdout(&o);
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.starts_with("bad,")), "{csv}");
+    let o = pg
+        .cmd(&["retry", "--failed", "--film", "bad"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("requeued 3 failed job(s)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pg.cmd(&["cancel", "--film", "bad"]).output().unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("cancelled 3 queued job(s)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM jobs WHERE state = 'cancelled'"),
+        3
+    );
+    let o = pg
+        .cmd(&["cancel", "--film", "no such film"])
+        .output()
+        .unwrap();
     assert_exit(&o, 1);
     assert!(
-        stderr(&o).contains("not available on PostgreSQL yet"),
+        stderr(&o).contains("no film titled \"no such film\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // A command not on PostgreSQL yet: refused by name.
+    let o = pg.cmd(&["report"]).output().unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("cinecut report is not available on PostgreSQL yet"),
         "{}",
         stderr(&o)
     );

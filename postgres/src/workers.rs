@@ -128,3 +128,150 @@ pub async fn film(q: &PgQueue, title: &str) -> Result<Option<(i64, i64)>> {
             .map(|r| (r.id, r.frame_count)),
     )
 }
+
+/// The id of the pass named `name`, if there is one.
+pub async fn pass_id(q: &PgQueue, name: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar!("SELECT id FROM passes WHERE name = $1", name)
+            .fetch_optional(q.pool())
+            .await?,
+    )
+}
+
+/// Puts the failed jobs (of one film, of one pass, if given) back in the
+/// queue with fresh attempts, waking the workers; how many.
+pub async fn retry_failed(q: &PgQueue, film: Option<i64>, pass: Option<i64>) -> Result<u64> {
+    let mut tx = q.pool().begin().await?;
+    let n = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', attempts = 0, transient_failures = 0,
+                  run_after = '-infinity', last_error = NULL, lease_owner = NULL, lease_gpu = NULL,
+                  lease_epoch = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+           WHERE state = 'failed' AND ($1::bigint IS NULL OR film_id = $1)
+             AND ($2::bigint IS NULL OR pass_id = $2)"#,
+        film,
+        pass
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        sqlx::query!("SELECT pg_notify($1, '')", crate::JOBS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Cancels a film's queued jobs (of one pass, if given); running ones
+/// finish. How many.
+pub async fn cancel_queued(q: &PgQueue, film: i64, pass: Option<i64>) -> Result<u64> {
+    Ok(sqlx::query!(
+        r#"UPDATE jobs SET state = 'cancelled', updated_at = clock_timestamp()
+           WHERE film_id = $1 AND state = 'queued' AND ($2::bigint IS NULL OR pass_id = $2)"#,
+        film,
+        pass
+    )
+    .execute(q.pool())
+    .await?
+    .rows_affected())
+}
+
+/// One described frame, as `results` and `search` show it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub film: String,
+    pub frame_index: i64,
+    pub pts_ms: Option<i64>,
+    pub path: String,
+    pub pass: String,
+    pub model: String,
+    /// The whole answer, a JSON object.
+    pub fields: sqlx::types::JsonValue,
+}
+
+/// Described frames (of one film, of one pass, if given), in film and
+/// frame order.
+pub async fn described(
+    q: &PgQueue,
+    film: Option<i64>,
+    pass: Option<i64>,
+) -> Result<Vec<Described>> {
+    Ok(sqlx::query_as!(
+        Described,
+        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, d.model,
+                  d.fields
+           FROM descriptions d
+           JOIN frames fr ON fr.id = d.frame_id
+           JOIN films f ON f.id = fr.film_id
+           JOIN passes p ON p.id = d.pass_id
+           WHERE ($1::bigint IS NULL OR fr.film_id = $1) AND ($2::bigint IS NULL OR d.pass_id = $2)
+           ORDER BY f.title, fr.frame_index, p.name"#,
+        film,
+        pass
+    )
+    .fetch_all(q.pool())
+    .await?)
+}
+
+/// Described frames whose answer has every word of `words` (PostgreSQL's
+/// full-text search, English stemming), best match first.
+pub async fn search(
+    q: &PgQueue,
+    words: &str,
+    film: Option<i64>,
+    pass: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Described>> {
+    Ok(sqlx::query_as!(
+        Described,
+        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, d.model,
+                  d.fields
+           FROM descriptions d
+           JOIN frames fr ON fr.id = d.frame_id
+           JOIN films f ON f.id = fr.film_id
+           JOIN passes p ON p.id = d.pass_id
+           WHERE d.search @@ plainto_tsquery('english', $1)
+             AND ($2::bigint IS NULL OR fr.film_id = $2) AND ($3::bigint IS NULL OR d.pass_id = $3)
+           ORDER BY ts_rank(d.search, plainto_tsquery('english', $1)) DESC, f.title, fr.frame_index
+           LIMIT $4"#,
+        words,
+        film,
+        pass,
+        limit
+    )
+    .fetch_all(q.pool())
+    .await?)
+}
+
+/// One failed frame: its last error.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub film: String,
+    pub frame_index: i64,
+    pub pts_ms: Option<i64>,
+    pub path: String,
+    pub pass: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
+/// Failed frames (of one film, of one pass, if given).
+pub async fn failed(q: &PgQueue, film: Option<i64>, pass: Option<i64>) -> Result<Vec<Failed>> {
+    Ok(sqlx::query_as!(
+        Failed,
+        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, j.attempts,
+                  j.last_error AS error
+           FROM jobs j
+           JOIN frames fr ON fr.id = j.frame_id
+           JOIN films f ON f.id = j.film_id
+           JOIN passes p ON p.id = j.pass_id
+           WHERE j.state = 'failed' AND ($1::bigint IS NULL OR j.film_id = $1)
+             AND ($2::bigint IS NULL OR j.pass_id = $2)
+           ORDER BY f.title, fr.frame_index, p.name"#,
+        film,
+        pass
+    )
+    .fetch_all(q.pool())
+    .await?)
+}

@@ -97,15 +97,18 @@ async fn on_postgres(
     shutdown: CancellationToken,
 ) -> anyhow::Result<u8> {
     let name = match &command {
-        Command::Enqueue(_) | Command::Worker(_) | Command::Status(_) | Command::GpuLock(_) => None,
-        Command::Retry(_) => Some("cinecut retry"),
-        Command::Cancel(_) => Some("cinecut cancel"),
+        Command::Enqueue(_)
+        | Command::Worker(_)
+        | Command::Status(_)
+        | Command::GpuLock(_)
+        | Command::Retry(_)
+        | Command::Cancel(_)
+        | Command::Results(_)
+        | Command::Search(_) => None,
         Command::Run(_) => Some("cinecut run (enqueue, then worker, is the way there)"),
         Command::Describe(_) => Some("cinecut describe"),
         Command::Passes(_) => Some("cinecut passes"),
         Command::Gpu(_) => Some("cinecut gpu"),
-        Command::Results(_) => Some("cinecut results (query the descriptions table with psql)"),
-        Command::Search(_) => Some("cinecut search"),
         Command::Report(_) => Some("cinecut report"),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
@@ -121,6 +124,10 @@ async fn on_postgres(
         Command::Enqueue(args) => enqueue::run_pg(&db, args).await.map(|()| 0),
         Command::Worker(args) => worker::run_pg(&db, *args, shutdown).await.map(|()| 0),
         Command::Status(args) => status::run_pg(&db, args).await.map(|()| 0),
+        Command::Retry(args) => queue::retry_pg(&db, args).await.map(|()| 0),
+        Command::Cancel(args) => queue::cancel_pg(&db, args).await.map(|()| 0),
+        Command::Results(args) => queue::results_pg(&db, args).await.map(|()| 0),
+        Command::Search(args) => queue::search_pg(&db, args).await.map(|()| 0),
         Command::GpuLock(args) => {
             gpu_lock::run(&db::Store::Postgres(db.clone()), args, shutdown).await
         }

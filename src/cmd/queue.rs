@@ -1,7 +1,12 @@
-//! `cinecut retry --failed` and `cinecut cancel`.
+//! `cinecut retry --failed` and `cinecut cancel`; on PostgreSQL also
+//! `results` and `search` (a plainer table than SQLite's: the answer as JSON).
 
 use super::{film_filter, pass_filter};
-use crate::cli::{CancelArgs, RetryArgs};
+use std::io::Write;
+
+use super::render::timestamp;
+use crate::cli::{CancelArgs, ResultFormat, ResultState, ResultsArgs, RetryArgs, SearchArgs};
+use crate::db::pg::{Described, Failed, PgDb};
 use crate::db::{Db, queue};
 
 pub async fn retry(db: &Db, args: RetryArgs) -> anyhow::Result<()> {
@@ -17,5 +22,161 @@ pub async fn cancel(db: &Db, args: CancelArgs) -> anyhow::Result<()> {
     let pass = pass_filter(db, args.pass.as_deref()).await?;
     let n = queue::cancel_queued(db.pool(), film, pass).await?;
     println!("cancelled {n} queued job(s) of film {:?}", args.film);
+    Ok(())
+}
+
+/// The ids `--film` and `--pass` name on PostgreSQL.
+async fn pg_filters(
+    db: &PgDb,
+    film: Option<&str>,
+    pass: Option<&str>,
+) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    let film = match film {
+        Some(title) => Some(db.film_id(title).await?),
+        None => None,
+    };
+    let pass = match pass {
+        Some(name) => Some(db.pass_id(name).await?),
+        None => None,
+    };
+    Ok((film, pass))
+}
+
+pub async fn retry_pg(db: &PgDb, args: RetryArgs) -> anyhow::Result<()> {
+    let (film, pass) = pg_filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    let n = db.retry_failed(film, pass).await?;
+    println!("requeued {n} failed job(s)");
+    Ok(())
+}
+
+pub async fn cancel_pg(db: &PgDb, args: CancelArgs) -> anyhow::Result<()> {
+    let (film, pass) = pg_filters(db, Some(&args.film), args.pass.as_deref()).await?;
+    let film = film.expect("--film is required");
+    let n = db.cancel_queued(film, pass).await?;
+    println!("cancelled {n} queued job(s) of film {:?}", args.film);
+    Ok(())
+}
+
+/// `results` on PostgreSQL: described frames (their whole answer as JSON),
+/// or failed ones with their last error.
+pub async fn results_pg(db: &PgDb, args: ResultsArgs) -> anyhow::Result<()> {
+    let (film, pass) = pg_filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    match args.state {
+        ResultState::Done => print_described(&db.described(film, pass).await?, args.format),
+        ResultState::Failed => print_failed(&db.failed(film, pass).await?, args.format),
+    }
+}
+
+/// `search` on PostgreSQL: every word, PostgreSQL's English stemming, best
+/// match first.
+pub async fn search_pg(db: &PgDb, args: SearchArgs) -> anyhow::Result<()> {
+    let (film, pass) = pg_filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    let rows = db.search(&args.query, film, pass, args.limit).await?;
+    let format = if args.json {
+        ResultFormat::Jsonl
+    } else {
+        ResultFormat::Table
+    };
+    print_described(&rows, format)
+}
+
+fn print_described(rows: &[Described], format: ResultFormat) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        ResultFormat::Jsonl => {
+            for r in rows {
+                let row = serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
+                    "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "model": r.model,
+                    "answer": r.fields });
+                writeln!(out, "{row}")?;
+            }
+        }
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "film",
+                "frame_index",
+                "pts_ms",
+                "path",
+                "pass",
+                "model",
+                "answer",
+            ])?;
+            for r in rows {
+                w.write_record([
+                    r.film.clone(),
+                    r.frame_index.to_string(),
+                    r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
+                    r.path.clone(),
+                    r.pass.clone(),
+                    r.model.clone(),
+                    r.fields.to_string(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        ResultFormat::Table => {
+            writeln!(out, "FILM\tFRAME\tTIME\tPASS\tANSWER")?;
+            for r in rows {
+                let time = timestamp(r.pts_ms);
+                writeln!(
+                    out,
+                    "{}\t{}\t{time}\t{}\t{}",
+                    r.film, r.frame_index, r.pass, r.fields
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_failed(rows: &[Failed], format: ResultFormat) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        ResultFormat::Jsonl => {
+            for r in rows {
+                let row = serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
+                    "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "attempts": r.attempts,
+                    "error": r.error });
+                writeln!(out, "{row}")?;
+            }
+        }
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "film",
+                "frame_index",
+                "pts_ms",
+                "path",
+                "pass",
+                "attempts",
+                "error",
+            ])?;
+            for r in rows {
+                w.write_record([
+                    r.film.clone(),
+                    r.frame_index.to_string(),
+                    r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
+                    r.path.clone(),
+                    r.pass.clone(),
+                    r.attempts.to_string(),
+                    r.error.clone().unwrap_or_default(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        ResultFormat::Table => {
+            writeln!(out, "FILM\tFRAME\tTIME\tPASS\tATTEMPTS\tERROR")?;
+            for r in rows {
+                let time = timestamp(r.pts_ms);
+                let error = r.error.as_deref().unwrap_or("");
+                writeln!(
+                    out,
+                    "{}\t{}\t{time}\t{}\t{}\t{error}",
+                    r.film, r.frame_index, r.pass, r.attempts
+                )?;
+            }
+        }
+    }
     Ok(())
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
+pub use cinecut_postgres::workers::{Described, Failed};
+
 use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
 use super::lease::{Acquire, Holder, Renewal};
 use crate::error::{Error, Result};
@@ -118,6 +120,59 @@ impl PgDb {
         pgq::delete_film(&self.queue, film)
             .await
             .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// The id of the pass named `name`, or [`Error::UnknownPass`].
+    pub async fn pass_id(&self, name: &str) -> Result<i64> {
+        pgw::pass_id(&self.queue, name)
+            .await
+            .map_err(self.err())?
+            .ok_or_else(|| Error::UnknownPass(name.to_string()))
+    }
+
+    /// `retry --failed`: failed jobs back in the queue with fresh attempts.
+    pub async fn retry_failed(&self, film: Option<i64>, pass: Option<i64>) -> Result<u64> {
+        pgw::retry_failed(&self.queue, film, pass)
+            .await
+            .map_err(self.err())
+    }
+
+    /// `cancel`: a film's queued jobs cancelled.
+    pub async fn cancel_queued(&self, film: i64, pass: Option<i64>) -> Result<u64> {
+        pgw::cancel_queued(&self.queue, film, pass)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Described frames, for `results`.
+    pub async fn described(
+        &self,
+        film: Option<i64>,
+        pass: Option<i64>,
+    ) -> Result<Vec<pgw::Described>> {
+        pgw::described(&self.queue, film, pass)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Failed frames with their last error, for `results --state failed`.
+    pub async fn failed(&self, film: Option<i64>, pass: Option<i64>) -> Result<Vec<pgw::Failed>> {
+        pgw::failed(&self.queue, film, pass)
+            .await
+            .map_err(self.err())
+    }
+
+    /// `search`: PostgreSQL's full-text search over the answers.
+    pub async fn search(
+        &self,
+        words: &str,
+        film: Option<i64>,
+        pass: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<pgw::Described>> {
+        pgw::search(&self.queue, words, film, pass, limit)
+            .await
             .map_err(self.err())
     }
 
