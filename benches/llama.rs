@@ -87,7 +87,7 @@ async fn direct(paths: &[PathBuf], np: u16) -> f64 {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(p) = paths.get(i) else { break };
-                let frame = load_frame(p, 1024).await.unwrap();
+                let frame = load_frame(p, None, 1024).await.unwrap();
                 let _ = client.describe(&frame, None).await;
             }
         }));
@@ -180,7 +180,7 @@ async fn seed_design(paths: &[PathBuf]) -> f64 {
             Duration::from_secs(60),
         );
         for p in batch {
-            let frame = load_frame(p, 1024).await.unwrap();
+            let frame = load_frame(p, None, 1024).await.unwrap();
             let _ = client.describe(&frame, None).await;
         }
         server.stop().await;

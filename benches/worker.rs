@@ -39,6 +39,7 @@ impl Describer for Instant0 {
     fn describe<'a>(
         &'a self,
         _: &'a str,
+        _: Option<&'a [u8]>,
         _: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
         Box::pin(async {

@@ -564,6 +564,12 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "NAME")]
     pub pass: Vec<String>,
 
+    /// Store each frame's bytes in the database (PostgreSQL only): workers
+    /// on hosts that do not share this host's storage read frames from
+    /// there. Costs the frames' size in the database (BENCHMARKS.md).
+    #[arg(long)]
+    pub store_frames: bool,
+
     /// Frames per write transaction.
     #[arg(long, default_value_t = 20_000, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,

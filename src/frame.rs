@@ -33,9 +33,14 @@ pub struct FrameError(pub String);
 /// Reads `path` and makes it a frame the server can read, with its longest
 /// side at most `max_side`.
 pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
+    prepare_bytes(&read(path)?, path, max_side)
+}
+
+/// Like [`prepare`], for a frame's bytes read already (stored in the
+/// database by `enqueue --store-frames`); `path` names it in errors.
+pub fn prepare_bytes(bytes: &[u8], path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
     let shown = path.display();
-    let bytes = read(path)?;
-    let (format, mut decoder) = open(&bytes, path)?;
+    let (format, mut decoder) = open(bytes, path)?;
     let (width, height) = decoder.dimensions();
     let orientation = orientation_of(decoder.as_mut());
     let eight_bit = decoder.color_type().bytes_per_pixel() == decoder.color_type().channel_count();
@@ -47,7 +52,7 @@ pub fn prepare(path: &Path, max_side: u32) -> Result<LoadedFrame, FrameError> {
         // The whole file must decode, or the server would be the one to say so.
         DynamicImage::from_decoder(decoder).map_err(|e| undecodable(path, e))?;
         return Ok(LoadedFrame {
-            data_uri: data_uri(format.to_mime_type(), &bytes),
+            data_uri: data_uri(format.to_mime_type(), bytes),
             width,
             height,
             transcoded: false,

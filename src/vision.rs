@@ -28,11 +28,13 @@ pub const DIALOGUE_PROMPT_VERSION: i64 = 2;
 /// Describes one frame. The worker does not care how: llama-server over HTTP
 /// in production, an instant in-process answer in the queue benchmark.
 pub trait Describer: Send + Sync + 'static {
-    /// Describes the frame at `path`; `dialogue` is the line on screen,
-    /// given to the model as context.
+    /// Describes the frame at `path`, or its `stored` bytes when the
+    /// database holds them (`path` then names it); `dialogue` is the line
+    /// on screen, given to the model as context.
     fn describe<'a>(
         &'a self,
         path: &'a str,
+        stored: Option<&'a [u8]>,
         dialogue: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Described, DescribeError>>;
     /// The model name stored with each description.
@@ -82,6 +84,7 @@ impl Describer for HttpDescriber {
     fn describe<'a>(
         &'a self,
         path: &'a str,
+        stored: Option<&'a [u8]>,
         dialogue: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Described, DescribeError>> {
         // A task of its own: the request and its deadline go on while the
@@ -90,11 +93,12 @@ impl Describer for HttpDescriber {
         // (shutdown, yield, lost lease), it is aborted, as before.
         let client = self.client.clone();
         let path = path.to_string();
+        let stored = stored.map(<[u8]>::to_vec);
         let dialogue = dialogue.map(str::to_string);
         let (slots, max_side, hold_off) =
             (self.slots.clone(), self.max_side, self.hold_off.clone());
         let request = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let frame = load_frame(Path::new(&path), max_side).await?;
+            let frame = load_frame(Path::new(&path), stored, max_side).await?;
             let _slot = slots.acquire_owned().await.expect("never closed");
             let until = *hold_off.lock().expect("hold-off lock");
             if let Some(until) = until {
@@ -210,13 +214,21 @@ impl DescribeError {
     }
 }
 
-/// Reads and prepares a frame (see [`crate::frame`]) on a blocking thread.
-pub async fn load_frame(path: &Path, max_side: u32) -> Result<LoadedFrame, DescribeError> {
+/// Reads (unless its bytes are `stored`) and prepares a frame (see
+/// [`crate::frame`]) on a blocking thread.
+pub async fn load_frame(
+    path: &Path,
+    stored: Option<Vec<u8>>,
+    max_side: u32,
+) -> Result<LoadedFrame, DescribeError> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || frame::prepare(&path, max_side))
-        .await
-        .expect("frame preparation thread")
-        .map_err(|e| DescribeError::Frame(e.0))
+    tokio::task::spawn_blocking(move || match stored {
+        Some(bytes) => frame::prepare_bytes(&bytes, &path, max_side),
+        None => frame::prepare(&path, max_side),
+    })
+    .await
+    .expect("frame preparation thread")
+    .map_err(|e| DescribeError::Frame(e.0))
 }
 
 /// A client for one llama-server (or compatible) endpoint.

@@ -665,7 +665,8 @@ async fn describe_job(
 ) -> JobResult {
     let started_at = now_ms();
     let path = cfg.path_map.apply(&job.path);
-    let result = describer.describe(&path, job.line.as_deref()).await;
+    let stored = job.stored.as_ref().map(|s| &*s.0);
+    let result = describer.describe(&path, stored, job.line.as_deref()).await;
     let finished_at = now_ms();
     let mut fatal = None;
     let server_trouble = match &result {
@@ -746,6 +747,7 @@ mod tests {
         fn describe<'a>(
             &'a self,
             path: &'a str,
+            _: Option<&'a [u8]>,
             _: Option<&'a str>,
         ) -> BoxFuture<'a, std::result::Result<Described, DescribeError>> {
             Box::pin(async move { panic!("describer bug on {path}") })
@@ -764,6 +766,7 @@ mod tests {
             attempts: 0,
             transient_failures: 0,
             max_attempts: 3,
+            stored: None,
         }
     }
 

@@ -392,7 +392,10 @@ impl WriteLock {
     fn hold(env: &Env, seconds: f64) -> WriteLock {
         let flag = env.path().join(format!("locked-{seconds}"));
         let script = format!(
-            "BEGIN IMMEDIATE;\nUPDATE films SET priority = priority;\n.shell touch {}\n.shell sleep {seconds}\nCOMMIT;\n",
+            // `.timeout`: the shell waits for a write of the worker's to end
+            // before it takes the lock, as a person's would (sqlite3 does
+            // not wait by default, and its BEGIN then fails).
+            ".timeout 30000\nBEGIN IMMEDIATE;\nUPDATE films SET priority = priority;\n.shell touch {}\n.shell sleep {seconds}\nCOMMIT;\n",
             flag.display()
         );
         let mut child = Command::new("sqlite3")

@@ -7,8 +7,11 @@
 //! p50/p99 under 4 workers. Both durable: PostgreSQL with fsync on and
 //! synchronous_commit on (its defaults), SQLite with synchronous=FULL.
 //!
+//! Then what `--store-frames` costs: enqueue with and without the frames'
+//! bytes, the database's growth, claims that bring the bytes back.
+//!
 //! Run: `cargo bench -p cinecut-postgres --bench queue` (FRAMES=N, JOBS=N,
-//! BATCH=N to change the sizes). It starts a throwaway cluster of its own
+//! BATCH=N, STORED=N, FRAME_KB=N to change the sizes). It starts a throwaway cluster of its own
 //! (scripts/pg-cluster.sh, fsync on) and removes it after.
 
 use std::path::Path;
@@ -142,6 +145,88 @@ async fn pg_run(
     (done as f64 / secs, rounds)
 }
 
+/// What `--store-frames` costs: `n` frames of `kb` KB each (bytes that do
+/// not compress, as JPEG's do not) enqueued with their bytes and without,
+/// the database's growth per frame, and one no-op worker's claims of each
+/// (a stored frame's bytes come back with its claim).
+struct Stored {
+    plain_fps: f64,
+    stored_fps: f64,
+    stored_mb_s: f64,
+    bytes_per_frame: f64,
+    claim_plain: f64,
+    claim_stored: f64,
+}
+
+async fn stored_frames(q: &PgQueue, url: &str, n: usize, kb: usize) -> Stored {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let frames = |film: &str, bytes: &mut dyn FnMut() -> Option<Vec<u8>>| -> Vec<NewFrame> {
+        (0..n as i64)
+            .map(|i| NewFrame {
+                path: format!("/shared/{film}/frame_{i:07}.jpg"),
+                frame_index: Some(i),
+                pts_ms: Some(i * 40),
+                bytes: bytes(),
+            })
+            .collect()
+    };
+    let size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size('frames')")
+            .fetch_one(q.pool())
+            .await
+            .unwrap()
+    };
+    let pass = queue::ensure_pass(q, "stored-enqueue").await.unwrap();
+    let timed = async |title: &str, all: Vec<NewFrame>| {
+        let film = queue::ensure_film(q, title).await.unwrap();
+        let t = Instant::now();
+        for chunk in all.chunks(500) {
+            queue::enqueue(q, film, pass, chunk, 3).await.unwrap();
+        }
+        (film, t.elapsed().as_secs_f64())
+    };
+    let (plain_film, plain_s) = timed("plain", frames("plain", &mut || None)).await;
+    let before = size().await;
+    let (stored_film, stored_s) =
+        timed("stored", frames("stored", &mut || Some(noise(kb * 1024)))).await;
+    let grown = size().await - before;
+    let claims = async |film: i64, name: &str| {
+        let pass = queue::ensure_pass(q, name).await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (frame_id, pass_id, film_id) SELECT id, $1, film_id FROM frames WHERE film_id = $2",
+        )
+        .bind(pass)
+        .bind(film)
+        .execute(q.pool())
+        .await
+        .unwrap();
+        let t = Instant::now();
+        let (done, _) = pg_worker(url.to_string(), format!("GPU-{name}"), pass, 16).await;
+        assert_eq!(done as usize, n);
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let claim_plain = claims(plain_film, "claim-plain").await;
+    let claim_stored = claims(stored_film, "claim-stored").await;
+    Stored {
+        plain_fps: n as f64 / plain_s,
+        stored_fps: n as f64 / stored_s,
+        stored_mb_s: (n * kb) as f64 / 1024.0 / stored_s,
+        bytes_per_frame: grown as f64 / n as f64,
+        claim_plain,
+        claim_stored,
+    }
+}
+
 /// The same loop on SQLite (synchronous=FULL), 1 worker.
 async fn sqlite_run(dir: &Path, jobs: usize, batch: usize) -> f64 {
     use cinecut::db::jobs::{self as sjobs, Batch, Finished, Outcome, Scope};
@@ -261,6 +346,7 @@ async fn main() {
         .map(|i| NewFrame {
             path: format!("/shared/frames/{:03}/frame_{i:07}.jpg", i / 10_000),
             frame_index: Some(i),
+            bytes: None,
             pts_ms: Some(i * 40),
         })
         .collect();
@@ -273,6 +359,8 @@ async fn main() {
     let (one, _) = pg_run(&q, &url, 1, jobs, batch as i64).await;
     let (four, mut rounds) = pg_run(&q, &url, 4, jobs, batch as i64).await;
     rounds.sort();
+    let (stored_n, stored_kb) = (env_or("STORED", 2_000), env_or("FRAME_KB", 60));
+    let stored = stored_frames(&q, &url, stored_n, stored_kb).await;
     q.close().await;
     cluster("stop", dir.path());
 
@@ -299,5 +387,25 @@ async fn main() {
         percentile(&rounds, 0.5),
         percentile(&rounds, 0.99),
         rounds.len()
+    );
+    println!("--store-frames: {stored_n} frames of {stored_kb} KB, 500 frames/tx");
+    println!(
+        "enqueue, paths only                  {:>10.0} frames/s",
+        stored.plain_fps
+    );
+    println!(
+        "enqueue, bytes stored                {:>10.0} frames/s  ({:.0} MB/s)",
+        stored.stored_fps, stored.stored_mb_s
+    );
+    println!(
+        "database growth per stored frame     {:>10.0} bytes  ({:.2}x the frame)",
+        stored.bytes_per_frame,
+        stored.bytes_per_frame / (stored_kb * 1024) as f64
+    );
+    println!(
+        "claims, 1 worker: paths / bytes      {:>10.0} / {:.0} jobs/s  (ratio {:.2})",
+        stored.claim_plain,
+        stored.claim_stored,
+        stored.claim_plain / stored.claim_stored
     );
 }

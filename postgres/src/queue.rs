@@ -18,6 +18,9 @@ pub struct NewFrame {
     /// from folders and globs).
     pub frame_index: Option<i64>,
     pub pts_ms: Option<i64>,
+    /// The frame file's bytes, stored with it (`enqueue --store-frames`):
+    /// workers then need no file system in common with the producer.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Whose claims and results these are: a holder under one lease epoch of
@@ -38,6 +41,8 @@ pub struct Claimed {
     pub attempts: i64,
     pub transient_failures: i64,
     pub max_attempts: i64,
+    /// The frame's stored bytes, if it was enqueued with them.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// A validated answer to store.
@@ -233,13 +238,15 @@ pub async fn enqueue(
     let paths: Vec<&str> = frames.iter().map(|f| f.path.as_str()).collect();
     let indexes: Vec<Option<i64>> = frames.iter().map(|f| f.frame_index).collect();
     let pts: Vec<Option<i64>> = frames.iter().map(|f| f.pts_ms).collect();
+    let bytes: Vec<Option<&[u8]>> = frames.iter().map(|f| f.bytes.as_deref()).collect();
     let mut tx = q.pool().begin().await?;
     let added = sqlx::query!(
         r#"WITH new_frames AS (
-               INSERT INTO frames (film_id, frame_index, pts_ms, path)
+               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg)
                SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
-                                       WHERE film_id = $1) + n - 1), p, f
-               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[]) WITH ORDINALITY AS u(i, p, f, n)
+                                       WHERE film_id = $1) + n - 1), p, f, b
+               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[])
+                    WITH ORDINALITY AS u(i, p, f, b, n)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
@@ -257,7 +264,8 @@ pub async fn enqueue(
         &pts as &[Option<i64>],
         &paths as &[&str],
         pass,
-        max_attempts
+        max_attempts,
+        &bytes as &[Option<&[u8]>]
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -564,7 +572,7 @@ async fn claim_in(
                SELECT id, $3, $4, $5 FROM claimed)
            SELECT c.id AS "job_id!", c.frame_id AS "frame_id!", f.path AS "path!",
                   c.attempts AS "attempts!", c.transient_failures AS "transient_failures!",
-                  c.max_attempts AS "max_attempts!"
+                  c.max_attempts AS "max_attempts!", f.jpeg AS bytes
            FROM claimed c JOIN frames f ON f.id = c.frame_id
            ORDER BY c.id"#,
         pass,
@@ -585,6 +593,7 @@ async fn claim_in(
             attempts: r.attempts,
             transient_failures: r.transient_failures,
             max_attempts: r.max_attempts,
+            bytes: r.bytes,
         })
         .collect())
 }

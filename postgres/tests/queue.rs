@@ -20,6 +20,7 @@ fn frames(n: i64) -> Vec<NewFrame> {
         .map(|i| NewFrame {
             path: format!("/shared/film/frame_{i:06}.jpg"),
             frame_index: Some(i),
+            bytes: None,
             pts_ms: Some(i * 40),
         })
         .collect()

@@ -53,6 +53,7 @@ fn inputs_and_options(args: &EnqueueArgs) -> (Inputs, EnqueueOptions) {
         chunk_size: args.chunk_size as usize,
         passes: args.pass.clone(),
         dedupe_distance: (!args.no_dedupe).then_some(args.dedupe_distance),
+        store_frames: args.store_frames,
     };
     (inputs, opts)
 }
@@ -90,6 +91,20 @@ fn report(summary: &EnqueueSummary, args: &EnqueueArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--store-frames` is for a PostgreSQL queue (workers on other hosts);
+/// with a SQLite file the frames are on this host: a usage error (exit 2).
+pub fn store_frames_needs_postgres(args: &EnqueueArgs) {
+    if args.store_frames {
+        <crate::cli::Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--store-frames stores frames in a PostgreSQL queue for workers on other hosts \
+                 (--db postgres://…); with a SQLite database the workers read the frames on this host",
+            )
+            .exit();
+    }
 }
 
 /// `--pick`, `--per-shot` and `--min-shot` shape shots, which only scene

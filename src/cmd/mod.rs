@@ -56,7 +56,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     db::set_lock_wait((!long_running).then_some(cli.lock_wait));
     let path = match &cli.db {
-        Location::Sqlite(path) => path.clone(),
+        Location::Sqlite(path) => {
+            if let Command::Enqueue(args) = &cli.command {
+                enqueue::store_frames_needs_postgres(args);
+            }
+            path.clone()
+        }
         Location::Postgres(url) => return on_postgres(cli.command, url, shutdown).await,
     };
     let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);

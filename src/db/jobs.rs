@@ -100,6 +100,17 @@ impl WorkerState {
 }
 
 /// A job this worker holds.
+/// A frame's bytes stored in the database (`enqueue --store-frames`):
+/// shared, and shown by their length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredFrame(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for StoredFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredFrame({} bytes)", self.0.len())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
     pub job_id: i64,
@@ -111,6 +122,9 @@ pub struct ClaimedJob {
     pub attempts: i64,
     pub transient_failures: i64,
     pub max_attempts: i64,
+    /// The frame's bytes when the database holds them (read instead of
+    /// `path`).
+    pub stored: Option<StoredFrame>,
 }
 
 /// Which jobs a worker works on: one pass's, of one film or of all.
@@ -369,6 +383,7 @@ async fn claim_in(
                 attempts,
                 transient_failures,
                 max_attempts,
+                stored: None,
             },
         )
         .collect();

@@ -19,7 +19,9 @@ use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
 pub use cinecut_postgres::workers::{Described, Failed};
 
-use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
+use super::jobs::{
+    Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame, WorkerState,
+};
 use super::lease::{Acquire, Holder, Renewal};
 use crate::error::{Error, Result};
 
@@ -378,6 +380,7 @@ impl PgWork {
                 attempts: c.attempts,
                 transient_failures: c.transient_failures,
                 max_attempts: c.max_attempts,
+                stored: c.bytes.map(|b| StoredFrame(b.into())),
             })
             .collect();
         self.mine.extend(jobs.iter().map(|j| j.job_id));

@@ -1142,14 +1142,16 @@ pub async fn enqueue_video_pg(
     for (i, name) in names.iter().enumerate() {
         let pass = db.ensure_pass(name).await?;
         for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
-            let frames: Vec<cinecut_postgres::queue::NewFrame> = chunk
-                .iter()
-                .map(|f| cinecut_postgres::queue::NewFrame {
-                    path: f.path.clone(),
-                    frame_index: f.frame_index,
-                    pts_ms: f.pts_ms,
-                })
-                .collect();
+            let (chunk, store) = (chunk.to_vec(), opts.store_frames);
+            let (frames, unread) = tokio::task::spawn_blocking(move || {
+                let mut unread = Vec::new();
+                (super::pg_frames(&chunk, store, &mut unread), unread)
+            })
+            .await
+            .expect("frame reading thread");
+            if let Some(r) = unread.first() {
+                return Err(undo(format!("frame {}: {}", r.path, r.reason)).await);
+            }
             let (_, added) = db.enqueue(&title, pass, &frames, opts.max_attempts).await?;
             if i == 0 {
                 new += added.frames;

@@ -43,6 +43,9 @@ pub struct EnqueueOptions {
     /// many bits of the last distinct still before it is a near-duplicate;
     /// `None` (`--no-dedupe`): no decoding, no hash.
     pub dedupe_distance: Option<u32>,
+    /// Each frame's bytes go into the database with it (PostgreSQL's
+    /// `--store-frames`).
+    pub store_frames: bool,
 }
 
 impl EnqueueOptions {
@@ -65,6 +68,7 @@ impl Default for EnqueueOptions {
             chunk_size: 20_000,
             passes: Vec::new(),
             dedupe_distance: Some(DEFAULT_DEDUPE_DISTANCE),
+            store_frames: false,
         }
     }
 }
@@ -244,22 +248,17 @@ pub async fn enqueue_inputs_pg(
     }
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
     let chunk_size = opts.chunk_size.max(1);
+    let kind = RowKind::Postgres {
+        store: opts.store_frames,
+    };
     let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, None, true, &tx));
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, None, kind, &tx));
     let mut stills: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut result = Ok(());
     'chunks: while let Some(item) = rx.recv().await {
-        let Rows::Postgres(batch) = &item.rows else {
+        let Rows::Postgres(frames) = &item.rows else {
             unreachable!("the PostgreSQL writer asks for its rows")
         };
-        let frames: Vec<cinecut_postgres::queue::NewFrame> = batch
-            .iter()
-            .map(|f| cinecut_postgres::queue::NewFrame {
-                path: f.path.clone(),
-                frame_index: f.frame_index,
-                pts_ms: f.pts_ms,
-            })
-            .collect();
         for (i, pass) in passes.iter().enumerate() {
             let (film_id, added) = match db
                 .enqueue(&item.title, *pass, &frames, opts.max_attempts)
@@ -301,8 +300,49 @@ struct TitledChunk {
 enum Rows {
     /// Serialised off the runtime for SQLite's `json_each`.
     Sqlite(FrameChunk),
-    /// As they are, for PostgreSQL's arrays.
-    Postgres(Vec<NewFrame>),
+    /// For PostgreSQL's arrays, with their bytes when they are stored.
+    Postgres(Vec<cinecut_postgres::queue::NewFrame>),
+}
+
+/// Which [`Rows`] the producer makes.
+#[derive(Debug, Clone, Copy)]
+enum RowKind {
+    Sqlite,
+    Postgres { store: bool },
+}
+
+/// Frames as the PostgreSQL queue takes them; with `store`, each with its
+/// file's bytes (read on the calling, blocking thread). A frame that cannot
+/// be read then is turned away.
+pub(crate) fn pg_frames(
+    frames: &[NewFrame],
+    store: bool,
+    rejected: &mut Vec<Rejection>,
+) -> Vec<cinecut_postgres::queue::NewFrame> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let bytes = match store {
+                false => None,
+                true => match std::fs::read(&f.path) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        rejected.push(Rejection {
+                            path: f.path.clone(),
+                            reason: format!("cannot be read to store it: {e}"),
+                        });
+                        return None;
+                    }
+                },
+            };
+            Some(cinecut_postgres::queue::NewFrame {
+                path: f.path.clone(),
+                frame_index: f.frame_index,
+                pts_ms: f.pts_ms,
+                bytes,
+            })
+        })
+        .collect()
 }
 
 /// Enqueues every frame of `sources`; `rejected` holds inputs already
@@ -367,8 +407,9 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
     let chunk_size = opts.chunk_size.max(1);
     let distance = opts.dedupe_distance;
-    let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, false, &tx));
+    let producer = tokio::task::spawn_blocking(move || {
+        produce(&sources, chunk_size, distance, RowKind::Sqlite, &tx)
+    });
 
     let mut loader = db.bulk_loader().await?;
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
@@ -482,7 +523,7 @@ fn produce(
     sources: &[Source],
     chunk_size: usize,
     dedupe_distance: Option<u32>,
-    raw: bool,
+    kind: RowKind,
     tx: &mpsc::Sender<TitledChunk>,
 ) -> Result<Vec<Rejection>> {
     let mut rejected = Vec::new();
@@ -496,13 +537,13 @@ fn produce(
         };
         let mut batch: Vec<NewFrame> = Vec::with_capacity(chunk_size);
         let mut deduper = dedupe_distance.map(|d| Deduper::new(Some(d)));
-        let mut send = |batch: &mut Vec<NewFrame>| -> bool {
+        let mut send = |batch: &mut Vec<NewFrame>, rejected: &mut Vec<Rejection>| -> bool {
             if let Some(deduper) = &mut deduper {
                 hash_stills(batch, deduper);
             }
-            let rows = match raw {
-                true => Rows::Postgres(std::mem::take(batch)),
-                false => Rows::Sqlite(FrameChunk::new(batch)),
+            let rows = match kind {
+                RowKind::Postgres { store } => Rows::Postgres(pg_frames(batch, store, rejected)),
+                RowKind::Sqlite => Rows::Sqlite(FrameChunk::new(batch)),
             };
             batch.clear();
             tx.blocking_send(TitledChunk {
@@ -517,11 +558,11 @@ fn produce(
                 Ok(f) => batch.push(f),
                 Err(r) => rejected.push(r),
             }
-            if batch.len() >= chunk_size && !send(&mut batch) {
+            if batch.len() >= chunk_size && !send(&mut batch, &mut rejected) {
                 return Ok(rejected);
             }
         }
-        if !batch.is_empty() && !send(&mut batch) {
+        if !batch.is_empty() && !send(&mut batch, &mut rejected) {
             return Ok(rejected);
         }
     }
