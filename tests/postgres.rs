@@ -509,14 +509,7 @@ fn gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_host
         .output()
         .unwrap();
     assert_exit(&o, 7);
-    let read = |ext: &str| -> i64 {
-        std::fs::read_to_string(format!("{}.{ext}", marks.display()))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (start, end) = (read("start"), read("end"));
+    let (start, end) = crate::util::read_marks(&marks);
     let during = |host: &'static str| match host {
         "host-a" => pg.count_during(
             "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id

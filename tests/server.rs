@@ -617,14 +617,7 @@ async fn gpu_lock_stops_the_supervised_server_and_the_worker_resumes() {
         "no llama-server runs while the gpu-lock command holds the GPU"
     );
     assert!(wait_for(&mut lock, Duration::from_secs(30)).success());
-    let read = |ext: &str| -> i64 {
-        std::fs::read_to_string(marks.with_extension(ext))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (start, end) = (read("start"), read("end"));
+    let (start, end) = crate::util::read_marks(&marks);
     let resumed =
         format!("SELECT count(*) FROM attempts WHERE outcome = 'done' AND started_at >= {end}");
     wait_until(

@@ -154,14 +154,7 @@ async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
     let asked = now_ms();
     let o = env.run(["gpu-lock", "--", "sh", "-c", &script]);
     assert_exit(&o, 7);
-    let read = |ext: &str| -> i64 {
-        std::fs::read_to_string(format!("{}.{ext}", marks.display()))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (start, end) = (read("start"), read("end"));
+    let (start, end) = crate::util::read_marks(&marks);
     // The worker yields at its next claim; the bound leaves room for a
     // loaded machine (process start, the frames in flight, 100 ms each).
     assert!(start - asked < 5000, "gpu-lock waited {} ms", start - asked);

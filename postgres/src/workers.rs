@@ -199,14 +199,11 @@ pub async fn described(
 ) -> Result<Vec<Described>> {
     Ok(sqlx::query_as!(
         Described,
-        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, d.model,
-                  d.fields
-           FROM descriptions d
-           JOIN frames fr ON fr.id = d.frame_id
-           JOIN films f ON f.id = fr.film_id
-           JOIN passes p ON p.id = d.pass_id
-           WHERE ($1::bigint IS NULL OR fr.film_id = $1) AND ($2::bigint IS NULL OR d.pass_id = $2)
-           ORDER BY f.title, fr.frame_index, p.name"#,
+        r#"SELECT film AS "film!", frame_index AS "frame_index!", pts_ms, path AS "path!",
+                  pass AS "pass!", model AS "model!", fields AS "fields!"
+           FROM frame_descriptions
+           WHERE ($1::bigint IS NULL OR film_id = $1) AND ($2::bigint IS NULL OR pass_id = $2)
+           ORDER BY film, frame_index, pass"#,
         film,
         pass
     )
@@ -225,15 +222,12 @@ pub async fn search(
 ) -> Result<Vec<Described>> {
     Ok(sqlx::query_as!(
         Described,
-        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, d.model,
-                  d.fields
-           FROM descriptions d
-           JOIN frames fr ON fr.id = d.frame_id
-           JOIN films f ON f.id = fr.film_id
-           JOIN passes p ON p.id = d.pass_id
-           WHERE d.search @@ plainto_tsquery('english', $1)
-             AND ($2::bigint IS NULL OR fr.film_id = $2) AND ($3::bigint IS NULL OR d.pass_id = $3)
-           ORDER BY ts_rank(d.search, plainto_tsquery('english', $1)) DESC, f.title, fr.frame_index
+        r#"SELECT film AS "film!", frame_index AS "frame_index!", pts_ms, path AS "path!",
+                  pass AS "pass!", model AS "model!", fields AS "fields!"
+           FROM frame_descriptions
+           WHERE search @@ plainto_tsquery('english', $1)
+             AND ($2::bigint IS NULL OR film_id = $2) AND ($3::bigint IS NULL OR pass_id = $3)
+           ORDER BY ts_rank(search, plainto_tsquery('english', $1)) DESC, film, frame_index
            LIMIT $4"#,
         words,
         film,

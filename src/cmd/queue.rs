@@ -80,103 +80,123 @@ pub async fn search_pg(db: &PgDb, args: SearchArgs) -> anyhow::Result<()> {
     print_described(&rows, format)
 }
 
-fn print_described(rows: &[Described], format: ResultFormat) -> anyhow::Result<()> {
+/// One row as each format prints it.
+struct Row {
+    json: serde_json::Value,
+    csv: Vec<String>,
+    table: String,
+}
+
+/// Prints `rows` in `format`, with the CSV and table headers given.
+fn print_rows(
+    rows: Vec<Row>,
+    format: ResultFormat,
+    csv_header: &[&str],
+    table_header: &str,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         ResultFormat::Jsonl => {
             for r in rows {
-                let row = serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
-                    "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "model": r.model,
-                    "answer": r.fields });
-                writeln!(out, "{row}")?;
+                writeln!(out, "{}", r.json)?;
             }
         }
         ResultFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record([
-                "film",
-                "frame_index",
-                "pts_ms",
-                "path",
-                "pass",
-                "model",
-                "answer",
-            ])?;
+            w.write_record(csv_header)?;
             for r in rows {
-                w.write_record([
-                    r.film.clone(),
-                    r.frame_index.to_string(),
-                    r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
-                    r.path.clone(),
-                    r.pass.clone(),
-                    r.model.clone(),
-                    r.fields.to_string(),
-                ])?;
+                w.write_record(&r.csv)?;
             }
             w.flush()?;
         }
         ResultFormat::Table => {
-            writeln!(out, "FILM\tFRAME\tTIME\tPASS\tANSWER")?;
+            writeln!(out, "{table_header}")?;
             for r in rows {
-                let time = timestamp(r.pts_ms);
-                writeln!(
-                    out,
-                    "{}\t{}\t{time}\t{}\t{}",
-                    r.film, r.frame_index, r.pass, r.fields
-                )?;
+                writeln!(out, "{}", r.table)?;
             }
         }
     }
     Ok(())
 }
 
+fn print_described(rows: &[Described], format: ResultFormat) -> anyhow::Result<()> {
+    let rows = rows
+        .iter()
+        .map(|r| Row {
+            json: serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
+                "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "model": r.model,
+                "answer": r.fields }),
+            csv: vec![
+                r.film.clone(),
+                r.frame_index.to_string(),
+                r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
+                r.path.clone(),
+                r.pass.clone(),
+                r.model.clone(),
+                r.fields.to_string(),
+            ],
+            table: format!(
+                "{}\t{}\t{}\t{}\t{}",
+                r.film,
+                r.frame_index,
+                timestamp(r.pts_ms),
+                r.pass,
+                r.fields
+            ),
+        })
+        .collect();
+    let csv = [
+        "film",
+        "frame_index",
+        "pts_ms",
+        "path",
+        "pass",
+        "model",
+        "answer",
+    ];
+    print_rows(rows, format, &csv, "FILM\tFRAME\tTIME\tPASS\tANSWER")
+}
+
 fn print_failed(rows: &[Failed], format: ResultFormat) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        ResultFormat::Jsonl => {
-            for r in rows {
-                let row = serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
-                    "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "attempts": r.attempts,
-                    "error": r.error });
-                writeln!(out, "{row}")?;
-            }
-        }
-        ResultFormat::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record([
-                "film",
-                "frame_index",
-                "pts_ms",
-                "path",
-                "pass",
-                "attempts",
-                "error",
-            ])?;
-            for r in rows {
-                w.write_record([
-                    r.film.clone(),
-                    r.frame_index.to_string(),
-                    r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
-                    r.path.clone(),
-                    r.pass.clone(),
-                    r.attempts.to_string(),
-                    r.error.clone().unwrap_or_default(),
-                ])?;
-            }
-            w.flush()?;
-        }
-        ResultFormat::Table => {
-            writeln!(out, "FILM\tFRAME\tTIME\tPASS\tATTEMPTS\tERROR")?;
-            for r in rows {
-                let time = timestamp(r.pts_ms);
-                let error = r.error.as_deref().unwrap_or("");
-                writeln!(
-                    out,
-                    "{}\t{}\t{time}\t{}\t{}\t{error}",
-                    r.film, r.frame_index, r.pass, r.attempts
-                )?;
-            }
-        }
-    }
-    Ok(())
+    let rows = rows
+        .iter()
+        .map(|r| Row {
+            json: serde_json::json!({ "film": r.film, "frame_index": r.frame_index,
+                "pts_ms": r.pts_ms, "path": r.path, "pass": r.pass, "attempts": r.attempts,
+                "error": r.error }),
+            csv: vec![
+                r.film.clone(),
+                r.frame_index.to_string(),
+                r.pts_ms.map(|t| t.to_string()).unwrap_or_default(),
+                r.path.clone(),
+                r.pass.clone(),
+                r.attempts.to_string(),
+                r.error.clone().unwrap_or_default(),
+            ],
+            table: format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.film,
+                r.frame_index,
+                timestamp(r.pts_ms),
+                r.pass,
+                r.attempts,
+                r.error.as_deref().unwrap_or("")
+            ),
+        })
+        .collect();
+    let csv = [
+        "film",
+        "frame_index",
+        "pts_ms",
+        "path",
+        "pass",
+        "attempts",
+        "error",
+    ];
+    print_rows(
+        rows,
+        format,
+        &csv,
+        "FILM\tFRAME\tTIME\tPASS\tATTEMPTS\tERROR",
+    )
 }

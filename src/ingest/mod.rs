@@ -137,6 +137,21 @@ pub struct Inputs {
     pub manifest: Option<PathBuf>,
 }
 
+impl Inputs {
+    /// The videos (told apart by [`film::looks_like_video`]) and the rest;
+    /// [`Error::NoInput`] when there is nothing at all.
+    fn split(&self) -> Result<(Vec<String>, Vec<String>)> {
+        if self.paths.is_empty() && self.manifest.is_none() {
+            return Err(Error::NoInput);
+        }
+        Ok(self
+            .paths
+            .iter()
+            .cloned()
+            .partition(|i| film::looks_like_video(Path::new(i))))
+    }
+}
+
 /// The one entry for every input: videos become films (ffmpeg), the rest
 /// frames. With `--strict`, every frame and video is checked before
 /// anything is written, and nothing is when one fails. Rejections are
@@ -147,15 +162,8 @@ pub async fn enqueue_inputs(
     film: &film::FilmOptions,
     opts: &EnqueueOptions,
 ) -> Result<EnqueueSummary> {
-    if inputs.paths.is_empty() && inputs.manifest.is_none() {
-        return Err(Error::NoInput);
-    }
+    let (videos, others) = inputs.split()?;
     let started = Instant::now();
-    let (videos, others): (Vec<&String>, Vec<&String>) = inputs
-        .paths
-        .iter()
-        .partition(|i| film::looks_like_video(Path::new(i)));
-    let others: Vec<String> = others.into_iter().cloned().collect();
     let (sources, rejected) =
         frames::plan_sources(&others, inputs.manifest.as_deref(), opts.title.as_deref());
     let checked = check(sources, rejected, opts.strict).await?;
@@ -209,15 +217,8 @@ pub async fn enqueue_inputs_pg(
     film: &film::FilmOptions,
     opts: &EnqueueOptions,
 ) -> Result<EnqueueSummary> {
-    if inputs.paths.is_empty() && inputs.manifest.is_none() {
-        return Err(Error::NoInput);
-    }
+    let (videos, others) = inputs.split()?;
     let started = Instant::now();
-    let (videos, others): (Vec<String>, Vec<String>) = inputs
-        .paths
-        .iter()
-        .cloned()
-        .partition(|i| film::looks_like_video(Path::new(i)));
     let mut summary = EnqueueSummary {
         videos: videos.len() as u64,
         ..EnqueueSummary::default()

@@ -590,3 +590,17 @@ impl Drop for Bystander {
         let _ = self.0.wait();
     }
 }
+
+/// The times (ms since the epoch) a test's script wrote with
+/// `date +%s%3N` into `<marks>.start` and `<marks>.end`.
+pub fn read_marks(marks: &Path) -> (i64, i64) {
+    let read = |ext: &str| -> i64 {
+        let path = format!("{}.{ext}", marks.display());
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (read("start"), read("end"))
+}
