@@ -692,3 +692,40 @@ fn frames_stored_in_the_database_need_no_shared_storage() {
     assert!(stderr(&o).contains("--store-frames"), "{}", stderr(&o));
     assert!(!env.db().exists(), "nothing written");
 }
+
+#[test]
+fn run_enqueues_and_describes_on_postgres_and_again_adds_nothing() {
+    let env = Env::new();
+    let pg = Pg::new();
+    let dir = env.images("run", 6);
+    let fake = FakeServer::start(&env, &[]);
+    let run = || {
+        pg.cmd(&[
+            "run",
+            dir.to_str().unwrap(),
+            "--server-url",
+            &fake.url(),
+            "--pass",
+            "first",
+        ])
+        .output()
+        .unwrap()
+    };
+    let o = run();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("described 6 frame(s)")
+            && stdout(&o).contains("6 done, 0 failed, 0 queued"),
+        "{}",
+        stdout(&o)
+    );
+    pg.assert_each_described_once(6);
+    let o = run();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("described 0 frame(s)"),
+        "{}",
+        stdout(&o)
+    );
+    pg.assert_each_described_once(6);
+}

@@ -109,8 +109,8 @@ async fn on_postgres(
         | Command::Retry(_)
         | Command::Cancel(_)
         | Command::Results(_)
-        | Command::Search(_) => None,
-        Command::Run(_) => Some("cinecut run (enqueue, then worker, is the way there)"),
+        | Command::Search(_)
+        | Command::Run(_) => None,
         Command::Describe(_) => Some("cinecut describe"),
         Command::Passes(_) => Some("cinecut passes"),
         Command::Gpu(_) => Some("cinecut gpu"),
@@ -136,6 +136,7 @@ async fn on_postgres(
         Command::GpuLock(args) => {
             gpu_lock::run(&db::Store::Postgres(db.clone()), args, shutdown).await
         }
+        Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
         _ => unreachable!("refused above"),
     };
     db.close().await;

@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::render::{totals, truncate};
 use crate::cli::RunArgs;
-use crate::db::{Db, status};
+use crate::db::pg::PgDb;
+use crate::db::{Db, Store, status};
 use crate::{config, worker};
 
 /// Enqueue, then a worker until the queue is empty, with one progress display.
@@ -42,6 +43,63 @@ pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> any
         tracing::error!("{e:#}; describing what was enqueued");
     }
     describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
+    enqueued.map(|()| 0)
+}
+
+/// `cinecut run --db postgres://…`: enqueue, then a worker on this host
+/// until the pass has nothing queued or running (other hosts' workers may
+/// share the work), then what became of the pass.
+pub async fn run_pg(
+    db: &PgDb,
+    mut args: RunArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    if args.enqueue.pass.len() > 1 {
+        anyhow::bail!(
+            "run describes one pass, and --pass was given {} times; enqueue for several passes with `cinecut enqueue`",
+            args.enqueue.pass.len()
+        );
+    }
+    let mut core = args.worker;
+    core.until_empty = true;
+    let (mut cfg, engine, describing) = config::worker(core, None, args.enqueue.max_side).await?;
+    let name = args
+        .enqueue
+        .pass
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "default".to_string());
+    cfg.pass = Some(super::worker::serve_pass_pg(db, &name, &describing).await?);
+    args.enqueue.pass = vec![name.clone()];
+    let enqueued = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(130),
+        r = super::enqueue::run_pg(db, args.enqueue) => r,
+    };
+    if let Err(e) = &enqueued {
+        tracing::error!("{e:#}; describing what was enqueued");
+    }
+    let s = worker::run(&Store::Postgres(db.clone()), &cfg, engine, shutdown).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let counts = db.pass_counts(None).await?;
+    let c = counts
+        .iter()
+        .find(|c| c.pass == name)
+        .expect("the pass served");
+    println!(
+        "described {} frame(s) in {secs:.1} s ({:.2} frames/s); pass {name:?}: {} done, {} failed, {} queued, {} running",
+        s.done,
+        s.done as f64 / secs.max(1e-9),
+        c.done,
+        c.failed,
+        c.queued,
+        c.running
+    );
+    println!(
+        "results: cinecut --db {} results --pass {name:?}",
+        db.shown()
+    );
     enqueued.map(|()| 0)
 }
 

@@ -34,21 +34,27 @@ pub async fn run_pg(
         return Err(Error::NotOnPostgres("worker --film").into());
     }
     let (mut cfg, engine, describing) = config::worker(args.core, None, args.max_side).await?;
-    if describing.profile.dialogue_context {
-        return Err(Error::NotOnPostgres("a prompt profile with dialogue_context").into());
-    }
     let name = args.pass.as_deref().unwrap_or("default");
-    let id = db.ensure_pass(name).await?;
-    cfg.pass = Some(Pass {
-        id,
-        name: name.to_string(),
-        binding: 0,
-    });
-    tracing::info!(pass = %name, model = %describing.model, db = %db.shown(), "serving pass");
+    cfg.pass = Some(serve_pass_pg(db, name, &describing).await?);
     let started = std::time::Instant::now();
     let s = worker::run(&Store::Postgres(db.clone()), &cfg, engine, shutdown).await?;
     log_summary(&s, started);
     Ok(())
+}
+
+/// The pass a worker serves on PostgreSQL: the one named (made if new),
+/// said in the log.
+pub async fn serve_pass_pg(db: &PgDb, name: &str, describing: &Describing) -> anyhow::Result<Pass> {
+    if describing.profile.dialogue_context {
+        return Err(Error::NotOnPostgres("a prompt profile with dialogue_context").into());
+    }
+    let id = db.ensure_pass(name).await?;
+    tracing::info!(pass = %name, model = %describing.model, db = %db.shown(), "serving pass");
+    Ok(Pass {
+        id,
+        name: name.to_string(),
+        binding: 0,
+    })
 }
 
 fn log_summary(s: &worker::WorkerSummary, started: std::time::Instant) {
