@@ -694,7 +694,7 @@ fn frames_stored_in_the_database_need_no_shared_storage() {
 }
 
 #[test]
-fn run_enqueues_and_describes_on_postgres_and_again_adds_nothing() {
+fn run_and_describe_on_postgres_and_again_add_nothing() {
     let env = Env::new();
     let pg = Pg::new();
     let dir = env.images("run", 6);
@@ -728,4 +728,20 @@ fn run_enqueues_and_describes_on_postgres_and_again_adds_nothing() {
         stdout(&o)
     );
     pg.assert_each_described_once(6);
+    // The same frames in a second pass, nothing extracted again.
+    let o = pg
+        .cmd(&["describe", "--server-url", &fake.url(), "--pass", "second"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("described 6 frame(s) for pass \"second\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM frames"), 6);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM frame_descriptions WHERE pass = 'second'"),
+        6
+    );
 }

@@ -269,3 +269,34 @@ pub async fn failed(q: &PgQueue, film: Option<i64>, pass: Option<i64>) -> Result
     .fetch_all(q.pool())
     .await?)
 }
+
+/// Gives every frame (of the films `films`, or of all when empty) a job in
+/// pass `pass` unless it has one, waking the workers; how many were new.
+pub async fn enqueue_frames(
+    q: &PgQueue,
+    pass: i64,
+    films: &[i64],
+    max_attempts: i64,
+) -> Result<u64> {
+    let mut tx = q.pool().begin().await?;
+    let n = sqlx::query!(
+        r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
+           SELECT fr.id, $1, fr.film_id, f.priority, $3
+           FROM frames fr JOIN films f ON f.id = fr.film_id
+           WHERE cardinality($2::bigint[]) = 0 OR fr.film_id = ANY($2)
+           ON CONFLICT (frame_id, pass_id) DO NOTHING"#,
+        pass,
+        films,
+        max_attempts
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        sqlx::query!("SELECT pg_notify($1, '')", crate::JOBS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(n)
+}

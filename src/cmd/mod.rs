@@ -110,8 +110,8 @@ async fn on_postgres(
         | Command::Cancel(_)
         | Command::Results(_)
         | Command::Search(_)
-        | Command::Run(_) => None,
-        Command::Describe(_) => Some("cinecut describe"),
+        | Command::Run(_)
+        | Command::Describe(_) => None,
         Command::Passes(_) => Some("cinecut passes"),
         Command::Gpu(_) => Some("cinecut gpu"),
         Command::Report(_) => Some("cinecut report"),
@@ -137,6 +137,7 @@ async fn on_postgres(
             gpu_lock::run(&db::Store::Postgres(db.clone()), args, shutdown).await
         }
         Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
+        Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
         _ => unreachable!("refused above"),
     };
     db.close().await;

@@ -178,6 +178,13 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// `describe`: every frame (of `films`, or all) a job in pass `pass`.
+    pub async fn enqueue_frames(&self, pass: i64, films: &[i64], max_attempts: i64) -> Result<u64> {
+        pgw::enqueue_frames(&self.queue, pass, films, max_attempts)
+            .await
+            .map_err(self.err())
+    }
+
     pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
         pgw::register(&self.queue, &me.id, &HostId::this(), me.pid, gpu)
             .await
