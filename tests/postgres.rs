@@ -740,6 +740,20 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
         stdout(&o)
     );
     assert_eq!(pg.count("SELECT count(*) FROM frames"), 6);
+    let o = pg.cmd(&["passes", "--json"]).output().unwrap();
+    assert_exit(&o, 0);
+    let passes: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = passes.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "second"], "{passes:?}");
+    assert!(
+        passes
+            .iter()
+            .all(|p| p["done"] == 6 && p["models"] == "fake-model"),
+        "{passes:?}"
+    );
     assert_eq!(
         pg.count("SELECT count(*) FROM frame_descriptions WHERE pass = 'second'"),
         6

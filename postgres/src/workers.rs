@@ -300,3 +300,37 @@ pub async fn enqueue_frames(
     tx.commit().await?;
     Ok(n)
 }
+
+/// One pass as `passes` lists it.
+#[derive(Debug, Clone)]
+pub struct PassRow {
+    pub name: String,
+    /// The models its descriptions came from, comma-separated.
+    pub models: Option<String>,
+    pub jobs: i64,
+    pub done: i64,
+    pub queued: i64,
+    pub failed: i64,
+    /// The mean time of its successful tries, ms.
+    pub mean_ms: Option<f64>,
+}
+
+/// Every pass with its counts and the mean time of a successful try.
+pub async fn passes(q: &PgQueue) -> Result<Vec<PassRow>> {
+    Ok(sqlx::query_as!(
+        PassRow,
+        r#"SELECT p.name,
+                  (SELECT string_agg(DISTINCT d.model, ', ') FROM descriptions d WHERE d.pass_id = p.id)
+                      AS models,
+                  (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id) AS "jobs!",
+                  (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'done') AS "done!",
+                  (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'queued') AS "queued!",
+                  (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'failed') AS "failed!",
+                  (SELECT avg(extract(epoch FROM a.finished_at - a.started_at) * 1000)::float8
+                   FROM attempts a JOIN jobs j ON j.id = a.job_id
+                   WHERE j.pass_id = p.id AND a.outcome = 'done') AS mean_ms
+           FROM passes p ORDER BY p.id"#
+    )
+    .fetch_all(q.pool())
+    .await?)
+}

@@ -111,8 +111,8 @@ async fn on_postgres(
         | Command::Results(_)
         | Command::Search(_)
         | Command::Run(_)
-        | Command::Describe(_) => None,
-        Command::Passes(_) => Some("cinecut passes"),
+        | Command::Describe(_)
+        | Command::Passes(_) => None,
         Command::Gpu(_) => Some("cinecut gpu"),
         Command::Report(_) => Some("cinecut report"),
         Command::Completions(_) => unreachable!("handled before the database opens"),
@@ -138,6 +138,7 @@ async fn on_postgres(
         }
         Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
         Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
+        Command::Passes(args) => passes::run_pg(&db, args).await.map(|()| 0),
         _ => unreachable!("refused above"),
     };
     db.close().await;

@@ -185,6 +185,11 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// `passes`: every pass with its counts and mean try time.
+    pub async fn passes(&self) -> Result<Vec<pgw::PassRow>> {
+        pgw::passes(&self.queue).await.map_err(self.err())
+    }
+
     pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
         pgw::register(&self.queue, &me.id, &HostId::this(), me.pid, gpu)
             .await
