@@ -252,10 +252,7 @@ pub async fn enqueue(
            new_jobs AS (
                INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
                SELECT n.id, $5, $1, (SELECT priority FROM films WHERE id = $1), $6
-               FROM (SELECT id FROM new_frames
-                     UNION ALL
-                     SELECT id FROM frames WHERE film_id = $1 AND path = ANY($4::text[])) n
-               ON CONFLICT (frame_id, pass_id) DO NOTHING
+               FROM new_frames n
                RETURNING id)
            SELECT (SELECT count(*) FROM new_frames) AS "frames!",
                   (SELECT count(*) FROM new_jobs) AS "jobs!""#,
@@ -269,6 +266,26 @@ pub async fn enqueue(
     )
     .fetch_one(&mut *tx)
     .await?;
+    let mut jobs = added.jobs;
+    // Frames the film had already (a re-enqueue, or another pass over the
+    // same frames): a job in this pass for each that has none. Looked up
+    // only then, so a fresh enqueue pays nothing for it.
+    if added.frames < frames.len() as i64 {
+        jobs += sqlx::query!(
+            r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
+               SELECT fr.id, $2, $1, f.priority, $4
+               FROM frames fr JOIN films f ON f.id = fr.film_id
+               WHERE fr.film_id = $1 AND fr.path = ANY($3::text[])
+               ON CONFLICT (frame_id, pass_id) DO NOTHING"#,
+            film,
+            pass,
+            &paths as &[&str],
+            max_attempts
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+    }
     sqlx::query!(
         "UPDATE films SET frame_count = frame_count + $2 WHERE id = $1",
         film,
@@ -276,7 +293,7 @@ pub async fn enqueue(
     )
     .execute(&mut *tx)
     .await?;
-    if added.jobs > 0 {
+    if jobs > 0 {
         sqlx::query!("SELECT pg_notify($1, $2::bigint::text)", JOBS_CHANNEL, pass)
             .execute(&mut *tx)
             .await?;
@@ -284,7 +301,7 @@ pub async fn enqueue(
     tx.commit().await?;
     Ok(Enqueued {
         frames: added.frames as u64,
-        jobs: added.jobs as u64,
+        jobs: jobs as u64,
     })
 }
 
