@@ -25,12 +25,12 @@ struct Pg {
 
 impl Pg {
     fn new() -> Pg {
-        Self::with(|| TestPg::new())
+        Self::with(TestPg::new)
     }
 
     /// On a cluster of the test's own (a test that restarts the server).
     fn private() -> Pg {
-        Self::with(|| TestPg::private())
+        Self::with(TestPg::private)
     }
 
     fn with<F: std::future::Future<Output = TestPg>>(make: impl FnOnce() -> F) -> Pg {
@@ -304,7 +304,7 @@ fn four_worker_processes_on_two_hosts_lose_one_host_and_describe_every_frame_onc
     enqueue(&pg, &env, "many", frames as usize);
     let fake = FakeServer::start(&env, &["--delay-ms", "20", "--slots", "8"]);
     let args = ["--parallel", "2", "--lease-ttl", "2s"];
-    let mut host_a = vec![
+    let mut host_a = [
         pg.worker(&env, &fake, "host-a", "GPU-a0", &args),
         pg.worker(&env, &fake, "host-a", "GPU-a1", &args),
     ];
@@ -454,7 +454,7 @@ fn worker_processes_carry_on_across_a_postgres_restart() {
     enqueue(&pg, &env, "restart", 300);
     let fake = FakeServer::start(&env, &["--delay-ms", "20", "--slots", "4"]);
     let args = ["--parallel", "2", "--lease-ttl", "3s"];
-    let mut workers = vec![
+    let mut workers = [
         pg.worker(&env, &fake, "host-a", "GPU-a0", &args),
         pg.worker(&env, &fake, "host-b", "GPU-b0", &args),
     ];

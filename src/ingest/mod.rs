@@ -262,7 +262,7 @@ pub async fn enqueue_inputs_pg(
         };
         for (i, pass) in passes.iter().enumerate() {
             let (film_id, added) = match db
-                .enqueue(&item.title, *pass, &frames, opts.max_attempts)
+                .enqueue(&item.title, *pass, frames, opts.max_attempts)
                 .await
             {
                 Ok(x) => x,
