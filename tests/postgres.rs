@@ -17,14 +17,14 @@ use crate::util::{
 
 /// A PostgreSQL database of the test's own, and a runtime to query it from
 /// a test thread.
-struct Pg {
+pub struct Pg {
     rt: tokio::runtime::Runtime,
     pool: sqlx::PgPool,
     db: TestPg,
 }
 
 impl Pg {
-    fn new() -> Pg {
+    pub fn new() -> Pg {
         Self::with(TestPg::new)
     }
 
@@ -44,12 +44,12 @@ impl Pg {
         Pg { rt, pool, db }
     }
 
-    fn url(&self) -> &str {
+    pub fn url(&self) -> &str {
         &self.db.url
     }
 
     /// One number from the database (0 while the schema is not there yet).
-    fn count(&self, sql: &'static str) -> i64 {
+    pub fn count(&self, sql: &'static str) -> i64 {
         self.rt
             .block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool))
             .unwrap_or(0)

@@ -11,11 +11,24 @@ fn now_ms() -> i64 {
     cinecut::db::now_ms()
 }
 
-#[tokio::test]
-async fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
+#[test]
+fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
     let env = Env::new();
+    kill_ten_times(&env, |sql| env.count_now(sql));
+}
+
+#[test]
+fn killing_the_worker_ten_times_loses_and_duplicates_nothing_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    kill_ten_times(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on.
+fn kill_ten_times(env: &Env, count: impl Fn(&'static str) -> i64) {
     env.enqueue_images("kill", 300, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "5"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "5"]);
     // A long lease: recovery must not wait for it to expire.
     let args = ["--parallel", "4", "--lease-ttl", "120s"];
     let started = Instant::now();
@@ -54,24 +67,15 @@ async fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
         takeovers >= 5,
         "each restart recovers the killed worker at once ({takeovers} takeovers)"
     );
-    assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 300);
+    assert_eq!(count("SELECT count(*) FROM descriptions"), 300);
+    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 300);
+    assert_eq!(count("SELECT count(*) FROM jobs WHERE state != 'done'"), 0);
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state = 'done'")
-            .await,
-        300
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state != 'done'")
-            .await,
-        0
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
-            .await,
+        count("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
         300,
         "one recorded success per job"
     );
-    assert_eq!(env.count("SELECT count(*) FROM frames").await, 300);
+    assert_eq!(count("SELECT count(*) FROM frames"), 300);
 }
 
 #[tokio::test]

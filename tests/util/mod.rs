@@ -16,6 +16,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cinecut");
 /// A temp folder holding a database file (never `:memory:`).
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A PostgreSQL URL the commands get as `--db` instead of the file
+    /// (a test body run on both backends).
+    pub postgres: Option<String>,
 }
 
 impl Env {
@@ -25,6 +28,15 @@ impl Env {
                 .prefix("cinecut-test-")
                 .tempdir()
                 .unwrap(),
+            postgres: None,
+        }
+    }
+
+    /// A temp folder whose commands run on the PostgreSQL database `url`.
+    pub fn on_postgres(url: &str) -> Env {
+        Env {
+            postgres: Some(url.to_string()),
+            ..Env::new()
         }
     }
 
@@ -43,9 +55,12 @@ impl Env {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut c = Command::new(BIN);
-        c.arg("--db")
-            .arg(self.db())
-            .args(args)
+        c.arg("--db");
+        match &self.postgres {
+            Some(url) => c.arg(url),
+            None => c.arg(self.db()),
+        };
+        c.args(args)
             .env("RUST_LOG", "info")
             .env_remove("CINECUT_DB");
         c
