@@ -49,10 +49,19 @@ impl Pg {
     }
 
     /// One number from the database (0 while the schema is not there yet).
-    pub fn count(&self, sql: &'static str) -> i64 {
+    pub fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
         self.rt
             .block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool))
             .unwrap_or(0)
+    }
+
+    /// Every text value `sql` selects (one column).
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        self.rt
+            .block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&self.pool))
+            .unwrap()
     }
 
     /// A count over the period from `start` to `end` (ms since the epoch),
@@ -65,12 +74,6 @@ impl Pg {
                     .bind(end)
                     .fetch_one(&self.pool),
             )
-            .unwrap()
-    }
-
-    fn strings(&self, sql: &'static str) -> Vec<String> {
-        self.rt
-            .block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&self.pool))
             .unwrap()
     }
 

@@ -26,7 +26,7 @@ fn killing_the_worker_ten_times_loses_and_duplicates_nothing_on_postgres() {
 
 /// One test body, two backends: `count` reads the database `env`'s
 /// commands run on.
-fn kill_ten_times(env: &Env, count: impl Fn(&'static str) -> i64) {
+fn kill_ten_times(env: &Env, count: impl Fn(&str) -> i64) {
     env.enqueue_images("kill", 300, &[]);
     let fake = FakeServer::start(env, &["--delay-ms", "5"]);
     // A long lease: recovery must not wait for it to expire.
@@ -301,11 +301,23 @@ async fn a_paused_worker_is_fenced_out_after_a_takeover() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
+#[test]
+fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
     let env = Env::new();
+    sigterm(&env, |sql| env.count_now(sql), |sql| env.strings_now(sql));
+}
+
+#[test]
+fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    sigterm(&env, |sql| pg.count(sql), |sql| pg.strings(sql));
+}
+
+/// One test body, two backends (`count` and `strings` read the database).
+fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec<String>) {
     env.enqueue_images("term", 30, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "400"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "400"]);
     let mut w = env
         .worker(&fake.url(), "w.log", &["--parallel", "3"])
         .spawn()
@@ -314,53 +326,48 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         "frames described and six in flight (3 sent, 3 prepared ahead)",
         Duration::from_secs(30),
         || {
-            env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
-                && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 6
+            count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
+                && count("SELECT count(*) FROM jobs WHERE state = 'running'") == 6
         },
     );
-    let in_flight = env
-        .strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'")
-        .await;
+    let in_flight = strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'");
     let sent = Instant::now();
     signal(&w, Signal::SIGTERM);
     let status = wait_for(&mut w, Duration::from_secs(15));
     assert!(status.success(), "{}", env.log("w.log"));
     assert!(sent.elapsed() < Duration::from_secs(15));
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state = 'running'")
-            .await,
+        count("SELECT count(*) FROM jobs WHERE state = 'running'"),
         0
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL")
-            .await,
+        count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL"),
         0
     );
-    let done = env.count("SELECT count(*) FROM descriptions").await;
+    let done = count("SELECT count(*) FROM descriptions");
     assert!(done > 0 && done < 30, "{done}");
     // Frames in flight at SIGTERM are finished within --grace, not requeued.
-    let pool = env.pool().await;
-    for id in &in_flight {
-        let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
-            .bind(id.parse::<i64>().unwrap())
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(state, "done", "job {id} was in flight at SIGTERM");
-    }
+    let finished = count(&format!(
+        "SELECT count(*) FROM jobs WHERE state = 'done' AND id IN ({})",
+        in_flight.join(", ")
+    ));
+    assert_eq!(
+        finished as usize,
+        in_flight.len(),
+        "in flight at SIGTERM: {in_flight:?}"
+    );
     assert!(
         env.log("w.log").contains("waiting up to 10 s for"),
         "{}",
         env.log("w.log")
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
-            .await,
+        count("SELECT count(*) FROM jobs WHERE state = 'queued'"),
         30 - done
     );
 
     // A server that hangs: in-flight frames go back to the queue after the grace period.
-    let hang = FakeServer::start(&env, &["--answers", "hang"]);
+    let hang = FakeServer::start(env, &["--answers", "hang"]);
     let mut w = env
         .worker(
             &hang.url(),
@@ -372,7 +379,7 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
     wait_until(
         "four frames in flight on the hanging server (2 sent, 2 waiting for a slot)",
         Duration::from_secs(30),
-        || env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 4,
+        || count("SELECT count(*) FROM jobs WHERE state = 'running'") == 4,
     );
     signal(&w, Signal::SIGINT);
     assert!(
@@ -386,13 +393,11 @@ async fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
         env.log("h.log")
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
-            .await,
+        count("SELECT count(*) FROM jobs WHERE state = 'queued'"),
         30 - done
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE state IN ('running', 'failed')")
-            .await,
+        count("SELECT count(*) FROM jobs WHERE state IN ('running', 'failed')"),
         0
     );
 }

@@ -481,6 +481,16 @@ impl Env {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Every text value `sql` selects (one column).
+    pub fn strings_now(&self, sql: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// Runs `sql`, a change a test makes to the data (not to the queue).
     pub fn execute_now(&self, sql: &str) {
         let conn = rusqlite::Connection::open(self.db()).unwrap();
