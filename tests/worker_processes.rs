@@ -301,6 +301,56 @@ async fn a_paused_worker_is_fenced_out_after_a_takeover() {
     );
 }
 
+/// On PostgreSQL a paused worker may stop in the middle of a transaction,
+/// holding its rows' locks: the server ends such a session
+/// (`idle_in_transaction_session_timeout`), the takeover goes on, and the
+/// resumed worker, fenced out, writes nothing.
+#[test]
+fn a_paused_worker_is_fenced_out_after_a_takeover_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    env.enqueue_images("stop", 40, &[]);
+    let fake = FakeServer::start(&env, &["--delay-ms", "300"]);
+    let args = ["--parallel", "4", "--until-empty", "--lease-ttl", "1s"];
+    let mut a = env.worker(&fake.url(), "a.log", &args).spawn().unwrap();
+    wait_until("A to claim frames", Duration::from_secs(30), || {
+        pg.count("SELECT count(*) FROM jobs WHERE state = 'running'") > 0
+    });
+    // Anywhere, a transaction included.
+    signal(&a, Signal::SIGSTOP);
+    let mut b = env.worker(&fake.url(), "b.log", &args).spawn().unwrap();
+    wait_until(
+        "B to take over A's expired lease",
+        Duration::from_secs(60),
+        || env.log("b.log").contains("took over the GPU lease"),
+    );
+    wait_until("B to describe frames", Duration::from_secs(30), || {
+        pg.count(
+            "SELECT count(*) FROM attempts a JOIN workers w ON w.id = a.worker_id
+             WHERE a.outcome = 'done' AND w.id <> (SELECT id FROM workers ORDER BY started_at LIMIT 1)",
+        ) >= 2
+    });
+    let resumed_at = now_ms();
+    signal(&a, Signal::SIGCONT);
+    assert!(
+        wait_for(&mut b, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("b.log")
+    );
+    signal(&a, Signal::SIGTERM);
+    wait_for(&mut a, Duration::from_secs(20));
+    let late = pg.count(&format!(
+        "SELECT count(*) FROM attempts WHERE worker_id = (SELECT id FROM workers ORDER BY started_at LIMIT 1)
+           AND finished_at >= to_timestamp({resumed_at} / 1000.0)"
+    ));
+    assert_eq!(late, 0, "the stale worker wrote after it was resumed");
+    assert_eq!(pg.count("SELECT count(*) FROM descriptions"), 40);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
+        40
+    );
+}
+
 #[test]
 fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
     let env = Env::new();

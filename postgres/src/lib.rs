@@ -41,6 +41,10 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How long the server lets one of our sessions sit in an open
+/// transaction before it ends it (our transactions take milliseconds).
+pub const IDLE_IN_TRANSACTION: &str = "5s";
+
 /// The channel enqueue notifies when it adds jobs.
 pub const JOBS_CHANNEL: &str = "cinecut_jobs";
 
@@ -54,7 +58,13 @@ impl PgQueue {
     /// Connects to `url` (`postgres://…`) and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<PgQueue> {
         let options: PgConnectOptions = url.parse()?;
-        let options = options.application_name("cinecut");
+        // A session that stops in the middle of a transaction (a paused or
+        // frozen worker, a host that lost the network) would hold its row
+        // locks, and with them the GPU lease's row, for good: the server
+        // ends it after this long, and a takeover goes on.
+        let options = options
+            .application_name("cinecut")
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
         // One connection first: a server that is down or a password that
         // is wrong is its own error at once, not a pool that times out
         // after retrying for `acquire_timeout`.
