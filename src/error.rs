@@ -46,8 +46,7 @@ pub enum Error {
     },
     /// Something this cinecut does on SQLite only, asked of PostgreSQL.
     #[error(
-        "{0} is not available on PostgreSQL yet (there, run, enqueue, describe, worker, status, \
-         passes, results, search, retry, cancel and gpu-lock do); run it on a SQLite database (--db FILE)"
+        "{0} is not available on PostgreSQL yet (there, every command but report runs); run it on a SQLite database (--db FILE)"
     )]
     NotOnPostgres(&'static str),
     /// A named film does not exist.

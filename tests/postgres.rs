@@ -501,6 +501,16 @@ fn gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_host
             ) == 2
         },
     );
+    // `gpu` shows each GPU lease with its holder's host.
+    let o = pg.cmd(&["gpu", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let hosts: Vec<(&str, &str)> = v["gpu_leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["gpu"].as_str().unwrap(), l["host"].as_str().unwrap()))
+        .collect();
+    assert_eq!(hosts, [("GPU-A", "host-a"), ("GPU-B", "host-b")], "{v}");
     let marks = env.path().join("marks");
     let script = format!(
         "date +%s%3N > {0}.start; sleep 1.5; date +%s%3N > {0}.end; exit 7",

@@ -334,3 +334,29 @@ pub async fn passes(q: &PgQueue) -> Result<Vec<PassRow>> {
     .fetch_all(q.pool())
     .await?)
 }
+
+/// A GPU lease that has a holder, as `gpu` shows it.
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    pub gpu: String,
+    pub holder: String,
+    pub holder_pid: Option<i64>,
+    pub host: Option<String>,
+    pub purpose: Option<String>,
+    pub epoch: i64,
+    /// When it expires unless renewed, ms since the epoch (the database's
+    /// clock); in the past for a holder that is gone.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Every GPU lease that has a holder.
+pub async fn held_leases(q: &PgQueue) -> Result<Vec<HeldLease>> {
+    Ok(sqlx::query_as!(
+        HeldLease,
+        r#"SELECT gpu, holder AS "holder!", holder_pid, host, purpose, epoch,
+                  (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at_ms
+           FROM gpu_leases WHERE holder IS NOT NULL ORDER BY gpu"#
+    )
+    .fetch_all(q.pool())
+    .await?)
+}

@@ -4,15 +4,15 @@ use std::io::Write;
 
 use super::render::describe_lease;
 use crate::cli::GpuArgs;
-use crate::db::{Db, status};
+use crate::db::Store;
 use crate::gpu::{Nvml, VramProbe};
 
 /// Prints every GPU NVML sees (index, UUID, memory, processes) with its
 /// lease (the name a worker and gpu-lock use for it) and the lease's holder,
 /// then leases held under other names.
-pub async fn run(db: &Db, args: GpuArgs) -> anyhow::Result<()> {
+pub async fn run(db: &Store, args: GpuArgs) -> anyhow::Result<()> {
     let probe = Nvml::default();
-    let leases = status::lease_holders(db.pool()).await?;
+    let leases = db.lease_holders().await?;
     let devices: Result<Vec<_>, _> = probe
         .device_count()
         .and_then(|n| (0..n).map(|i| probe.probe(i)).collect());

@@ -85,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::GpuLock(args) => {
             gpu_lock::run(&db::Store::Sqlite(db.clone()), args, shutdown).await
         }
-        Command::Gpu(args) => gpu::run(&db, args).await.map(ok),
+        Command::Gpu(args) => gpu::run(&db::Store::Sqlite(db.clone()), args).await.map(ok),
         Command::Results(args) => results::run(&db, args).await.map(ok),
         Command::Search(args) => search::run(&db, args).await.map(ok),
         Command::Report(args) => report::run(&db, args).await.map(ok),
@@ -112,8 +112,8 @@ async fn on_postgres(
         | Command::Search(_)
         | Command::Run(_)
         | Command::Describe(_)
-        | Command::Passes(_) => None,
-        Command::Gpu(_) => Some("cinecut gpu"),
+        | Command::Passes(_)
+        | Command::Gpu(_) => None,
         Command::Report(_) => Some("cinecut report"),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
@@ -139,6 +139,9 @@ async fn on_postgres(
         Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
         Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
         Command::Passes(args) => passes::run_pg(&db, args).await.map(|()| 0),
+        Command::Gpu(args) => gpu::run(&db::Store::Postgres(db.clone()), args)
+            .await
+            .map(|()| 0),
         _ => unreachable!("refused above"),
     };
     db.close().await;

@@ -321,6 +321,14 @@ impl Store {
         }
     }
 
+    /// The GPU leases that have a holder (for `gpu`).
+    pub async fn lease_holders(&self) -> Result<Vec<status::LeaseHolder>> {
+        match self {
+            Store::Sqlite(db) => status::lease_holders(db.pool()).await,
+            Store::Postgres(db) => db.lease_holders().await,
+        }
+    }
+
     /// Notes the lease holder's llama-server (or none) in its lease row, so
     /// a later holder on this host can reap it; `false` when the lease is no
     /// longer ours. The PostgreSQL lease keeps no server: a worker's server

@@ -190,6 +190,24 @@ impl PgDb {
         pgw::passes(&self.queue).await.map_err(self.err())
     }
 
+    /// The GPU leases that have a holder, for `gpu`.
+    pub async fn lease_holders(&self) -> Result<Vec<super::status::LeaseHolder>> {
+        let held = pgw::held_leases(&self.queue).await.map_err(self.err())?;
+        Ok(held
+            .into_iter()
+            .map(|l| super::status::LeaseHolder {
+                gpu: l.gpu,
+                holder: l.holder,
+                holder_pid: l.holder_pid,
+                host: l.host,
+                purpose: l.purpose,
+                epoch: l.epoch,
+                expires_at: l.expires_at_ms,
+                server_pid: None,
+            })
+            .collect())
+    }
+
     pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
         pgw::register(&self.queue, &me.id, &HostId::this(), me.pid, gpu)
             .await
