@@ -68,8 +68,14 @@ impl TestPg {
     }
 
     async fn database_on(admin: &str, private: Option<tempfile::TempDir>) -> TestPg {
+        // The pid alone repeats across runs on a long-lived cluster (pids
+        // are reused), so the name also carries the time.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let name = format!(
-            "t_{}_{}",
+            "t_{}_{}_{nanos}",
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
