@@ -110,15 +110,6 @@ pub async fn pass_counts(q: &PgQueue, film: Option<i64>) -> Result<Vec<PassCount
         .collect())
 }
 
-/// The id of the film titled `title`, if there is one.
-pub async fn film_id(q: &PgQueue, title: &str) -> Result<Option<i64>> {
-    Ok(
-        sqlx::query_scalar!("SELECT id FROM films WHERE title = $1", title)
-            .fetch_optional(q.pool())
-            .await?,
-    )
-}
-
 /// The film titled `title`: its id and how many frames it has.
 pub async fn film(q: &PgQueue, title: &str) -> Result<Option<(i64, i64)>> {
     Ok(

@@ -99,10 +99,11 @@ impl PgDb {
 
     /// The id of the film titled `title`, or [`Error::UnknownFilm`].
     pub async fn film_id(&self, title: &str) -> Result<i64> {
-        pgw::film_id(&self.queue, title)
-            .await
-            .map_err(self.err())?
-            .ok_or_else(|| Error::UnknownFilm(title.to_string()))
+        Ok(self
+            .film(title)
+            .await?
+            .ok_or_else(|| Error::UnknownFilm(title.to_string()))?
+            .0)
     }
 
     /// The film titled `title`: its id and frame count, if there is one.

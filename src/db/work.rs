@@ -193,11 +193,6 @@ impl SqliteWork {
         Ok(())
     }
 
-    /// Records `finished`, claiming nothing.
-    pub async fn record(&mut self, finished: &[Finished]) -> Result<Recorded> {
-        Ok(self.record_and_claim(finished, 0).await?.0)
-    }
-
     /// Extends the lease and our jobs' leases; says whether it is still ours
     /// and whether a gpu-lock command waits.
     pub async fn renew(&self) -> Result<Renewal> {
