@@ -564,9 +564,10 @@ pub struct EnqueueArgs {
     #[arg(long, value_name = "NAME")]
     pub pass: Vec<String>,
 
-    /// Store each frame's bytes in the database (PostgreSQL only): workers
-    /// on hosts that do not share this host's storage read frames from
-    /// there. Costs the frames' size in the database (BENCHMARKS.md).
+    /// Store each frame's bytes in the database: workers read them from
+    /// there, not from the file (hosts that do not share this host's
+    /// storage, stills removed after enqueue, a database moved to another
+    /// machine). Costs the frames' size in the database (BENCHMARKS.md).
     #[arg(long)]
     pub store_frames: bool,
 

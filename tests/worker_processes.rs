@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Env, FakeServer, assert_exit, signal, stderr, wait_for, wait_until};
+use crate::util::{Env, FakeServer, assert_exit, signal, stderr, stdout, wait_for, wait_until};
 
 fn now_ms() -> i64 {
     cinecut::db::now_ms()
@@ -498,4 +498,104 @@ fn a_worker_reads_frames_through_its_path_map() {
     ]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("is not FROM=TO"), "{}", stderr(&o));
+}
+
+#[test]
+fn frames_stored_in_the_database_are_described_without_their_files() {
+    let env = Env::new();
+    stored_frames(
+        &env,
+        |sql| env.count_now(sql),
+        "SELECT count(*) FROM stored_frames",
+    );
+}
+
+#[test]
+fn frames_stored_in_the_database_are_described_without_their_files_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    stored_frames(
+        &env,
+        |sql| pg.count(sql),
+        "SELECT count(*) FROM frames WHERE jpeg IS NOT NULL",
+    );
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on, `stored` counts the frames it holds the bytes of.
+fn stored_frames(env: &Env, count: impl Fn(&str) -> i64, stored: &str) {
+    let dir = env.images("stored", 8);
+    let enqueue = |dir: &std::path::Path, extra: &[&str]| {
+        let o = env.cmd(["enqueue"]).arg(dir).args(extra).output().unwrap();
+        assert_exit(&o, 0);
+    };
+    enqueue(&dir, &["--store-frames"]);
+    assert_eq!(count(stored), 8);
+    // Enqueued without the flag first, a frame gets its bytes when
+    // enqueued again with it (and no second job).
+    let late = env.images("late", 9);
+    for i in 1..=8 {
+        std::fs::remove_file(late.join(format!("img_{i}.png"))).unwrap();
+    }
+    enqueue(&late, &[]);
+    assert_eq!(count(stored), 8);
+    enqueue(&late, &["--store-frames"]);
+    assert_eq!(count(stored), 9);
+    assert_eq!(count("SELECT count(*) FROM jobs"), 9);
+    // The worker's host has no copy of the files.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&late).unwrap();
+    let fake = FakeServer::start(env, &[]);
+    let w = env
+        .worker(
+            &fake.url(),
+            "stored.log",
+            &["--parallel", "2", "--until-empty"],
+        )
+        .status()
+        .unwrap();
+    assert!(w.success(), "{}", env.log("stored.log"));
+    let described = results(env, &[]);
+    assert_eq!(described.len(), 9, "{described:?}");
+    // Each frame's own bytes were sent: the fake's answer follows them.
+    let answers: std::collections::BTreeSet<String> = described
+        .iter()
+        .map(|d| d["visual_content"].to_string())
+        .collect();
+    assert_eq!(answers.len(), 9, "{answers:?}");
+
+    // Without --store-frames, a frame the worker cannot reach fails as a
+    // bad frame, with the reason; nothing else is lost.
+    let unstored = env.images("unstored", 2);
+    enqueue(&unstored, &[]);
+    std::fs::remove_dir_all(&unstored).unwrap();
+    let w = env
+        .worker(&fake.url(), "unstored.log", &["--until-empty"])
+        .status()
+        .unwrap();
+    assert!(w.success(), "{}", env.log("unstored.log"));
+    let failed = results(env, &["--state", "failed"]);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|f| f["error"].as_str().unwrap().contains("does not exist")),
+        "{failed:?}"
+    );
+    assert_eq!(results(env, &[]).len(), 9);
+    assert_eq!(count(stored), 9);
+}
+
+/// `cinecut results --format jsonl ARGS…`, one value per line.
+fn results(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
+    let o = env
+        .cmd(["results", "--format", "jsonl"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -285,6 +285,20 @@ pub async fn enqueue(
         .execute(&mut *tx)
         .await?
         .rows_affected() as i64;
+        // Enqueued again with its bytes: a frame stored without them gets them.
+        if bytes.iter().any(Option::is_some) {
+            sqlx::query!(
+                r#"UPDATE frames SET jpeg = u.b
+                   FROM UNNEST($2::text[], $3::bytea[]) AS u(p, b)
+                   WHERE frames.film_id = $1 AND frames.path = u.p
+                     AND frames.jpeg IS NULL AND u.b IS NOT NULL"#,
+                film,
+                &paths as &[&str],
+                &bytes as &[Option<&[u8]>]
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     sqlx::query!(
         "UPDATE films SET frame_count = frame_count + $2 WHERE id = $1",

@@ -168,38 +168,103 @@ pub async fn cancel_queued(q: &PgQueue, film: i64, pass: Option<i64>) -> Result<
     .rows_affected())
 }
 
-/// One described frame, as `results` and `search` show it.
+/// The films `results` goes through, in order (the one given, or all).
+pub async fn film_ids(q: &PgQueue, only: Option<i64>) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM films WHERE $1::bigint IS NULL OR id = $1 ORDER BY id",
+        only
+    )
+    .fetch_all(q.pool())
+    .await?)
+}
+
+/// One described or failed frame of a film, as `results` shows it.
 #[derive(Debug, Clone)]
-pub struct Described {
+pub struct ResultRow {
     pub film: String,
     pub frame_index: i64,
     pub pts_ms: Option<i64>,
     pub path: String,
     pub pass: String,
-    pub model: String,
-    /// The whole answer, a JSON object.
-    pub fields: sqlx::types::JsonValue,
+    pub pass_id: i64,
+    pub model: Option<String>,
+    /// The last error (failed frames).
+    pub error: Option<String>,
+    /// The whole answer, a JSON object (described frames).
+    pub fields: Option<sqlx::types::JsonValue>,
 }
 
-/// Described frames (of one film, of one pass, if given), in film and
-/// frame order.
-pub async fn described(
+/// A page of film `film`'s described frames (of one pass, if given) in
+/// frame then pass order, after `(frame_index, pass id)`: a range seek on
+/// `UNIQUE(film_id, frame_index)`, each page as cheap as the first.
+pub async fn done_page(
     q: &PgQueue,
-    film: Option<i64>,
+    film: i64,
     pass: Option<i64>,
-) -> Result<Vec<Described>> {
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<ResultRow>> {
     Ok(sqlx::query_as!(
-        Described,
+        ResultRow,
         r#"SELECT film AS "film!", frame_index AS "frame_index!", pts_ms, path AS "path!",
-                  pass AS "pass!", model AS "model!", fields AS "fields!"
+                  pass AS "pass!", pass_id AS "pass_id!", model, NULL::text AS error,
+                  fields
            FROM frame_descriptions
-           WHERE ($1::bigint IS NULL OR film_id = $1) AND ($2::bigint IS NULL OR pass_id = $2)
-           ORDER BY film, frame_index, pass"#,
+           WHERE film_id = $1 AND (frame_index, pass_id) > ($2, $3)
+             AND ($4::bigint IS NULL OR pass_id = $4)
+           ORDER BY frame_index, pass_id
+           LIMIT $5"#,
         film,
-        pass
+        after.0,
+        after.1,
+        pass,
+        limit
     )
     .fetch_all(q.pool())
     .await?)
+}
+
+/// A page of failed frames with their last errors, as [`done_page`].
+pub async fn failed_page(
+    q: &PgQueue,
+    film: i64,
+    pass: Option<i64>,
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<ResultRow>> {
+    Ok(sqlx::query_as!(
+        ResultRow,
+        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass,
+                  j.pass_id, NULL::text AS model, j.last_error AS error,
+                  NULL::jsonb AS fields
+           FROM frames fr
+           JOIN films f ON f.id = fr.film_id
+           JOIN jobs j ON j.frame_id = fr.id AND j.state = 'failed'
+           JOIN passes p ON p.id = j.pass_id
+           WHERE fr.film_id = $1 AND (fr.frame_index, j.pass_id) > ($2, $3)
+             AND ($4::bigint IS NULL OR j.pass_id = $4)
+           ORDER BY fr.frame_index, j.pass_id
+           LIMIT $5"#,
+        film,
+        after.0,
+        after.1,
+        pass,
+        limit
+    )
+    .fetch_all(q.pool())
+    .await?)
+}
+
+/// A description that matches a search, with its rank (higher is better).
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub film: String,
+    pub pass: String,
+    pub pts_ms: Option<i64>,
+    pub path: String,
+    /// The whole answer, a JSON object.
+    pub fields: sqlx::types::JsonValue,
+    pub rank: f64,
 }
 
 /// Described frames whose answer has every word of `words` (PostgreSQL's
@@ -210,52 +275,20 @@ pub async fn search(
     film: Option<i64>,
     pass: Option<i64>,
     limit: i64,
-) -> Result<Vec<Described>> {
+) -> Result<Vec<Hit>> {
     Ok(sqlx::query_as!(
-        Described,
-        r#"SELECT film AS "film!", frame_index AS "frame_index!", pts_ms, path AS "path!",
-                  pass AS "pass!", model AS "model!", fields AS "fields!"
+        Hit,
+        r#"SELECT film AS "film!", pass AS "pass!", pts_ms, path AS "path!", fields AS "fields!",
+                  ts_rank(search, plainto_tsquery('english', $1))::float8 AS "rank!"
            FROM frame_descriptions
            WHERE search @@ plainto_tsquery('english', $1)
              AND ($2::bigint IS NULL OR film_id = $2) AND ($3::bigint IS NULL OR pass_id = $3)
-           ORDER BY ts_rank(search, plainto_tsquery('english', $1)) DESC, film, frame_index
+           ORDER BY 6 DESC, film, frame_index
            LIMIT $4"#,
         words,
         film,
         pass,
         limit
-    )
-    .fetch_all(q.pool())
-    .await?)
-}
-
-/// One failed frame: its last error.
-#[derive(Debug, Clone)]
-pub struct Failed {
-    pub film: String,
-    pub frame_index: i64,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    pub pass: String,
-    pub attempts: i64,
-    pub error: Option<String>,
-}
-
-/// Failed frames (of one film, of one pass, if given).
-pub async fn failed(q: &PgQueue, film: Option<i64>, pass: Option<i64>) -> Result<Vec<Failed>> {
-    Ok(sqlx::query_as!(
-        Failed,
-        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass, j.attempts,
-                  j.last_error AS error
-           FROM jobs j
-           JOIN frames fr ON fr.id = j.frame_id
-           JOIN films f ON f.id = j.film_id
-           JOIN passes p ON p.id = j.pass_id
-           WHERE j.state = 'failed' AND ($1::bigint IS NULL OR j.film_id = $1)
-             AND ($2::bigint IS NULL OR j.pass_id = $2)
-           ORDER BY f.title, fr.frame_index, p.name"#,
-        film,
-        pass
     )
     .fetch_all(q.pool())
     .await?)

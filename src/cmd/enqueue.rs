@@ -93,20 +93,6 @@ fn report(summary: &EnqueueSummary, args: &EnqueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--store-frames` is for a PostgreSQL queue (workers on other hosts);
-/// with a SQLite file the frames are on this host: a usage error (exit 2).
-pub fn store_frames_needs_postgres(args: &EnqueueArgs) {
-    if args.store_frames {
-        <crate::cli::Cli as clap::CommandFactory>::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--store-frames stores frames in a PostgreSQL queue for workers on other hosts \
-                 (--db postgres://…); with a SQLite database the workers read the frames on this host",
-            )
-            .exit();
-    }
-}
-
 /// `--pick`, `--per-shot` and `--min-shot` shape shots, which only scene
 /// mode has: given with another `--select`, they are a usage error (exit 2)
 /// rather than silently ignored.

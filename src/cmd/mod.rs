@@ -56,12 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     db::set_lock_wait((!long_running).then_some(cli.lock_wait));
     let path = match &cli.db {
-        Location::Sqlite(path) => {
-            if let Command::Enqueue(args) = &cli.command {
-                enqueue::store_frames_needs_postgres(args);
-            }
-            path.clone()
-        }
+        Location::Sqlite(path) => path.clone(),
         Location::Postgres(url) => return on_postgres(cli.command, url, shutdown).await,
     };
     let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);
@@ -73,21 +68,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .map_err(explain)?,
     };
     let ok = |()| 0;
+    let store = db::Store::Sqlite(db.clone());
     let result = match cli.command {
         Command::Enqueue(args) => enqueue::run(&db, args).await.map(ok),
         Command::Status(args) => status::run(&db, args).await.map(ok),
-        Command::Retry(args) => queue::retry(&db, args).await.map(ok),
-        Command::Cancel(args) => queue::cancel(&db, args).await.map(ok),
+        Command::Retry(args) => queue::retry(&store, args).await.map(ok),
+        Command::Cancel(args) => queue::cancel(&store, args).await.map(ok),
         Command::Worker(args) => worker::run(&db, *args, shutdown).await.map(ok),
         Command::Run(args) => run::run(&db, *args, shutdown).await,
         Command::Describe(args) => describe::run(&db, *args, shutdown).await,
         Command::Passes(args) => passes::run(&db, args).await.map(ok),
-        Command::GpuLock(args) => {
-            gpu_lock::run(&db::Store::Sqlite(db.clone()), args, shutdown).await
-        }
-        Command::Gpu(args) => gpu::run(&db::Store::Sqlite(db.clone()), args).await.map(ok),
-        Command::Results(args) => results::run(&db, args).await.map(ok),
-        Command::Search(args) => search::run(&db, args).await.map(ok),
+        Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
+        Command::Gpu(args) => gpu::run(&store, args).await.map(ok),
+        Command::Results(args) => results::run(&store, args).await.map(ok),
+        Command::Search(args) => search::run(&store, args).await.map(ok),
         Command::Report(args) => report::run(&db, args).await.map(ok),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
@@ -125,23 +119,20 @@ async fn on_postgres(
         _ = shutdown.cancelled() => return Ok(130),
         db = PgDb::connect(url) => db?,
     };
+    let store = db::Store::Postgres(db.clone());
     let result = match command {
         Command::Enqueue(args) => enqueue::run_pg(&db, args).await.map(|()| 0),
         Command::Worker(args) => worker::run_pg(&db, *args, shutdown).await.map(|()| 0),
         Command::Status(args) => status::run_pg(&db, args).await.map(|()| 0),
-        Command::Retry(args) => queue::retry_pg(&db, args).await.map(|()| 0),
-        Command::Cancel(args) => queue::cancel_pg(&db, args).await.map(|()| 0),
-        Command::Results(args) => queue::results_pg(&db, args).await.map(|()| 0),
-        Command::Search(args) => queue::search_pg(&db, args).await.map(|()| 0),
-        Command::GpuLock(args) => {
-            gpu_lock::run(&db::Store::Postgres(db.clone()), args, shutdown).await
-        }
+        Command::Retry(args) => queue::retry(&store, args).await.map(|()| 0),
+        Command::Cancel(args) => queue::cancel(&store, args).await.map(|()| 0),
+        Command::Results(args) => results::run(&store, args).await.map(|()| 0),
+        Command::Search(args) => search::run(&store, args).await.map(|()| 0),
+        Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
         Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
         Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
         Command::Passes(args) => passes::run_pg(&db, args).await.map(|()| 0),
-        Command::Gpu(args) => gpu::run(&db::Store::Postgres(db.clone()), args)
-            .await
-            .map(|()| 0),
+        Command::Gpu(args) => gpu::run(&store, args).await.map(|()| 0),
         _ => unreachable!("refused above"),
     };
     db.close().await;
@@ -189,6 +180,24 @@ async fn film_filter(db: &Db, title: Option<&str>) -> anyhow::Result<Option<i64>
         Some(title) => Some(db::queue::film_id(db.pool(), title).await?),
         None => None,
     })
+}
+
+/// The ids of the film titled `film` and of the pass named `pass`, each
+/// if given, on either backend.
+async fn filters(
+    db: &db::Store,
+    film: Option<&str>,
+    pass: Option<&str>,
+) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    let film = match film {
+        Some(title) => Some(db.film_id(title).await?),
+        None => None,
+    };
+    let pass = match pass {
+        Some(name) => Some(db.pass_id(name).await?),
+        None => None,
+    };
+    Ok((film, pass))
 }
 
 /// The id of the pass named `name`, if a name is given.

@@ -4,16 +4,14 @@
 use std::io::Write;
 
 use super::render::{Layout, fit, layout, plain_line, timestamp};
-use super::{film_filter, pass_filter};
 use crate::cli::{ResultFormat, ResultState, ResultsArgs};
-use crate::db::{Db, results};
+use crate::db::{Store, results};
 use crate::profile::Profile;
 use crate::report::shown;
 
-pub async fn run(db: &Db, args: ResultsArgs) -> anyhow::Result<()> {
-    let film = film_filter(db, args.film.as_deref()).await?;
-    let pass = pass_filter(db, args.pass.as_deref()).await?;
-    let films = results::film_ids(db.pool(), film).await?.into_iter();
+pub async fn run(db: &Store, args: ResultsArgs) -> anyhow::Result<()> {
+    let (film, pass) = super::filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    let films = db.result_films(film).await?.into_iter();
     let mut rows = Pages {
         db,
         films,
@@ -132,14 +130,14 @@ enum Columns {
 
 impl Columns {
     /// The fields of the passes shown (of `pass`, or of every pass).
-    async fn of(db: &Db, pass: Option<i64>) -> anyhow::Result<Columns> {
+    async fn of(db: &Store, pass: Option<i64>) -> anyhow::Result<Columns> {
         let default: Vec<String> = Profile::default()
             .fields
             .into_iter()
             .map(|f| f.name)
             .collect();
         let mut by_pass: Vec<(i64, Vec<String>)> = Vec::new();
-        for (id, name) in results::pass_fields(db.pool(), pass).await? {
+        for (id, name) in db.pass_fields(pass).await? {
             if by_pass.last().is_none_or(|(last, _)| *last != id) {
                 by_pass.push((id, Vec::new()));
             }
@@ -198,7 +196,7 @@ impl Columns {
 
 /// Result rows, fetched a page at a time, film after film.
 struct Pages<'a> {
-    db: &'a Db,
+    db: &'a Store,
     films: std::vec::IntoIter<i64>,
     /// The film being read, or `None` between films.
     film: Option<i64>,
@@ -225,14 +223,11 @@ impl Pages<'_> {
                     None => return Ok(None),
                 },
             };
-            let page = match self.state {
-                ResultState::Done => {
-                    results::done_page(self.db.pool(), film, self.pass, self.after).await?
-                }
-                ResultState::Failed => {
-                    results::failed_page(self.db.pool(), film, self.pass, self.after).await?
-                }
-            };
+            let failed = self.state == ResultState::Failed;
+            let page = self
+                .db
+                .result_page(film, self.pass, self.after, failed)
+                .await?;
             if (page.len() as i64) < results::PAGE {
                 self.film = None;
             }

@@ -3,19 +3,16 @@
 use std::io::Write;
 
 use super::render::{timestamp, truncate};
-use super::{film_filter, pass_filter};
 use crate::cli::SearchArgs;
-use crate::db::{Db, results};
+use crate::db::Store;
 
-pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
-    let film = film_filter(db, args.film.as_deref()).await?;
-    let Some(query) = results::fts_query(&args.query) else {
+pub async fn run(db: &Store, args: SearchArgs) -> anyhow::Result<()> {
+    let (film, pass) = super::filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    let Some(hits) = db.search(&args.query, film, pass, args.limit).await? else {
         anyhow::bail!("the search has no words; give some, e.g. cinecut search \"rainy night\"");
     };
-    let pass = pass_filter(db, args.pass.as_deref()).await?;
-    let hits = results::search(db.pool(), &query, film, pass, args.limit).await?;
     // The pass is named when there is more than one to tell apart.
-    let many_passes = crate::db::passes::count(db.pool()).await? > 1;
+    let many_passes = db.pass_count().await? > 1;
     let words: Vec<String> = args
         .query
         .split(|c: char| !c.is_alphanumeric())
@@ -61,7 +58,7 @@ pub async fn run(db: &Db, args: SearchArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    let lines = results::search_dialogue(db.pool(), &query, film, args.limit).await?;
+    let lines = db.search_dialogue(&args.query, film, args.limit).await?;
     for l in &lines {
         if args.json {
             serde_json::to_writer(&mut out, &serde_json::json!({ "dialogue": l }))?;

@@ -99,7 +99,6 @@ impl WorkerState {
     }
 }
 
-/// A job this worker holds.
 /// A frame's bytes stored in the database (`enqueue --store-frames`):
 /// shared, and shown by their length only.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,6 +110,7 @@ impl std::fmt::Debug for StoredFrame {
     }
 }
 
+/// A job this worker holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
     pub job_id: i64,
@@ -387,11 +387,33 @@ async fn claim_in(
             },
         )
         .collect();
+    add_stored(tx, &mut claimed).await?;
     claimed.sort_by_key(|j| j.job_id);
     Ok(Claimed {
         jobs: claimed,
         ..Claimed::default()
     })
+}
+
+/// Gives each claimed job its frame's stored bytes, if it has any
+/// (`enqueue --store-frames`): one lookup by primary key per claim.
+async fn add_stored(tx: &mut Transaction<'_, Sqlite>, claimed: &mut [ClaimedJob]) -> Result<()> {
+    let frames = serde_json::to_string(&claimed.iter().map(|j| j.frame_id).collect::<Vec<_>>())
+        .expect("ids serialise");
+    let rows = sqlx::query!(
+        r#"SELECT frame_id AS "frame_id!: i64", bytes FROM stored_frames
+           WHERE frame_id IN (SELECT value FROM json_each(?1))"#,
+        frames
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let bytes = StoredFrame(row.bytes.into());
+        for job in claimed.iter_mut().filter(|j| j.frame_id == row.frame_id) {
+            job.stored = Some(bytes.clone());
+        }
+    }
+    Ok(())
 }
 
 /// One finished try, as [`record_batch`] writes it.

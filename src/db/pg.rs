@@ -17,8 +17,6 @@ use std::time::Duration;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
-pub use cinecut_postgres::workers::{Described, Failed};
-
 use super::jobs::{
     Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame, WorkerState,
 };
@@ -148,35 +146,82 @@ impl PgDb {
             .map_err(self.err())
     }
 
-    /// Described frames, for `results`.
-    pub async fn described(
+    /// The films `results` goes through (the one given, or all).
+    pub async fn result_films(&self, only: Option<i64>) -> Result<Vec<i64>> {
+        pgw::film_ids(&self.queue, only).await.map_err(self.err())
+    }
+
+    /// A page of a film's described (or, with `failed`, failed) frames
+    /// after `after`, as SQLite's rows.
+    pub async fn result_page(
         &self,
-        film: Option<i64>,
+        film: i64,
         pass: Option<i64>,
-    ) -> Result<Vec<pgw::Described>> {
-        pgw::described(&self.queue, film, pass)
-            .await
-            .map_err(self.err())
+        after: super::results::PageKey,
+        failed: bool,
+    ) -> Result<Vec<super::results::ResultRow>> {
+        let page = super::results::PAGE;
+        let rows = match failed {
+            false => pgw::done_page(&self.queue, film, pass, after, page).await,
+            true => pgw::failed_page(&self.queue, film, pass, after, page).await,
+        }
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let field = |name: &str| answer_text(r.fields.as_ref(), name);
+                super::results::ResultRow {
+                    film_id: film,
+                    visual_content: field("visual_content"),
+                    mood: field("mood"),
+                    action: field("action"),
+                    setting: field("setting"),
+                    fields: r.fields.as_ref().map(ToString::to_string),
+                    film: r.film,
+                    frame_index: r.frame_index,
+                    pts_ms: r.pts_ms,
+                    path: r.path,
+                    model: r.model,
+                    error: r.error,
+                    pass: r.pass,
+                    pass_id: r.pass_id,
+                }
+            })
+            .collect())
     }
 
-    /// Failed frames with their last error, for `results --state failed`.
-    pub async fn failed(&self, film: Option<i64>, pass: Option<i64>) -> Result<Vec<pgw::Failed>> {
-        pgw::failed(&self.queue, film, pass)
-            .await
-            .map_err(self.err())
-    }
-
-    /// `search`: PostgreSQL's full-text search over the answers.
+    /// `search`: PostgreSQL's full-text search over the answers (every
+    /// word, English stemming), as SQLite's hits: best first, the rank
+    /// negated so that lower is better there too.
     pub async fn search(
         &self,
         words: &str,
         film: Option<i64>,
         pass: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<pgw::Described>> {
-        pgw::search(&self.queue, words, film, pass, limit)
+    ) -> Result<Vec<super::results::SearchHit>> {
+        let hits = pgw::search(&self.queue, words, film, pass, limit)
             .await
-            .map_err(self.err())
+            .map_err(self.err())?;
+        Ok(hits
+            .into_iter()
+            .map(|h| {
+                let field = |name: &str| answer_text(Some(&h.fields), name);
+                super::results::SearchHit {
+                    visual_content: field("visual_content"),
+                    mood: field("mood"),
+                    action: field("action"),
+                    setting: field("setting"),
+                    search_text: None,
+                    fields: h.fields.to_string(),
+                    rank: -h.rank,
+                    film: h.film,
+                    pass: h.pass,
+                    pts_ms: h.pts_ms,
+                    path: h.path,
+                }
+            })
+            .collect())
     }
 
     /// `describe`: every frame (of `films`, or all) a job in pass `pass`.
@@ -539,6 +584,11 @@ fn pg_finished(f: &Finished) -> pgq::Finished {
         job: f.job.job_id,
         outcome,
     }
+}
+
+/// A text field of an answer, as the seed columns hold it on SQLite.
+fn answer_text(answer: Option<&serde_json::Value>, name: &str) -> Option<String> {
+    answer?.get(name)?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub struct FrameChunk {
     pub indexed: bool,
     /// Some frame is a near-duplicate of an earlier one.
     pub duplicates: bool,
+    /// Frames' paths with their bytes, kept in `stored_frames`
+    /// (`enqueue --store-frames`).
+    pub stored: Vec<(String, Vec<u8>)>,
 }
 
 impl FrameChunk {
@@ -75,6 +78,15 @@ impl FrameChunk {
             len: frames.len() as u64,
             indexed: frames.iter().all(|f| f.frame_index.is_some()),
             duplicates: frames.iter().any(|f| f.duplicate_of.is_some()),
+            stored: Vec::new(),
+        }
+    }
+
+    /// The chunk of `frames` with their `bytes` (in the same order) stored.
+    pub fn storing(frames: &[NewFrame], bytes: Vec<Vec<u8>>) -> FrameChunk {
+        FrameChunk {
+            stored: frames.iter().map(|f| f.path.clone()).zip(bytes).collect(),
+            ..FrameChunk::new(frames)
         }
     }
 }
@@ -200,6 +212,20 @@ async fn enqueue_chunk_once(
             .fetch_one(&mut *tx)
             .await?;
     let inserted = insert_frames(&mut tx, film_id, chunk, now).await?;
+    // Also for frames the film had: a frame enqueued again with
+    // --store-frames gets the bytes it lacked.
+    for (path, bytes) in &chunk.stored {
+        sqlx::query!(
+            "INSERT INTO stored_frames (frame_id, bytes)
+             SELECT id, ?3 FROM frames WHERE film_id = ?1 AND path = ?2
+             ON CONFLICT DO NOTHING",
+            film_id,
+            path,
+            bytes
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let mut near_duplicates = 0;
     if inserted > 0 {
         let passes = super::passes::for_enqueue(&mut tx, jobs.passes).await?;
@@ -374,6 +400,25 @@ async fn insert_frames(
         .await?
         .rows_affected()
     })
+}
+
+/// `retry` and `cancel`, on either backend.
+impl super::Store {
+    /// See [`retry_failed`].
+    pub async fn retry_failed(&self, film: Option<i64>, pass: Option<i64>) -> Result<u64> {
+        match self {
+            super::Store::Sqlite(db) => retry_failed(db.pool(), film, pass).await,
+            super::Store::Postgres(db) => db.retry_failed(film, pass).await,
+        }
+    }
+
+    /// See [`cancel_queued`].
+    pub async fn cancel_queued(&self, film: i64, pass: Option<i64>) -> Result<u64> {
+        match self {
+            super::Store::Sqlite(db) => cancel_queued(db.pool(), film, pass).await,
+            super::Store::Postgres(db) => db.cancel_queued(film, pass).await,
+        }
+    }
 }
 
 /// Puts failed jobs (of a film, of a pass) back in the queue with fresh

@@ -237,6 +237,99 @@ pub async fn search_dialogue(
     .await?)
 }
 
+/// What `results` and `search` read, on either backend.
+impl super::Store {
+    /// The id of the film titled `title`.
+    pub async fn film_id(&self, title: &str) -> Result<i64> {
+        match self {
+            super::Store::Sqlite(db) => super::queue::film_id(db.pool(), title).await,
+            super::Store::Postgres(db) => db.film_id(title).await,
+        }
+    }
+
+    /// The id of the pass named `name`.
+    pub async fn pass_id(&self, name: &str) -> Result<i64> {
+        match self {
+            super::Store::Sqlite(db) => Ok(super::passes::by_name(db.pool(), name).await?.id),
+            super::Store::Postgres(db) => db.pass_id(name).await,
+        }
+    }
+
+    /// How many passes there are.
+    pub async fn pass_count(&self) -> Result<i64> {
+        match self {
+            super::Store::Sqlite(db) => super::passes::count(db.pool()).await,
+            super::Store::Postgres(db) => Ok(db.passes().await?.len() as i64),
+        }
+    }
+
+    /// See [`pass_fields`]; on PostgreSQL none (every pass answers in
+    /// the default profile).
+    pub async fn pass_fields(&self, only: Option<i64>) -> Result<Vec<(i64, Option<String>)>> {
+        match self {
+            super::Store::Sqlite(db) => pass_fields(db.pool(), only).await,
+            super::Store::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// See [`film_ids`].
+    pub async fn result_films(&self, only: Option<i64>) -> Result<Vec<i64>> {
+        match self {
+            super::Store::Sqlite(db) => film_ids(db.pool(), only).await,
+            super::Store::Postgres(db) => db.result_films(only).await,
+        }
+    }
+
+    /// See [`done_page`] and (with `failed`) [`failed_page`].
+    pub async fn result_page(
+        &self,
+        film: i64,
+        pass: Option<i64>,
+        after: PageKey,
+        failed: bool,
+    ) -> Result<Vec<ResultRow>> {
+        match (self, failed) {
+            (super::Store::Sqlite(db), false) => done_page(db.pool(), film, pass, after).await,
+            (super::Store::Sqlite(db), true) => failed_page(db.pool(), film, pass, after).await,
+            (super::Store::Postgres(db), _) => db.result_page(film, pass, after, failed).await,
+        }
+    }
+
+    /// Descriptions with every word of `text`, best first: FTS5 on SQLite,
+    /// `tsvector` (English stemming) on PostgreSQL. `None` when `text`
+    /// has no words.
+    pub async fn search(
+        &self,
+        text: &str,
+        film: Option<i64>,
+        pass: Option<i64>,
+        limit: i64,
+    ) -> Result<Option<Vec<SearchHit>>> {
+        let Some(query) = fts_query(text) else {
+            return Ok(None);
+        };
+        Ok(Some(match self {
+            super::Store::Sqlite(db) => search(db.pool(), &query, film, pass, limit).await?,
+            super::Store::Postgres(db) => db.search(text, film, pass, limit).await?,
+        }))
+    }
+
+    /// See [`search_dialogue`]; PostgreSQL keeps no dialogue yet.
+    pub async fn search_dialogue(
+        &self,
+        text: &str,
+        film: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DialogueHit>> {
+        match (self, fts_query(text)) {
+            (super::Store::Sqlite(db), Some(query)) => {
+                search_dialogue(db.pool(), &query, film, limit).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fts_query;

@@ -21,7 +21,7 @@ use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
 use crate::db::Db;
 use crate::db::pg::PgDb;
-use crate::db::queue::{self, FrameChunk, NewFrame, VideoFilm};
+use crate::db::queue::{self, NewFrame, VideoFilm};
 use crate::error::{Error, Result};
 
 /// How frames are chosen.
@@ -1141,17 +1141,15 @@ pub async fn enqueue_video_pg(
     let mut new = 0;
     for (i, name) in names.iter().enumerate() {
         let pass = db.ensure_pass(name).await?;
-        for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
-            let (chunk, store) = (chunk.to_vec(), opts.store_frames);
-            let (frames, unread) = tokio::task::spawn_blocking(move || {
-                let mut unread = Vec::new();
-                (super::pg_frames(&chunk, store, &mut unread), unread)
-            })
-            .await
-            .expect("frame reading thread");
-            if let Some(r) = unread.first() {
-                return Err(undo(format!("frame {}: {}", r.path, r.reason)).await);
-            }
+        for chunk in extracted.frames.chunks(opts.chunk()) {
+            let kind = super::RowKind::Postgres {
+                store: opts.store_frames,
+            };
+            let frames = match super::film_rows(chunk, kind).await {
+                Ok(super::Rows::Postgres(frames)) => frames,
+                Ok(super::Rows::Sqlite(_)) => unreachable!("PostgreSQL rows asked for"),
+                Err(reason) => return Err(undo(reason).await),
+            };
             let (_, added) = db.enqueue(&title, pass, &frames, opts.max_attempts).await?;
             if i == 0 {
                 new += added.frames;
@@ -1268,9 +1266,16 @@ async fn extract_and_enqueue(
     }
     let mut new = 0;
     let mut loader = db.bulk_loader().await?;
-    for chunk in extracted.frames.chunks(opts.chunk_size.max(1)) {
+    let kind = super::RowKind::Sqlite {
+        store: opts.store_frames,
+    };
+    for chunk in extracted.frames.chunks(opts.chunk()) {
+        let chunk = match super::film_rows(chunk, kind).await.map_err(Step::Video)? {
+            super::Rows::Sqlite(chunk) => chunk,
+            super::Rows::Postgres(_) => unreachable!("SQLite rows asked for"),
+        };
         new += loader
-            .enqueue_chunk(film_id, &FrameChunk::new(chunk), &opts.job_spec())
+            .enqueue_chunk(film_id, &chunk, &opts.job_spec())
             .await?
             .inserted;
     }

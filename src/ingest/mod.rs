@@ -43,12 +43,23 @@ pub struct EnqueueOptions {
     /// many bits of the last distinct still before it is a near-duplicate;
     /// `None` (`--no-dedupe`): no decoding, no hash.
     pub dedupe_distance: Option<u32>,
-    /// Each frame's bytes go into the database with it (PostgreSQL's
-    /// `--store-frames`).
+    /// Each frame's bytes go into the database with it (`--store-frames`).
     pub store_frames: bool,
 }
 
+/// Frames a chunk holds at most when their bytes are stored: a chunk's
+/// bytes are in memory until written (256 frames of 200 KB: 50 MB).
+const STORED_CHUNK: usize = 256;
+
 impl EnqueueOptions {
+    /// Frames per write transaction.
+    pub fn chunk(&self) -> usize {
+        match self.store_frames {
+            true => self.chunk_size.clamp(1, STORED_CHUNK),
+            false => self.chunk_size.max(1),
+        }
+    }
+
     /// The jobs each new frame gets.
     pub fn job_spec(&self) -> queue::JobSpec<'_> {
         queue::JobSpec {
@@ -248,7 +259,7 @@ pub async fn enqueue_inputs_pg(
         passes.push(db.ensure_pass(name).await?);
     }
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
-    let chunk_size = opts.chunk_size.max(1);
+    let chunk_size = opts.chunk();
     let kind = RowKind::Postgres {
         store: opts.store_frames,
     };
@@ -298,52 +309,93 @@ struct TitledChunk {
 }
 
 /// A chunk's frames as its database takes them.
-enum Rows {
+pub(crate) enum Rows {
     /// Serialised off the runtime for SQLite's `json_each`.
     Sqlite(FrameChunk),
     /// For PostgreSQL's arrays, with their bytes when they are stored.
     Postgres(Vec<cinecut_postgres::queue::NewFrame>),
 }
 
-/// Which [`Rows`] the producer makes.
+/// Which [`Rows`] the producer makes: for which database, and whether
+/// with each frame's bytes (`--store-frames`).
 #[derive(Debug, Clone, Copy)]
-enum RowKind {
-    Sqlite,
+pub(crate) enum RowKind {
+    Sqlite { store: bool },
     Postgres { store: bool },
 }
 
-/// Frames as the PostgreSQL queue takes them; with `store`, each with its
-/// file's bytes (read on the calling, blocking thread). A frame that cannot
-/// be read then is turned away.
-pub(crate) fn pg_frames(
-    frames: &[NewFrame],
-    store: bool,
-    rejected: &mut Vec<Rejection>,
-) -> Vec<cinecut_postgres::queue::NewFrame> {
-    frames
-        .iter()
-        .filter_map(|f| {
-            let bytes = match store {
-                false => None,
-                true => match std::fs::read(&f.path) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        rejected.push(Rejection {
-                            path: f.path.clone(),
-                            reason: format!("cannot be read to store it: {e}"),
-                        });
-                        return None;
-                    }
-                },
-            };
-            Some(cinecut_postgres::queue::NewFrame {
+impl RowKind {
+    /// `frames` as this database takes them, with their files read (on the
+    /// calling, blocking thread) when stored; a frame that cannot be read
+    /// then is turned away.
+    fn rows(self, mut frames: Vec<NewFrame>, rejected: &mut Vec<Rejection>) -> Rows {
+        let (RowKind::Sqlite { store } | RowKind::Postgres { store }) = self;
+        let stored = store.then(|| read_stored(&mut frames, rejected));
+        match self {
+            RowKind::Sqlite { .. } => Rows::Sqlite(match stored {
+                Some(bytes) => FrameChunk::storing(&frames, bytes),
+                None => FrameChunk::new(&frames),
+            }),
+            RowKind::Postgres { .. } => Rows::Postgres(pg_frames(frames, stored)),
+        }
+    }
+}
+
+/// Each frame's file, in `frames`' order; a frame whose file cannot be
+/// read is turned away and taken out of `frames`.
+fn read_stored(frames: &mut Vec<NewFrame>, rejected: &mut Vec<Rejection>) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(frames.len());
+    frames.retain(|f| match std::fs::read(&f.path) {
+        Ok(b) => {
+            bytes.push(b);
+            true
+        }
+        Err(e) => {
+            rejected.push(Rejection {
                 path: f.path.clone(),
-                frame_index: f.frame_index,
-                pts_ms: f.pts_ms,
-                bytes,
-            })
+                reason: format!("cannot be read to store it: {e}"),
+            });
+            false
+        }
+    });
+    bytes
+}
+
+/// Frames as the PostgreSQL queue takes them, with their `stored` bytes
+/// (in the same order) when there are.
+fn pg_frames(
+    frames: Vec<NewFrame>,
+    stored: Option<Vec<Vec<u8>>>,
+) -> Vec<cinecut_postgres::queue::NewFrame> {
+    let mut stored = stored.map(Vec::into_iter);
+    frames
+        .into_iter()
+        .map(|f| cinecut_postgres::queue::NewFrame {
+            path: f.path,
+            frame_index: f.frame_index,
+            pts_ms: f.pts_ms,
+            bytes: stored.as_mut().and_then(Iterator::next),
         })
         .collect()
+}
+
+/// A film's extracted frames as `kind` takes them, read off the runtime;
+/// an extracted frame that cannot be read to store it is an error.
+pub(crate) async fn film_rows(
+    frames: &[NewFrame],
+    kind: RowKind,
+) -> std::result::Result<Rows, String> {
+    let frames = frames.to_vec();
+    let (rows, unread) = tokio::task::spawn_blocking(move || {
+        let mut unread = Vec::new();
+        (kind.rows(frames, &mut unread), unread)
+    })
+    .await
+    .expect("frame reading thread");
+    match unread.first() {
+        Some(r) => Err(format!("frame {}: {}", r.path, r.reason)),
+        None => Ok(rows),
+    }
 }
 
 /// Enqueues every frame of `sources`; `rejected` holds inputs already
@@ -406,11 +458,13 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
     }
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
-    let chunk_size = opts.chunk_size.max(1);
+    let chunk_size = opts.chunk();
     let distance = opts.dedupe_distance;
-    let producer = tokio::task::spawn_blocking(move || {
-        produce(&sources, chunk_size, distance, RowKind::Sqlite, &tx)
-    });
+    let kind = RowKind::Sqlite {
+        store: opts.store_frames,
+    };
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, kind, &tx));
 
     let mut loader = db.bulk_loader().await?;
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
@@ -542,11 +596,7 @@ fn produce(
             if let Some(deduper) = &mut deduper {
                 hash_stills(batch, deduper);
             }
-            let rows = match kind {
-                RowKind::Postgres { store } => Rows::Postgres(pg_frames(batch, store, rejected)),
-                RowKind::Sqlite => Rows::Sqlite(FrameChunk::new(batch)),
-            };
-            batch.clear();
+            let rows = kind.rows(std::mem::take(batch), rejected);
             tx.blocking_send(TitledChunk {
                 title: source.title().to_string(),
                 source_path: source_path.clone(),
