@@ -84,8 +84,18 @@ const THUMBNAIL_QUALITIES: [u8; 4] = [75, 60, 45, 30];
 /// of at most `budget` bytes where the lowest quality allows (a grainy
 /// frame costs more bytes than a clean one at the same quality).
 pub fn thumbnail(path: &Path, side: u32, budget: usize) -> Result<Thumbnail, FrameError> {
-    let bytes = read(path)?;
-    let (_, mut decoder) = open(&bytes, path)?;
+    thumbnail_of(&read(path)?, path, side, budget)
+}
+
+/// Like [`thumbnail`], for a frame's bytes read already (stored in the
+/// database); `path` names it in errors.
+pub fn thumbnail_of(
+    bytes: &[u8],
+    path: &Path,
+    side: u32,
+    budget: usize,
+) -> Result<Thumbnail, FrameError> {
+    let (_, mut decoder) = open(bytes, path)?;
     let orientation = orientation_of(decoder.as_mut());
     let rgb = downscale(upright(decoder, orientation, path)?, side);
     let mut jpeg = Vec::new();

@@ -94,12 +94,16 @@ pub fn clock(ms: i64) -> String {
     )
 }
 
-/// Thumbnails of `frames`, in their order, on every core: for a video's
-/// frames the one extraction wrote beside each ([`thumbnail_path`]), read
-/// as it is; otherwise (and when that one is gone) made from the frame.
+/// Thumbnails of `frames`, in their order, on every core: made from the
+/// frame's bytes when the database holds them; else, for a video's frames,
+/// the one extraction wrote beside each ([`thumbnail_path`]), read as it
+/// is; otherwise (and when that one is gone) made from the frame's file.
 pub fn thumbnails(frames: &[ReportFrame], video: bool) -> Vec<Result<Thumbnail, FrameError>> {
     let one = |f: &ReportFrame| {
         let frame = Path::new(&f.path);
+        if let Some(bytes) = &f.stored {
+            return frame::thumbnail_of(bytes, frame, THUMBNAIL_SIDE, THUMBNAIL_BUDGET);
+        }
         video
             .then(|| extracted_thumbnail(&thumbnail_path(frame)))
             .flatten()

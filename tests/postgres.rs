@@ -286,15 +286,6 @@ fn stills_are_enqueued_described_listed_searched_retried_and_cancelled_on_postgr
         "{}",
         stderr(&o)
     );
-
-    // A command not on PostgreSQL yet: refused by name.
-    let o = pg.cmd(&["report"]).output().unwrap();
-    assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains("cinecut report is not available on PostgreSQL yet"),
-        "{}",
-        stderr(&o)
-    );
 }
 
 #[test]
@@ -657,6 +648,40 @@ fn a_film_is_enqueued_on_postgres_once_with_its_frame_times_and_described() {
         env.log("GPU-a0.log")
     );
     pg.assert_each_described_once(3);
+
+    // Its report, read in a real browser: a card per frame with its
+    // thumbnail, and the video's facts in the header.
+    let report = env.path().join("trailer.html");
+    let o = pg
+        .cmd(&["report", "-o", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let mut b = crate::util::browser::Browser::launch();
+    b.open(&report);
+    assert_eq!(
+        b.eval("[...document.querySelectorAll('#cards > article')].map(c => c.id)"),
+        serde_json::json!(["f0", "f1", "f2"])
+    );
+    let widths = b.eval(
+        "Promise.all([...document.querySelectorAll('#cards img')].map(i => { \
+           i.loading = 'eager'; return i.decode().then(() => i.naturalWidth, () => 0); }))",
+    );
+    let widths = widths.as_array().unwrap();
+    assert_eq!(widths.len(), 3, "{widths:?}");
+    assert!(widths.iter().all(|w| w.as_u64().unwrap() > 0), "{widths:?}");
+    let facts = b.eval("document.querySelector('.facts').textContent");
+    let facts = facts.as_str().unwrap();
+    for fact in [
+        "3 frames · 3 described · 0 failed",
+        "00:00:06",
+        "fps",
+        "pass default",
+        "described by fake-model",
+        "trailer.mp4",
+    ] {
+        assert!(facts.contains(fact), "{fact:?} in {facts:?}");
+    }
 }
 
 #[test]

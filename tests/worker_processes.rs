@@ -563,6 +563,17 @@ fn stored_frames(env: &Env, count: impl Fn(&str) -> i64, stored: &str) {
         .map(|d| d["visual_content"].to_string())
         .collect();
     assert_eq!(answers.len(), 9, "{answers:?}");
+    // The report draws their thumbnails from the stored bytes too.
+    let report = env.path().join("stored.html");
+    let o = env
+        .cmd(["report", "--film", "stored", "-o"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("src=\"data:image/jpeg").count(), 8, "{html}");
+    assert!(!html.contains("class=\"nothumb\""), "{html}");
 
     // Without --store-frames, a frame the worker cannot reach fails as a
     // bad frame, with the reason; nothing else is lost.

@@ -22,6 +22,7 @@
 pub mod host;
 pub mod lease;
 pub mod queue;
+pub mod report;
 pub mod workers;
 
 use std::time::Duration;

@@ -82,38 +82,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gpu(args) => gpu::run(&store, args).await.map(ok),
         Command::Results(args) => results::run(&store, args).await.map(ok),
         Command::Search(args) => search::run(&store, args).await.map(ok),
-        Command::Report(args) => report::run(&db, args).await.map(ok),
+        Command::Report(args) => report::run(&store, args).await.map(ok),
         Command::Completions(_) => unreachable!("handled before the database opens"),
     };
     db.close().await;
     result.map_err(explain)
 }
 
-/// The commands that run on PostgreSQL so far; the others say so.
+/// Every command on PostgreSQL (`--db postgres://…`).
 async fn on_postgres(
     command: Command,
     url: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let name = match &command {
-        Command::Enqueue(_)
-        | Command::Worker(_)
-        | Command::Status(_)
-        | Command::GpuLock(_)
-        | Command::Retry(_)
-        | Command::Cancel(_)
-        | Command::Results(_)
-        | Command::Search(_)
-        | Command::Run(_)
-        | Command::Describe(_)
-        | Command::Passes(_)
-        | Command::Gpu(_) => None,
-        Command::Report(_) => Some("cinecut report"),
-        Command::Completions(_) => unreachable!("handled before the database opens"),
-    };
-    if let Some(name) = name {
-        return Err(Error::NotOnPostgres(name).into());
-    }
     let db = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(130),
@@ -133,7 +114,8 @@ async fn on_postgres(
         Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
         Command::Passes(args) => passes::run_pg(&db, args).await.map(|()| 0),
         Command::Gpu(args) => gpu::run(&store, args).await.map(|()| 0),
-        _ => unreachable!("refused above"),
+        Command::Report(args) => report::run(&store, args).await.map(|()| 0),
+        Command::Completions(_) => unreachable!("handled before the database opens"),
     };
     db.close().await;
     result

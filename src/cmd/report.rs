@@ -8,18 +8,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::cli::ReportArgs;
-use crate::db::passes::{self, Pass};
-use crate::db::report::{self as rows, FilmFacts, ReportField};
-use crate::db::{Db, queue};
+use crate::db::Store;
+use crate::db::passes::Pass;
+use crate::db::report::{FilmFacts, ReportField};
 use crate::profile::Profile;
 use crate::report::{Report, strip_field, thumbnails};
 
-pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
+pub async fn run(db: &Store, args: ReportArgs) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for title in &args.film {
-        ids.push(queue::film_id(db.pool(), title).await?);
+        ids.push(db.film_id(title).await?);
     }
-    let films = rows::films(db.pool(), &ids).await?;
+    let films = db.report_films(&ids).await?;
     if films.is_empty() {
         anyhow::bail!(
             "the database has no films yet; enqueue some first (cinecut enqueue FILM.mp4)"
@@ -28,13 +28,13 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
     let targets = destinations(&films, args.output.as_deref())?;
     let mut out = std::io::stdout().lock();
     let only_pass = match &args.pass {
-        Some(name) => Some(passes::by_name(db.pool(), name).await?),
+        Some(name) => Some(db.pass_named(name).await?),
         None => None,
     };
     for (film, target) in films.into_iter().zip(&targets) {
         let pass = match &only_pass {
             Some(pass) => pass.clone(),
-            None => match passes::first_with_film(db.pool(), film.id).await? {
+            None => match db.first_pass_with_film(film.id).await? {
                 Some(pass) => pass,
                 None => Pass {
                     id: 0,
@@ -75,8 +75,8 @@ pub async fn run(db: &Db, args: ReportArgs) -> anyhow::Result<()> {
 
 /// The fields of pass `pass` as the report shows them; a pass with no
 /// profile recorded answers with the default profile's.
-async fn pass_fields(db: &Db, pass: i64) -> anyhow::Result<Vec<ReportField>> {
-    let fields = rows::fields(db.pool(), pass).await?;
+async fn pass_fields(db: &Store, pass: i64) -> anyhow::Result<Vec<ReportField>> {
+    let fields = db.report_fields(pass).await?;
     if !fields.is_empty() {
         return Ok(fields);
     }
@@ -99,7 +99,7 @@ struct Page<'a> {
 
 /// Writes one film's report to `target`; returns its number of frames.
 async fn write_report(
-    db: &Db,
+    db: &Store,
     film: FilmFacts,
     target: &Path,
     page: Page<'_>,
@@ -121,7 +121,7 @@ async fn write_report(
     let mut report = Report::start(out, film, page.pass, page.fields, page.strip)?;
     let (mut after, mut frames, mut missing) = (-1, 0, Vec::new());
     loop {
-        let page = rows::frames_page(db.pool(), film_id, pass, after).await?;
+        let page = db.report_page(film_id, pass, after).await?;
         let Some(last) = page.last() else { break };
         after = last.frame_index;
         let (page, thumbs) = tokio::task::spawn_blocking(move || {

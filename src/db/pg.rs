@@ -17,6 +17,8 @@ use std::time::Duration;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
+pub use cinecut_postgres::report::Video;
+
 use super::jobs::{
     Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame, WorkerState,
 };
@@ -222,6 +224,78 @@ impl PgDb {
                 }
             })
             .collect())
+    }
+
+    /// Every film, as the report's header shows it.
+    pub async fn report_films(&self) -> Result<Vec<super::report::FilmFacts>> {
+        let films = cinecut_postgres::report::films(&self.queue)
+            .await
+            .map_err(self.err())?;
+        Ok(films
+            .into_iter()
+            .map(|f| super::report::FilmFacts {
+                id: f.id,
+                title: f.title,
+                source_path: f.source_path,
+                fps: f.fps,
+                duration_ms: f.duration_ms,
+                width: f.width,
+                height: f.height,
+                frame_count: f.frame_count,
+                is_video: f.is_video,
+            })
+            .collect())
+    }
+
+    /// Records the video film `film` was extracted from (its header in the
+    /// report).
+    pub async fn set_video(&self, film: i64, video: &Video) -> Result<()> {
+        cinecut_postgres::report::set_video(&self.queue, film, video)
+            .await
+            .map_err(self.err())
+    }
+
+    /// A page of a film's frames for the report, as SQLite's rows.
+    pub async fn report_page(
+        &self,
+        film: i64,
+        pass: i64,
+        after: i64,
+    ) -> Result<Vec<super::report::ReportFrame>> {
+        let page = super::report::PAGE;
+        let frames = cinecut_postgres::report::frames_page(&self.queue, film, pass, after, page)
+            .await
+            .map_err(self.err())?;
+        Ok(frames
+            .into_iter()
+            .map(|f| super::report::ReportFrame {
+                frame_index: f.frame_index,
+                pts_ms: f.pts_ms,
+                path: f.path,
+                state: f.state,
+                attempts: f.attempts,
+                error: f.error,
+                fields: f.fields.map(|v| v.to_string()),
+                model: f.model,
+                line: None,
+                copied_from: None,
+                stored: f.bytes,
+            })
+            .collect())
+    }
+
+    /// The oldest pass with jobs of film `film`.
+    pub async fn first_pass_with_film(&self, film: i64) -> Result<Option<super::passes::Pass>> {
+        Ok(
+            cinecut_postgres::report::first_pass_with_film(&self.queue, film)
+                .await
+                .map_err(self.err())?
+                .map(|(id, name)| super::passes::Pass {
+                    id,
+                    name,
+                    binding: 0,
+                }),
+        )
     }
 
     /// `describe`: every frame (of `films`, or all) a job in pass `pass`.

@@ -39,6 +39,8 @@ pub struct ReportFrame {
     pub line: Option<String>,
     /// A near-duplicate's description: the frame_index it was copied from.
     pub copied_from: Option<i64>,
+    /// Its bytes, when the database holds them (`enqueue --store-frames`).
+    pub stored: Option<Vec<u8>>,
 }
 
 /// Rows per page of [`frames_page`].
@@ -78,7 +80,8 @@ pub async fn frames_page(
                   (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
                    WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
                    ORDER BY s.start_ms DESC LIMIT 1) AS "line?: String",
-                  o.frame_index AS "copied_from?: i64"
+                  o.frame_index AS "copied_from?: i64",
+                  (SELECT sf.bytes FROM stored_frames sf WHERE sf.frame_id = fr.id) AS "stored?: Vec<u8>"
            FROM frames fr
            JOIN jobs j ON j.frame_id = fr.id AND j.pass_id = ?4
            LEFT JOIN descriptions d ON d.job_id = j.id
@@ -116,4 +119,56 @@ pub async fn fields(pool: &SqlitePool, pass: i64) -> Result<Vec<ReportField>> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// What `report` reads, on either backend. PostgreSQL keeps no dialogue
+/// or near-duplicate copies, and its passes answer in the default profile.
+impl super::Store {
+    /// The films to report (those of `only`, or all), in order.
+    pub async fn report_films(&self, only: &[i64]) -> Result<Vec<FilmFacts>> {
+        let all = match self {
+            super::Store::Sqlite(db) => return films(db.pool(), only).await,
+            super::Store::Postgres(db) => db.report_films().await?,
+        };
+        Ok(all
+            .into_iter()
+            .filter(|f| only.is_empty() || only.contains(&f.id))
+            .collect())
+    }
+
+    /// See [`frames_page`].
+    pub async fn report_page(&self, film: i64, pass: i64, after: i64) -> Result<Vec<ReportFrame>> {
+        match self {
+            super::Store::Sqlite(db) => frames_page(db.pool(), film, pass, after).await,
+            super::Store::Postgres(db) => db.report_page(film, pass, after).await,
+        }
+    }
+
+    /// See [`fields`].
+    pub async fn report_fields(&self, pass: i64) -> Result<Vec<ReportField>> {
+        match self {
+            super::Store::Sqlite(db) => fields(db.pool(), pass).await,
+            super::Store::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The pass named `name`.
+    pub async fn pass_named(&self, name: &str) -> Result<super::passes::Pass> {
+        match self {
+            super::Store::Sqlite(db) => super::passes::by_name(db.pool(), name).await,
+            super::Store::Postgres(db) => Ok(super::passes::Pass {
+                id: db.pass_id(name).await?,
+                name: name.to_string(),
+                binding: 0,
+            }),
+        }
+    }
+
+    /// See [`super::passes::first_with_film`].
+    pub async fn first_pass_with_film(&self, film: i64) -> Result<Option<super::passes::Pass>> {
+        match self {
+            super::Store::Sqlite(db) => super::passes::first_with_film(db.pool(), film).await,
+            super::Store::Postgres(db) => db.first_pass_with_film(film).await,
+        }
+    }
 }

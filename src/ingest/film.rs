@@ -1093,6 +1093,14 @@ pub async fn enqueue_video_pg(
     }
     let probed = file.probe().await.map_err(fail)?;
     let film_id = db.ensure_film(&title).await?;
+    let video_facts = crate::db::pg::Video {
+        source_path: file.canonical.display().to_string(),
+        fps: probed.fps,
+        duration_ms: probed.duration_ms,
+        width: probed.width,
+        height: probed.height,
+    };
+    db.set_video(film_id, &video_facts).await?;
     let out_dir = film.frames_dir.join(format!("film-{film_id}"));
     let undo = |reason: String| async {
         if let Err(e) = db.delete_film(film_id).await {
