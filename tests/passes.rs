@@ -11,7 +11,7 @@ use crate::util::{
 
 /// A profile whose every field is bounded, so that even a random-weight
 /// model's grammar-constrained answer ends well within --max-tokens.
-const BOUNDED_PROFILE: &str = r#"
+pub(crate) const BOUNDED_PROFILE: &str = r#"
 name = "bounded"
 user = "Describe this frame for a trailer editor."
 [[fields]]
@@ -215,6 +215,19 @@ fn longest_word_of_a_tag(env: &Env, pass: &str) -> String {
 #[test]
 fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it() {
     let env = Env::new();
+    overtaken(&env, |sql| env.count_now(sql), |sql| env.strings_now(sql));
+}
+
+#[test]
+fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    overtaken(&env, |sql| pg.count(sql), |sql| pg.strings(sql));
+}
+
+/// One test body, two backends: `count` and `strings` read the database
+/// `env`'s commands run on.
+fn overtaken(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec<String>) {
     env.enqueue_images("frames", 6, &["--pass", "p"]);
     let hold = |gpu: &str| {
         let mut c = env.cmd(["gpu-lock", "--gpu-name", gpu, "--", "cat"]);
@@ -227,21 +240,22 @@ fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it() {
         crate::util::wait_until(
             "the gpu-lock command to hold its GPU",
             std::time::Duration::from_secs(20),
-            || env.count_now(&held) == 1,
+            || count(&held) == 1,
         );
         child
     };
     let (mut lock_1, mut lock_2) = (hold("g1"), hold("g2"));
     let binding = || {
-        env.string_now("SELECT coalesce(model, '-') || ':' || binding FROM passes WHERE name = 'p'")
+        strings("SELECT coalesce(model, '-') || ':' || binding FROM passes WHERE name = 'p'")
+            .join(",")
     };
     let wait_binding = |want: &str| {
         crate::util::wait_until(want, std::time::Duration::from_secs(20), || {
             binding() == want
         })
     };
-    let server_a = FakeServer::start(&env, &["--model-id", "model-a"]);
-    let server_b = FakeServer::start(&env, &["--model-id", "model-b"]);
+    let server_a = FakeServer::start(env, &["--model-id", "model-a"]);
+    let server_b = FakeServer::start(env, &["--model-id", "model-b"]);
     let worker = |server: &FakeServer, gpu: &str, log: &str| {
         env.worker(
             &server.url(),
@@ -270,16 +284,30 @@ fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it() {
     lock_1.wait().unwrap();
     lock_2.wait().unwrap();
     assert_eq!(
-        env.string_now(
-            "SELECT group_concat(model || ':' || n) FROM \
-             (SELECT model, count(*) AS n FROM descriptions GROUP BY model)"
-        ),
-        "model-b:6"
+        strings("SELECT model || ':' || count(*) FROM descriptions GROUP BY model"),
+        ["model-b:6"]
     );
     assert_eq!(
-        env.count_now("SELECT count(DISTINCT worker_id) FROM attempts"),
+        count("SELECT count(DISTINCT worker_id) FROM attempts"),
         1,
         "the overtaken worker tried nothing"
+    );
+    // Settled now: another model is refused, with what the pass has.
+    let o = env
+        .worker(
+            &server_a.url(),
+            "late.log",
+            &["--pass", "p", "--until-empty"],
+        )
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        env.log("late.log").contains(
+            "pass \"p\" is described with model \"model-b\", and this worker has \"model-a\""
+        ),
+        "{}",
+        env.log("late.log")
     );
 }
 

@@ -749,4 +749,39 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
         pg.count("SELECT count(*) FROM frame_descriptions WHERE pass = 'second'"),
         6
     );
+
+    // A pass with a custom profile: bound to it, its fields are the
+    // columns of results and the lines of each card of the report.
+    let profile = env.path().join("bounded.toml");
+    std::fs::write(&profile, crate::passes::BOUNDED_PROFILE).unwrap();
+    let o = pg
+        .cmd(&["describe", "--server-url", &fake.url(), "--pass", "custom"])
+        .arg("--prompt")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        pg.strings("SELECT profile_name || ':' || model FROM passes WHERE name = 'custom'"),
+        ["bounded:fake-model"]
+    );
+    let o = pg.cmd(&["results", "--pass", "custom"]).output().unwrap();
+    assert_exit(&o, 0);
+    let header = stdout(&o).lines().next().unwrap_or_default().to_string();
+    assert_eq!(
+        header,
+        "FILM\tFRAME\tTIME\tPASS\tSHOT TYPE\tCHARACTERS\tINTENSITY\tNIGHT\tNOTE",
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stdout(&o).lines().count(), 7, "{}", stdout(&o));
+    let report = env.path().join("custom.html");
+    let o = pg
+        .cmd(&["report", "--pass", "custom", "-o", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("<dt>Shot type</dt>").count(), 6);
+    assert!(!html.contains("<dt>Visual content</dt>"));
 }

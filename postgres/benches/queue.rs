@@ -81,7 +81,7 @@ async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec
     let mut finished: Vec<Finished> = Vec::new();
     loop {
         let t = Instant::now();
-        let round = queue::record_and_claim(&q, &fence, &finished, pass, batch, ttl)
+        let round = queue::record_and_claim(&q, &fence, &finished, pass, Some(0), batch, ttl)
             .await
             .unwrap();
         rounds.push(t.elapsed());

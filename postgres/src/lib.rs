@@ -21,6 +21,7 @@
 
 pub mod host;
 pub mod lease;
+pub mod passes;
 pub mod queue;
 pub mod report;
 pub mod workers;

@@ -108,6 +108,9 @@ pub struct Round {
     /// Nothing was claimed because a gpu-lock command waits for this GPU:
     /// the worker should give its lease up once its jobs in flight end.
     pub gpu_wanted: bool,
+    /// Nothing was claimed because another worker rebound the pass since
+    /// this one bound it ([`crate::passes::serve`]): this worker stops.
+    pub rebound: bool,
 }
 
 /// How long a gpu-lock command's wait counts after its last heartbeat.
@@ -331,7 +334,9 @@ pub async fn claim(
     n: i64,
     ttl: Duration,
 ) -> Result<Vec<Claimed>> {
-    Ok(record_and_claim(q, fence, &[], pass, n, ttl).await?.claimed)
+    Ok(record_and_claim(q, fence, &[], pass, None, n, ttl)
+        .await?
+        .claimed)
 }
 
 /// Stores `answer` for job `job` and marks it done, only if it is still
@@ -342,7 +347,7 @@ pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) 
         job,
         outcome: Outcome::Done(answer.clone()),
     };
-    let round = record_and_claim(q, fence, &[done], 0, 0, Duration::ZERO).await?;
+    let round = record_and_claim(q, fence, &[done], 0, None, 0, Duration::ZERO).await?;
     Ok(round.recorded.done == 1)
 }
 
@@ -350,12 +355,15 @@ pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) 
 /// transaction (the worker's group commit), all fenced by `fence`: when its
 /// lease is no longer current nothing is recorded or claimed, and a job
 /// taken away meanwhile is not recorded. Nothing is claimed while a
-/// gpu-lock command waits for the GPU ([`Round::gpu_wanted`]).
+/// gpu-lock command waits for the GPU ([`Round::gpu_wanted`]), nor, with a
+/// `binding`, once the pass has another ([`Round::rebound`]; the pass row
+/// is read `FOR SHARE`, so a rebinding waits for this claim to end).
 pub async fn record_and_claim(
     q: &PgQueue,
     fence: &Fence,
     finished: &[Finished],
     pass: i64,
+    binding: Option<i64>,
     n: i64,
     ttl: Duration,
 ) -> Result<Round> {
@@ -398,8 +406,18 @@ pub async fn record_and_claim(
         )
         .fetch_one(&mut *tx)
         .await?;
+        let now_binding = match binding {
+            None => None,
+            Some(_) => {
+                sqlx::query_scalar!("SELECT binding FROM passes WHERE id = $1 FOR SHARE", pass)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
         if wanted {
             round.gpu_wanted = true;
+        } else if binding.is_some() && now_binding != binding {
+            round.rebound = true;
         } else {
             round.claimed = claim_in(&mut tx, fence, pass, n, ttl).await?;
         }

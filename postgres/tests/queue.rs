@@ -522,7 +522,7 @@ async fn deleting_a_film_leaves_nothing_of_it() {
     };
     let claimed = queue::claim(&q, &fence, pass, 8, ttl).await.unwrap();
     let done: Vec<_> = claimed.iter().map(|c| done_with(c.job_id)).collect();
-    queue::record_and_claim(&q, &fence, &done, pass, 0, ttl)
+    queue::record_and_claim(&q, &fence, &done, pass, None, 0, ttl)
         .await
         .unwrap();
     assert_eq!(count(&q, "SELECT count(*) FROM descriptions").await, 8);
@@ -662,7 +662,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             outcome: Outcome::Release,
         },
     ];
-    let round = queue::record_and_claim(&q, &fence, &finished, pass, 0, ttl)
+    let round = queue::record_and_claim(&q, &fence, &finished, pass, None, 0, ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -701,6 +701,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
         &fence,
         &[crashed(ids[2]), done_with(ids[3])],
         pass,
+        None,
         0,
         ttl,
     )
@@ -713,7 +714,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(claim_ids().await, vec![(ids[0], tries)]);
-        queue::record_and_claim(&q, &fence, &[retry(ids[0])], pass, 0, ttl)
+        queue::record_and_claim(&q, &fence, &[retry(ids[0])], pass, None, 0, ttl)
             .await
             .unwrap();
     }
@@ -757,11 +758,11 @@ async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
         ..holder("ffmpeg", "host", i64::from(std::process::id()))
     };
     lease::wait_for(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], pass, 4, ttl)
+    let round = queue::record_and_claim(&q, &fence, &[], pass, None, 4, ttl)
         .await
         .unwrap();
     assert!(round.gpu_wanted && round.claimed.is_empty(), "{round:?}");
-    let round_b = queue::record_and_claim(&q, &fence_b, &[], pass, 4, ttl)
+    let round_b = queue::record_and_claim(&q, &fence_b, &[], pass, None, 4, ttl)
         .await
         .unwrap();
     assert!(
@@ -769,7 +770,7 @@ async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
         "{round_b:?}"
     );
     lease::stop_waiting(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], pass, 4, ttl)
+    let round = queue::record_and_claim(&q, &fence, &[], pass, None, 4, ttl)
         .await
         .unwrap();
     assert!(!round.gpu_wanted && round.claimed.len() == 4, "{round:?}");

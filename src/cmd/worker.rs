@@ -43,18 +43,19 @@ pub async fn run_pg(
 }
 
 /// The pass a worker serves on PostgreSQL: the one named (made if new),
-/// said in the log.
+/// bound to this worker's model and profile (see
+/// [`PgDb::serve_pass`]), said in the log.
 pub async fn serve_pass_pg(db: &PgDb, name: &str, describing: &Describing) -> anyhow::Result<Pass> {
     if describing.profile.dialogue_context {
         return Err(Error::NotOnPostgres("a prompt profile with dialogue_context").into());
     }
-    let id = db.ensure_pass(name).await?;
-    tracing::info!(pass = %name, model = %describing.model, db = %db.shown(), "serving pass");
-    Ok(Pass {
-        id,
-        name: name.to_string(),
-        binding: 0,
-    })
+    let identity = PassIdentity {
+        model: &describing.model,
+        profile: &describing.profile,
+    };
+    let (pass, _) = db.serve_pass(name, identity).await?;
+    tracing::info!(pass = %name, model = %describing.model, profile = %describing.profile.pass_suffix(), db = %db.shown(), "serving pass");
+    Ok(pass)
 }
 
 fn log_summary(s: &worker::WorkerSummary, started: std::time::Instant) {

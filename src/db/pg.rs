@@ -298,6 +298,58 @@ impl PgDb {
         )
     }
 
+    /// The pass a worker of `identity` serves: `name` (made if new), bound
+    /// to its model and profile unless it is settled on others (an error
+    /// saying which). Also whether it was made now.
+    pub async fn serve_pass(
+        &self,
+        name: &str,
+        identity: super::passes::PassIdentity<'_>,
+    ) -> Result<(super::passes::Pass, bool)> {
+        let (suffix, hash) = (identity.profile.pass_suffix(), identity.profile.hash());
+        let profile: serde_json::Value =
+            serde_json::from_str(&identity.profile.to_json()).expect("a profile is JSON");
+        let pg_identity = cinecut_postgres::passes::Identity {
+            model: identity.model,
+            profile_name: &suffix,
+            profile_hash: &hash,
+            profile: &profile,
+        };
+        let served = cinecut_postgres::passes::serve(&self.queue, name, pg_identity)
+            .await
+            .map_err(self.err())?;
+        match served {
+            Ok(s) => Ok((
+                super::passes::Pass {
+                    id: s.id,
+                    name: name.to_string(),
+                    binding: s.binding,
+                },
+                s.made,
+            )),
+            Err(m) => Err(Error::PassMismatch {
+                pass: name.to_string(),
+                what: m.what,
+                has: m.has,
+                wants: match m.what {
+                    "model" => identity.model.to_string(),
+                    _ => format!("{suffix} ({})", &hash[..12]),
+                },
+            }),
+        }
+    }
+
+    /// The fields of each pass's profile, with their types (see
+    /// [`cinecut_postgres::passes::fields`]).
+    pub async fn pass_fields(
+        &self,
+        only: Option<i64>,
+    ) -> Result<Vec<(i64, Option<(String, String)>)>> {
+        cinecut_postgres::passes::fields(&self.queue, only)
+            .await
+            .map_err(self.err())
+    }
+
     /// `describe`: every frame (of `films`, or all) a job in pass `pass`.
     pub async fn enqueue_frames(&self, pass: i64, films: &[i64], max_attempts: i64) -> Result<u64> {
         pgw::enqueue_frames(&self.queue, pass, films, max_attempts)
@@ -452,6 +504,8 @@ pub struct PgWork {
     fence: Fence,
     pg_fence: pgq::Fence,
     pass: i64,
+    /// The pass's binding this worker made: its claims hold only under it.
+    binding: i64,
     lease: Duration,
     /// Jobs claimed and not yet recorded: the job leases a renewal extends.
     mine: HashSet<i64>,
@@ -480,6 +534,7 @@ impl PgWork {
             },
             fence,
             pass: scope.pass,
+            binding: scope.binding,
             lease,
             mine: HashSet::new(),
             wakeups,
@@ -502,6 +557,7 @@ impl PgWork {
             &self.pg_fence,
             &ends,
             self.pass,
+            Some(self.binding),
             claim as i64,
             self.lease,
         )
@@ -539,7 +595,7 @@ impl PgWork {
             Claimed {
                 jobs,
                 gpu_wanted: round.gpu_wanted,
-                rebound: false,
+                rebound: round.rebound,
             },
         ))
     }

@@ -122,7 +122,7 @@ pub async fn fields(pool: &SqlitePool, pass: i64) -> Result<Vec<ReportField>> {
 }
 
 /// What `report` reads, on either backend. PostgreSQL keeps no dialogue
-/// or near-duplicate copies, and its passes answer in the default profile.
+/// or near-duplicate copies.
 impl super::Store {
     /// The films to report (those of `only`, or all), in order.
     pub async fn report_films(&self, only: &[i64]) -> Result<Vec<FilmFacts>> {
@@ -148,7 +148,13 @@ impl super::Store {
     pub async fn report_fields(&self, pass: i64) -> Result<Vec<ReportField>> {
         match self {
             super::Store::Sqlite(db) => fields(db.pool(), pass).await,
-            super::Store::Postgres(_) => Ok(Vec::new()),
+            super::Store::Postgres(db) => Ok(db
+                .pass_fields(Some(pass))
+                .await?
+                .into_iter()
+                .filter_map(|(_, field)| field)
+                .map(|(name, kind)| ReportField { name, kind })
+                .collect()),
         }
     }
 

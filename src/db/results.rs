@@ -263,12 +263,16 @@ impl super::Store {
         }
     }
 
-    /// See [`pass_fields`]; on PostgreSQL none (every pass answers in
-    /// the default profile).
+    /// See [`pass_fields`].
     pub async fn pass_fields(&self, only: Option<i64>) -> Result<Vec<(i64, Option<String>)>> {
         match self {
             super::Store::Sqlite(db) => pass_fields(db.pool(), only).await,
-            super::Store::Postgres(_) => Ok(Vec::new()),
+            super::Store::Postgres(db) => Ok(db
+                .pass_fields(only)
+                .await?
+                .into_iter()
+                .map(|(pass, field)| (pass, field.map(|(name, _)| name)))
+                .collect()),
         }
     }
 
