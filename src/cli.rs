@@ -165,8 +165,14 @@ pub struct PassesArgs {
 pub struct WorkerCore {
     /// An llama-server (or OpenAI-compatible server) that is already running,
     /// e.g. http://127.0.0.1:8080. Instead of --model/--mmproj.
-    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present = "model", conflicts_with_all = ["model", "mmproj"])]
+    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present_any = ["model", "noop_describer"], conflicts_with_all = ["model", "mmproj"])]
     pub server_url: Option<String>,
+
+    /// Benchmarks only: every frame answered at once by a fixed answer of
+    /// the built-in profile, no model, no server (the queue's own
+    /// throughput, in real worker processes).
+    #[arg(long, hide = true, conflicts_with_all = ["server_url", "model", "mmproj", "prompt"])]
+    pub noop_describer: bool,
 
     #[command(flatten)]
     pub server: ServerArgs,

@@ -12,7 +12,7 @@ use crate::engine::{Attached, Engine, Supervised, SupervisorConfig, check_props}
 use crate::gpu::{GpuChoice, Nvml, ResolvedGpu, VramProbe};
 use crate::profile::Profile;
 use crate::server::{self, ServerConfig};
-use crate::vision::{HttpDescriber, ServerProps, VisionClient};
+use crate::vision::{HttpDescriber, NoopDescriber, ServerProps, VisionClient};
 use crate::worker::WorkerConfig;
 
 /// The shortest `--lease-ttl`: it is renewed every third of it.
@@ -48,6 +48,12 @@ pub async fn worker(
     let gpu = resolve_gpu(probe.as_ref(), core.server.gpu, core.gpu_name.clone());
     let (engine, parallel, model) = match &core.server_url {
         Some(url) => attach(url, &core, max_side, profile.clone()).await?,
+        None if core.noop_describer => {
+            let noop: Arc<dyn crate::vision::Describer> = Arc::new(NoopDescriber::new());
+            let parallel = core.parallel.unwrap_or(16);
+            let model = NoopDescriber::MODEL.to_string();
+            (Engine::Attached(Attached(noop)), parallel, model)
+        }
         None => {
             let parallel = core.parallel.unwrap_or(1);
             let sup = supervisor(&core, gpu.clone(), parallel, max_side, profile.clone())?;

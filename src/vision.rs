@@ -45,6 +45,54 @@ pub trait Describer: Send + Sync + 'static {
     }
 }
 
+/// Answers every frame at once with the same answer of the built-in
+/// profile, reading nothing (`worker --noop-describer`, for benchmarks: what
+/// is left is the queue's own cost).
+pub struct NoopDescriber {
+    answer: Answer,
+}
+
+impl NoopDescriber {
+    pub const MODEL: &'static str = "noop";
+
+    pub fn new() -> NoopDescriber {
+        let answer = Profile::default()
+            .parse_answer(
+                r#"{"visual_content":"nothing described","mood":"none","action":"none","setting":"none"}"#,
+            )
+            .expect("a valid answer of the built-in profile");
+        NoopDescriber { answer }
+    }
+}
+
+impl Default for NoopDescriber {
+    fn default() -> Self {
+        NoopDescriber::new()
+    }
+}
+
+impl Describer for NoopDescriber {
+    fn describe<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a [u8]>,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Described, DescribeError>> {
+        Box::pin(async {
+            Ok(Described {
+                answer: self.answer.clone(),
+                prompt_version: PROMPT_VERSION,
+                prompt_tokens: None,
+                completion_tokens: None,
+            })
+        })
+    }
+
+    fn model(&self) -> &str {
+        NoopDescriber::MODEL
+    }
+}
+
 /// Frames described through an OpenAI-compatible chat endpoint. Frames are
 /// prepared as soon as they are claimed (the worker claims a few more than
 /// the server has slots); the requests themselves wait for a free slot, so

@@ -160,10 +160,11 @@ fn stills_are_enqueued_described_listed_searched_retried_and_cancelled_on_postgr
         "{}",
         stdout(&o)
     );
+    // status: SQLite's table (stdout is not a terminal: plain lines).
     let o = pg.cmd(&["status"]).output().unwrap();
     assert_exit(&o, 0);
     assert!(
-        stdout(&o).contains("default\t12\t0\t0\t0\t0"),
+        stdout(&o).contains("stills\t12\t12\t0\t0\t0\t0\t0.0\t"),
         "{}",
         stdout(&o)
     );
@@ -179,7 +180,18 @@ fn stills_are_enqueued_described_listed_searched_retried_and_cancelled_on_postgr
     let o = pg.cmd(&["status", "--json"]).output().unwrap();
     assert_exit(&o, 0);
     let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(status["passes"][0]["done"], 12, "{status}");
+    assert_eq!(status["films"][0]["done"], 12, "{status}");
+    assert_eq!(status["totals"]["done"], 12, "{status}");
+    let worker = &status["workers"][0];
+    assert_eq!(
+        (&worker["gpu"], &worker["state"], &worker["jobs_done"]),
+        (
+            &serde_json::json!("GPU-a0"),
+            &serde_json::json!("stopped"),
+            &serde_json::json!(12)
+        ),
+        "{status}"
+    );
 
     let lines = |o: &std::process::Output| -> Vec<serde_json::Value> {
         stdout(o)
@@ -706,7 +718,7 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
     assert_exit(&o, 0);
     assert!(
         stdout(&o).contains("described 6 frame(s)")
-            && stdout(&o).contains("6 done, 0 failed, 0 queued"),
+            && stdout(&o).contains("6 done, 0 failed, 0 still queued of 6"),
         "{}",
         stdout(&o)
     );
@@ -726,7 +738,7 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
         .unwrap();
     assert_exit(&o, 0);
     assert!(
-        stdout(&o).contains("described 6 frame(s) for pass \"second\""),
+        stdout(&o).contains("described 6 frame(s)"),
         "{}",
         stdout(&o)
     );

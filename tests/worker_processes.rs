@@ -610,3 +610,36 @@ fn results(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The benchmarks' describer: every frame answered at once, no server.
+#[test]
+fn the_noop_describer_answers_every_frame_without_a_server() {
+    let env = Env::new();
+    env.enqueue_images("noop", 5, &[]);
+    let o = env
+        .cmd([
+            "worker",
+            "--noop-describer",
+            "--until-empty",
+            "--gpu-name",
+            "g0",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        env.strings_now("SELECT model || ':' || count(*) FROM descriptions GROUP BY model"),
+        ["noop:5"]
+    );
+    // It is for benchmarks: with a server or a model it is a usage error.
+    let o = env
+        .cmd([
+            "worker",
+            "--noop-describer",
+            "--server-url",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+}

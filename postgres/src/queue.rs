@@ -395,6 +395,24 @@ pub async fn record_and_claim(
     if done.len() < finished.len() {
         settle_in(&mut tx, fence, finished, &mut round.recorded).await?;
     }
+    let r = &round.recorded;
+    if r.done + r.failed + r.retried + r.requeued > 0 {
+        // The worker's counters (its id is the fence's owner), with its results.
+        let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        sqlx::query!(
+            "UPDATE workers SET jobs_done = jobs_done + $2, jobs_failed = jobs_failed + $3,
+                                jobs_retried = jobs_retried + $4, jobs_requeued = jobs_requeued + $5,
+                                heartbeat_at = clock_timestamp()
+             WHERE id = $1",
+            fence.owner,
+            n(r.done),
+            n(r.failed),
+            n(r.retried),
+            n(r.requeued)
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     if n > 0 {
         let waiters_since_ms = i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX);
         let wanted = sqlx::query_scalar!(

@@ -37,77 +37,126 @@ pub async fn set_state(q: &PgQueue, id: &str, state: &str, last: bool) -> Result
     Ok(())
 }
 
-/// One worker as `status` shows it.
+/// One worker as `status` shows it; times in ms since the epoch.
 #[derive(Debug, Clone)]
 pub struct WorkerRow {
     pub id: String,
-    pub host: String,
     pub pid: i64,
+    pub host: String,
     pub gpu: String,
     pub state: String,
-    /// Seconds since its last heartbeat, by the database's clock.
-    pub silent_s: i64,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub jobs_done: i64,
+    pub jobs_failed: i64,
+    pub jobs_retried: i64,
+    pub jobs_requeued: i64,
+    pub server_starts: i64,
+    pub server_restarts: i64,
 }
 
-/// Every worker that has not stopped, newest first.
-pub async fn live(q: &PgQueue) -> Result<Vec<WorkerRow>> {
-    let rows = sqlx::query!(
-        r#"SELECT id, host, pid, gpu, state,
-                  extract(epoch FROM clock_timestamp() - heartbeat_at)::bigint AS "silent_s!"
-           FROM workers WHERE stopped_at IS NULL ORDER BY started_at DESC"#
+/// Workers that are running, or stopped within the last `since` (by the
+/// database's clock).
+pub async fn workers(q: &PgQueue, since: std::time::Duration) -> Result<Vec<WorkerRow>> {
+    let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+    Ok(sqlx::query_as!(
+        WorkerRow,
+        r#"SELECT id, pid, host, gpu, state,
+                  (extract(epoch FROM started_at) * 1000)::bigint AS "started_at!",
+                  (extract(epoch FROM heartbeat_at) * 1000)::bigint AS "heartbeat_at!",
+                  jobs_done, jobs_failed, jobs_retried, jobs_requeued, server_starts, server_restarts
+           FROM workers
+           WHERE stopped_at IS NULL
+              OR stopped_at >= clock_timestamp() - make_interval(secs => $1::bigint / 1000.0)
+           ORDER BY started_at"#,
+        since_ms
     )
     .fetch_all(q.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| WorkerRow {
-            id: r.id,
-            host: r.host,
-            pid: r.pid,
-            gpu: r.gpu,
-            state: r.state,
-            silent_s: r.silent_s,
-        })
-        .collect())
+    .await?)
 }
 
-/// One pass's jobs by state, as `status` shows them.
+/// Adds one to worker `id`'s llama-server starts, or restarts with
+/// `crashed`.
+pub async fn count_server_event(q: &PgQueue, id: &str, crashed: bool) -> Result<()> {
+    sqlx::query!(
+        "UPDATE workers SET server_starts = server_starts + (NOT $2)::int,
+                            server_restarts = server_restarts + $2::int
+         WHERE id = $1",
+        id,
+        crashed
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(())
+}
+
+/// One film's jobs in one pass by state, as `status` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassCounts {
+pub struct FilmCounts {
+    pub film_id: i64,
+    pub title: String,
+    pub pass_id: i64,
     pub pass: String,
     pub queued: i64,
     pub running: i64,
     pub done: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// When its oldest queued job was made, ms since the epoch.
+    pub oldest_queued_at: Option<i64>,
 }
 
-/// Every pass's jobs by state (of one film, if `film` is given).
-pub async fn pass_counts(q: &PgQueue, film: Option<i64>) -> Result<Vec<PassCounts>> {
-    let rows = sqlx::query!(
-        r#"SELECT p.name,
-                  count(j.id) FILTER (WHERE j.state = 'queued') AS "queued!",
-                  count(j.id) FILTER (WHERE j.state = 'running') AS "running!",
-                  count(j.id) FILTER (WHERE j.state = 'done') AS "done!",
-                  count(j.id) FILTER (WHERE j.state = 'failed') AS "failed!",
-                  count(j.id) FILTER (WHERE j.state = 'cancelled') AS "cancelled!"
-           FROM passes p LEFT JOIN jobs j ON j.pass_id = p.id AND ($1::bigint IS NULL OR j.film_id = $1)
-           GROUP BY p.id, p.name ORDER BY p.name"#,
-        film
+/// Every film's jobs in every pass by state (of one film, of one pass, if
+/// given), in film then pass order: one pass over the `jobs_film_state`
+/// index.
+pub async fn film_counts(
+    q: &PgQueue,
+    film: Option<i64>,
+    pass: Option<i64>,
+) -> Result<Vec<FilmCounts>> {
+    Ok(sqlx::query_as!(
+        FilmCounts,
+        r#"SELECT f.id AS film_id, f.title, p.id AS pass_id, p.name AS pass,
+                  c.queued AS "queued!", c.running AS "running!", c.done AS "done!",
+                  c.failed AS "failed!", c.cancelled AS "cancelled!",
+                  (SELECT (extract(epoch FROM min(j.created_at)) * 1000)::bigint FROM jobs j
+                   WHERE j.film_id = f.id AND j.pass_id = p.id AND j.state = 'queued')
+                   AS oldest_queued_at
+           FROM (SELECT film_id, pass_id,
+                        count(*) FILTER (WHERE state = 'queued') AS queued,
+                        count(*) FILTER (WHERE state = 'running') AS running,
+                        count(*) FILTER (WHERE state = 'done') AS done,
+                        count(*) FILTER (WHERE state = 'failed') AS failed,
+                        count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+                 FROM jobs
+                 WHERE ($1::bigint IS NULL OR film_id = $1) AND ($2::bigint IS NULL OR pass_id = $2)
+                 GROUP BY film_id, pass_id) c
+           JOIN films f ON f.id = c.film_id
+           JOIN passes p ON p.id = c.pass_id
+           ORDER BY f.id, p.id"#,
+        film,
+        pass
     )
     .fetch_all(q.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| PassCounts {
-            pass: r.name,
-            queued: r.queued,
-            running: r.running,
-            done: r.done,
-            failed: r.failed,
-            cancelled: r.cancelled,
-        })
-        .collect())
+    .await?)
+}
+
+/// The commonest reasons the failed jobs of a film in a pass failed, with
+/// how many: at most `n`.
+pub async fn top_failures(q: &PgQueue, film: i64, pass: i64, n: i64) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query!(
+        r#"SELECT coalesce(last_error, 'unknown') AS "reason!", count(*) AS "count!"
+           FROM jobs WHERE film_id = $1 AND pass_id = $2 AND state = 'failed'
+           GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $3"#,
+        film,
+        pass,
+        n
+    )
+    .fetch_all(q.pool())
+    .await?
+    .into_iter()
+    .map(|r| (r.reason, r.count))
+    .collect())
 }
 
 /// The film titled `title`: its id and how many frames it has.

@@ -21,7 +21,8 @@ pub async fn run(db: &Db, args: DescribeArgs, shutdown: CancellationToken) -> an
     cfg.pass = Some(pass.clone());
     let queued = passes::enqueue_frames(db.pool(), pass.id, &films, args.max_attempts).await?;
     tracing::info!("queued {queued} frame(s) for pass {:?}", pass.name);
-    super::run::describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
+    let store = Store::Sqlite(db.clone());
+    super::run::describe_until_done(&store, &cfg, engine, shutdown, pass.id, started).await?;
     Ok(0)
 }
 
@@ -47,11 +48,7 @@ pub async fn run_pg(
         .enqueue_frames(pass.id, &films, args.max_attempts)
         .await?;
     tracing::info!("queued {queued} frame(s) for pass {name:?}");
-    let s = crate::worker::run(&Store::Postgres(db.clone()), &cfg, engine, shutdown).await?;
-    println!(
-        "described {} frame(s) for pass {name:?} in {:.1} s",
-        s.done,
-        started.elapsed().as_secs_f64()
-    );
+    let store = Store::Postgres(db.clone());
+    super::run::describe_until_done(&store, &cfg, engine, shutdown, pass.id, started).await?;
     Ok(0)
 }

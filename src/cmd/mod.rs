@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let store = db::Store::Sqlite(db.clone());
     let result = match cli.command {
         Command::Enqueue(args) => enqueue::run(&db, args).await.map(ok),
-        Command::Status(args) => status::run(&db, args).await.map(ok),
+        Command::Status(args) => status::run(&store, args).await.map(ok),
         Command::Retry(args) => queue::retry(&store, args).await.map(ok),
         Command::Cancel(args) => queue::cancel(&store, args).await.map(ok),
         Command::Worker(args) => worker::run(&db, *args, shutdown).await.map(ok),
@@ -104,7 +104,7 @@ async fn on_postgres(
     let result = match command {
         Command::Enqueue(args) => enqueue::run_pg(&db, args).await.map(|()| 0),
         Command::Worker(args) => worker::run_pg(&db, *args, shutdown).await.map(|()| 0),
-        Command::Status(args) => status::run_pg(&db, args).await.map(|()| 0),
+        Command::Status(args) => status::run(&store, args).await.map(|()| 0),
         Command::Retry(args) => queue::retry(&store, args).await.map(|()| 0),
         Command::Cancel(args) => queue::cancel(&store, args).await.map(|()| 0),
         Command::Results(args) => results::run(&store, args).await.map(|()| 0),
@@ -180,12 +180,4 @@ async fn filters(
         None => None,
     };
     Ok((film, pass))
-}
-
-/// The id of the pass named `name`, if a name is given.
-async fn pass_filter(db: &Db, name: Option<&str>) -> anyhow::Result<Option<i64>> {
-    Ok(match name {
-        Some(name) => Some(db::passes::by_name(db.pool(), name).await?.id),
-        None => None,
-    })
 }

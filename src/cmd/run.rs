@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::render::{totals, truncate};
 use crate::cli::RunArgs;
 use crate::db::pg::PgDb;
-use crate::db::{Db, Store, status};
+use crate::db::{Db, Store};
 use crate::{config, worker};
 
 /// Enqueue, then a worker until the queue is empty, with one progress display.
@@ -42,7 +42,8 @@ pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> any
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
-    describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
+    let store = Store::Sqlite(db.clone());
+    describe_until_done(&store, &cfg, engine, shutdown, pass.id, started).await?;
     enqueued.map(|()| 0)
 }
 
@@ -80,26 +81,9 @@ pub async fn run_pg(
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
-    let s = worker::run(&Store::Postgres(db.clone()), &cfg, engine, shutdown).await?;
-    let secs = started.elapsed().as_secs_f64();
-    let counts = db.pass_counts(None).await?;
-    let c = counts
-        .iter()
-        .find(|c| c.pass == name)
-        .expect("the pass served");
-    println!(
-        "described {} frame(s) in {secs:.1} s ({:.2} frames/s); pass {name:?}: {} done, {} failed, {} queued, {} running",
-        s.done,
-        s.done as f64 / secs.max(1e-9),
-        c.done,
-        c.failed,
-        c.queued,
-        c.running
-    );
-    println!(
-        "results: cinecut --db {} results --pass {name:?}",
-        db.shown()
-    );
+    let store = Store::Postgres(db.clone());
+    let pass = cfg.pass.as_ref().expect("the pass served").id;
+    describe_until_done(&store, &cfg, engine, shutdown, pass, started).await?;
     enqueued.map(|()| 0)
 }
 
@@ -107,18 +91,18 @@ pub async fn run_pg(
 /// display, then the closing lines (for `run` and `describe`): what was
 /// described, what failed and why, and how to query it.
 pub async fn describe_until_done(
-    db: &Db,
+    db: &Store,
     cfg: &worker::WorkerConfig,
     engine: crate::engine::Engine,
     shutdown: CancellationToken,
     pass: i64,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
-    let before = totals(&status::films(db.pool(), None, Some(pass)).await?);
+    let before = totals(&db.film_status(None, Some(pass)).await?);
     let progress = tokio::spawn(show_progress(db.clone(), before.done, pass));
-    let result = worker::run(&crate::db::Store::Sqlite(db.clone()), cfg, engine, shutdown).await;
+    let result = worker::run(db, cfg, engine, shutdown).await;
     progress.abort();
-    let films = status::films(db.pool(), None, Some(pass)).await?;
+    let films = db.film_status(None, Some(pass)).await?;
     let t = totals(&films);
     let secs = started.elapsed().as_secs_f64();
     let described = t.done - before.done;
@@ -140,16 +124,26 @@ pub async fn describe_until_done(
             );
         }
     }
-    println!("results: {}", db.path().display());
-    println!(
-        "  sqlite3 {:?} \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\"",
-        db.path().display().to_string()
-    );
+    match db {
+        Store::Sqlite(db) => {
+            println!("results: {}", db.path().display());
+            println!(
+                "  sqlite3 {:?} \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\"",
+                db.path().display().to_string()
+            );
+        }
+        Store::Postgres(pg) => {
+            println!("results: cinecut --db {} results", pg.shown());
+            println!(
+                "  psql … -c \"SELECT film, pts_ms, fields->>'mood', fields->>'visual_content' FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\""
+            );
+        }
+    }
     result?;
     Ok(())
 }
 
-async fn show_progress(db: Db, done_before: i64, pass: i64) {
+async fn show_progress(db: Store, done_before: i64, pass: i64) {
     let started = std::time::Instant::now();
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -163,7 +157,7 @@ async fn show_progress(db: Db, done_before: i64, pass: i64) {
     let mut last_log = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(films) = status::films(db.pool(), None, Some(pass)).await else {
+        let Ok(films) = db.film_status(None, Some(pass)).await else {
             continue;
         };
         let t = totals(&films);

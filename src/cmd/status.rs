@@ -5,17 +5,17 @@ use std::io::Write;
 use super::render::{
     Layout, ago, describe_lease, fit, layout, percent, plain_line, totals, truncate,
 };
-use super::{film_filter, pass_filter};
 use crate::cli::StatusArgs;
-use crate::db::pg::PgDb;
-use crate::db::{self, Db, status};
+use crate::db::{self, Store, status};
 
-pub async fn run(db: &Db, args: StatusArgs) -> anyhow::Result<()> {
-    let only = film_filter(db, args.film.as_deref()).await?;
-    let pass = pass_filter(db, args.pass.as_deref()).await?;
-    let mut films = status::films(db.pool(), only, pass).await?;
-    let leases = status::lease_holders(db.pool()).await?;
-    let workers = status::workers(db.pool(), db::now_ms() - 3_600_000).await?;
+/// Workers stopped longer ago than this are not shown.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+pub async fn run(db: &Store, args: StatusArgs) -> anyhow::Result<()> {
+    let (only, pass) = super::filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
+    let mut films = db.film_status(only, pass).await?;
+    let leases = db.lease_holders().await?;
+    let workers = db.workers(RECENT).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let totals = totals(&films);
@@ -171,67 +171,6 @@ fn print_holders(
             w.server_starts,
             w.server_restarts
         )?;
-    }
-    Ok(())
-}
-
-/// `cinecut status --db postgres://…`: every pass's jobs by state (of one
-/// film with `--film`), and the workers that have not stopped, with the
-/// host each runs on and how long since it was last heard of (by the
-/// database's clock).
-pub async fn run_pg(db: &PgDb, args: StatusArgs) -> anyhow::Result<()> {
-    let film = match args.film.as_deref() {
-        Some(title) => Some(db.film_id(title).await?),
-        None => None,
-    };
-    let mut passes = db.pass_counts(film).await?;
-    if let Some(name) = args.pass.as_deref() {
-        passes.retain(|p| p.pass == name);
-        if passes.is_empty() {
-            return Err(crate::error::Error::UnknownPass(name.to_string()).into());
-        }
-    }
-    let workers = db.live_workers().await?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let passes: Vec<_> = passes
-            .iter()
-            .map(|p| {
-                serde_json::json!({ "pass": p.pass, "queued": p.queued, "running": p.running,
-                    "done": p.done, "failed": p.failed, "cancelled": p.cancelled })
-            })
-            .collect();
-        let workers: Vec<_> = workers
-            .iter()
-            .map(|w| {
-                serde_json::json!({ "id": w.id, "host": w.host, "pid": w.pid, "gpu": w.gpu,
-                    "state": w.state, "silent_s": w.silent_s })
-            })
-            .collect();
-        serde_json::to_writer(
-            &mut out,
-            &serde_json::json!({ "passes": passes, "workers": workers }),
-        )?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    writeln!(out, "PASS\tQUEUED\tRUNNING\tDONE\tFAILED\tCANCELLED")?;
-    for p in &passes {
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            p.pass, p.queued, p.running, p.done, p.failed, p.cancelled
-        )?;
-    }
-    if !workers.is_empty() {
-        writeln!(out, "\nWORKER\tHOST\tPID\tGPU\tSTATE\tLAST SEEN")?;
-        for w in &workers {
-            writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}\t{} s ago",
-                w.id, w.host, w.pid, w.gpu, w.state, w.silent_s
-            )?;
-        }
     }
     Ok(())
 }

@@ -351,7 +351,10 @@ impl Store {
     pub async fn count_server_event(&self, worker: &str, event: jobs::ServerEvent) -> Result<()> {
         match self {
             Store::Sqlite(db) => jobs::count_server_event(db.pool(), worker, event).await,
-            Store::Postgres(_) => Ok(()),
+            Store::Postgres(db) => {
+                db.count_server_event(worker, event == jobs::ServerEvent::Crashed)
+                    .await
+            }
         }
     }
 }

@@ -454,16 +454,72 @@ impl PgDb {
             .map_err(self.err())
     }
 
-    /// Jobs by state, per pass (of one film if given), for `status`.
-    pub async fn pass_counts(&self, film: Option<i64>) -> Result<Vec<pgw::PassCounts>> {
-        pgw::pass_counts(&self.queue, film)
+    /// Every film's progress in every pass (of one film, of one pass, if
+    /// given), as SQLite's rows.
+    pub async fn film_status(
+        &self,
+        film: Option<i64>,
+        pass: Option<i64>,
+    ) -> Result<Vec<super::status::FilmStatus>> {
+        let counts = pgw::film_counts(&self.queue, film, pass)
             .await
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(counts.len());
+        for c in counts {
+            let top_failures = match c.failed {
+                0 => Vec::new(),
+                _ => pgw::top_failures(&self.queue, c.film_id, c.pass_id, 3)
+                    .await
+                    .map_err(self.err())?
+                    .into_iter()
+                    .map(|(reason, count)| super::status::FailureReason { reason, count })
+                    .collect(),
+            };
+            out.push(super::status::FilmStatus {
+                film_id: c.film_id,
+                title: c.title,
+                pass: c.pass,
+                total: c.queued + c.running + c.done + c.failed + c.cancelled,
+                queued: c.queued,
+                running: c.running,
+                done: c.done,
+                failed: c.failed,
+                cancelled: c.cancelled,
+                oldest_queued_at: c.oldest_queued_at,
+                top_failures,
+            });
+        }
+        Ok(out)
     }
 
-    /// Workers that have not stopped, for `status`.
-    pub async fn live_workers(&self) -> Result<Vec<pgw::WorkerRow>> {
-        pgw::live(&self.queue).await.map_err(self.err())
+    /// Workers running, or stopped within `since`, as SQLite's rows.
+    pub async fn workers(&self, since: Duration) -> Result<Vec<super::status::WorkerRow>> {
+        let rows = pgw::workers(&self.queue, since).await.map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|w| super::status::WorkerRow {
+                id: w.id,
+                pid: w.pid,
+                host: w.host,
+                gpu: w.gpu,
+                state: w.state,
+                started_at: w.started_at,
+                heartbeat_at: w.heartbeat_at,
+                jobs_done: w.jobs_done,
+                jobs_failed: w.jobs_failed,
+                jobs_retried: w.jobs_retried,
+                jobs_requeued: w.jobs_requeued,
+                server_starts: w.server_starts,
+                server_restarts: w.server_restarts,
+            })
+            .collect())
+    }
+
+    /// Adds one to a worker's llama-server starts (or restarts).
+    pub async fn count_server_event(&self, worker: &str, crashed: bool) -> Result<()> {
+        pgw::count_server_event(&self.queue, worker, crashed)
+            .await
+            .map_err(self.err())
     }
 
     /// Adds `frames` to the film titled `title` (made if missing) and a job
