@@ -368,17 +368,32 @@ pub async fn record_and_claim(
     ttl: Duration,
 ) -> Result<Round> {
     let mut tx = q.pool().begin().await?;
-    let current = sqlx::query_scalar!(
-        r#"SELECT epoch FROM gpu_leases
-           WHERE gpu = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-           FOR SHARE"#,
+    // One statement for what gates the round: the lease still ours (its
+    // row read FOR SHARE: a takeover waits for this round), a gpu-lock
+    // command waiting, and the pass's binding (read FOR SHARE too: a
+    // rebinding waits for this claim), each only as far as it is needed.
+    let waiters_since_ms = i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX);
+    let gate = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM gpu_leases
+                          WHERE gpu = $1 AND holder = $2 AND epoch = $3
+                            AND expires_at > clock_timestamp()
+                          FOR SHARE) AS "current!",
+                  $4::bigint > 0 AND EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = $1
+                      AND heartbeat_at >= clock_timestamp() - make_interval(secs => $5::bigint / 1000.0))
+                      AS "wanted!",
+                  (SELECT binding FROM passes WHERE id = $6 AND $4::bigint > 0 AND $7::bool
+                   FOR SHARE) AS binding"#,
         fence.gpu,
         fence.owner,
-        fence.epoch
+        fence.epoch,
+        n,
+        waiters_since_ms,
+        pass,
+        binding.is_some()
     )
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    if current.is_none() {
+    if !gate.current {
         return Ok(Round::default());
     }
     let done: Vec<(i64, &Answer)> = finished
@@ -396,16 +411,15 @@ pub async fn record_and_claim(
         settle_in(&mut tx, fence, finished, &mut round.recorded).await?;
     }
     let r = &round.recorded;
-    if r.done + r.failed + r.retried + r.requeued > 0 {
-        // The worker's counters (its id is the fence's owner), with its results.
+    if r.failed + r.retried + r.requeued > 0 {
+        // The worker's other counters (its id is the fence's owner; the
+        // done ones are counted with the answers), with its results.
         let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
         sqlx::query!(
-            "UPDATE workers SET jobs_done = jobs_done + $2, jobs_failed = jobs_failed + $3,
-                                jobs_retried = jobs_retried + $4, jobs_requeued = jobs_requeued + $5,
-                                heartbeat_at = clock_timestamp()
+            "UPDATE workers SET jobs_failed = jobs_failed + $2, jobs_retried = jobs_retried + $3,
+                                jobs_requeued = jobs_requeued + $4, heartbeat_at = clock_timestamp()
              WHERE id = $1",
             fence.owner,
-            n(r.done),
             n(r.failed),
             n(r.retried),
             n(r.requeued)
@@ -414,27 +428,9 @@ pub async fn record_and_claim(
         .await?;
     }
     if n > 0 {
-        let waiters_since_ms = i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX);
-        let wanted = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = $1
-                 AND heartbeat_at >= clock_timestamp() - make_interval(secs => $2::bigint / 1000.0))
-               AS "wanted!""#,
-            fence.gpu,
-            waiters_since_ms
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let now_binding = match binding {
-            None => None,
-            Some(_) => {
-                sqlx::query_scalar!("SELECT binding FROM passes WHERE id = $1 FOR SHARE", pass)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-        };
-        if wanted {
+        if gate.wanted {
             round.gpu_wanted = true;
-        } else if binding.is_some() && now_binding != binding {
+        } else if binding.is_some() && gate.binding != binding {
             round.rebound = true;
         } else {
             round.claimed = claim_in(&mut tx, fence, pass, n, ttl).await?;
@@ -599,7 +595,11 @@ async fn record_in(
                FROM finished f JOIN answer a ON a.job_id = f.id),
            tried AS (
                UPDATE attempts SET finished_at = clock_timestamp(), outcome = 'done'
-               WHERE job_id IN (SELECT id FROM finished) AND finished_at IS NULL)
+               WHERE job_id IN (SELECT id FROM finished) AND finished_at IS NULL),
+           counted AS (
+               UPDATE workers SET jobs_done = jobs_done + (SELECT count(*) FROM finished),
+                                  heartbeat_at = clock_timestamp()
+               WHERE id = $4)
            SELECT count(*) AS "n!" FROM finished"#,
         &jobs,
         &fields,
