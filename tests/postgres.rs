@@ -626,6 +626,26 @@ fn a_film_is_enqueued_on_postgres_once_with_its_frame_times_and_described() {
         let start = 2000 * shot as i64;
         assert!((start..start + 2000).contains(t), "shot {shot}: {t} ms");
     }
+    // Its shots, as on SQLite: cuts at 2 s and 4 s, source frame numbers
+    // at 25 fps, the cut's score; each frame names its shot.
+    assert_eq!(
+        pg.strings(
+            "SELECT concat_ws(' ', shot_index, start_ms, end_ms, first_frame, last_frame, \
+             score = 0, score > 0.3) FROM shots ORDER BY shot_index"
+        ),
+        [
+            "0 0 2000 0 49 t f",
+            "1 2000 4000 50 99 f t",
+            "2 4000 6000 100 149 f t"
+        ]
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM frames fr JOIN shots s ON s.id = fr.shot_id \
+             WHERE fr.pts_ms >= s.start_ms AND fr.pts_ms < s.end_ms"
+        ),
+        3
+    );
     for path in pg.strings("SELECT path FROM frames") {
         assert!(
             std::path::Path::new(&path).starts_with(shared.canonicalize().unwrap()),

@@ -174,6 +174,7 @@ async fn stored_frames(q: &PgQueue, url: &str, n: usize, kb: usize) -> Stored {
         (0..n as i64)
             .map(|i| NewFrame {
                 path: format!("/shared/{film}/frame_{i:07}.jpg"),
+                shot: None,
                 frame_index: Some(i),
                 pts_ms: Some(i * 40),
                 bytes: bytes(),
@@ -345,6 +346,7 @@ async fn main() {
     let all: Vec<NewFrame> = (0..frames as i64)
         .map(|i| NewFrame {
             path: format!("/shared/frames/{:03}/frame_{i:07}.jpg", i / 10_000),
+            shot: None,
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),

@@ -18,6 +18,8 @@ pub struct NewFrame {
     /// from folders and globs).
     pub frame_index: Option<i64>,
     pub pts_ms: Option<i64>,
+    /// The shot_index of its shot ([`insert_shots`]; scene mode).
+    pub shot: Option<i64>,
     /// The frame file's bytes, stored with it (`enqueue --store-frames`):
     /// workers then need no file system in common with the producer.
     pub bytes: Option<Vec<u8>>,
@@ -209,6 +211,9 @@ pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
     sqlx::query!("DELETE FROM frames WHERE film_id = $1", film)
         .execute(&mut *tx)
         .await?;
+    sqlx::query!("DELETE FROM shots WHERE film_id = $1", film)
+        .execute(&mut *tx)
+        .await?;
     let existed = sqlx::query!("DELETE FROM films WHERE id = $1", film)
         .execute(&mut *tx)
         .await?
@@ -216,6 +221,45 @@ pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
         == 1;
     tx.commit().await?;
     Ok(existed)
+}
+
+/// A shot of a film (scene mode): from its cut to the next, `end_ms`
+/// exclusive; `score` is the scene score of the cut that opened it.
+#[derive(Debug, Clone)]
+pub struct NewShot {
+    pub shot_index: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub score: f64,
+}
+
+/// Stores film `film`'s shots (before its frames, which name them by
+/// shot_index); source frame numbers at `fps`, when the film has a rate.
+pub async fn insert_shots(
+    q: &PgQueue,
+    film: i64,
+    fps: Option<f64>,
+    shots: &[NewShot],
+) -> Result<()> {
+    let index: Vec<i64> = shots.iter().map(|s| s.shot_index).collect();
+    let start: Vec<i64> = shots.iter().map(|s| s.start_ms).collect();
+    let end: Vec<i64> = shots.iter().map(|s| s.end_ms).collect();
+    let score: Vec<f64> = shots.iter().map(|s| s.score).collect();
+    sqlx::query!(
+        r#"INSERT INTO shots (film_id, shot_index, start_ms, end_ms, first_frame, last_frame, score)
+           SELECT $1, i, s, e, round(s * $2::float8 / 1000.0)::bigint,
+                  greatest(round(e * $2::float8 / 1000.0)::bigint - 1, round(s * $2::float8 / 1000.0)::bigint), c
+           FROM UNNEST($3::bigint[], $4::bigint[], $5::bigint[], $6::float8[]) AS u(i, s, e, c)"#,
+        film,
+        fps,
+        &index,
+        &start,
+        &end,
+        &score
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(())
 }
 
 /// What an enqueue added.
@@ -242,14 +286,16 @@ pub async fn enqueue(
     let indexes: Vec<Option<i64>> = frames.iter().map(|f| f.frame_index).collect();
     let pts: Vec<Option<i64>> = frames.iter().map(|f| f.pts_ms).collect();
     let bytes: Vec<Option<&[u8]>> = frames.iter().map(|f| f.bytes.as_deref()).collect();
+    let shots: Vec<Option<i64>> = frames.iter().map(|f| f.shot).collect();
     let mut tx = q.pool().begin().await?;
     let added = sqlx::query!(
         r#"WITH new_frames AS (
-               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg)
+               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id)
                SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
-                                       WHERE film_id = $1) + n - 1), p, f, b
-               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[])
-                    WITH ORDINALITY AS u(i, p, f, b, n)
+                                       WHERE film_id = $1) + n - 1), p, f, b,
+                      (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot)
+               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[], $8::bigint[])
+                    WITH ORDINALITY AS u(i, p, f, b, shot, n)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
@@ -265,7 +311,8 @@ pub async fn enqueue(
         &paths as &[&str],
         pass,
         max_attempts,
-        &bytes as &[Option<&[u8]>]
+        &bytes as &[Option<&[u8]>],
+        &shots as &[Option<i64>]
     )
     .fetch_one(&mut *tx)
     .await?;

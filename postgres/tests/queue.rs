@@ -19,6 +19,7 @@ fn frames(n: i64) -> Vec<NewFrame> {
     (0..n)
         .map(|i| NewFrame {
             path: format!("/shared/film/frame_{i:06}.jpg"),
+            shot: None,
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),

@@ -118,6 +118,27 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// Stores a film's shots (before its frames, which name them).
+    pub async fn insert_shots(
+        &self,
+        film: i64,
+        fps: Option<f64>,
+        shots: &[super::queue::NewShot],
+    ) -> Result<()> {
+        let shots: Vec<pgq::NewShot> = shots
+            .iter()
+            .map(|s| pgq::NewShot {
+                shot_index: s.shot_index,
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                score: s.score,
+            })
+            .collect();
+        pgq::insert_shots(&self.queue, film, fps, &shots)
+            .await
+            .map_err(self.err())
+    }
+
     /// Deletes a film with its frames and jobs.
     pub async fn delete_film(&self, film: i64) -> Result<()> {
         pgq::delete_film(&self.queue, film)

@@ -1142,6 +1142,11 @@ pub async fn enqueue_video_pg(
             extracted.frames.len()
         );
     }
+    if !extracted.shots.is_empty() {
+        if let Err(e) = db.insert_shots(film_id, probed.fps, &extracted.shots).await {
+            return Err(undo(e.to_string()).await);
+        }
+    }
     let names = match opts.passes.is_empty() {
         true => vec!["default".to_string()],
         false => opts.passes.clone(),

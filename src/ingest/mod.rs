@@ -374,6 +374,7 @@ fn pg_frames(
             path: f.path,
             frame_index: f.frame_index,
             pts_ms: f.pts_ms,
+            shot: f.shot,
             bytes: stored.as_mut().and_then(Iterator::next),
         })
         .collect()
