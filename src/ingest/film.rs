@@ -1142,10 +1142,10 @@ pub async fn enqueue_video_pg(
             extracted.frames.len()
         );
     }
-    if !extracted.shots.is_empty() {
-        if let Err(e) = db.insert_shots(film_id, probed.fps, &extracted.shots).await {
-            return Err(undo(e.to_string()).await);
-        }
+    if !extracted.shots.is_empty()
+        && let Err(e) = db.insert_shots(film_id, probed.fps, &extracted.shots).await
+    {
+        return Err(undo(e.to_string()).await);
     }
     let names = match opts.passes.is_empty() {
         true => vec!["default".to_string()],
