@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Env, FakeServer, assert_exit, ffmpeg, stdout};
+use crate::util::{Env, FakeServer, assert_exit, ffmpeg, stderr, stdout};
 
 /// `seconds` of one static camera picture with sensor noise (a new noise
 /// pattern every frame).
@@ -180,30 +180,61 @@ fn five_distinct_shots_are_all_sent() {
 #[test]
 fn when_an_original_fails_its_first_duplicate_is_described_instead() {
     let env = Env::new();
-    let video = static_clip(&env, 10);
-    enqueue_every_second(&env, &video, &["--max-attempts", "1"]);
+    original_fails(&env, |sql| env.count_now(sql));
+}
+
+#[test]
+fn when_an_original_fails_its_first_duplicate_is_described_instead_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    original_fails(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on.
+fn original_fails(env: &Env, count: impl Fn(&str) -> i64) {
+    let video = static_clip(env, 10);
+    let out = enqueue_every_second(env, &video, &["--max-attempts", "1"]);
     assert_eq!(
-        env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+        count("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
         9,
         "a static shot: one original, nine near-duplicates"
     );
-    assert_eq!(describe(&env, "http400,ok"), 2);
+    assert!(
+        out.contains("10 new, 0 already queued (9 near-duplicates"),
+        "{out}"
+    );
     assert_eq!(
-        env.count_now(
+        count("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        10
+    );
+    assert_eq!(describe(env, "http400,ok"), 2);
+    assert_eq!(
+        count(
             "SELECT count(*) FROM jobs WHERE state = 'failed' AND id = (SELECT min(id) FROM jobs)"
         ),
         1
     );
+    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 9);
     assert_eq!(
-        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
-        9
-    );
-    assert_eq!(
-        env.count_now(
+        count(
             "SELECT count(*) FROM frame_descriptions WHERE copied_from_frame = 1 AND frame_index > 1"
         ),
         8
     );
+    // The same frames in a second pass: the marks hold (the first frame,
+    // which failed in the first pass, is the original of none now), so
+    // two frames are sent and the others get the second's description.
+    let record = env.path().join("second.jsonl");
+    let fake = FakeServer::start(env, &["--record", record.to_str().unwrap()]);
+    let o = env
+        .cmd(["describe", "--server-url", &fake.url(), "--pass", "second"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let sent = std::fs::read_to_string(&record).unwrap_or_default();
+    assert_eq!(sent.lines().count(), 2, "{}", stderr(&o));
+    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 19);
 }
 
 /// `n` stills of one picture (`pattern` gives a pixel's grey from x and y)
@@ -229,6 +260,19 @@ fn noisy_stills(dir: &Path, first: usize, n: usize, pattern: fn(u32, u32) -> u8)
 #[test]
 fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
     let env = Env::new();
+    stills_deduped(&env, |sql| env.count_now(sql));
+}
+
+#[test]
+fn stills_from_folders_and_manifests_are_hashed_and_deduped_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    stills_deduped(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on.
+fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
     let dir = env.path().join("stills");
     noisy_stills(&dir, 1, 10, |x, _| (x * 255 / 160) as u8);
     noisy_stills(&dir, 11, 10, |x, y| {
@@ -241,7 +285,7 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
 
     let o = env.run(["enqueue".as_ref(), dir.as_os_str()]);
     assert_exit(&o, 0);
-    let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
+    let copies = count("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
     assert!(
         stdout(&o).contains(&format!(
             "24 new, 0 already queued ({copies} near-duplicates"
@@ -250,13 +294,13 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
         stdout(&o)
     );
     assert_eq!(
-        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        count("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
         23,
         "every readable still is hashed"
     );
     // Copies point back within their own picture, never across.
     assert_eq!(
-        env.count_now(
+        count(
             "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
              WHERE (c.frame_index < 10) <> (o.frame_index < 10) OR o.frame_index >= c.frame_index"
         ),
@@ -277,7 +321,7 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        env.count_now(
+        count(
             "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
              WHERE f.title = 'listed' AND fr.duplicate_of IS NOT NULL"
         ),
@@ -294,7 +338,7 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        env.count_now(
+        count(
             "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
              WHERE f.title = 'every still' AND fr.dhash IS NULL"
         ),
@@ -302,7 +346,7 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
         "--no-dedupe decodes nothing at enqueue"
     );
 
-    let sent = describe(&env, "ok");
+    let sent = describe(env, "ok");
     // Per deduped film: one call per picture (three runs: the third
     // picture starts afresh after the unreadable still), at most one more
     // per picture for noise; the undecodable still is tried and fails.
@@ -312,16 +356,16 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
         "{sent} model calls: {per_film} for the two deduped films"
     );
     assert_eq!(
-        env.count_now("SELECT count(*) FROM descriptions"),
+        count("SELECT count(*) FROM descriptions"),
         3 * 23,
         "every readable still of every film is described"
     );
     assert_eq!(
-        env.count_now("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL"),
+        count("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL"),
         2 * copies
     );
     assert_eq!(
-        env.count_now(
+        count(
             "SELECT count(*) FROM jobs j JOIN frames fr ON fr.id = j.frame_id \
              WHERE j.state = 'failed' AND fr.path LIKE '%img_21.png'"
         ),

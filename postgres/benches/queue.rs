@@ -175,6 +175,8 @@ async fn stored_frames(q: &PgQueue, url: &str, n: usize, kb: usize) -> Stored {
             .map(|i| NewFrame {
                 path: format!("/shared/{film}/frame_{i:07}.jpg"),
                 shot: None,
+                dhash: None,
+                duplicate_of: None,
                 frame_index: Some(i),
                 pts_ms: Some(i * 40),
                 bytes: bytes(),
@@ -347,6 +349,8 @@ async fn main() {
         .map(|i| NewFrame {
             path: format!("/shared/frames/{:03}/frame_{i:07}.jpg", i / 10_000),
             shot: None,
+            dhash: None,
+            duplicate_of: None,
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),

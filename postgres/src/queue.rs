@@ -20,6 +20,11 @@ pub struct NewFrame {
     pub pts_ms: Option<i64>,
     /// The shot_index of its shot ([`insert_shots`]; scene mode).
     pub shot: Option<i64>,
+    /// The 64-bit difference hash of its 9×8 grey copy.
+    pub dhash: Option<i64>,
+    /// The path of the earlier frame of the film it nearly repeats: its
+    /// job is never claimed, and it gets that frame's description.
+    pub duplicate_of: Option<String>,
     /// The frame file's bytes, stored with it (`enqueue --store-frames`):
     /// workers then need no file system in common with the producer.
     pub bytes: Option<Vec<u8>>,
@@ -122,7 +127,9 @@ pub const WAITER_TTL: Duration = Duration::from_secs(30);
 pub async fn has_claimable(q: &PgQueue, pass: i64) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1 AND state = 'queued'
-                          AND run_after <= clock_timestamp()) AS "any!""#,
+                          AND run_after <= clock_timestamp()
+                          AND NOT EXISTS (SELECT 1 FROM frames d WHERE d.id = jobs.frame_id
+                                          AND d.duplicate_of IS NOT NULL)) AS "any!""#,
         pass
     )
     .fetch_one(q.pool())
@@ -270,6 +277,8 @@ pub struct Enqueued {
     /// Jobs the pass did not have (for new frames, and for frames the film
     /// had without a job in this pass).
     pub jobs: u64,
+    /// Frames marked as near-duplicates of an earlier one.
+    pub near_duplicates: u64,
 }
 
 /// Adds `frames` to film `film` (frames the film has, by path or index,
@@ -287,15 +296,17 @@ pub async fn enqueue(
     let pts: Vec<Option<i64>> = frames.iter().map(|f| f.pts_ms).collect();
     let bytes: Vec<Option<&[u8]>> = frames.iter().map(|f| f.bytes.as_deref()).collect();
     let shots: Vec<Option<i64>> = frames.iter().map(|f| f.shot).collect();
+    let dhashes: Vec<Option<i64>> = frames.iter().map(|f| f.dhash).collect();
     let mut tx = q.pool().begin().await?;
     let added = sqlx::query!(
         r#"WITH new_frames AS (
-               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id)
+               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id, dhash)
                SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
                                        WHERE film_id = $1) + n - 1), p, f, b,
-                      (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot)
-               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[], $8::bigint[])
-                    WITH ORDINALITY AS u(i, p, f, b, shot, n)
+                      (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot), h
+               FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[], $8::bigint[],
+                           $9::bigint[])
+                    WITH ORDINALITY AS u(i, p, f, b, shot, h, n)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
@@ -312,7 +323,8 @@ pub async fn enqueue(
         pass,
         max_attempts,
         &bytes as &[Option<&[u8]>],
-        &shots as &[Option<i64>]
+        &shots as &[Option<i64>],
+        &dhashes as &[Option<i64>]
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -350,6 +362,10 @@ pub async fn enqueue(
             .await?;
         }
     }
+    let near_duplicates = match frames.iter().any(|f| f.duplicate_of.is_some()) {
+        true => mark_duplicates(&mut tx, film, frames).await?,
+        false => 0,
+    };
     sqlx::query!(
         "UPDATE films SET frame_count = frame_count + $2 WHERE id = $1",
         film,
@@ -366,7 +382,74 @@ pub async fn enqueue(
     Ok(Enqueued {
         frames: added.frames as u64,
         jobs: jobs as u64,
+        near_duplicates,
     })
+}
+
+/// Points `frames`' near-duplicates at their originals (by path; an
+/// original is earlier in the film, so already there), then gives those
+/// whose original is described already its description. Only a frame
+/// whose every job is still queued is marked, and only against an original
+/// that is queued, running or done. The originals' jobs are locked first
+/// (`FOR SHARE`): a worker recording or failing an original meanwhile waits
+/// for this enqueue, and its trigger then sees the marks (else a duplicate
+/// marked after its original's description was copied would wait for good).
+/// Returns how many frames it marked.
+async fn mark_duplicates(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    film: i64,
+    frames: &[NewFrame],
+) -> Result<u64> {
+    let (paths, originals): (Vec<&str>, Vec<&str>) = frames
+        .iter()
+        .filter_map(|f| Some((f.path.as_str(), f.duplicate_of.as_deref()?)))
+        .unzip();
+    sqlx::query!(
+        "SELECT j.id FROM jobs j JOIN frames o ON o.id = j.frame_id
+         WHERE o.film_id = $1 AND o.path = ANY($2::text[])
+         ORDER BY j.id
+         FOR SHARE OF j",
+        film,
+        &originals as &[&str]
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let marked = sqlx::query!(
+        r#"UPDATE frames SET duplicate_of = o.id
+           FROM UNNEST($2::text[], $3::text[]) AS u(path, original)
+           JOIN frames o ON o.film_id = $1 AND o.path = u.original
+           WHERE frames.film_id = $1 AND frames.path = u.path AND frames.duplicate_of IS NULL
+             AND EXISTS (SELECT 1 FROM jobs oj
+                         WHERE oj.frame_id = o.id AND oj.state IN ('queued', 'running', 'done'))
+             AND NOT EXISTS (SELECT 1 FROM jobs fj
+                             WHERE fj.frame_id = frames.id AND fj.state <> 'queued')"#,
+        film,
+        &paths as &[&str],
+        &originals as &[&str]
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    sqlx::query!(
+        r#"WITH copied AS (
+               INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action,
+                                         setting, fields, search_text, model, duplicate_of)
+               SELECT j.id, fr.id, j.pass_id, d.visual_content, d.mood, d.action, d.setting,
+                      d.fields, d.search_text, d.model, d.frame_id
+               FROM frames fr
+               JOIN jobs j ON j.frame_id = fr.id AND j.state = 'queued'
+               JOIN descriptions d ON d.frame_id = fr.duplicate_of AND d.pass_id = j.pass_id
+               WHERE fr.film_id = $1 AND fr.path = ANY($2::text[])
+               ON CONFLICT DO NOTHING
+               RETURNING job_id)
+           UPDATE jobs SET state = 'done', updated_at = clock_timestamp()
+           WHERE id IN (SELECT job_id FROM copied)"#,
+        film,
+        &paths as &[&str]
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(marked)
 }
 
 /// Claims up to `n` queued jobs of pass `pass` due by the database's clock,
@@ -671,6 +754,8 @@ async fn claim_in(
         r#"WITH picked AS (
                SELECT id FROM jobs
                WHERE pass_id = $1 AND state = 'queued' AND run_after <= clock_timestamp()
+                 AND NOT EXISTS (SELECT 1 FROM frames d
+                                 WHERE d.id = jobs.frame_id AND d.duplicate_of IS NOT NULL)
                ORDER BY priority DESC, id
                LIMIT $2
                FOR UPDATE SKIP LOCKED),

@@ -69,6 +69,8 @@ pub struct Frame {
     pub fields: Option<sqlx::types::JsonValue>,
     pub model: Option<String>,
     pub bytes: Option<Vec<u8>>,
+    /// A near-duplicate's description: the frame_index it was copied from.
+    pub copied_from: Option<i64>,
 }
 
 /// A page of film `film`'s frames that have a job in pass `pass`, after
@@ -85,10 +87,12 @@ pub async fn frames_page(
         Frame,
         r#"SELECT fr.frame_index, fr.pts_ms, fr.path, j.state, j.attempts,
                   CASE WHEN j.state = 'failed' THEN j.last_error END AS error,
-                  d.fields AS "fields?", d.model AS "model?", fr.jpeg AS bytes
+                  d.fields AS "fields?", d.model AS "model?", fr.jpeg AS bytes,
+                  o.frame_index AS "copied_from?"
            FROM frames fr
            JOIN jobs j ON j.frame_id = fr.id AND j.pass_id = $4
            LEFT JOIN descriptions d ON d.job_id = j.id
+           LEFT JOIN frames o ON o.id = d.duplicate_of
            WHERE fr.film_id = $1 AND fr.frame_index > $2
            ORDER BY fr.frame_index
            LIMIT $3"#,

@@ -20,6 +20,8 @@ fn frames(n: i64) -> Vec<NewFrame> {
         .map(|i| NewFrame {
             path: format!("/shared/film/frame_{i:06}.jpg"),
             shot: None,
+            dhash: None,
+            duplicate_of: None,
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),
@@ -552,7 +554,11 @@ async fn enqueue_is_idempotent() {
     let q = pg.queue().await;
     let film = queue::ensure_film(&q, "film").await.unwrap();
     let pass = queue::ensure_pass(&q, "default").await.unwrap();
-    let added = |frames, jobs| queue::Enqueued { frames, jobs };
+    let added = |frames, jobs| queue::Enqueued {
+        frames,
+        jobs,
+        near_duplicates: 0,
+    };
     assert_eq!(
         queue::enqueue(&q, film, pass, &frames(100), 3)
             .await

@@ -299,7 +299,7 @@ impl PgDb {
                 fields: f.fields.map(|v| v.to_string()),
                 model: f.model,
                 line: None,
-                copied_from: None,
+                copied_from: f.copied_from,
                 stored: f.bytes,
             })
             .collect())

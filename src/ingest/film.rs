@@ -1151,7 +1151,7 @@ pub async fn enqueue_video_pg(
         true => vec!["default".to_string()],
         false => opts.passes.clone(),
     };
-    let mut new = 0;
+    let (mut new, mut near_duplicates) = (0, 0);
     for (i, name) in names.iter().enumerate() {
         let pass = db.ensure_pass(name).await?;
         for chunk in extracted.frames.chunks(opts.chunk()) {
@@ -1166,6 +1166,7 @@ pub async fn enqueue_video_pg(
             let (_, added) = db.enqueue(&title, pass, &frames, opts.max_attempts).await?;
             if i == 0 {
                 new += added.frames;
+                near_duplicates += added.near_duplicates;
             }
         }
     }
@@ -1173,6 +1174,7 @@ pub async fn enqueue_video_pg(
         title,
         film_id,
         new,
+        near_duplicates,
         warning: extracted.warning,
         ..FilmSummary::default()
     })

@@ -263,8 +263,9 @@ pub async fn enqueue_inputs_pg(
     let kind = RowKind::Postgres {
         store: opts.store_frames,
     };
+    let distance = opts.dedupe_distance;
     let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, None, kind, &tx));
+        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, kind, &tx));
     let mut stills: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut result = Ok(());
     'chunks: while let Some(item) = rx.recv().await {
@@ -291,6 +292,7 @@ pub async fn enqueue_inputs_pg(
                 });
                 film.new += added.frames;
                 film.already += frames.len() as u64 - added.frames;
+                film.near_duplicates += added.near_duplicates;
             }
         }
     }
@@ -375,6 +377,8 @@ fn pg_frames(
             frame_index: f.frame_index,
             pts_ms: f.pts_ms,
             shot: f.shot,
+            dhash: f.dhash,
+            duplicate_of: f.duplicate_of,
             bytes: stored.as_mut().and_then(Iterator::next),
         })
         .collect()

@@ -57,7 +57,9 @@ impl Env {
         let mut c = Command::new(BIN);
         c.arg("--db");
         match &self.postgres {
-            Some(url) => c.arg(url),
+            // What it writes beside itself (a film's --frames-dir) stays
+            // in the test's folder.
+            Some(url) => c.arg(url).current_dir(self.path()),
             None => c.arg(self.db()),
         };
         c.args(args)
