@@ -714,6 +714,61 @@ fn a_film_is_enqueued_on_postgres_once_with_its_frame_times_and_described() {
     ] {
         assert!(facts.contains(fact), "{fact:?} in {facts:?}");
     }
+
+    // As on SQLite, a film is known by its file: another frame selection
+    // is refused with nothing changed; with --replace the film is made
+    // again with it; a changed file is a new film.
+    let other = |extra: &[&str]| {
+        pg.cmd(&[
+            "enqueue",
+            video.to_str().unwrap(),
+            "--frames-dir",
+            shared.to_str().unwrap(),
+            "--select",
+            "interval",
+            "--every",
+            "1",
+            "--no-dedupe",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+    };
+    let o = other(&[]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("with other frame selection") && stderr(&o).contains("--replace"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM frames"), 3);
+    let o = other(&["--replace"]);
+    assert_exit(&o, 0);
+    assert_eq!(pg.count("SELECT count(*) FROM films"), 1);
+    assert_eq!(pg.count("SELECT count(*) FROM descriptions"), 0, "replaced");
+    let frames = pg.count("SELECT count(*) FROM frames");
+    assert_eq!(frames, 6, "{}", stdout(&o));
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&video)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let o = other(&[]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("film \"trailer (2)\": 6 new"),
+        "{}",
+        stdout(&o)
+    );
+    let mut w = pg.worker(&env, &fake, "host-a", "GPU-a1", &[]);
+    assert!(
+        wait_for(&mut w, Duration::from_secs(60)).success(),
+        "{}",
+        env.log("GPU-a1.log")
+    );
+    pg.assert_each_described_once(12);
 }
 
 #[test]

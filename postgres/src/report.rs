@@ -28,34 +28,6 @@ pub async fn films(q: &PgQueue) -> Result<Vec<Film>> {
     .await?)
 }
 
-/// The video a film was extracted from, with what ffprobe said of it.
-#[derive(Debug, Clone)]
-pub struct Video {
-    pub source_path: String,
-    pub fps: Option<f64>,
-    pub duration_ms: Option<i64>,
-    pub width: Option<i64>,
-    pub height: Option<i64>,
-}
-
-/// Records that film `film` was extracted from `video`.
-pub async fn set_video(q: &PgQueue, film: i64, video: &Video) -> Result<()> {
-    sqlx::query!(
-        "UPDATE films SET source_path = $2, fps = $3, duration_ms = $4, width = $5, height = $6,
-                          is_video = true
-         WHERE id = $1",
-        film,
-        video.source_path,
-        video.fps,
-        video.duration_ms,
-        video.width,
-        video.height
-    )
-    .execute(q.pool())
-    .await?;
-    Ok(())
-}
-
 /// One frame of the report: its job's state, its description when done,
 /// its last error when failed, and its stored bytes if it has them.
 #[derive(Debug, Clone)]

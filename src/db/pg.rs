@@ -17,7 +17,7 @@ use std::time::Duration;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
-pub use cinecut_postgres::report::Video;
+pub use cinecut_postgres::films::Video;
 
 use super::jobs::{
     Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame, WorkerState,
@@ -268,10 +268,28 @@ impl PgDb {
             .collect())
     }
 
-    /// Records the video film `film` was extracted from (its header in the
-    /// report).
-    pub async fn set_video(&self, film: i64, video: &Video) -> Result<()> {
-        cinecut_postgres::report::set_video(&self.queue, film, video)
+    /// The film made from this very file (of title `title` if given).
+    pub async fn find_video_film(
+        &self,
+        video: &Video,
+        title: Option<&str>,
+    ) -> Result<Option<cinecut_postgres::films::ExistingFilm>> {
+        cinecut_postgres::films::find_video_film(&self.queue, video, title)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Films made from any version of the file at `source_path`.
+    pub async fn films_from_path(&self, source_path: &str) -> Result<Vec<i64>> {
+        cinecut_postgres::films::films_from_path(&self.queue, source_path)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Makes the film of `video` (a title taken gets " (2)"…): its id and
+    /// title.
+    pub async fn create_video_film(&self, video: &Video, priority: i64) -> Result<(i64, String)> {
+        cinecut_postgres::films::create_video_film(&self.queue, video, priority)
             .await
             .map_err(self.err())
     }

@@ -1048,13 +1048,14 @@ pub async fn enqueue_video(
     }
 }
 
-/// Enqueues one video as a film on PostgreSQL: probes it, extracts its
-/// frames into `film.frames_dir/<title>/` (a folder every worker host must
-/// reach, or map with `--path-map`), and gives each a job in every pass
-/// `opts.passes` names. A film of that title with frames is left as it is;
-/// one left half-made by an earlier failure is made again. Shots, subtitles
-/// and near-duplicate marks have no tables on PostgreSQL yet: the frames
-/// are picked the same way, and every one is described.
+/// Enqueues one video as a film on PostgreSQL, as [`enqueue_video`] does on
+/// SQLite: the film is known by its file (path, size, modification time;
+/// enqueued again it is left as it is, with another frame selection it is
+/// refused, changed it is a new film unless `--replace`), its frames are
+/// extracted into `film.frames_dir/film-<id>/` (a folder every worker host
+/// must reach, or map with `--path-map`), cut into shots and deduped, and
+/// each gets a job in every pass `opts.passes` names. Its dialogue is
+/// SQLite-only so far.
 pub async fn enqueue_video_pg(
     db: &PgDb,
     video: &Path,
@@ -1062,9 +1063,6 @@ pub async fn enqueue_video_pg(
     opts: &EnqueueOptions,
 ) -> Result<FilmSummary> {
     let fail = |reason: String| video_error(video, reason);
-    if film.replace {
-        return Err(Error::NotOnPostgres("enqueue --replace"));
-    }
     if matches!(
         film.subtitles,
         SubtitleSource::File(_) | SubtitleSource::Stream(_)
@@ -1074,33 +1072,58 @@ pub async fn enqueue_video_pg(
         ));
     }
     let file = VideoFile::open(video).map_err(fail)?;
-    let title = opts.title.clone().unwrap_or_else(|| {
-        file.canonical
-            .file_stem()
-            .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
-    });
-    match db.film(&title).await? {
-        Some((id, frames)) if frames > 0 => {
+    let mut spec = crate::db::pg::Video {
+        title: opts.title.clone().unwrap_or_else(|| {
+            file.canonical
+                .file_stem()
+                .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
+        }),
+        source_path: file.canonical.to_string_lossy().into_owned(),
+        source_size: file.size,
+        source_mtime_ms: file.mtime_ms,
+        extraction: selection_flags(film),
+        fps: None,
+        duration_ms: None,
+        width: None,
+        height: None,
+    };
+    // As on SQLite: the file's film (of the title given, if one is).
+    match db.find_video_film(&spec, opts.title.as_deref()).await? {
+        // An earlier run stopped before its frames were enqueued: start over.
+        Some(old) if old.frame_count == 0 => db.delete_film(old.id).await?,
+        Some(old) if !film.replace => {
+            if let Some(before) = old.extraction.as_ref().filter(|e| **e != spec.extraction) {
+                return Err(fail(format!(
+                    "already enqueued as film {:?} with other frame selection ({before}); \
+                     nothing was changed. To extract it again with {}, add --replace (the film's \
+                     frames and descriptions are replaced), or give --film with a new title",
+                    old.title, spec.extraction
+                )));
+            }
             return Ok(FilmSummary {
-                title,
-                film_id: id,
-                already: frames as u64,
+                title: old.title,
+                film_id: old.id,
+                already: old.frame_count as u64,
                 ..FilmSummary::default()
             });
         }
-        Some((id, _)) => db.delete_film(id).await?,
-        None => {}
+        _ => {}
+    }
+    if film.replace {
+        for old in db.films_from_path(&spec.source_path).await? {
+            tracing::info!(
+                film_id = old,
+                "--replace: removing the earlier film of this file"
+            );
+            db.delete_film(old).await?;
+        }
     }
     let probed = file.probe().await.map_err(fail)?;
-    let film_id = db.ensure_film(&title).await?;
-    let video_facts = crate::db::pg::Video {
-        source_path: file.canonical.display().to_string(),
-        fps: probed.fps,
-        duration_ms: probed.duration_ms,
-        width: probed.width,
-        height: probed.height,
-    };
-    db.set_video(film_id, &video_facts).await?;
+    spec.fps = probed.fps;
+    spec.duration_ms = probed.duration_ms;
+    spec.width = probed.width;
+    spec.height = probed.height;
+    let (film_id, title) = db.create_video_film(&spec, opts.priority).await?;
     let out_dir = film.frames_dir.join(format!("film-{film_id}"));
     let undo = |reason: String| async {
         if let Err(e) = db.delete_film(film_id).await {
