@@ -67,9 +67,22 @@ fn at(env: &Env, ms: i64) -> (Option<String>, Option<String>, Option<String>) {
 #[test]
 fn a_films_own_subtitle_stream_becomes_its_dialogue() {
     let env = Env::new();
+    own_stream(&env, |sql| env.strings_now(sql));
+}
+
+#[test]
+fn a_films_own_subtitle_stream_becomes_its_dialogue_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    own_stream(&env, |sql| pg.strings(sql));
+}
+
+/// One test body, two backends: `strings` reads the database `env`'s
+/// commands run on.
+fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
-    let video = film(&env, "night", Some(&srt));
+    let video = film(env, "night", Some(&srt));
     let enqueue = || {
         env.run([
             "enqueue".as_ref(),
@@ -83,28 +96,40 @@ fn a_films_own_subtitle_stream_becomes_its_dialogue() {
     let o = enqueue();
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("2 subtitle lines"), "{}", stdout(&o));
-    let lines = dialogue(&env);
+    let dialogue = || {
+        strings(
+            "SELECT start_ms || '|' || end_ms || '|' || text FROM subtitles ORDER BY line_index",
+        )
+    };
     assert_eq!(
-        lines,
-        vec![
-            (1000, 3000, "Where were you\nlast night?".to_string()),
-            (10_000, 12_500, "At the lighthouse.".to_string()),
+        dialogue(),
+        [
+            "1000|3000|Where were you\nlast night?",
+            "10000|12500|At the lighthouse."
         ],
         "markup stripped, times kept"
     );
-    let first = Some("Where were you\nlast night?".to_string());
-    let second = Some("At the lighthouse.".to_string());
-    assert_eq!(at(&env, 0), (None, None, first.clone()));
-    assert_eq!(at(&env, 2000), (first.clone(), None, second.clone()));
-    assert_eq!(at(&env, 5000), (None, first.clone(), second.clone()));
-    assert_eq!(at(&env, 11_000), (second.clone(), first.clone(), None));
-    assert_eq!(at(&env, 14_000), (None, second.clone(), None));
+    // (line, previous line, next line) of the frame at `ms`.
+    let at = |ms: i64| {
+        strings(&format!(
+            "SELECT coalesce(line, '-') || ' / ' || coalesce(previous_line, '-') || ' / ' \
+             || coalesce(next_line, '-') FROM frame_dialogue WHERE pts_ms = {ms}"
+        ))
+        .join(",")
+        .replace('\n', " ")
+    };
+    let (first, second) = ("Where were you last night?", "At the lighthouse.");
+    assert_eq!(at(0), format!("- / - / {first}"));
+    assert_eq!(at(2000), format!("{first} / - / {second}"));
+    assert_eq!(at(5000), format!("- / {first} / {second}"));
+    assert_eq!(at(11_000), format!("{second} / {first} / -"));
+    assert_eq!(at(14_000), format!("- / {second} / -"));
 
     // Search covers the dialogue, with the frame on screen.
     let o = env.run(["search", "lighthouse"]);
     assert_exit(&o, 0);
     let hit = stdout(&o);
-    let frame = env.string_now("SELECT path FROM frames WHERE pts_ms = 10000");
+    let frame = strings("SELECT path FROM frames WHERE pts_ms = 10000").join(",");
     assert!(
         hit.contains("00:00:10.000")
             && hit.contains(&frame)
@@ -130,7 +155,7 @@ fn a_films_own_subtitle_stream_becomes_its_dialogue() {
     let o = enqueue();
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("0 new"), "{}", stdout(&o));
-    assert_eq!(dialogue(&env).len(), 2);
+    assert_eq!(dialogue().len(), 2);
 }
 
 #[test]
@@ -277,9 +302,31 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
 #[test]
 fn the_line_on_screen_goes_to_the_model_as_context() {
     let env = Env::new();
+    line_context(&env, |sql| env.count_now(sql));
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM descriptions d JOIN frame_dialogue l ON l.frame_index = \
+             (SELECT frame_index FROM frames WHERE id = d.frame_id) \
+             WHERE (l.line IS NOT NULL) = (d.prompt_version = 2)"
+        ),
+        15,
+        "prompt_version 2 exactly where a line was sent"
+    );
+}
+
+#[test]
+fn the_line_on_screen_goes_to_the_model_as_context_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    line_context(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on.
+fn line_context(env: &Env, count: impl Fn(&str) -> i64) {
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
-    let video = film(&env, "night", Some(&srt));
+    let video = film(env, "night", Some(&srt));
     assert_exit(
         &env.run([
             "enqueue".as_ref(),
@@ -292,7 +339,7 @@ fn the_line_on_screen_goes_to_the_model_as_context() {
         0,
     );
     let record = env.path().join("requests.jsonl");
-    let fake = crate::util::FakeServer::start(&env, &["--record", record.to_str().unwrap()]);
+    let fake = crate::util::FakeServer::start(env, &["--record", record.to_str().unwrap()]);
     let o = env
         .cmd([
             "worker",
@@ -304,8 +351,8 @@ fn the_line_on_screen_goes_to_the_model_as_context() {
         .output()
         .unwrap();
     assert_exit(&o, 0);
-    let with_line = env.count_now("SELECT count(*) FROM frame_dialogue WHERE line IS NOT NULL");
-    let frames = env.count_now("SELECT count(*) FROM frames");
+    let with_line = count("SELECT count(*) FROM frame_dialogue WHERE line IS NOT NULL");
+    let frames = count("SELECT count(*) FROM frames");
     assert_eq!((with_line, frames), (6, 15), "1-3 s and 10-12.5 s");
     let mut sent: Vec<String> = std::fs::read_to_string(&record)
         .unwrap()
@@ -333,15 +380,6 @@ fn the_line_on_screen_goes_to_the_model_as_context() {
             "\"Where were you last night?\"",
             "\"Where were you last night?\"",
         ]
-    );
-    assert_eq!(
-        env.count_now(
-            "SELECT count(*) FROM descriptions d JOIN frame_dialogue l ON l.frame_index = \
-             (SELECT frame_index FROM frames WHERE id = d.frame_id) \
-             WHERE (l.line IS NOT NULL) = (d.prompt_version = 2)"
-        ),
-        15,
-        "prompt_version 2 exactly where a line was sent"
     );
 }
 

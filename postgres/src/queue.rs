@@ -221,6 +221,9 @@ pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
     sqlx::query!("DELETE FROM shots WHERE film_id = $1", film)
         .execute(&mut *tx)
         .await?;
+    sqlx::query!("DELETE FROM subtitles WHERE film_id = $1", film)
+        .execute(&mut *tx)
+        .await?;
     let existed = sqlx::query!("DELETE FROM films WHERE id = $1", film)
         .execute(&mut *tx)
         .await?

@@ -43,6 +43,8 @@ pub struct Frame {
     pub bytes: Option<Vec<u8>>,
     /// A near-duplicate's description: the frame_index it was copied from.
     pub copied_from: Option<i64>,
+    /// The subtitle line on screen at the frame's time.
+    pub line: Option<String>,
 }
 
 /// A page of film `film`'s frames that have a job in pass `pass`, after
@@ -60,7 +62,10 @@ pub async fn frames_page(
         r#"SELECT fr.frame_index, fr.pts_ms, fr.path, j.state, j.attempts,
                   CASE WHEN j.state = 'failed' THEN j.last_error END AS error,
                   d.fields AS "fields?", d.model AS "model?", fr.jpeg AS bytes,
-                  o.frame_index AS "copied_from?"
+                  o.frame_index AS "copied_from?",
+                  (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
+                   WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms
+                   ORDER BY s.start_ms DESC LIMIT 1) AS line
            FROM frames fr
            JOIN jobs j ON j.frame_id = fr.id AND j.pass_id = $4
            LEFT JOIN descriptions d ON d.job_id = j.id

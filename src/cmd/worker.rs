@@ -46,9 +46,6 @@ pub async fn run_pg(
 /// bound to this worker's model and profile (see
 /// [`PgDb::serve_pass`]), said in the log.
 pub async fn serve_pass_pg(db: &PgDb, name: &str, describing: &Describing) -> anyhow::Result<Pass> {
-    if describing.profile.dialogue_context {
-        return Err(Error::NotOnPostgres("a prompt profile with dialogue_context").into());
-    }
     let identity = PassIdentity {
         model: &describing.model,
         profile: &describing.profile,

@@ -294,6 +294,55 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// Replaces a film's subtitle lines (in time order).
+    pub async fn replace_subtitles(
+        &self,
+        film: i64,
+        lines: &[super::queue::SubtitleLine],
+    ) -> Result<()> {
+        let lines: Vec<cinecut_postgres::dialogue::Line> = lines
+            .iter()
+            .map(|l| cinecut_postgres::dialogue::Line {
+                start_ms: l.start_ms,
+                end_ms: l.end_ms,
+                text: l.text.clone(),
+            })
+            .collect();
+        cinecut_postgres::dialogue::replace(&self.queue, film, &lines)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Whether a film has any subtitle line.
+    pub async fn has_subtitles(&self, film: i64) -> Result<bool> {
+        cinecut_postgres::dialogue::has_lines(&self.queue, film)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Subtitle lines with every word of `words`, as SQLite's hits.
+    pub async fn search_dialogue(
+        &self,
+        words: &str,
+        film: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<super::results::DialogueHit>> {
+        let hits = cinecut_postgres::dialogue::search(&self.queue, words, film, limit)
+            .await
+            .map_err(self.err())?;
+        Ok(hits
+            .into_iter()
+            .map(|h| super::results::DialogueHit {
+                film: h.film,
+                start_ms: h.start_ms,
+                end_ms: h.end_ms,
+                text: h.text,
+                frame_index: h.frame_index,
+                path: h.path,
+            })
+            .collect())
+    }
+
     /// A page of a film's frames for the report, as SQLite's rows.
     pub async fn report_page(
         &self,
@@ -316,7 +365,7 @@ impl PgDb {
                 error: f.error,
                 fields: f.fields.map(|v| v.to_string()),
                 model: f.model,
-                line: None,
+                line: f.line,
                 copied_from: f.copied_from,
                 stored: f.bytes,
             })
@@ -638,6 +687,21 @@ impl PgWork {
 
     pub fn fence(&self) -> &Fence {
         &self.fence
+    }
+
+    /// Gives each claimed job the subtitle line on screen at its frame's
+    /// time (`--dialogue-context`).
+    pub async fn add_dialogue(&self, jobs: &mut [ClaimedJob]) -> Result<()> {
+        let frames: Vec<i64> = jobs.iter().map(|j| j.frame_id).collect();
+        let lines = cinecut_postgres::dialogue::lines_at(&self.db.queue, &frames)
+            .await
+            .map_err(self.db.err())?;
+        for (frame, line) in lines {
+            for job in jobs.iter_mut().filter(|j| j.frame_id == frame) {
+                job.line = Some(line.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Records `finished` and claims up to `claim` more, in one transaction.

@@ -121,8 +121,7 @@ pub async fn fields(pool: &SqlitePool, pass: i64) -> Result<Vec<ReportField>> {
     .await?)
 }
 
-/// What `report` reads, on either backend. PostgreSQL keeps no dialogue
-/// or near-duplicate copies.
+/// What `report` reads, on either backend.
 impl super::Store {
     /// The films to report (those of `only`, or all), in order.
     pub async fn report_films(&self, only: &[i64]) -> Result<Vec<FilmFacts>> {

@@ -318,7 +318,7 @@ impl super::Store {
         }))
     }
 
-    /// See [`search_dialogue`]; PostgreSQL keeps no dialogue yet.
+    /// See [`search_dialogue`]; on PostgreSQL, its full-text search.
     pub async fn search_dialogue(
         &self,
         text: &str,
@@ -329,7 +329,8 @@ impl super::Store {
             (super::Store::Sqlite(db), Some(query)) => {
                 search_dialogue(db.pool(), &query, film, limit).await
             }
-            _ => Ok(Vec::new()),
+            (super::Store::Postgres(db), Some(_)) => db.search_dialogue(text, film, limit).await,
+            (_, None) => Ok(Vec::new()),
         }
     }
 }

@@ -70,7 +70,7 @@ impl WorkQueue {
     pub async fn add_dialogue(&mut self, jobs: &mut [jobs::ClaimedJob]) -> Result<()> {
         match self {
             WorkQueue::Sqlite(q) => q.add_dialogue(jobs).await,
-            WorkQueue::Postgres(_) => Ok(()),
+            WorkQueue::Postgres(q) => q.add_dialogue(jobs).await,
         }
     }
 

@@ -1054,8 +1054,8 @@ pub async fn enqueue_video(
 /// refused, changed it is a new film unless `--replace`), its frames are
 /// extracted into `film.frames_dir/film-<id>/` (a folder every worker host
 /// must reach, or map with `--path-map`), cut into shots and deduped, and
-/// each gets a job in every pass `opts.passes` names. Its dialogue is
-/// SQLite-only so far.
+/// each gets a job in every pass `opts.passes` names, with its dialogue
+/// (subtitles) as on SQLite.
 pub async fn enqueue_video_pg(
     db: &PgDb,
     video: &Path,
@@ -1063,14 +1063,6 @@ pub async fn enqueue_video_pg(
     opts: &EnqueueOptions,
 ) -> Result<FilmSummary> {
     let fail = |reason: String| video_error(video, reason);
-    if matches!(
-        film.subtitles,
-        SubtitleSource::File(_) | SubtitleSource::Stream(_)
-    ) {
-        return Err(Error::NotOnPostgres(
-            "a film's dialogue (--subtitles, --subtitle-stream)",
-        ));
-    }
     let file = VideoFile::open(video).map_err(fail)?;
     let mut spec = crate::db::pg::Video {
         title: opts.title.clone().unwrap_or_else(|| {
@@ -1100,10 +1092,20 @@ pub async fn enqueue_video_pg(
                     old.title, spec.extraction
                 )));
             }
+            // Its dialogue when asked for, or when it has none yet.
+            let wanted =
+                film.subtitles != SubtitleSource::Auto || !db.has_subtitles(old.id).await?;
+            let dialogue = match wanted {
+                true => dialogue(&film.subtitles, &file.canonical)
+                    .await
+                    .map_err(fail)?,
+                false => None,
+            };
             return Ok(FilmSummary {
                 title: old.title,
                 film_id: old.id,
                 already: old.frame_count as u64,
+                dialogue_lines: store_dialogue_pg(db, old.id, dialogue).await?,
                 ..FilmSummary::default()
             });
         }
@@ -1119,6 +1121,15 @@ pub async fn enqueue_video_pg(
         }
     }
     let probed = file.probe().await.map_err(fail)?;
+    // Read before anything is written: a subtitle file that cannot be read
+    // stops the enqueue with nothing changed.
+    let dialogue = dialogue(&film.subtitles, &file.canonical)
+        .await
+        .map_err(fail)?;
+    let spoken: Vec<(i64, i64)> = dialogue
+        .as_ref()
+        .map(|(_, lines)| lines.iter().map(|l| (l.start_ms, l.end_ms)).collect())
+        .unwrap_or_default();
     spec.fps = probed.fps;
     spec.duration_ms = probed.duration_ms;
     spec.width = probed.width;
@@ -1150,7 +1161,7 @@ pub async fn enqueue_video_pg(
             probed.clone(),
             film.clone(),
         );
-        tokio::task::spawn_blocking(move || extract(&path, &out_dir, &probed, &film, &[]))
+        tokio::task::spawn_blocking(move || extract(&path, &out_dir, &probed, &film, &spoken))
             .await
             .expect("ffmpeg thread")
     };
@@ -1199,6 +1210,7 @@ pub async fn enqueue_video_pg(
         new,
         near_duplicates,
         warning: extracted.warning,
+        dialogue_lines: store_dialogue_pg(db, film_id, dialogue).await?,
         ..FilmSummary::default()
     })
 }
@@ -1234,6 +1246,20 @@ async fn store_dialogue(
         return Ok(0);
     };
     queue::replace_subtitles(db.pool(), film_id, &lines).await?;
+    tracing::info!("dialogue: {} subtitle lines from {origin}", lines.len());
+    Ok(lines.len() as u64)
+}
+
+/// [`store_dialogue`] on PostgreSQL.
+async fn store_dialogue_pg(
+    db: &PgDb,
+    film_id: i64,
+    dialogue: Option<(String, Vec<subtitles::Line>)>,
+) -> Result<u64> {
+    let Some((origin, lines)) = dialogue else {
+        return Ok(0);
+    };
+    db.replace_subtitles(film_id, &lines).await?;
     tracing::info!("dialogue: {} subtitle lines from {origin}", lines.len());
     Ok(lines.len() as u64)
 }
