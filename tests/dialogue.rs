@@ -53,17 +53,6 @@ fn dialogue(env: &Env) -> Vec<(i64, i64, String)> {
         .collect()
 }
 
-/// (line, previous_line, next_line) of the frame at `ms`.
-fn at(env: &Env, ms: i64) -> (Option<String>, Option<String>, Option<String>) {
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.query_row(
-        "SELECT line, previous_line, next_line FROM frame_dialogue WHERE pts_ms = ?",
-        [ms],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .unwrap_or_else(|e| panic!("no frame at {ms} ms: {e}"))
-}
-
 #[test]
 fn a_films_own_subtitle_stream_becomes_its_dialogue() {
     let env = Env::new();
