@@ -643,3 +643,57 @@ fn the_noop_describer_answers_every_frame_without_a_server() {
         .unwrap();
     assert_exit(&o, 2);
 }
+
+#[test]
+fn a_worker_for_one_film_takes_only_its_frames() {
+    let env = Env::new();
+    one_film(&env, |sql| env.count_now(sql));
+}
+
+#[test]
+fn a_worker_for_one_film_takes_only_its_frames_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    one_film(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on.
+fn one_film(env: &Env, count: impl Fn(&str) -> i64) {
+    env.enqueue_images("first", 3, &[]);
+    env.enqueue_images("second", 4, &[]);
+    let fake = FakeServer::start(env, &[]);
+    let o = env
+        .worker(
+            &fake.url(),
+            "first.log",
+            &["--film", "first", "--until-empty"],
+        )
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", env.log("first.log"));
+    let done_of = |film: &str| {
+        count(&format!(
+            "SELECT count(*) FROM jobs j JOIN films f ON f.id = j.film_id \
+             WHERE f.title = '{film}' AND j.state = 'done'"
+        ))
+    };
+    assert_eq!((done_of("first"), done_of("second")), (3, 0));
+    let o = env
+        .worker(&fake.url(), "all.log", &["--until-empty"])
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", env.log("all.log"));
+    assert_eq!((done_of("first"), done_of("second")), (3, 4));
+    // A film that is not there: a clear error.
+    let o = env
+        .cmd(["worker", "--server-url", &fake.url(), "--film", "third"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("no film titled \"third\""),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cinecut_postgres::PgQueue;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Claimed, Fence, Finished, NewFrame, Outcome};
+use cinecut_postgres::queue::{self, Answer, Claimed, Fence, Finished, NewFrame, Outcome, Scope};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -81,9 +81,20 @@ async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec
     let mut finished: Vec<Finished> = Vec::new();
     loop {
         let t = Instant::now();
-        let round = queue::record_and_claim(&q, &fence, &finished, pass, Some(0), batch, ttl)
-            .await
-            .unwrap();
+        let round = queue::record_and_claim(
+            &q,
+            &fence,
+            &finished,
+            Scope {
+                pass,
+                binding: Some(0),
+                film: None,
+            },
+            batch,
+            ttl,
+        )
+        .await
+        .unwrap();
         rounds.push(t.elapsed());
         done += round.recorded.done;
         if round.claimed.is_empty() {

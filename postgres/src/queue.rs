@@ -39,6 +39,26 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// Which jobs a worker takes: one pass's, of one film or of all, under
+/// the pass's binding its worker made (none: any binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub pass: i64,
+    pub binding: Option<i64>,
+    pub film: Option<i64>,
+}
+
+impl Scope {
+    /// Every job of pass `pass`, whatever its binding.
+    pub fn pass(pass: i64) -> Scope {
+        Scope {
+            pass,
+            binding: None,
+            film: None,
+        }
+    }
+}
+
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -124,24 +144,28 @@ pub struct Round {
 pub const WAITER_TTL: Duration = Duration::from_secs(30);
 
 /// Whether pass `pass` has a queued job due now by the database's clock.
-pub async fn has_claimable(q: &PgQueue, pass: i64) -> Result<bool> {
+pub async fn has_claimable(q: &PgQueue, scope: Scope) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1 AND state = 'queued'
+                          AND ($2::bigint IS NULL OR film_id = $2)
                           AND run_after <= clock_timestamp()
                           AND NOT EXISTS (SELECT 1 FROM frames d WHERE d.id = jobs.frame_id
                                           AND d.duplicate_of IS NOT NULL)) AS "any!""#,
-        pass
+        scope.pass,
+        scope.film
     )
     .fetch_one(q.pool())
     .await?)
 }
 
 /// Whether pass `pass` has jobs still queued or running.
-pub async fn has_open_work(q: &PgQueue, pass: i64) -> Result<bool> {
+pub async fn has_open_work(q: &PgQueue, scope: Scope) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1
+                          AND ($2::bigint IS NULL OR film_id = $2)
                           AND state IN ('queued', 'running')) AS "any!""#,
-        pass
+        scope.pass,
+        scope.film
     )
     .fetch_one(q.pool())
     .await?)
@@ -149,11 +173,13 @@ pub async fn has_open_work(q: &PgQueue, pass: i64) -> Result<bool> {
 
 /// How long until pass `pass`'s next backing-off job is due, by the
 /// database's clock; `None` when none waits.
-pub async fn next_due(q: &PgQueue, pass: i64) -> Result<Option<Duration>> {
+pub async fn next_due(q: &PgQueue, scope: Scope) -> Result<Option<Duration>> {
     let ms = sqlx::query_scalar!(
         r#"SELECT (extract(epoch FROM min(run_after) - clock_timestamp()) * 1000)::bigint
-           FROM jobs WHERE pass_id = $1 AND state = 'queued' AND run_after > clock_timestamp()"#,
-        pass
+           FROM jobs WHERE pass_id = $1 AND ($2::bigint IS NULL OR film_id = $2)
+             AND state = 'queued' AND run_after > clock_timestamp()"#,
+        scope.pass,
+        scope.film
     )
     .fetch_one(q.pool())
     .await?;
@@ -467,7 +493,7 @@ pub async fn claim(
     n: i64,
     ttl: Duration,
 ) -> Result<Vec<Claimed>> {
-    Ok(record_and_claim(q, fence, &[], pass, None, n, ttl)
+    Ok(record_and_claim(q, fence, &[], Scope::pass(pass), n, ttl)
         .await?
         .claimed)
 }
@@ -480,7 +506,7 @@ pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) 
         job,
         outcome: Outcome::Done(answer.clone()),
     };
-    let round = record_and_claim(q, fence, &[done], 0, None, 0, Duration::ZERO).await?;
+    let round = record_and_claim(q, fence, &[done], Scope::pass(0), 0, Duration::ZERO).await?;
     Ok(round.recorded.done == 1)
 }
 
@@ -495,11 +521,11 @@ pub async fn record_and_claim(
     q: &PgQueue,
     fence: &Fence,
     finished: &[Finished],
-    pass: i64,
-    binding: Option<i64>,
+    scope: Scope,
     n: i64,
     ttl: Duration,
 ) -> Result<Round> {
+    let (pass, binding) = (scope.pass, scope.binding);
     let mut tx = q.pool().begin().await?;
     // One statement for what gates the round: the lease still ours (its
     // row read FOR SHARE: a takeover waits for this round), a gpu-lock
@@ -566,7 +592,7 @@ pub async fn record_and_claim(
         } else if binding.is_some() && gate.binding != binding {
             round.rebound = true;
         } else {
-            round.claimed = claim_in(&mut tx, fence, pass, n, ttl).await?;
+            round.claimed = claim_in(&mut tx, fence, scope, n, ttl).await?;
         }
     }
     tx.commit().await?;
@@ -748,7 +774,7 @@ async fn record_in(
 async fn claim_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     fence: &Fence,
-    pass: i64,
+    scope: Scope,
     n: i64,
     ttl: Duration,
 ) -> Result<Vec<Claimed>> {
@@ -757,6 +783,7 @@ async fn claim_in(
         r#"WITH picked AS (
                SELECT id FROM jobs
                WHERE pass_id = $1 AND state = 'queued' AND run_after <= clock_timestamp()
+                 AND ($7::bigint IS NULL OR film_id = $7)
                  AND NOT EXISTS (SELECT 1 FROM frames d
                                  WHERE d.id = jobs.frame_id AND d.duplicate_of IS NOT NULL)
                ORDER BY priority DESC, id
@@ -777,12 +804,13 @@ async fn claim_in(
                   c.max_attempts AS "max_attempts!", f.jpeg AS bytes
            FROM claimed c JOIN frames f ON f.id = c.frame_id
            ORDER BY c.id"#,
-        pass,
+        scope.pass,
         n,
         fence.owner,
         fence.gpu,
         fence.epoch,
-        ttl_ms
+        ttl_ms,
+        scope.film
     )
     .fetch_all(&mut **tx)
     .await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Fence, Finished, NewFrame, Outcome, Wakeups};
+use cinecut_postgres::queue::{self, Answer, Fence, Finished, NewFrame, Outcome, Scope, Wakeups};
 use cinecut_postgres::{PgQueue, Result};
 use util::TestPg;
 
@@ -525,7 +525,7 @@ async fn deleting_a_film_leaves_nothing_of_it() {
     };
     let claimed = queue::claim(&q, &fence, pass, 8, ttl).await.unwrap();
     let done: Vec<_> = claimed.iter().map(|c| done_with(c.job_id)).collect();
-    queue::record_and_claim(&q, &fence, &done, pass, None, 0, ttl)
+    queue::record_and_claim(&q, &fence, &done, Scope::pass(pass), 0, ttl)
         .await
         .unwrap();
     assert_eq!(count(&q, "SELECT count(*) FROM descriptions").await, 8);
@@ -669,7 +669,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             outcome: Outcome::Release,
         },
     ];
-    let round = queue::record_and_claim(&q, &fence, &finished, pass, None, 0, ttl)
+    let round = queue::record_and_claim(&q, &fence, &finished, Scope::pass(pass), 0, ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -707,8 +707,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
         &q,
         &fence,
         &[crashed(ids[2]), done_with(ids[3])],
-        pass,
-        None,
+        Scope::pass(pass),
         0,
         ttl,
     )
@@ -721,7 +720,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(claim_ids().await, vec![(ids[0], tries)]);
-        queue::record_and_claim(&q, &fence, &[retry(ids[0])], pass, None, 0, ttl)
+        queue::record_and_claim(&q, &fence, &[retry(ids[0])], Scope::pass(pass), 0, ttl)
             .await
             .unwrap();
     }
@@ -765,11 +764,11 @@ async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
         ..holder("ffmpeg", "host", i64::from(std::process::id()))
     };
     lease::wait_for(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], pass, None, 4, ttl)
+    let round = queue::record_and_claim(&q, &fence, &[], Scope::pass(pass), 4, ttl)
         .await
         .unwrap();
     assert!(round.gpu_wanted && round.claimed.is_empty(), "{round:?}");
-    let round_b = queue::record_and_claim(&q, &fence_b, &[], pass, None, 4, ttl)
+    let round_b = queue::record_and_claim(&q, &fence_b, &[], Scope::pass(pass), 4, ttl)
         .await
         .unwrap();
     assert!(
@@ -777,7 +776,7 @@ async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
         "{round_b:?}"
     );
     lease::stop_waiting(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], pass, None, 4, ttl)
+    let round = queue::record_and_claim(&q, &fence, &[], Scope::pass(pass), 4, ttl)
         .await
         .unwrap();
     assert!(!round.gpu_wanted && round.claimed.len() == 4, "{round:?}");

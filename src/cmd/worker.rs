@@ -8,7 +8,6 @@ use crate::config::Describing;
 use crate::db::passes::{self, Pass, PassIdentity};
 use crate::db::pg::PgDb;
 use crate::db::{Db, Store};
-use crate::error::Error;
 use crate::{config, worker};
 
 pub async fn run(db: &Db, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -30,10 +29,11 @@ pub async fn run_pg(
     args: WorkerArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if args.film.is_some() {
-        return Err(Error::NotOnPostgres("worker --film").into());
-    }
-    let (mut cfg, engine, describing) = config::worker(args.core, None, args.max_side).await?;
+    let film = match args.film.as_deref() {
+        Some(title) => Some(db.film_id(title).await?),
+        None => None,
+    };
+    let (mut cfg, engine, describing) = config::worker(args.core, film, args.max_side).await?;
     let name = args.pass.as_deref().unwrap_or("default");
     cfg.pass = Some(serve_pass_pg(db, name, &describing).await?);
     let started = std::time::Instant::now();

@@ -482,7 +482,7 @@ impl PgDb {
     }
 
     pub async fn has_open_work(&self, scope: Scope) -> Result<bool> {
-        pgq::has_open_work(&self.queue, scope.pass)
+        pgq::has_open_work(&self.queue, pg_scope(scope))
             .await
             .map_err(self.err())
     }
@@ -632,6 +632,16 @@ impl PgDb {
 
 /// The holder as the PostgreSQL lease knows it: its host identity is
 /// hostname + boot id (`CINECUT_TEST_HOST_ID` in tests).
+/// A worker's scope as the PostgreSQL queue takes it: its claims hold
+/// only under its pass's binding.
+fn pg_scope(scope: Scope) -> pgq::Scope {
+    pgq::Scope {
+        pass: scope.pass,
+        binding: Some(scope.binding),
+        film: scope.film,
+    }
+}
+
 fn pg_holder(me: &Holder) -> pgl::Holder {
     pgl::Holder {
         id: me.id.clone(),
@@ -647,9 +657,9 @@ pub struct PgWork {
     me: pgl::Holder,
     fence: Fence,
     pg_fence: pgq::Fence,
-    pass: i64,
-    /// The pass's binding this worker made: its claims hold only under it.
-    binding: i64,
+    /// Its pass (and film), and the pass's binding this worker made: its
+    /// claims hold only under it.
+    scope: pgq::Scope,
     lease: Duration,
     /// Jobs claimed and not yet recorded: the job leases a renewal extends.
     mine: HashSet<i64>,
@@ -664,9 +674,6 @@ impl PgWork {
         scope: Scope,
         lease: Duration,
     ) -> Result<Self> {
-        if scope.film.is_some() {
-            return Err(Error::NotOnPostgres("worker --film"));
-        }
         let wakeups = pgq::Wakeups::listen(&db.queue).await.map_err(db.err())?;
         Ok(PgWork {
             db: db.clone(),
@@ -677,8 +684,7 @@ impl PgWork {
                 epoch: fence.epoch,
             },
             fence,
-            pass: scope.pass,
-            binding: scope.binding,
+            scope: pg_scope(scope),
             lease,
             mine: HashSet::new(),
             wakeups,
@@ -715,8 +721,7 @@ impl PgWork {
             &self.db.queue,
             &self.pg_fence,
             &ends,
-            self.pass,
-            Some(self.binding),
+            self.scope,
             claim as i64,
             self.lease,
         )
@@ -795,20 +800,20 @@ impl PgWork {
     }
 
     pub async fn has_claimable(&self) -> Result<bool> {
-        pgq::has_claimable(&self.db.queue, self.pass)
+        pgq::has_claimable(&self.db.queue, self.scope)
             .await
             .map_err(self.db.err())
     }
 
     pub async fn has_open_work(&self) -> Result<bool> {
-        pgq::has_open_work(&self.db.queue, self.pass)
+        pgq::has_open_work(&self.db.queue, self.scope)
             .await
             .map_err(self.db.err())
     }
 
     /// Until the next backing-off job is due, at most a second.
     pub async fn next_wake(&self) -> Result<Duration> {
-        let next = pgq::next_due(&self.db.queue, self.pass)
+        let next = pgq::next_due(&self.db.queue, self.scope)
             .await
             .map_err(self.db.err())?;
         Ok(next.map_or(Duration::from_secs(1), |d| {
