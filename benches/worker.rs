@@ -8,9 +8,7 @@
 //!
 //! Run: `cargo bench --bench worker` (JOBS=N, PARALLEL=N, ROUNDS=N to change).
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,11 +19,9 @@ use cinecut::engine::{Attached, Engine};
 use cinecut::ingest::frames::Source;
 use cinecut::ingest::{self, EnqueueOptions};
 use cinecut::profile::{Answer, Profile};
-use cinecut::vision::{DescribeError, Described, Describer, HttpDescriber, VisionClient};
+use cinecut::vision::{Describer, HttpDescriber, NoopDescriber, VisionClient};
 use cinecut::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
-
-struct Instant0;
 
 fn answer() -> Answer {
     Profile::default()
@@ -33,27 +29,6 @@ fn answer() -> Answer {
             r#"{"visual_content":"a figure by a window","mood":"tense","action":"someone waits","setting":"a small room at night"}"#,
         )
         .unwrap()
-}
-
-impl Describer for Instant0 {
-    fn describe<'a>(
-        &'a self,
-        _: &'a str,
-        _: Option<&'a [u8]>,
-        _: Option<&'a str>,
-    ) -> Pin<Box<dyn Future<Output = Result<Described, DescribeError>> + Send + 'a>> {
-        Box::pin(async {
-            Ok(Described {
-                answer: answer(),
-                prompt_version: cinecut::vision::PROMPT_VERSION,
-                prompt_tokens: Some(80),
-                completion_tokens: Some(30),
-            })
-        })
-    }
-    fn model(&self) -> &str {
-        "instant"
-    }
 }
 
 async fn fresh_db(dir: &Path, name: &str, frames: &Path, n: usize, durability: Durability) -> Db {
@@ -366,7 +341,7 @@ fn main() {
             for round in 0..rounds {
                 let db =
                     fresh_db(dir.path(), &format!("w-{label}-{round}.db"), &frames, n, d).await;
-                ws.push(through_worker(&db, parallel, Arc::new(Instant0)).await);
+                ws.push(through_worker(&db, parallel, Arc::new(NoopDescriber::new())).await);
                 db.close().await;
                 let db =
                     fresh_db(dir.path(), &format!("c-{label}-{round}.db"), &frames, n, d).await;

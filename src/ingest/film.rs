@@ -927,6 +927,27 @@ fn video_error(video: &Path, reason: String) -> Error {
     }
 }
 
+/// A video's film title: `--film`, else the file's name without its
+/// extension.
+fn film_title(opts: &EnqueueOptions, file: &VideoFile) -> String {
+    opts.title.clone().unwrap_or_else(|| {
+        file.canonical
+            .file_stem()
+            .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
+    })
+}
+
+/// The refusal of a film enqueued before with another frame selection
+/// (`before`) than `now`: nothing is changed unless `--replace`.
+fn other_selection(title: &str, before: Option<&String>, now: &str) -> Option<String> {
+    let before = before.filter(|e| *e != now)?;
+    Some(format!(
+        "already enqueued as film {title:?} with other frame selection ({before}); \
+         nothing was changed. To extract it again with {now}, add --replace (the film's \
+         frames and descriptions are replaced), or give --film with a new title"
+    ))
+}
+
 /// Enqueues one video as a film: probes it, extracts its frames, enqueues
 /// them. A file enqueued before (same path, size and mtime) runs no ffmpeg;
 /// a failure after the film row was made leaves neither it nor its frames
@@ -940,11 +961,7 @@ pub async fn enqueue_video(
     let fail = |reason: String| video_error(video, reason);
     let file = VideoFile::open(video).map_err(fail)?;
     let mut spec = VideoFilm {
-        title: opts.title.clone().unwrap_or_else(|| {
-            file.canonical
-                .file_stem()
-                .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
-        }),
+        title: film_title(opts, &file),
         source_path: file.canonical.to_string_lossy().into_owned(),
         source_size: file.size,
         source_mtime_ms: file.mtime_ms,
@@ -962,13 +979,10 @@ pub async fn enqueue_video(
         // An earlier run stopped before its frames were enqueued: start over.
         Some(old) if old.frame_count == 0 => queue::delete_film(db.pool(), old.id).await?,
         Some(old) if !film.replace => {
-            if let Some(before) = old.extraction.as_ref().filter(|e| **e != spec.extraction) {
-                return Err(fail(format!(
-                    "already enqueued as film {:?} with other frame selection ({before}); \
-                     nothing was changed. To extract it again with {}, add --replace (the film's \
-                     frames and descriptions are replaced), or give --film with a new title",
-                    old.title, spec.extraction
-                )));
+            if let Some(refusal) =
+                other_selection(&old.title, old.extraction.as_ref(), &spec.extraction)
+            {
+                return Err(fail(refusal));
             }
             // A film enqueued before: its dialogue when asked for, or when
             // it has none yet (enqueued before dialogue was read).
@@ -1065,11 +1079,7 @@ pub async fn enqueue_video_pg(
     let fail = |reason: String| video_error(video, reason);
     let file = VideoFile::open(video).map_err(fail)?;
     let mut spec = crate::db::pg::Video {
-        title: opts.title.clone().unwrap_or_else(|| {
-            file.canonical
-                .file_stem()
-                .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned())
-        }),
+        title: film_title(opts, &file),
         source_path: file.canonical.to_string_lossy().into_owned(),
         source_size: file.size,
         source_mtime_ms: file.mtime_ms,
@@ -1084,13 +1094,10 @@ pub async fn enqueue_video_pg(
         // An earlier run stopped before its frames were enqueued: start over.
         Some(old) if old.frame_count == 0 => db.delete_film(old.id).await?,
         Some(old) if !film.replace => {
-            if let Some(before) = old.extraction.as_ref().filter(|e| **e != spec.extraction) {
-                return Err(fail(format!(
-                    "already enqueued as film {:?} with other frame selection ({before}); \
-                     nothing was changed. To extract it again with {}, add --replace (the film's \
-                     frames and descriptions are replaced), or give --film with a new title",
-                    old.title, spec.extraction
-                )));
+            if let Some(refusal) =
+                other_selection(&old.title, old.extraction.as_ref(), &spec.extraction)
+            {
+                return Err(fail(refusal));
             }
             // Its dialogue when asked for, or when it has none yet.
             let wanted =
