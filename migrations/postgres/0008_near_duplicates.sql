@@ -13,15 +13,26 @@ CREATE INDEX frames_duplicate_of ON frames (duplicate_of) WHERE duplicate_of IS 
 
 ALTER TABLE descriptions ADD COLUMN duplicate_of bigint;
 
+-- Runs for every description a worker stores, so it starts from the
+-- frames that name the original (the partial index, empty for a frame
+-- without duplicates: one probe) and finds each one's job by (frame, pass);
+-- a plan that walked the pass's queued jobs instead cost a scan of the
+-- queue per description (730 ms a round of 32 on 17,000 queued jobs).
 CREATE FUNCTION copy_to_duplicates() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM frames WHERE duplicate_of = NEW.frame_id) THEN
+        RETURN NULL;
+    END IF;
     WITH copied AS (
         INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
                                   fields, search_text, model, duplicate_of)
         SELECT j.id, fr.id, NEW.pass_id, NEW.visual_content, NEW.mood, NEW.action, NEW.setting,
                NEW.fields, NEW.search_text, NEW.model, NEW.frame_id
-        FROM frames fr JOIN jobs j ON j.frame_id = fr.id AND j.pass_id = NEW.pass_id
-        WHERE fr.duplicate_of = NEW.frame_id AND j.state = 'queued'
+        FROM frames fr
+        CROSS JOIN LATERAL (SELECT id FROM jobs
+                            WHERE frame_id = fr.id AND pass_id = NEW.pass_id
+                              AND state = 'queued') j
+        WHERE fr.duplicate_of = NEW.frame_id
         RETURNING job_id)
     UPDATE jobs SET state = 'done', updated_at = clock_timestamp()
     WHERE id IN (SELECT job_id FROM copied);
