@@ -149,8 +149,8 @@ pub async fn has_claimable(q: &PgQueue, scope: Scope) -> Result<bool> {
         r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE pass_id = $1 AND state = 'queued'
                           AND ($2::bigint IS NULL OR film_id = $2)
                           AND run_after <= clock_timestamp()
-                          AND NOT EXISTS (SELECT 1 FROM frames d WHERE d.id = jobs.frame_id
-                                          AND d.duplicate_of IS NOT NULL)) AS "any!""#,
+                          AND (SELECT d.duplicate_of FROM frames d
+                               WHERE d.id = jobs.frame_id) IS NULL) AS "any!""#,
         scope.pass,
         scope.film
     )
@@ -784,8 +784,11 @@ async fn claim_in(
                SELECT id FROM jobs
                WHERE pass_id = $1 AND state = 'queued' AND run_after <= clock_timestamp()
                  AND ($7::bigint IS NULL OR film_id = $7)
-                 AND NOT EXISTS (SELECT 1 FROM frames d
-                                 WHERE d.id = jobs.frame_id AND d.duplicate_of IS NOT NULL)
+                 -- A filter per candidate, not an anti-join: with an
+                 -- anti-join the planner, on statistics not yet updated
+                 -- after a big enqueue, sorted every queued job of the pass
+                 -- (119 ms a claim on 50,000) instead of walking jobs_claim.
+                 AND (SELECT d.duplicate_of FROM frames d WHERE d.id = jobs.frame_id) IS NULL
                ORDER BY priority DESC, id
                LIMIT $2
                FOR UPDATE SKIP LOCKED),
