@@ -136,14 +136,23 @@ fn higher_priority_films_are_described_first() {
     env.enqueue_images("low", 3, &[]);
     env.enqueue_images("high", 3, &["--priority", "5"]);
     let fake = FakeServer::start(&env, &[]);
+    // One frame at a time (no prefetch): each claim waits for the last
+    // frame's answer to be recorded, so the attempts' order is the claims'.
+    // With prefetch, a frame claimed later could start its try within the
+    // same millisecond as one claimed before it and be recorded first (a
+    // flake under stress-ng).
     let o = env
-        .worker(&fake.url(), "w.log", &["--until-empty"])
+        .worker(
+            &fake.url(),
+            "w.log",
+            &["--until-empty", "--parallel", "1", "--prefetch", "0"],
+        )
         .status()
         .unwrap();
-    assert!(o.success());
+    assert!(o.success(), "{}", env.log("w.log"));
     let order = env.count_now(
-        "SELECT count(*) FROM (SELECT f.title FROM attempts a JOIN frames fr ON fr.id = a.job_id
-         JOIN films f ON f.id = fr.film_id ORDER BY a.started_at, a.id LIMIT 3) WHERE title = 'high'",
+        "SELECT count(*) FROM (SELECT f.title FROM attempts a JOIN jobs j ON j.id = a.job_id
+         JOIN films f ON f.id = j.film_id ORDER BY a.started_at, a.id LIMIT 3) WHERE title = 'high'",
     );
     assert_eq!(
         order, 3,
