@@ -24,9 +24,22 @@ fn supervised(env: &Env, log: &str, extra: &[&str]) -> std::process::Command {
 #[test]
 fn the_worker_stops_once_the_crash_budget_is_spent() {
     let env = Env::new();
+    crash_budget(&env, |sql| env.count_now(sql));
+}
+
+#[test]
+fn the_worker_stops_once_the_crash_budget_is_spent_on_postgres() {
+    let pg = crate::postgres::Pg::new();
+    let env = Env::on_postgres(pg.url());
+    crash_budget(&env, |sql| pg.count(sql));
+}
+
+/// One test body, two backends: `count` reads the database `env`'s
+/// commands run on (the worker's server counters among it).
+fn crash_budget(env: &Env, count: impl Fn(&str) -> i64) {
     env.enqueue_images("crash", 5, &[]);
     let o = supervised(
-        &env,
+        env,
         "w.log",
         &[
             "--until-empty",
@@ -46,9 +59,9 @@ fn the_worker_stops_once_the_crash_budget_is_spent() {
         log.contains("llama-server crashed 2 times within 600 s; giving up"),
         "{log}"
     );
-    assert_eq!(env.count_now("SELECT server_restarts FROM workers"), 2);
+    assert_eq!(count("SELECT server_restarts FROM workers"), 2);
     assert_eq!(
-        env.count_now("SELECT count(*) FROM jobs WHERE state = 'failed'"),
+        count("SELECT count(*) FROM jobs WHERE state = 'failed'"),
         0,
         "crashes are not the frames' fault"
     );
