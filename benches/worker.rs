@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinecut::db::jobs::{self, Batch, Fence, Finished, Outcome, Scope};
-use cinecut::db::lease::{self, Acquire, Holder, Purpose};
+use cinecut::db::lease::{self, Acquire, Purpose};
 use cinecut::db::{Db, Durability, now_ms};
 use cinecut::engine::{Attached, Engine};
 use cinecut::ingest::frames::Source;
@@ -75,7 +75,7 @@ async fn through_worker(db: &Db, parallel: usize, describer: Arc<dyn Describer>)
 
 async fn ceiling(db: &Db, parallel: usize) -> f64 {
     let pool = db.pool();
-    let me = Holder::this_process(Purpose::Worker);
+    let me = cinecut::db::lease::this_process(Purpose::Worker);
     jobs::register_worker(pool, &me.id, me.pid, &me.host, "gpu0", now_ms())
         .await
         .unwrap();
@@ -154,7 +154,7 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
          PRAGMA temp_store = memory; PRAGMA busy_timeout = 30000;"
     ))
     .unwrap();
-    let me = Holder::this_process(Purpose::Worker);
+    let me = cinecut::db::lease::this_process(Purpose::Worker);
     let epoch = 1i64;
     c.execute(
         "INSERT INTO workers (id, pid, host, gpu, started_at, heartbeat_at, state) VALUES (?1, 0, 'h', 'gpu0', 0, 0, 'running')",

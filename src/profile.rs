@@ -106,29 +106,9 @@ pub enum InvalidAnswer {
     OutOfBounds { field: String, reason: String },
 }
 
-/// A validated answer: every field of its profile, nothing else.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Answer {
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-    /// The text and tags answers other than the seed fields, one per line,
-    /// for full-text search.
-    #[serde(skip)]
-    search_text: Option<String>,
-}
-
-impl Answer {
-    /// A text field's value (the seed columns read these).
-    pub fn text(&self, field: &str) -> Option<&str> {
-        self.fields.get(field).and_then(Value::as_str)
-    }
-
-    /// The text and tags answers other than the seed fields, one per line
-    /// (`None` when there are none): what full-text search adds.
-    pub fn search_text(&self) -> Option<&str> {
-        self.search_text.as_deref()
-    }
-}
+/// A validated answer: every field of its profile, nothing else (made
+/// only by [`Profile::parse_answer`]).
+pub use cinecut_types::Answer;
 
 impl Default for Profile {
     /// cinecut's original prompt and the four seed fields.
@@ -322,10 +302,10 @@ impl Profile {
             }
             answer.insert(f.name.clone(), value);
         }
-        Ok(Answer {
-            fields: answer,
-            search_text: (!lines.is_empty()).then(|| lines.join("\n")),
-        })
+        Ok(Answer::validated(
+            answer,
+            (!lines.is_empty()).then(|| lines.join("\n")),
+        ))
     }
 }
 

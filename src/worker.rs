@@ -115,7 +115,7 @@ pub async fn run(
     mut engine: Engine,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary> {
-    let me = Holder::this_process(Purpose::Worker);
+    let me = crate::db::lease::this_process(Purpose::Worker);
     store.register_worker(&me, &cfg.gpu).await?;
     tracing::info!(worker = %me.id, gpu = %cfg.gpu, parallel = cfg.parallel, "worker started");
     let mut summary = WorkerSummary::default();

@@ -827,9 +827,9 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
     let names: Vec<&str> = passes.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["first", "second"], "{passes:?}");
     assert!(
-        passes
-            .iter()
-            .all(|p| p["done"] == 6 && p["models"] == "fake-model"),
+        passes.iter().all(|p| p["done"] == 6
+            && p["model"] == "fake-model"
+            && p["mean_prompt_tokens"].as_f64() > Some(0.0)),
         "{passes:?}"
     );
     assert_eq!(

@@ -10,6 +10,7 @@ mod dedupe;
 mod dialogue;
 mod enqueue;
 mod film;
+mod parity;
 mod passes;
 mod postgres;
 mod promises;

@@ -336,9 +336,9 @@ async fn expired_job_leases_are_swept_at_renewal_and_fence_only_their_results() 
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
     let pool = db.pool();
     let mut conn = pool.acquire().await.unwrap();
-    let mut a = Holder::this_process(Purpose::Worker);
+    let mut a = cinecut::db::lease::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
-    let b = Holder::this_process(Purpose::Worker);
+    let b = cinecut::db::lease::this_process(Purpose::Worker);
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
     // A claims one job leased until 11_000, another leased until 11_800.
     let first = jobs::record_and_claim(
@@ -447,7 +447,7 @@ async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
     let pool = db.pool();
     let mut conn = pool.acquire().await.unwrap();
-    let mut a = Holder::this_process(Purpose::Worker);
+    let mut a = cinecut::db::lease::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
     let fa = take_lease(pool, &a, "g1", 5000, 10_000).await;
     let claimed = jobs::record_and_claim(
@@ -466,7 +466,7 @@ async fn expired_job_leases_are_swept_when_a_lease_is_taken() {
     .1
     .jobs;
     assert_eq!(claimed.len(), 2);
-    let b = Holder::this_process(Purpose::Worker);
+    let b = cinecut::db::lease::this_process(Purpose::Worker);
     take_lease(pool, &b, "g2", 1000, 11_001).await;
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE state = 'queued' AND lease_owner IS NULL")
@@ -485,7 +485,7 @@ async fn a_batch_writes_each_field_to_its_column() {
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
     let pool = db.pool();
     let mut conn = pool.acquire().await.unwrap();
-    let me = Holder::this_process(Purpose::Worker);
+    let me = cinecut::db::lease::this_process(Purpose::Worker);
     let fence = take_lease(pool, &me, "g", 60_000, 10_000).await;
     let claimed = jobs::record_and_claim(
         &mut conn,
@@ -630,9 +630,9 @@ async fn a_stale_holder_cannot_write_after_a_takeover() {
     let db = Db::open(&env.db(), Durability::Full).await.unwrap();
     let pool = db.pool();
     // A looks like a process on another host: only expiry can free its lease.
-    let mut a = Holder::this_process(Purpose::Worker);
+    let mut a = cinecut::db::lease::this_process(Purpose::Worker);
     a.host = "elsewhere".into();
-    let b = Holder::this_process(Purpose::Worker);
+    let b = cinecut::db::lease::this_process(Purpose::Worker);
     let fa = take_lease(pool, &a, "g", 1000, 10_000).await;
     let ea = fa.epoch;
     let claimed = jobs::record_and_claim(

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use cinecut_postgres::PgQueue;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Claimed, Fence, Finished, NewFrame, Outcome, Scope};
+use cinecut_postgres::queue::{
+    self, Answer, ClaimedJob, Fence, Finished, NewFrame, Outcome, Scope,
+};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -48,12 +50,29 @@ fn cluster(action: &str, dir: &Path) -> String {
 }
 
 fn answer() -> Answer {
-    Answer {
-        fields: serde_json::json!({
-            "visual_content": "a figure by a window", "mood": "tense",
-            "action": "someone waits", "setting": "a small room at night"
-        }),
-        model: "instant".into(),
+    let serde_json::Value::Object(fields) = serde_json::json!({
+        "visual_content": "a figure by a window", "mood": "tense",
+        "action": "someone waits", "setting": "a small room at night"
+    }) else {
+        unreachable!("a JSON object")
+    };
+    Answer::validated(fields, None)
+}
+
+/// A no-op worker's answer to `job`, as a real worker records one.
+fn answered(job: &ClaimedJob) -> Finished {
+    Finished {
+        job: job.clone(),
+        outcome: Outcome::Done {
+            answer: answer(),
+            model: "instant".into(),
+            model_sha256: None,
+            prompt_version: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+        },
+        started_at: 0,
+        finished_at: 0,
     }
 }
 
@@ -81,13 +100,13 @@ async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec
     let mut finished: Vec<Finished> = Vec::new();
     loop {
         let t = Instant::now();
-        let round = queue::record_and_claim(
+        let (recorded, claimed) = queue::record_and_claim(
             &q,
             &fence,
             &finished,
             Scope {
                 pass,
-                binding: Some(0),
+                binding: 0,
                 film: None,
             },
             batch,
@@ -96,18 +115,11 @@ async fn pg_worker(url: String, gpu: String, pass: i64, batch: i64) -> (u64, Vec
         .await
         .unwrap();
         rounds.push(t.elapsed());
-        done += round.recorded.done;
-        if round.claimed.is_empty() {
+        done += recorded.done;
+        if claimed.jobs.is_empty() {
             break;
         }
-        finished = round
-            .claimed
-            .iter()
-            .map(|c: &Claimed| Finished {
-                job: c.job_id,
-                outcome: Outcome::Done(answer()),
-            })
-            .collect();
+        finished = claimed.jobs.iter().map(answered).collect();
     }
     q.close().await;
     (done, rounds)
@@ -244,7 +256,7 @@ async fn stored_frames(q: &PgQueue, url: &str, n: usize, kb: usize) -> Stored {
 /// The same loop on SQLite (synchronous=FULL), 1 worker.
 async fn sqlite_run(dir: &Path, jobs: usize, batch: usize) -> f64 {
     use cinecut::db::jobs::{self as sjobs, Batch, Finished, Outcome, Scope};
-    use cinecut::db::lease::{self as slease, Acquire as SAcquire, Holder as SHolder, Purpose};
+    use cinecut::db::lease::{self as slease, Acquire as SAcquire, Purpose};
     use cinecut::db::{Db, Durability, now_ms};
 
     let db = Db::open(&dir.join("bench.db"), Durability::Full)
@@ -266,7 +278,7 @@ async fn sqlite_run(dir: &Path, jobs: usize, batch: usize) -> f64 {
         .await
         .unwrap();
     let pool = db.pool();
-    let me = SHolder::this_process(Purpose::Worker);
+    let me = cinecut::db::lease::this_process(Purpose::Worker);
     sjobs::register_worker(pool, &me.id, me.pid, &me.host, "gpu0", now_ms())
         .await
         .unwrap();
@@ -288,7 +300,7 @@ async fn sqlite_run(dir: &Path, jobs: usize, batch: usize) -> f64 {
         film: None,
     };
     let seed = cinecut::profile::Profile::default()
-        .parse_answer(&answer().fields.to_string())
+        .parse_answer(&serde_json::Value::Object(answer().fields().clone()).to_string())
         .unwrap();
     let mut conn = pool.acquire().await.unwrap();
     let (t, mut done) = (Instant::now(), 0);

@@ -4,17 +4,11 @@
 
 use crate::{PgQueue, Result};
 
-/// A subtitle line, times in ms from the film's start.
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-}
+pub use cinecut_types::{DialogueHit, SubtitleLine};
 
 /// Replaces film `film`'s lines with `lines` (in time order), in one
 /// transaction.
-pub async fn replace(q: &PgQueue, film: i64, lines: &[Line]) -> Result<()> {
+pub async fn replace(q: &PgQueue, film: i64, lines: &[SubtitleLine]) -> Result<()> {
     let start: Vec<i64> = lines.iter().map(|l| l.start_ms).collect();
     let end: Vec<i64> = lines.iter().map(|l| l.end_ms).collect();
     let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
@@ -65,22 +59,15 @@ pub async fn lines_at(q: &PgQueue, frames: &[i64]) -> Result<Vec<(i64, String)>>
     .collect())
 }
 
-/// A line that matches a search, with the frame on screen during it (the
-/// first one at or after it starts), when the film has one.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub film: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-    pub frame_index: Option<i64>,
-    pub path: Option<String>,
-}
-
 /// Lines with every word of `words` (English stemming), best first.
-pub async fn search(q: &PgQueue, words: &str, film: Option<i64>, limit: i64) -> Result<Vec<Hit>> {
+pub async fn search(
+    q: &PgQueue,
+    words: &str,
+    film: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DialogueHit>> {
     Ok(sqlx::query_as!(
-        Hit,
+        DialogueHit,
         r#"SELECT f.title AS film, s.start_ms, s.end_ms, s.text,
                   fr.frame_index AS "frame_index?", fr.path AS "path?"
            FROM subtitles s

@@ -23,24 +23,12 @@ pub struct Holder {
     pub purpose: &'static str,
 }
 
-/// What [`acquire`] got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Acquire {
-    /// Ours, under this epoch; `recovered` jobs of the previous holder went
-    /// back to the queue.
-    Acquired {
-        epoch: i64,
-        recovered: u64,
-        /// The holder it was taken from (expired, or dead on this host);
-        /// `None` when it was free or already `me`'s (a holder taking its
-        /// own lease again after a lost connection).
-        taken_from: Option<String>,
-    },
-    /// Held by a live holder (as far as this host can tell).
-    Held { by: String, host: String },
-    /// Free, but a gpu-lock command waits for it: a worker lets it go first.
-    WaitersFirst,
-}
+/// What [`acquire`] got: ours under an epoch (with the previous holder's
+/// jobs recovered), held by a live holder as far as this host can tell, or
+/// free but promised to a waiting gpu-lock command. The PostgreSQL lease
+/// records no llama-server (a worker's server dies with it), so
+/// `orphan_server` is always `None` here.
+pub use cinecut_types::Acquire;
 
 /// A lease's time to live as the interval PostgreSQL adds to its clock.
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -57,7 +45,7 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     .execute(&mut *tx)
     .await?;
     let row = sqlx::query!(
-        r#"SELECT holder, host, holder_pid, epoch,
+        r#"SELECT holder, host, holder_pid, purpose, epoch,
                   coalesce(expires_at <= clock_timestamp(), true) AS "expired!"
            FROM gpu_leases WHERE gpu = $1 FOR UPDATE"#,
         gpu
@@ -72,8 +60,10 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
         || row.holder.as_deref() == Some(me.id.as_str());
     if !free {
         return Ok(Acquire::Held {
-            by: row.holder.unwrap_or_default(),
-            host: row.host.unwrap_or_default(),
+            holder: row.holder.unwrap_or_default(),
+            pid: row.holder_pid,
+            host: row.host,
+            purpose: row.purpose,
         });
     }
     if me.purpose == "worker" && row.holder.as_deref() != Some(me.id.as_str()) {
@@ -110,11 +100,12 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     .await?;
     let recovered = requeue_jobs_of_gpu(&mut tx, gpu, epoch).await?;
     tx.commit().await?;
-    let taken_from = row.holder.filter(|h| *h != me.id);
+    let took_over_from = row.holder.filter(|h| *h != me.id);
     Ok(Acquire::Acquired {
         epoch,
         recovered,
-        taken_from,
+        took_over_from,
+        orphan_server: None,
     })
 }
 

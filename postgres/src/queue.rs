@@ -30,115 +30,9 @@ pub struct NewFrame {
     pub bytes: Option<Vec<u8>>,
 }
 
-/// Whose claims and results these are: a holder under one lease epoch of
-/// one GPU.
-#[derive(Debug, Clone)]
-pub struct Fence {
-    pub gpu: String,
-    pub owner: String,
-    pub epoch: i64,
-}
-
-/// Which jobs a worker takes: one pass's, of one film or of all, under
-/// the pass's binding its worker made (none: any binding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope {
-    pub pass: i64,
-    pub binding: Option<i64>,
-    pub film: Option<i64>,
-}
-
-impl Scope {
-    /// Every job of pass `pass`, whatever its binding.
-    pub fn pass(pass: i64) -> Scope {
-        Scope {
-            pass,
-            binding: None,
-            film: None,
-        }
-    }
-}
-
-/// A claimed job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    pub job_id: i64,
-    pub frame_id: i64,
-    pub path: String,
-    pub attempts: i64,
-    pub transient_failures: i64,
-    pub max_attempts: i64,
-    /// The frame's stored bytes, if it was enqueued with them.
-    pub bytes: Option<Vec<u8>>,
-}
-
-/// A validated answer to store.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// The whole answer, a JSON object.
-    pub fields: sqlx::types::JsonValue,
-    pub model: String,
-}
-
-/// How one claimed job's try ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// A valid answer: stored, the job done.
-    Done(Answer),
-    /// Bad model output: burns an attempt, waits `backoff` (by the
-    /// database's clock), failed once attempts run out; the raw answer is
-    /// kept with the attempt.
-    Retry {
-        class: String,
-        error: String,
-        raw: Option<String>,
-        backoff: Duration,
-    },
-    /// Hopeless (a bad frame, a rejected request): failed now.
-    Fail { class: String, error: String },
-    /// Not the frame's fault (a crash, a timeout): back to the queue without
-    /// burning an attempt; with `counts`, one more transient failure, and
-    /// failed as poison at `poison_after` of them.
-    Requeue {
-        class: String,
-        error: String,
-        counts: bool,
-        poison_after: i64,
-        backoff: Duration,
-    },
-    /// Never tried (shutdown, yield): back to the queue, no trace.
-    Release,
-}
-
-/// A claimed job's end, to record.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub job: i64,
-    pub outcome: Outcome,
-}
-
-/// What a record step did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recorded {
-    pub done: u64,
-    pub retried: u64,
-    pub failed: u64,
-    pub requeued: u64,
-    pub released: u64,
-}
-
-/// What one record-and-claim round did.
-#[derive(Debug, Clone, Default)]
-pub struct Round {
-    pub recorded: Recorded,
-    pub claimed: Vec<Claimed>,
-    /// Nothing was claimed because a gpu-lock command waits for this GPU:
-    /// the worker should give its lease up once its jobs in flight end.
-    pub gpu_wanted: bool,
-    /// Nothing was claimed because another worker rebound the pass since
-    /// this one bound it ([`crate::passes::serve`]): this worker stops.
-    pub rebound: bool,
-}
+pub use cinecut_types::{
+    Answer, Claimed, ClaimedJob, Fence, Finished, NewShot, Outcome, Recorded, Scope, StoredFrame,
+};
 
 /// How long a gpu-lock command's wait counts after its last heartbeat.
 pub const WAITER_TTL: Duration = Duration::from_secs(30);
@@ -257,16 +151,6 @@ pub async fn delete_film(q: &PgQueue, film: i64) -> Result<bool> {
         == 1;
     tx.commit().await?;
     Ok(existed)
-}
-
-/// A shot of a film (scene mode): from its cut to the next, `end_ms`
-/// exclusive; `score` is the scene score of the cut that opened it.
-#[derive(Debug, Clone)]
-pub struct NewShot {
-    pub shot_index: i64,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub score: f64,
 }
 
 /// Stores film `film`'s shots (before its frames, which name them by
@@ -482,32 +366,39 @@ async fn mark_duplicates(
 }
 
 /// Claims up to `n` queued jobs of pass `pass` due by the database's clock,
-/// while `fence`'s lease is current: each gets a job lease of `ttl` and an
-/// attempt. Other claimers skip the rows this one locks (`SKIP LOCKED`), so
-/// claims never wait on each other; the lease row is read `FOR SHARE`, so a
-/// takeover of the GPU waits for this claim and then requeues it.
+/// under the pass's binding as it is now, while `fence`'s lease is current
+/// (see [`record_and_claim`]); for tools and tests that claim without a
+/// worker's round.
 pub async fn claim(
     q: &PgQueue,
     fence: &Fence,
     pass: i64,
     n: i64,
     ttl: Duration,
-) -> Result<Vec<Claimed>> {
-    Ok(record_and_claim(q, fence, &[], Scope::pass(pass), n, ttl)
+) -> Result<Vec<ClaimedJob>> {
+    let binding = sqlx::query_scalar!("SELECT binding FROM passes WHERE id = $1", pass)
+        .fetch_optional(q.pool())
         .await?
-        .claimed)
+        .unwrap_or_default();
+    let scope = Scope {
+        pass,
+        binding,
+        film: None,
+    };
+    Ok(record_and_claim(q, fence, &[], scope, n, ttl).await?.1.jobs)
 }
 
-/// Stores `answer` for job `job` and marks it done, only if it is still
-/// `fence`'s (running under its epoch, the lease current): `false` when the
-/// job was taken away (its lease expired and it went back to the queue).
-pub async fn finish_done(q: &PgQueue, fence: &Fence, job: i64, answer: &Answer) -> Result<bool> {
-    let done = Finished {
-        job,
-        outcome: Outcome::Done(answer.clone()),
+/// Records one finished try, only if its job is still `fence`'s (running
+/// under its epoch, the lease current): `false` when the job was taken
+/// away (its lease expired and it went back to the queue).
+pub async fn finish(q: &PgQueue, fence: &Fence, finished: Finished) -> Result<bool> {
+    let scope = Scope {
+        pass: 0,
+        binding: 0,
+        film: None,
     };
-    let round = record_and_claim(q, fence, &[done], Scope::pass(0), 0, Duration::ZERO).await?;
-    Ok(round.recorded.done == 1)
+    let (recorded, _) = record_and_claim(q, fence, &[finished], scope, 0, Duration::ZERO).await?;
+    Ok(recorded.fenced == 0)
 }
 
 /// Records `finished` and claims up to `n` more jobs of pass `pass`, in one
@@ -524,7 +415,7 @@ pub async fn record_and_claim(
     scope: Scope,
     n: i64,
     ttl: Duration,
-) -> Result<Round> {
+) -> Result<(Recorded, Claimed)> {
     let (pass, binding) = (scope.pass, scope.binding);
     let mut tx = q.pool().begin().await?;
     // One statement for what gates the round: the lease still ours (its
@@ -540,36 +431,41 @@ pub async fn record_and_claim(
                   $4::bigint > 0 AND EXISTS (SELECT 1 FROM gpu_waiters WHERE gpu = $1
                       AND heartbeat_at >= clock_timestamp() - make_interval(secs => $5::bigint / 1000.0))
                       AS "wanted!",
-                  (SELECT binding FROM passes WHERE id = $6 AND $4::bigint > 0 AND $7::bool
+                  (SELECT binding FROM passes WHERE id = $6 AND $4::bigint > 0
                    FOR SHARE) AS binding"#,
         fence.gpu,
         fence.owner,
         fence.epoch,
         n,
         waiters_since_ms,
-        pass,
-        binding.is_some()
+        pass
     )
     .fetch_one(&mut *tx)
     .await?;
+    let every = finished.len() as u64;
     if !gate.current {
-        return Ok(Round::default());
+        let fenced = Recorded {
+            fenced: every,
+            ..Recorded::default()
+        };
+        return Ok((fenced, Claimed::default()));
     }
-    let done: Vec<(i64, &Answer)> = finished
+    let done: Vec<&Finished> = finished
         .iter()
-        .filter_map(|f| match &f.outcome {
-            Outcome::Done(a) => Some((f.job, a)),
-            _ => None,
-        })
+        .filter(|f| matches!(f.outcome, Outcome::Done { .. }))
         .collect();
-    let mut round = Round::default();
+    let mut recorded = Recorded::default();
+    let mut released = 0;
     if !done.is_empty() {
-        round.recorded.done = record_in(&mut tx, fence, &done).await?;
+        recorded.done = record_in(&mut tx, fence, &done).await?;
     }
     if done.len() < finished.len() {
-        settle_in(&mut tx, fence, finished, &mut round.recorded).await?;
+        released = settle_in(&mut tx, fence, finished, &mut recorded).await?;
     }
-    let r = &round.recorded;
+    let r = &recorded;
+    let settled = r.done + r.retried + r.failed + r.requeued + released;
+    recorded.fenced = every.saturating_sub(settled);
+    let r = &recorded;
     if r.failed + r.retried + r.requeued > 0 {
         // The worker's other counters (its id is the fence's owner; the
         // done ones are counted with the answers), with its results.
@@ -586,27 +482,29 @@ pub async fn record_and_claim(
         .execute(&mut *tx)
         .await?;
     }
+    let mut claimed = Claimed::default();
     if n > 0 {
         if gate.wanted {
-            round.gpu_wanted = true;
-        } else if binding.is_some() && gate.binding != binding {
-            round.rebound = true;
+            claimed.gpu_wanted = true;
+        } else if gate.binding != Some(binding) {
+            claimed.rebound = true;
         } else {
-            round.claimed = claim_in(&mut tx, fence, scope, n, ttl).await?;
+            claimed.jobs = claim_in(&mut tx, fence, scope, n, ttl).await?;
         }
     }
     tx.commit().await?;
-    Ok(round)
+    Ok((recorded, claimed))
 }
 
 /// Records the tries that did not end in an answer (see [`Outcome`]), in
-/// one statement for the jobs and one for their attempts.
+/// one statement for the jobs and one for their attempts; returns how many
+/// were released (never tried).
 async fn settle_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     fence: &Fence,
     finished: &[Finished],
     recorded: &mut Recorded,
-) -> Result<()> {
+) -> Result<u64> {
     let mut jobs = Vec::new();
     let mut kinds = Vec::new();
     let mut classes: Vec<Option<String>> = Vec::new();
@@ -615,45 +513,46 @@ async fn settle_in(
     let mut backoffs = Vec::new();
     let mut counts = Vec::new();
     let mut poison = Vec::new();
-    let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     for f in finished {
         let (kind, class, error, raw, backoff, counted, poison_after) = match &f.outcome {
-            Outcome::Done(_) => continue,
+            Outcome::Done { .. } => continue,
             Outcome::Retry {
                 class,
                 error,
                 raw,
-                backoff,
+                backoff_ms,
             } => (
                 "retry",
-                Some(class),
+                Some(*class),
                 Some(error),
                 raw.clone(),
-                ms(backoff),
+                (*backoff_ms).max(0),
                 false,
                 0,
             ),
-            Outcome::Fail { class, error } => ("fail", Some(class), Some(error), None, 0, false, 0),
+            Outcome::Fail { class, error } => {
+                ("fail", Some(*class), Some(error), None, 0, false, 0)
+            }
             Outcome::Requeue {
                 class,
                 error,
                 counts,
                 poison_after,
-                backoff,
+                backoff_ms,
             } => (
                 "requeue",
-                Some(class),
+                Some(*class),
                 Some(error),
                 None,
-                ms(backoff),
+                (*backoff_ms).max(0),
                 *counts,
                 *poison_after,
             ),
             Outcome::Release => ("release", None, None, None, 0, false, 0),
         };
-        jobs.push(f.job);
+        jobs.push(f.job.job_id);
         kinds.push(kind);
-        classes.push(class.cloned());
+        classes.push(class.map(str::to_string));
         errors.push(error.cloned());
         raws.push(raw);
         backoffs.push(backoff);
@@ -694,9 +593,10 @@ async fn settle_in(
     )
     .fetch_all(&mut **tx)
     .await?;
+    let mut released = 0;
     for r in &settled {
         match (r.kind.as_str(), r.state.as_str()) {
-            ("release", _) => recorded.released += 1,
+            ("release", _) => released += 1,
             (_, "failed") => recorded.failed += 1,
             ("retry", _) => recorded.retried += 1,
             _ => recorded.requeued += 1,
@@ -711,7 +611,9 @@ async fn settle_in(
                DELETE FROM attempts a USING o
                WHERE a.job_id = o.job_id AND o.kind = 'release' AND a.finished_at IS NULL
                  AND a.job_id = ANY($6))
-           UPDATE attempts a SET finished_at = clock_timestamp(), outcome = o.kind,
+           UPDATE attempts a SET finished_at = clock_timestamp(),
+                  outcome = CASE o.kind WHEN 'fail' THEN 'failed' WHEN 'requeue' THEN 'requeued'
+                                        ELSE o.kind END,
                   error_class = o.class, error = o.error, raw_output = o.raw
            FROM o
            WHERE a.job_id = o.job_id AND o.kind <> 'release' AND a.finished_at IS NULL
@@ -725,32 +627,65 @@ async fn settle_in(
     )
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(released)
 }
 
 async fn record_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     fence: &Fence,
-    done: &[(i64, &Answer)],
+    done: &[&Finished],
 ) -> Result<u64> {
-    let jobs: Vec<i64> = done.iter().map(|(j, _)| *j).collect();
-    let fields: Vec<sqlx::types::JsonValue> = done.iter().map(|(_, a)| a.fields.clone()).collect();
-    let models: Vec<&str> = done.iter().map(|(_, a)| a.model.as_str()).collect();
+    let mut jobs = Vec::with_capacity(done.len());
+    let mut fields = Vec::with_capacity(done.len());
+    let mut search_text: Vec<Option<&str>> = Vec::with_capacity(done.len());
+    let mut models = Vec::with_capacity(done.len());
+    let mut sha: Vec<Option<&str>> = Vec::with_capacity(done.len());
+    let mut versions = Vec::with_capacity(done.len());
+    let mut latency = Vec::with_capacity(done.len());
+    let mut prompt: Vec<Option<i64>> = Vec::with_capacity(done.len());
+    let mut completion: Vec<Option<i64>> = Vec::with_capacity(done.len());
+    for f in done {
+        let Outcome::Done {
+            answer,
+            model,
+            model_sha256,
+            prompt_version,
+            prompt_tokens,
+            completion_tokens,
+        } = &f.outcome
+        else {
+            continue;
+        };
+        jobs.push(f.job.job_id);
+        fields.push(serde_json::Value::Object(answer.fields().clone()));
+        search_text.push(answer.search_text());
+        models.push(model.as_str());
+        sha.push(model_sha256.as_deref());
+        versions.push(*prompt_version);
+        latency.push((f.finished_at - f.started_at).max(0));
+        prompt.push(*prompt_tokens);
+        completion.push(*completion_tokens);
+    }
     Ok(sqlx::query_scalar!(
         r#"WITH answer AS (
-               SELECT * FROM UNNEST($1::bigint[], $2::jsonb[], $3::text[]) AS a(job_id, fields, model)),
+               SELECT * FROM UNNEST($1::bigint[], $2::jsonb[], $3::text[], $4::text[], $5::text[],
+                                    $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+                        AS a(job_id, fields, search_text, model, sha, version, latency, pt, ct)),
            finished AS (
                UPDATE jobs j SET state = 'done', lease_owner = NULL, lease_gpu = NULL,
                       lease_epoch = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
                FROM answer a
-               WHERE j.id = a.job_id AND j.state = 'running' AND j.lease_owner = $4
-                 AND j.lease_gpu = $5 AND j.lease_epoch = $6
+               WHERE j.id = a.job_id AND j.state = 'running' AND j.lease_owner = $10
+                 AND j.lease_gpu = $11 AND j.lease_epoch = $12
                RETURNING j.id, j.frame_id, j.pass_id),
            stored AS (
                INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action,
-                                         setting, fields, model)
+                                         setting, fields, search_text, model, model_sha256,
+                                         prompt_version, latency_ms, prompt_tokens,
+                                         completion_tokens)
                SELECT f.id, f.frame_id, f.pass_id, a.fields ->> 'visual_content', a.fields ->> 'mood',
-                      a.fields ->> 'action', a.fields ->> 'setting', a.fields, a.model
+                      a.fields ->> 'action', a.fields ->> 'setting', a.fields, a.search_text, a.model,
+                      a.sha, a.version, a.latency, a.pt, a.ct
                FROM finished f JOIN answer a ON a.job_id = f.id),
            tried AS (
                UPDATE attempts SET finished_at = clock_timestamp(), outcome = 'done'
@@ -758,11 +693,17 @@ async fn record_in(
            counted AS (
                UPDATE workers SET jobs_done = jobs_done + (SELECT count(*) FROM finished),
                                   heartbeat_at = clock_timestamp()
-               WHERE id = $4)
+               WHERE id = $10)
            SELECT count(*) AS "n!" FROM finished"#,
         &jobs,
         &fields,
+        &search_text as &[Option<&str>],
         &models as &[&str],
+        &sha as &[Option<&str>],
+        &versions,
+        &latency,
+        &prompt as &[Option<i64>],
+        &completion as &[Option<i64>],
         fence.owner,
         fence.gpu,
         fence.epoch
@@ -777,7 +718,7 @@ async fn claim_in(
     scope: Scope,
     n: i64,
     ttl: Duration,
-) -> Result<Vec<Claimed>> {
+) -> Result<Vec<ClaimedJob>> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let rows = sqlx::query!(
         r#"WITH picked AS (
@@ -819,14 +760,15 @@ async fn claim_in(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Claimed {
+        .map(|r| ClaimedJob {
             job_id: r.job_id,
             frame_id: r.frame_id,
             path: r.path,
+            line: None,
             attempts: r.attempts,
             transient_failures: r.transient_failures,
             max_attempts: r.max_attempts,
-            bytes: r.bytes,
+            stored: r.bytes.map(|b| StoredFrame(b.into())),
         })
         .collect())
 }

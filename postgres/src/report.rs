@@ -3,48 +3,18 @@
 
 use crate::{PgQueue, Result};
 
-/// A film as the report's header shows it.
-#[derive(Debug, Clone)]
-pub struct Film {
-    pub id: i64,
-    pub title: String,
-    pub source_path: Option<String>,
-    pub fps: Option<f64>,
-    pub duration_ms: Option<i64>,
-    pub width: Option<i64>,
-    pub height: Option<i64>,
-    pub frame_count: i64,
-    pub is_video: bool,
-}
+pub use cinecut_types::{FilmFacts, ReportFrame};
 
-/// Every film, in order.
-pub async fn films(q: &PgQueue) -> Result<Vec<Film>> {
+/// The films `only` names (every film when it is empty), in order.
+pub async fn films(q: &PgQueue, only: &[i64]) -> Result<Vec<FilmFacts>> {
     Ok(sqlx::query_as!(
-        Film,
+        FilmFacts,
         "SELECT id, title, source_path, fps, duration_ms, width, height, frame_count, is_video
-         FROM films ORDER BY id"
+         FROM films WHERE cardinality($1::bigint[]) = 0 OR id = ANY($1) ORDER BY id",
+        only
     )
     .fetch_all(q.pool())
     .await?)
-}
-
-/// One frame of the report: its job's state, its description when done,
-/// its last error when failed, and its stored bytes if it has them.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub frame_index: i64,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    pub state: String,
-    pub attempts: i64,
-    pub error: Option<String>,
-    pub fields: Option<sqlx::types::JsonValue>,
-    pub model: Option<String>,
-    pub bytes: Option<Vec<u8>>,
-    /// A near-duplicate's description: the frame_index it was copied from.
-    pub copied_from: Option<i64>,
-    /// The subtitle line on screen at the frame's time.
-    pub line: Option<String>,
 }
 
 /// A page of film `film`'s frames that have a job in pass `pass`, after
@@ -56,12 +26,12 @@ pub async fn frames_page(
     pass: i64,
     after: i64,
     limit: i64,
-) -> Result<Vec<Frame>> {
+) -> Result<Vec<ReportFrame>> {
     Ok(sqlx::query_as!(
-        Frame,
+        ReportFrame,
         r#"SELECT fr.frame_index, fr.pts_ms, fr.path, j.state, j.attempts,
                   CASE WHEN j.state = 'failed' THEN j.last_error END AS error,
-                  d.fields AS "fields?", d.model AS "model?", fr.jpeg AS bytes,
+                  d.fields::text AS "fields?", d.model AS "model?", fr.jpeg AS stored,
                   o.frame_index AS "copied_from?",
                   (SELECT CASE WHEN s.end_ms >= fr.pts_ms THEN s.text END FROM subtitles s
                    WHERE s.film_id = fr.film_id AND s.start_ms <= fr.pts_ms

@@ -4,6 +4,11 @@
 use crate::host::HostId;
 use crate::{PgQueue, Result};
 
+pub use cinecut_types::{
+    FailureReason, FilmStatus, LeaseHolder, PassSummary, ResultRow, SearchHit, WorkerRow,
+    WorkerState,
+};
+
 /// Adds (or restarts) worker `id`'s row.
 pub async fn register(q: &PgQueue, id: &str, host: &HostId, pid: i64, gpu: &str) -> Result<()> {
     sqlx::query!(
@@ -21,9 +26,11 @@ pub async fn register(q: &PgQueue, id: &str, host: &HostId, pid: i64, gpu: &str)
     Ok(())
 }
 
-/// Sets worker `id`'s state (its SQL spelling) and heartbeat; a final
-/// state also sets `stopped_at`.
-pub async fn set_state(q: &PgQueue, id: &str, state: &str, last: bool) -> Result<()> {
+/// Sets worker `id`'s state and heartbeat; a final state (stopped,
+/// failed) also sets `stopped_at`.
+pub async fn set_state(q: &PgQueue, id: &str, state: WorkerState) -> Result<()> {
+    let last = matches!(state, WorkerState::Stopped | WorkerState::Failed);
+    let state = state.as_sql();
     sqlx::query!(
         r#"UPDATE workers SET state = $2, heartbeat_at = clock_timestamp(),
                stopped_at = CASE WHEN $3 THEN clock_timestamp() ELSE NULL END
@@ -35,24 +42,6 @@ pub async fn set_state(q: &PgQueue, id: &str, state: &str, last: bool) -> Result
     .execute(q.pool())
     .await?;
     Ok(())
-}
-
-/// One worker as `status` shows it; times in ms since the epoch.
-#[derive(Debug, Clone)]
-pub struct WorkerRow {
-    pub id: String,
-    pub pid: i64,
-    pub host: String,
-    pub gpu: String,
-    pub state: String,
-    pub started_at: i64,
-    pub heartbeat_at: i64,
-    pub jobs_done: i64,
-    pub jobs_failed: i64,
-    pub jobs_retried: i64,
-    pub jobs_requeued: i64,
-    pub server_starts: i64,
-    pub server_restarts: i64,
 }
 
 /// Workers that are running, or stopped within the last `since` (by the
@@ -90,9 +79,9 @@ pub async fn count_server_event(q: &PgQueue, id: &str, crashed: bool) -> Result<
     Ok(())
 }
 
-/// One film's jobs in one pass by state, as `status` shows them.
+/// One film's jobs in one pass by state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilmCounts {
+struct FilmCounts {
     pub film_id: i64,
     pub title: String,
     pub pass_id: i64,
@@ -106,14 +95,40 @@ pub struct FilmCounts {
     pub oldest_queued_at: Option<i64>,
 }
 
-/// Every film's jobs in every pass by state (of one film, of one pass, if
-/// given), in film then pass order: one pass over the `jobs_film_state`
-/// index.
-pub async fn film_counts(
+/// Every film's progress in every pass (of one film, of one pass, if
+/// given), in film then pass order, with the commonest reasons of its
+/// failures: one pass over the `jobs_film_state` index, then one query per
+/// film and pass that has failures.
+pub async fn film_status(
     q: &PgQueue,
     film: Option<i64>,
     pass: Option<i64>,
-) -> Result<Vec<FilmCounts>> {
+) -> Result<Vec<FilmStatus>> {
+    let counts = film_counts(q, film, pass).await?;
+    let mut out = Vec::with_capacity(counts.len());
+    for c in counts {
+        let top_failures = match c.failed {
+            0 => Vec::new(),
+            _ => top_failures(q, c.film_id, c.pass_id, 3).await?,
+        };
+        out.push(FilmStatus {
+            film_id: c.film_id,
+            title: c.title,
+            pass: c.pass,
+            total: c.queued + c.running + c.done + c.failed + c.cancelled,
+            queued: c.queued,
+            running: c.running,
+            done: c.done,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            oldest_queued_at: c.oldest_queued_at,
+            top_failures,
+        });
+    }
+    Ok(out)
+}
+
+async fn film_counts(q: &PgQueue, film: Option<i64>, pass: Option<i64>) -> Result<Vec<FilmCounts>> {
     Ok(sqlx::query_as!(
         FilmCounts,
         r#"SELECT f.id AS film_id, f.title, p.id AS pass_id, p.name AS pass,
@@ -143,7 +158,7 @@ pub async fn film_counts(
 
 /// The commonest reasons the failed jobs of a film in a pass failed, with
 /// how many: at most `n`.
-pub async fn top_failures(q: &PgQueue, film: i64, pass: i64, n: i64) -> Result<Vec<(String, i64)>> {
+async fn top_failures(q: &PgQueue, film: i64, pass: i64, n: i64) -> Result<Vec<FailureReason>> {
     Ok(sqlx::query!(
         r#"SELECT coalesce(last_error, 'unknown') AS "reason!", count(*) AS "count!"
            FROM jobs WHERE film_id = $1 AND pass_id = $2 AND state = 'failed'
@@ -155,7 +170,10 @@ pub async fn top_failures(q: &PgQueue, film: i64, pass: i64, n: i64) -> Result<V
     .fetch_all(q.pool())
     .await?
     .into_iter()
-    .map(|r| (r.reason, r.count))
+    .map(|r| FailureReason {
+        reason: r.reason,
+        count: r.count,
+    })
     .collect())
 }
 
@@ -227,22 +245,6 @@ pub async fn film_ids(q: &PgQueue, only: Option<i64>) -> Result<Vec<i64>> {
     .await?)
 }
 
-/// One described or failed frame of a film, as `results` shows it.
-#[derive(Debug, Clone)]
-pub struct ResultRow {
-    pub film: String,
-    pub frame_index: i64,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    pub pass: String,
-    pub pass_id: i64,
-    pub model: Option<String>,
-    /// The last error (failed frames).
-    pub error: Option<String>,
-    /// The whole answer, a JSON object (described frames).
-    pub fields: Option<sqlx::types::JsonValue>,
-}
-
 /// A page of film `film`'s described frames (of one pass, if given) in
 /// frame then pass order, after `(frame_index, pass id)`: a range seek on
 /// `UNIQUE(film_id, frame_index)`, each page as cheap as the first.
@@ -255,13 +257,17 @@ pub async fn done_page(
 ) -> Result<Vec<ResultRow>> {
     Ok(sqlx::query_as!(
         ResultRow,
-        r#"SELECT film AS "film!", frame_index AS "frame_index!", pts_ms, path AS "path!",
-                  pass AS "pass!", pass_id AS "pass_id!", model, NULL::text AS error,
-                  fields
-           FROM frame_descriptions
-           WHERE film_id = $1 AND (frame_index, pass_id) > ($2, $3)
-             AND ($4::bigint IS NULL OR pass_id = $4)
-           ORDER BY frame_index, pass_id
+        r#"SELECT fr.film_id AS "film_id!", f.title AS "film!", fr.frame_index AS "frame_index!",
+                  fr.pts_ms, fr.path AS "path!", d.visual_content, d.mood, d.action, d.setting,
+                  d.model AS "model?", NULL::text AS error, p.name AS "pass!", d.fields::text AS fields,
+                  d.pass_id AS "pass_id!"
+           FROM frames fr
+           JOIN films f ON f.id = fr.film_id
+           JOIN descriptions d ON d.frame_id = fr.id
+           JOIN passes p ON p.id = d.pass_id
+           WHERE fr.film_id = $1 AND (fr.frame_index, d.pass_id) > ($2, $3)
+             AND ($4::bigint IS NULL OR d.pass_id = $4)
+           ORDER BY fr.frame_index, d.pass_id
            LIMIT $5"#,
         film,
         after.0,
@@ -283,9 +289,10 @@ pub async fn failed_page(
 ) -> Result<Vec<ResultRow>> {
     Ok(sqlx::query_as!(
         ResultRow,
-        r#"SELECT f.title AS film, fr.frame_index, fr.pts_ms, fr.path, p.name AS pass,
-                  j.pass_id, NULL::text AS model, j.last_error AS error,
-                  NULL::jsonb AS fields
+        r#"SELECT fr.film_id, f.title AS film, fr.frame_index, fr.pts_ms, fr.path,
+                  NULL::text AS visual_content, NULL::text AS mood, NULL::text AS action,
+                  NULL::text AS setting, NULL::text AS model, j.last_error AS error,
+                  p.name AS pass, NULL::text AS fields, j.pass_id
            FROM frames fr
            JOIN films f ON f.id = fr.film_id
            JOIN jobs j ON j.frame_id = fr.id AND j.state = 'failed'
@@ -304,35 +311,28 @@ pub async fn failed_page(
     .await?)
 }
 
-/// A description that matches a search, with its rank (higher is better).
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub film: String,
-    pub pass: String,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    /// The whole answer, a JSON object.
-    pub fields: sqlx::types::JsonValue,
-    pub rank: f64,
-}
-
 /// Described frames whose answer has every word of `words` (PostgreSQL's
-/// full-text search, English stemming), best match first.
+/// full-text search, English stemming), best match first; `rank` is
+/// negated, so that lower is better as with SQLite's bm25.
 pub async fn search(
     q: &PgQueue,
     words: &str,
     film: Option<i64>,
     pass: Option<i64>,
     limit: i64,
-) -> Result<Vec<Hit>> {
+) -> Result<Vec<SearchHit>> {
     Ok(sqlx::query_as!(
-        Hit,
-        r#"SELECT film AS "film!", pass AS "pass!", pts_ms, path AS "path!", fields AS "fields!",
-                  ts_rank(search, plainto_tsquery('english', $1))::float8 AS "rank!"
-           FROM frame_descriptions
-           WHERE search @@ plainto_tsquery('english', $1)
-             AND ($2::bigint IS NULL OR film_id = $2) AND ($3::bigint IS NULL OR pass_id = $3)
-           ORDER BY 6 DESC, film, frame_index
+        SearchHit,
+        r#"SELECT f.title AS film, p.name AS pass, fr.pts_ms, fr.path, d.visual_content, d.mood,
+                  d.action, d.setting, d.search_text, d.fields::text AS "fields!",
+                  (-ts_rank(d.search, plainto_tsquery('english', $1)))::float8 AS "rank!"
+           FROM descriptions d
+           JOIN frames fr ON fr.id = d.frame_id
+           JOIN films f ON f.id = fr.film_id
+           JOIN passes p ON p.id = d.pass_id
+           WHERE d.search @@ plainto_tsquery('english', $1)
+             AND ($2::bigint IS NULL OR fr.film_id = $2) AND ($3::bigint IS NULL OR d.pass_id = $3)
+           ORDER BY 11, f.title, fr.frame_index
            LIMIT $4"#,
         words,
         film,
@@ -374,60 +374,43 @@ pub async fn enqueue_frames(
     Ok(n)
 }
 
-/// One pass as `passes` lists it.
-#[derive(Debug, Clone)]
-pub struct PassRow {
-    pub name: String,
-    /// The models its descriptions came from, comma-separated.
-    pub models: Option<String>,
-    pub jobs: i64,
-    pub done: i64,
-    pub queued: i64,
-    pub failed: i64,
-    /// The mean time of its successful tries, ms.
-    pub mean_ms: Option<f64>,
-}
-
-/// Every pass with its counts and the mean time of a successful try.
-pub async fn passes(q: &PgQueue) -> Result<Vec<PassRow>> {
+/// Every pass with its counts and its descriptions' means (the model's
+/// own answers: copies of near-duplicates not counted), oldest first.
+pub async fn passes(q: &PgQueue) -> Result<Vec<PassSummary>> {
     Ok(sqlx::query_as!(
-        PassRow,
-        r#"SELECT p.name,
-                  (SELECT string_agg(DISTINCT d.model, ', ') FROM descriptions d WHERE d.pass_id = p.id)
-                      AS models,
+        PassSummary,
+        r#"SELECT p.name, p.model, p.model_sha256, p.profile_name AS profile,
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id) AS "jobs!",
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'done') AS "done!",
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'queued') AS "queued!",
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'failed') AS "failed!",
-                  (SELECT avg(extract(epoch FROM a.finished_at - a.started_at) * 1000)::float8
-                   FROM attempts a JOIN jobs j ON j.id = a.job_id
-                   WHERE j.pass_id = p.id AND a.outcome = 'done') AS mean_ms
-           FROM passes p ORDER BY p.id"#
+                  d.described AS "described!",
+                  d.latency AS mean_latency_ms,
+                  d.pt AS mean_prompt_tokens,
+                  d.ct AS mean_completion_tokens,
+                  (extract(epoch FROM p.created_at) * 1000)::bigint AS "created_at!"
+           FROM passes p
+           JOIN LATERAL (SELECT count(x.job_id) AS described,
+                                avg(x.latency_ms)::float8 AS latency,
+                                avg(x.prompt_tokens)::float8 AS pt,
+                                avg(x.completion_tokens)::float8 AS ct
+                         FROM descriptions x
+                         WHERE x.pass_id = p.id AND x.duplicate_of IS NULL) d ON true
+           ORDER BY p.id"#
     )
     .fetch_all(q.pool())
     .await?)
 }
 
-/// A GPU lease that has a holder, as `gpu` shows it.
-#[derive(Debug, Clone)]
-pub struct HeldLease {
-    pub gpu: String,
-    pub holder: String,
-    pub holder_pid: Option<i64>,
-    pub host: Option<String>,
-    pub purpose: Option<String>,
-    pub epoch: i64,
-    /// When it expires unless renewed, ms since the epoch (the database's
-    /// clock); in the past for a holder that is gone.
-    pub expires_at_ms: Option<i64>,
-}
-
 /// Every GPU lease that has a holder.
-pub async fn held_leases(q: &PgQueue) -> Result<Vec<HeldLease>> {
+/// The PostgreSQL lease records no llama-server (a worker's server dies
+/// with it), so `server_pid` is always `None` here.
+pub async fn held_leases(q: &PgQueue) -> Result<Vec<LeaseHolder>> {
     Ok(sqlx::query_as!(
-        HeldLease,
+        LeaseHolder,
         r#"SELECT gpu, holder AS "holder!", holder_pid, host, purpose, epoch,
-                  (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at_ms
+                  (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at,
+                  NULL::bigint AS server_pid
            FROM gpu_leases WHERE holder IS NOT NULL ORDER BY gpu"#
     )
     .fetch_all(q.pool())

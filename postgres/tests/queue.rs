@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::lease::{self, Acquire, Holder};
-use cinecut_postgres::queue::{self, Answer, Fence, Finished, NewFrame, Outcome, Scope, Wakeups};
+use cinecut_postgres::queue::{
+    self, Answer, ClaimedJob, Fence, Finished, NewFrame, Outcome, Scope, Wakeups,
+};
 use cinecut_postgres::{PgQueue, Result};
 use util::TestPg;
 
@@ -49,17 +51,83 @@ fn holder(id: &str, host: &str, pid: i64) -> Holder {
 }
 
 fn answer() -> Answer {
-    Answer {
-        fields: serde_json_value(),
-        model: "fake".into(),
+    let sqlx::types::JsonValue::Object(fields) = serde_json_value() else {
+        unreachable!("a JSON object")
+    };
+    Answer::validated(fields, None)
+}
+
+/// Job `id` as its claim named it (the PostgreSQL queue records by id).
+fn job(id: i64) -> ClaimedJob {
+    ClaimedJob {
+        job_id: id,
+        frame_id: 0,
+        path: String::new(),
+        line: None,
+        attempts: 1,
+        transient_failures: 0,
+        max_attempts: 3,
+        stored: None,
     }
 }
 
-fn done_with(job: i64) -> Finished {
+/// Job `id`'s try, ended with `outcome`, 40 ms long.
+fn ended(id: i64, outcome: Outcome) -> Finished {
     Finished {
-        job,
-        outcome: Outcome::Done(answer()),
+        job: job(id),
+        outcome,
+        started_at: 1_000,
+        finished_at: 1_040,
     }
+}
+
+fn done_with(id: i64) -> Finished {
+    ended(
+        id,
+        Outcome::Done {
+            answer: answer(),
+            model: "fake".into(),
+            model_sha256: Some("ab".repeat(32)),
+            prompt_version: 1,
+            prompt_tokens: Some(120),
+            completion_tokens: Some(30),
+        },
+    )
+}
+
+/// Records job `id`'s answer under `fence`: whether it was still ours.
+async fn finish_done(q: &PgQueue, fence: &Fence, id: i64) -> Result<bool> {
+    queue::finish(q, fence, done_with(id)).await
+}
+
+/// One round as these tests read it.
+#[derive(Debug)]
+struct Round {
+    recorded: queue::Recorded,
+    claimed: Vec<ClaimedJob>,
+    gpu_wanted: bool,
+}
+
+/// One record-and-claim round of pass `pass` (under its first binding).
+async fn claim_round(
+    q: &PgQueue,
+    fence: &Fence,
+    finished: &[Finished],
+    pass: i64,
+    n: i64,
+    ttl: Duration,
+) -> Result<Round> {
+    let scope = Scope {
+        pass,
+        binding: 0,
+        film: None,
+    };
+    let (recorded, claimed) = queue::record_and_claim(q, fence, finished, scope, n, ttl).await?;
+    Ok(Round {
+        recorded,
+        claimed: claimed.jobs,
+        gpu_wanted: claimed.gpu_wanted,
+    })
 }
 
 fn serde_json_value() -> sqlx::types::JsonValue {
@@ -149,7 +217,7 @@ async fn work(
             }
             for job in jobs {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                if queue::finish_done(&q, &fence, job.job_id, &answer()).await? {
+                if finish_done(&q, &fence, job.job_id).await? {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -309,8 +377,10 @@ async fn a_lease_expires_by_the_database_clock_and_fences_its_old_holder() {
     assert_eq!(
         lease::acquire(&q, "GPU-1", &b, ttl).await.unwrap(),
         Acquire::Held {
-            by: "a".into(),
-            host: "host-a".into()
+            holder: "a".into(),
+            pid: Some(i64::from(std::process::id())),
+            host: Some("host-a".into()),
+            purpose: Some("worker".into()),
         }
     );
     // Expired by the server's clock (the test never compares its own).
@@ -329,7 +399,8 @@ async fn a_lease_expires_by_the_database_clock_and_fences_its_old_holder() {
     let Acquire::Acquired {
         epoch: eb,
         recovered,
-        taken_from,
+        took_over_from: taken_from,
+        ..
     } = lease::acquire(&q, "GPU-1", &b, ttl).await.unwrap()
     else {
         panic!("an expired lease is free");
@@ -347,11 +418,7 @@ async fn a_lease_expires_by_the_database_clock_and_fences_its_old_holder() {
             .unwrap()
             .is_empty()
     );
-    assert!(
-        !queue::finish_done(&q, &fence_a, mine[0].job_id, &answer())
-            .await
-            .unwrap()
-    );
+    assert!(!finish_done(&q, &fence_a, mine[0].job_id).await.unwrap());
     let fence_b = Fence {
         gpu: "GPU-1".into(),
         owner: "b".into(),
@@ -359,11 +426,7 @@ async fn a_lease_expires_by_the_database_clock_and_fences_its_old_holder() {
     };
     let theirs = queue::claim(&q, &fence_b, pass, 10, ttl).await.unwrap();
     assert_eq!(theirs.len(), 10, "a's jobs are claimable again");
-    assert!(
-        queue::finish_done(&q, &fence_b, mine[0].job_id, &answer())
-            .await
-            .unwrap()
-    );
+    assert!(finish_done(&q, &fence_b, mine[0].job_id).await.unwrap());
     assert_eq!(
         count(
             &q,
@@ -412,8 +475,10 @@ async fn a_dead_holder_is_replaced_at_once_only_on_its_own_host() {
     assert_eq!(
         lease::acquire(&q, "GPU-2", &me, minute).await.unwrap(),
         Acquire::Held {
-            by: "dead-elsewhere".into(),
-            host: "host-b".into()
+            holder: "dead-elsewhere".into(),
+            pid: Some(dead_pid),
+            host: Some("host-b".into()),
+            purpose: Some("worker".into()),
         },
         "a pid of another host says nothing here"
     );
@@ -525,9 +590,7 @@ async fn deleting_a_film_leaves_nothing_of_it() {
     };
     let claimed = queue::claim(&q, &fence, pass, 8, ttl).await.unwrap();
     let done: Vec<_> = claimed.iter().map(|c| done_with(c.job_id)).collect();
-    queue::record_and_claim(&q, &fence, &done, Scope::pass(pass), 0, ttl)
-        .await
-        .unwrap();
+    claim_round(&q, &fence, &done, pass, 0, ttl).await.unwrap();
     assert_eq!(count(&q, "SELECT count(*) FROM descriptions").await, 8);
     assert!(queue::delete_film(&q, gone).await.unwrap());
     for (table, left) in [
@@ -609,29 +672,29 @@ async fn due(q: &PgQueue, job: i64) -> bool {
         .unwrap()
 }
 
-fn retry(job: i64) -> Finished {
-    Finished {
-        job,
-        outcome: Outcome::Retry {
-            class: "bad_output".into(),
+fn retry(id: i64) -> Finished {
+    ended(
+        id,
+        Outcome::Retry {
+            class: "bad_output",
             error: "mood: not a string".into(),
             raw: Some("{\"mood\": 7}".into()),
-            backoff: Duration::from_millis(300),
+            backoff_ms: 300,
         },
-    }
+    )
 }
 
-fn crashed(job: i64) -> Finished {
-    Finished {
-        job,
-        outcome: Outcome::Requeue {
-            class: "server_crash".into(),
+fn crashed(id: i64) -> Finished {
+    ended(
+        id,
+        Outcome::Requeue {
+            class: "server_crash",
             error: "connection reset".into(),
             counts: true,
             poison_after: 2,
-            backoff: Duration::ZERO,
+            backoff_ms: 0,
         },
-    }
+    )
 }
 
 /// Every way a try ends, as on SQLite: a retry burns an attempt and waits
@@ -656,20 +719,17 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
     let ids: Vec<i64> = claim_ids().await.iter().map(|c| c.0).collect();
     let finished = [
         retry(ids[0]),
-        Finished {
-            job: ids[1],
-            outcome: Outcome::Fail {
-                class: "bad_frame".into(),
+        ended(
+            ids[1],
+            Outcome::Fail {
+                class: "bad_frame",
                 error: "not an image".into(),
             },
-        },
+        ),
         crashed(ids[2]),
-        Finished {
-            job: ids[3],
-            outcome: Outcome::Release,
-        },
+        ended(ids[3], Outcome::Release),
     ];
-    let round = queue::record_and_claim(&q, &fence, &finished, Scope::pass(pass), 0, ttl)
+    let round = claim_round(&q, &fence, &finished, pass, 0, ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -679,7 +739,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             retried: 1,
             failed: 1,
             requeued: 1,
-            released: 1
+            fenced: 0
         }
     );
     // The retried job waits its backoff, the failed one is gone; the
@@ -703,11 +763,11 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
         .unwrap();
     assert_eq!(tries, 1);
     // The frame's second transient failure makes it poison.
-    let round = queue::record_and_claim(
+    let round = claim_round(
         &q,
         &fence,
         &[crashed(ids[2]), done_with(ids[3])],
-        Scope::pass(pass),
+        pass,
         0,
         ttl,
     )
@@ -720,7 +780,7 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(claim_ids().await, vec![(ids[0], tries)]);
-        queue::record_and_claim(&q, &fence, &[retry(ids[0])], Scope::pass(pass), 0, ttl)
+        claim_round(&q, &fence, &[retry(ids[0])], pass, 0, ttl)
             .await
             .unwrap();
     }
@@ -764,20 +824,14 @@ async fn a_waiting_gpu_lock_command_stops_claims_on_its_gpu_only() {
         ..holder("ffmpeg", "host", i64::from(std::process::id()))
     };
     lease::wait_for(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], Scope::pass(pass), 4, ttl)
-        .await
-        .unwrap();
+    let round = claim_round(&q, &fence, &[], pass, 4, ttl).await.unwrap();
     assert!(round.gpu_wanted && round.claimed.is_empty(), "{round:?}");
-    let round_b = queue::record_and_claim(&q, &fence_b, &[], Scope::pass(pass), 4, ttl)
-        .await
-        .unwrap();
+    let round_b = claim_round(&q, &fence_b, &[], pass, 4, ttl).await.unwrap();
     assert!(
         !round_b.gpu_wanted && round_b.claimed.len() == 4,
         "{round_b:?}"
     );
     lease::stop_waiting(&q, "GPU-1", &lock).await.unwrap();
-    let round = queue::record_and_claim(&q, &fence, &[], Scope::pass(pass), 4, ttl)
-        .await
-        .unwrap();
+    let round = claim_round(&q, &fence, &[], pass, 4, ttl).await.unwrap();
     assert!(!round.gpu_wanted && round.claimed.len() == 4, "{round:?}");
 }

@@ -7,13 +7,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::GpuLockArgs;
 use crate::db::Store;
-use crate::db::lease::{Acquire, Holder, Purpose};
+use crate::db::lease::{Acquire, Purpose};
 use crate::error::Error;
 use crate::gpu::Nvml;
 
 /// Runs a command under a GPU lease and returns its exit code.
 pub async fn run(db: &Store, args: GpuLockArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
-    let me = Holder::this_process(Purpose::GpuLock);
+    let me = crate::db::lease::this_process(Purpose::GpuLock);
     let ttl = args.lease_ttl;
     let started = tokio::time::Instant::now();
     let gpu = crate::config::resolve_gpu(&Nvml::default(), args.gpu, args.gpu_name.clone()).lease;

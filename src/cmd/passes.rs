@@ -4,11 +4,10 @@ use std::io::Write;
 
 use super::render::plain_line;
 use crate::cli::PassesArgs;
-use crate::db::pg::PgDb;
-use crate::db::{Db, passes};
+use crate::db::Store;
 
-pub async fn run(db: &Db, args: PassesArgs) -> anyhow::Result<()> {
-    let all = passes::list(db.pool()).await?;
+pub async fn run(db: &Store, args: PassesArgs) -> anyhow::Result<()> {
+    let all = db.passes().await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for p in &all {
@@ -50,37 +49,6 @@ pub async fn run(db: &Db, args: PassesArgs) -> anyhow::Result<()> {
         ];
         cells.extend(numbers.iter().map(String::as_str));
         cells.extend(means.iter().map(String::as_str));
-        writeln!(out, "{}", plain_line(&cells))?;
-    }
-    Ok(())
-}
-
-/// `cinecut passes --db postgres://…`: a pass there is its name; the
-/// models its answers came from, its jobs by state, the mean time of a
-/// successful try.
-pub async fn run_pg(db: &PgDb, args: PassesArgs) -> anyhow::Result<()> {
-    let all = db.passes().await?;
-    let mut out = std::io::stdout().lock();
-    for p in &all {
-        let mean = p
-            .mean_ms
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-        if args.json {
-            let row = serde_json::json!({ "name": p.name, "models": p.models, "jobs": p.jobs,
-                "done": p.done, "queued": p.queued, "failed": p.failed, "mean_latency_ms": p.mean_ms });
-            writeln!(out, "{row}")?;
-            continue;
-        }
-        if std::ptr::eq(p, &all[0]) {
-            let header = [
-                "PASS", "MODELS", "JOBS", "DONE", "QUEUED", "FAILED", "MEAN MS",
-            ];
-            writeln!(out, "{}", plain_line(&header))?;
-        }
-        let numbers = [p.jobs, p.done, p.queued, p.failed].map(|n| n.to_string());
-        let mut cells = vec![p.name.as_str(), p.models.as_deref().unwrap_or("-")];
-        cells.extend(numbers.iter().map(String::as_str));
-        cells.push(&mean);
         writeln!(out, "{}", plain_line(&cells))?;
     }
     Ok(())

@@ -135,7 +135,7 @@ pub async fn describe_until_done(
         Store::Postgres(pg) => {
             println!("results: cinecut --db {} results", pg.shown());
             println!(
-                "  psql … -c \"SELECT film, pts_ms, fields->>'mood', fields->>'visual_content' FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\""
+                "  psql … -c \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\""
             );
         }
     }

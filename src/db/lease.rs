@@ -10,81 +10,24 @@
 //! prove it: another host, a lost lease). Waiters (`gpu-lock` commands)
 //! registered in `gpu_waiters` go before workers; a worker yields to them.
 
-use serde::Serialize;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::begin_immediate;
 use crate::error::Result;
 use crate::process;
 
-/// Who asks for a lease.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    pub id: String,
-    pub pid: i64,
-    pub started_at: Option<i64>,
-    pub host: String,
-    pub purpose: Purpose,
-}
+pub use cinecut_types::{Acquire, Holder, OrphanServer, Purpose, Renewal};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Purpose {
-    Worker,
-    GpuLock,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Worker => "worker",
-            Purpose::GpuLock => "gpu-lock",
-        }
+/// This process as a lease holder for `purpose`, with a fresh id.
+pub fn this_process(purpose: Purpose) -> Holder {
+    let (pid, started_at) = process::me();
+    Holder {
+        id: format!("{}-{}", purpose.as_str(), uuid::Uuid::new_v4()),
+        pid,
+        started_at,
+        host: process::hostname(),
+        purpose,
     }
-}
-
-impl Holder {
-    /// This process, with a fresh id.
-    pub fn this_process(purpose: Purpose) -> Holder {
-        let (pid, started_at) = process::me();
-        Holder {
-            id: format!("{}-{}", purpose.as_str(), uuid::Uuid::new_v4()),
-            pid,
-            started_at,
-            host: process::hostname(),
-            purpose,
-        }
-    }
-}
-
-/// The previous holder's llama-server, for the new holder to reap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrphanServer {
-    pub pid: i64,
-    pub started_at: Option<i64>,
-    pub cmdline: Option<String>,
-}
-
-/// The answer to an acquire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Acquire {
-    /// The lease is ours under `epoch`.
-    Acquired {
-        epoch: i64,
-        /// Running jobs of a dead previous holder put back in the queue.
-        recovered: u64,
-        /// The dead holder, if this was a takeover.
-        took_over_from: Option<String>,
-        orphan_server: Option<OrphanServer>,
-    },
-    /// Someone alive holds it.
-    Held {
-        holder: String,
-        pid: Option<i64>,
-        host: Option<String>,
-        purpose: Option<String>,
-    },
-    /// It is free but a gpu-lock command waits for it first.
-    WaitersFirst,
 }
 
 /// Whether a holder (or waiter) is gone: on this host, its pid is dead or
@@ -297,15 +240,6 @@ async fn requeue_expired(tx: &mut Transaction<'_, Sqlite>, now: i64) -> Result<u
     .execute(&mut **tx)
     .await?
     .rows_affected())
-}
-
-/// What a heartbeat learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Renewal {
-    /// False when the lease was taken from us: stop using the GPU at once.
-    pub held: bool,
-    /// gpu-lock commands waiting for this GPU.
-    pub waiters: i64,
 }
 
 /// Extends our lease and our running jobs' leases (never shortens them).

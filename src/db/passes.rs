@@ -10,23 +10,13 @@
 //! pass settled on another model or profile ([`serve`]). The model's
 //! SHA-256 is learnt from the first description that carries one (a trigger).
 
-use serde::Serialize;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::{begin_immediate, now_ms};
 use crate::error::{Error, Result};
 use crate::profile::Profile;
 
-/// A pass as the worker serves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pass {
-    pub id: i64,
-    pub name: String,
-    /// Its binding generation when read: a worker claims the pass's jobs
-    /// only while it is unchanged (another worker may rebind a pass that
-    /// is not settled yet).
-    pub binding: i64,
-}
+pub use cinecut_types::{Pass, PassSummary};
 
 /// What a worker describes with: its model name and prompt profile.
 #[derive(Debug, Clone, Copy)]
@@ -346,23 +336,15 @@ pub async fn enqueue_frames(
     Ok(n)
 }
 
-/// One pass, for `cinecut passes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PassSummary {
-    pub name: String,
-    pub model: Option<String>,
-    pub model_sha256: Option<String>,
-    pub profile: Option<String>,
-    pub jobs: i64,
-    pub done: i64,
-    pub queued: i64,
-    pub failed: i64,
-    /// The model's own answers (copies of near-duplicates not counted).
-    pub described: i64,
-    pub mean_latency_ms: Option<f64>,
-    pub mean_prompt_tokens: Option<f64>,
-    pub mean_completion_tokens: Option<f64>,
-    pub created_at: i64,
+/// What `passes` reads, on either backend.
+impl super::Store {
+    /// Every pass with its counts and means, oldest first.
+    pub async fn passes(&self) -> Result<Vec<PassSummary>> {
+        match self {
+            super::Store::Sqlite(db) => list(db.pool()).await,
+            super::Store::Postgres(db) => db.passes().await,
+        }
+    }
 }
 
 /// Every pass with its counts and means, oldest first.

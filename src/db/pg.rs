@@ -19,9 +19,7 @@ use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
 pub use cinecut_postgres::films::Video;
 
-use super::jobs::{
-    Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame, WorkerState,
-};
+use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Recorded, Scope, WorkerState};
 use super::lease::{Acquire, Holder, Renewal};
 use crate::error::{Error, Result};
 
@@ -125,16 +123,7 @@ impl PgDb {
         fps: Option<f64>,
         shots: &[super::queue::NewShot],
     ) -> Result<()> {
-        let shots: Vec<pgq::NewShot> = shots
-            .iter()
-            .map(|s| pgq::NewShot {
-                shot_index: s.shot_index,
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                score: s.score,
-            })
-            .collect();
-        pgq::insert_shots(&self.queue, film, fps, &shots)
+        pgq::insert_shots(&self.queue, film, fps, shots)
             .await
             .map_err(self.err())
     }
@@ -175,7 +164,7 @@ impl PgDb {
     }
 
     /// A page of a film's described (or, with `failed`, failed) frames
-    /// after `after`, as SQLite's rows.
+    /// after `after`.
     pub async fn result_page(
         &self,
         film: i64,
@@ -184,38 +173,16 @@ impl PgDb {
         failed: bool,
     ) -> Result<Vec<super::results::ResultRow>> {
         let page = super::results::PAGE;
-        let rows = match failed {
+        match failed {
             false => pgw::done_page(&self.queue, film, pass, after, page).await,
             true => pgw::failed_page(&self.queue, film, pass, after, page).await,
         }
-        .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let field = |name: &str| answer_text(r.fields.as_ref(), name);
-                super::results::ResultRow {
-                    film_id: film,
-                    visual_content: field("visual_content"),
-                    mood: field("mood"),
-                    action: field("action"),
-                    setting: field("setting"),
-                    fields: r.fields.as_ref().map(ToString::to_string),
-                    film: r.film,
-                    frame_index: r.frame_index,
-                    pts_ms: r.pts_ms,
-                    path: r.path,
-                    model: r.model,
-                    error: r.error,
-                    pass: r.pass,
-                    pass_id: r.pass_id,
-                }
-            })
-            .collect())
+        .map_err(self.err())
     }
 
     /// `search`: PostgreSQL's full-text search over the answers (every
-    /// word, English stemming), as SQLite's hits: best first, the rank
-    /// negated so that lower is better there too.
+    /// word, English stemming), best first (lower rank is better, as with
+    /// SQLite's bm25).
     pub async fn search(
         &self,
         words: &str,
@@ -223,49 +190,17 @@ impl PgDb {
         pass: Option<i64>,
         limit: i64,
     ) -> Result<Vec<super::results::SearchHit>> {
-        let hits = pgw::search(&self.queue, words, film, pass, limit)
+        pgw::search(&self.queue, words, film, pass, limit)
             .await
-            .map_err(self.err())?;
-        Ok(hits
-            .into_iter()
-            .map(|h| {
-                let field = |name: &str| answer_text(Some(&h.fields), name);
-                super::results::SearchHit {
-                    visual_content: field("visual_content"),
-                    mood: field("mood"),
-                    action: field("action"),
-                    setting: field("setting"),
-                    search_text: None,
-                    fields: h.fields.to_string(),
-                    rank: -h.rank,
-                    film: h.film,
-                    pass: h.pass,
-                    pts_ms: h.pts_ms,
-                    path: h.path,
-                }
-            })
-            .collect())
+            .map_err(self.err())
     }
 
-    /// Every film, as the report's header shows it.
-    pub async fn report_films(&self) -> Result<Vec<super::report::FilmFacts>> {
-        let films = cinecut_postgres::report::films(&self.queue)
+    /// The films `only` names (every film when empty), as the report's
+    /// header shows them.
+    pub async fn report_films(&self, only: &[i64]) -> Result<Vec<super::report::FilmFacts>> {
+        cinecut_postgres::report::films(&self.queue, only)
             .await
-            .map_err(self.err())?;
-        Ok(films
-            .into_iter()
-            .map(|f| super::report::FilmFacts {
-                id: f.id,
-                title: f.title,
-                source_path: f.source_path,
-                fps: f.fps,
-                duration_ms: f.duration_ms,
-                width: f.width,
-                height: f.height,
-                frame_count: f.frame_count,
-                is_video: f.is_video,
-            })
-            .collect())
+            .map_err(self.err())
     }
 
     /// The film made from this very file (of title `title` if given).
@@ -300,15 +235,7 @@ impl PgDb {
         film: i64,
         lines: &[super::queue::SubtitleLine],
     ) -> Result<()> {
-        let lines: Vec<cinecut_postgres::dialogue::Line> = lines
-            .iter()
-            .map(|l| cinecut_postgres::dialogue::Line {
-                start_ms: l.start_ms,
-                end_ms: l.end_ms,
-                text: l.text.clone(),
-            })
-            .collect();
-        cinecut_postgres::dialogue::replace(&self.queue, film, &lines)
+        cinecut_postgres::dialogue::replace(&self.queue, film, lines)
             .await
             .map_err(self.err())
     }
@@ -320,30 +247,19 @@ impl PgDb {
             .map_err(self.err())
     }
 
-    /// Subtitle lines with every word of `words`, as SQLite's hits.
+    /// Subtitle lines with every word of `words`.
     pub async fn search_dialogue(
         &self,
         words: &str,
         film: Option<i64>,
         limit: i64,
     ) -> Result<Vec<super::results::DialogueHit>> {
-        let hits = cinecut_postgres::dialogue::search(&self.queue, words, film, limit)
+        cinecut_postgres::dialogue::search(&self.queue, words, film, limit)
             .await
-            .map_err(self.err())?;
-        Ok(hits
-            .into_iter()
-            .map(|h| super::results::DialogueHit {
-                film: h.film,
-                start_ms: h.start_ms,
-                end_ms: h.end_ms,
-                text: h.text,
-                frame_index: h.frame_index,
-                path: h.path,
-            })
-            .collect())
+            .map_err(self.err())
     }
 
-    /// A page of a film's frames for the report, as SQLite's rows.
+    /// A page of a film's frames for the report.
     pub async fn report_page(
         &self,
         film: i64,
@@ -351,25 +267,9 @@ impl PgDb {
         after: i64,
     ) -> Result<Vec<super::report::ReportFrame>> {
         let page = super::report::PAGE;
-        let frames = cinecut_postgres::report::frames_page(&self.queue, film, pass, after, page)
+        cinecut_postgres::report::frames_page(&self.queue, film, pass, after, page)
             .await
-            .map_err(self.err())?;
-        Ok(frames
-            .into_iter()
-            .map(|f| super::report::ReportFrame {
-                frame_index: f.frame_index,
-                pts_ms: f.pts_ms,
-                path: f.path,
-                state: f.state,
-                attempts: f.attempts,
-                error: f.error,
-                fields: f.fields.map(|v| v.to_string()),
-                model: f.model,
-                line: f.line,
-                copied_from: f.copied_from,
-                stored: f.bytes,
-            })
-            .collect())
+            .map_err(self.err())
     }
 
     /// The oldest pass with jobs of film `film`.
@@ -445,27 +345,14 @@ impl PgDb {
             .map_err(self.err())
     }
 
-    /// `passes`: every pass with its counts and mean try time.
-    pub async fn passes(&self) -> Result<Vec<pgw::PassRow>> {
+    /// `passes`: every pass with its counts and its descriptions' means.
+    pub async fn passes(&self) -> Result<Vec<super::passes::PassSummary>> {
         pgw::passes(&self.queue).await.map_err(self.err())
     }
 
     /// The GPU leases that have a holder, for `gpu`.
     pub async fn lease_holders(&self) -> Result<Vec<super::status::LeaseHolder>> {
-        let held = pgw::held_leases(&self.queue).await.map_err(self.err())?;
-        Ok(held
-            .into_iter()
-            .map(|l| super::status::LeaseHolder {
-                gpu: l.gpu,
-                holder: l.holder,
-                holder_pid: l.holder_pid,
-                host: l.host,
-                purpose: l.purpose,
-                epoch: l.epoch,
-                expires_at: l.expires_at_ms,
-                server_pid: None,
-            })
-            .collect())
+        pgw::held_leases(&self.queue).await.map_err(self.err())
     }
 
     pub async fn register_worker(&self, me: &Holder, gpu: &str) -> Result<()> {
@@ -475,14 +362,13 @@ impl PgDb {
     }
 
     pub async fn set_worker_state(&self, id: &str, state: WorkerState) -> Result<()> {
-        let last = matches!(state, WorkerState::Stopped | WorkerState::Failed);
-        pgw::set_state(&self.queue, id, state.as_sql(), last)
+        pgw::set_state(&self.queue, id, state)
             .await
             .map_err(self.err())
     }
 
     pub async fn has_open_work(&self, scope: Scope) -> Result<bool> {
-        pgq::has_open_work(&self.queue, pg_scope(scope))
+        pgq::has_open_work(&self.queue, scope)
             .await
             .map_err(self.err())
     }
@@ -490,31 +376,9 @@ impl PgDb {
     /// Takes GPU `gpu`'s lease for `me` if it is free: unheld, expired by
     /// the database's clock, or held by a dead process on this host.
     pub async fn acquire(&self, gpu: &str, me: &Holder, ttl: Duration) -> Result<Acquire> {
-        let holder = pg_holder(me);
-        Ok(
-            match pgl::acquire(&self.queue, gpu, &holder, ttl)
-                .await
-                .map_err(self.err())?
-            {
-                pgl::Acquire::Acquired {
-                    epoch,
-                    recovered,
-                    taken_from,
-                } => Acquire::Acquired {
-                    epoch,
-                    recovered,
-                    took_over_from: taken_from,
-                    orphan_server: None,
-                },
-                pgl::Acquire::Held { by, host } => Acquire::Held {
-                    holder: by,
-                    pid: None,
-                    host: Some(host),
-                    purpose: None,
-                },
-                pgl::Acquire::WaitersFirst => Acquire::WaitersFirst,
-            },
-        )
+        pgl::acquire(&self.queue, gpu, &pg_holder(me), ttl)
+            .await
+            .map_err(self.err())
     }
 
     pub async fn release(&self, gpu: &str, me: &Holder, epoch: i64) -> Result<()> {
@@ -543,64 +407,20 @@ impl PgDb {
     }
 
     /// Every film's progress in every pass (of one film, of one pass, if
-    /// given), as SQLite's rows.
+    /// given).
     pub async fn film_status(
         &self,
         film: Option<i64>,
         pass: Option<i64>,
     ) -> Result<Vec<super::status::FilmStatus>> {
-        let counts = pgw::film_counts(&self.queue, film, pass)
+        pgw::film_status(&self.queue, film, pass)
             .await
-            .map_err(self.err())?;
-        let mut out = Vec::with_capacity(counts.len());
-        for c in counts {
-            let top_failures = match c.failed {
-                0 => Vec::new(),
-                _ => pgw::top_failures(&self.queue, c.film_id, c.pass_id, 3)
-                    .await
-                    .map_err(self.err())?
-                    .into_iter()
-                    .map(|(reason, count)| super::status::FailureReason { reason, count })
-                    .collect(),
-            };
-            out.push(super::status::FilmStatus {
-                film_id: c.film_id,
-                title: c.title,
-                pass: c.pass,
-                total: c.queued + c.running + c.done + c.failed + c.cancelled,
-                queued: c.queued,
-                running: c.running,
-                done: c.done,
-                failed: c.failed,
-                cancelled: c.cancelled,
-                oldest_queued_at: c.oldest_queued_at,
-                top_failures,
-            });
-        }
-        Ok(out)
+            .map_err(self.err())
     }
 
-    /// Workers running, or stopped within `since`, as SQLite's rows.
+    /// Workers running, or stopped within `since`.
     pub async fn workers(&self, since: Duration) -> Result<Vec<super::status::WorkerRow>> {
-        let rows = pgw::workers(&self.queue, since).await.map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|w| super::status::WorkerRow {
-                id: w.id,
-                pid: w.pid,
-                host: w.host,
-                gpu: w.gpu,
-                state: w.state,
-                started_at: w.started_at,
-                heartbeat_at: w.heartbeat_at,
-                jobs_done: w.jobs_done,
-                jobs_failed: w.jobs_failed,
-                jobs_retried: w.jobs_retried,
-                jobs_requeued: w.jobs_requeued,
-                server_starts: w.server_starts,
-                server_restarts: w.server_restarts,
-            })
-            .collect())
+        pgw::workers(&self.queue, since).await.map_err(self.err())
     }
 
     /// Adds one to a worker's llama-server starts (or restarts).
@@ -632,16 +452,6 @@ impl PgDb {
 
 /// The holder as the PostgreSQL lease knows it: its host identity is
 /// hostname + boot id (`CINECUT_TEST_HOST_ID` in tests).
-/// A worker's scope as the PostgreSQL queue takes it: its claims hold
-/// only under its pass's binding.
-fn pg_scope(scope: Scope) -> pgq::Scope {
-    pgq::Scope {
-        pass: scope.pass,
-        binding: Some(scope.binding),
-        film: scope.film,
-    }
-}
-
 fn pg_holder(me: &Holder) -> pgl::Holder {
     pgl::Holder {
         id: me.id.clone(),
@@ -656,10 +466,9 @@ pub struct PgWork {
     db: PgDb,
     me: pgl::Holder,
     fence: Fence,
-    pg_fence: pgq::Fence,
     /// Its pass (and film), and the pass's binding this worker made: its
     /// claims hold only under it.
-    scope: pgq::Scope,
+    scope: Scope,
     lease: Duration,
     /// Jobs claimed and not yet recorded: the job leases a renewal extends.
     mine: HashSet<i64>,
@@ -678,13 +487,8 @@ impl PgWork {
         Ok(PgWork {
             db: db.clone(),
             me: pg_holder(me),
-            pg_fence: pgq::Fence {
-                gpu: fence.gpu.clone(),
-                owner: fence.owner.clone(),
-                epoch: fence.epoch,
-            },
             fence,
-            scope: pg_scope(scope),
+            scope,
             lease,
             mine: HashSet::new(),
             wakeups,
@@ -716,11 +520,10 @@ impl PgWork {
         finished: &[Finished],
         claim: usize,
     ) -> Result<(Recorded, Claimed)> {
-        let ends: Vec<pgq::Finished> = finished.iter().map(pg_finished).collect();
-        let round = pgq::record_and_claim(
+        let (recorded, claimed) = pgq::record_and_claim(
             &self.db.queue,
-            &self.pg_fence,
-            &ends,
+            &self.fence,
+            finished,
             self.scope,
             claim as i64,
             self.lease,
@@ -730,38 +533,8 @@ impl PgWork {
         for f in finished {
             self.mine.remove(&f.job.job_id);
         }
-        let r = round.recorded;
-        let settled = r.done + r.retried + r.failed + r.requeued + r.released;
-        let recorded = Recorded {
-            done: r.done,
-            failed: r.failed,
-            retried: r.retried,
-            requeued: r.requeued,
-            fenced: (finished.len() as u64).saturating_sub(settled),
-        };
-        let jobs: Vec<ClaimedJob> = round
-            .claimed
-            .into_iter()
-            .map(|c| ClaimedJob {
-                job_id: c.job_id,
-                frame_id: c.frame_id,
-                path: c.path,
-                line: None,
-                attempts: c.attempts,
-                transient_failures: c.transient_failures,
-                max_attempts: c.max_attempts,
-                stored: c.bytes.map(|b| StoredFrame(b.into())),
-            })
-            .collect();
-        self.mine.extend(jobs.iter().map(|j| j.job_id));
-        Ok((
-            recorded,
-            Claimed {
-                jobs,
-                gpu_wanted: round.gpu_wanted,
-                rebound: round.rebound,
-            },
-        ))
+        self.mine.extend(claimed.jobs.iter().map(|j| j.job_id));
+        Ok((recorded, claimed))
     }
 
     /// Extends the lease and the job leases of the jobs in flight, and
@@ -834,55 +607,6 @@ impl PgWork {
     pub async fn set_state(&self, state: WorkerState) -> Result<()> {
         self.db.set_worker_state(&self.fence.owner, state).await
     }
-}
-
-/// A try's end as the PostgreSQL queue records it.
-fn pg_finished(f: &Finished) -> pgq::Finished {
-    let ms = |ms: i64| Duration::from_millis(ms.max(0) as u64);
-    let outcome = match &f.outcome {
-        Outcome::Done { answer, model, .. } => pgq::Outcome::Done(pgq::Answer {
-            fields: serde_json::to_value(answer).expect("an answer is a JSON object"),
-            model: model.clone(),
-        }),
-        Outcome::Retry {
-            class,
-            error,
-            raw,
-            backoff_ms,
-        } => pgq::Outcome::Retry {
-            class: (*class).to_string(),
-            error: error.clone(),
-            raw: raw.clone(),
-            backoff: ms(*backoff_ms),
-        },
-        Outcome::Fail { class, error } => pgq::Outcome::Fail {
-            class: (*class).to_string(),
-            error: error.clone(),
-        },
-        Outcome::Requeue {
-            class,
-            error,
-            counts,
-            poison_after,
-            backoff_ms,
-        } => pgq::Outcome::Requeue {
-            class: (*class).to_string(),
-            error: error.clone(),
-            counts: *counts,
-            poison_after: *poison_after,
-            backoff: ms(*backoff_ms),
-        },
-        Outcome::Release => pgq::Outcome::Release,
-    };
-    pgq::Finished {
-        job: f.job.job_id,
-        outcome,
-    }
-}
-
-/// A text field of an answer, as the seed columns hold it on SQLite.
-fn answer_text(answer: Option<&serde_json::Value>, name: &str) -> Option<String> {
-    answer?.get(name)?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

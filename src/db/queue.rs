@@ -570,23 +570,7 @@ pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64,
     Ok((id, title))
 }
 
-/// One subtitle line of a film, its markup stripped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubtitleLine {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-}
-
-/// One shot of a film, as scene mode found it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NewShot {
-    pub shot_index: i64,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    /// The scene score of the cut that opened it (0 for the first shot).
-    pub score: f64,
-}
+pub use cinecut_types::{NewShot, SubtitleLine};
 
 /// Stores film `film_id`'s shots (before its frames, which name them), in
 /// one transaction; source frame numbers come from the film's frame rate.

@@ -6,42 +6,7 @@ use sqlx::SqlitePool;
 
 use crate::error::Result;
 
-/// A film as the report's header shows it.
-#[derive(Debug, Clone)]
-pub struct FilmFacts {
-    pub id: i64,
-    pub title: String,
-    pub source_path: Option<String>,
-    pub fps: Option<f64>,
-    pub duration_ms: Option<i64>,
-    pub width: Option<i64>,
-    pub height: Option<i64>,
-    pub frame_count: i64,
-    /// Its frames were extracted from a video (with thumbnails beside them).
-    pub is_video: bool,
-}
-
-/// One frame of the report, in time order: its description when the job
-/// is done, its reason when it failed, its state otherwise.
-#[derive(Debug, Clone)]
-pub struct ReportFrame {
-    pub frame_index: i64,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    /// `queued`, `running`, `done`, `failed` or `cancelled`.
-    pub state: String,
-    pub attempts: i64,
-    pub error: Option<String>,
-    /// The whole validated answer (a JSON object), when described.
-    pub fields: Option<String>,
-    pub model: Option<String>,
-    /// The subtitle line on screen at the frame's time (as `frame_dialogue`).
-    pub line: Option<String>,
-    /// A near-duplicate's description: the frame_index it was copied from.
-    pub copied_from: Option<i64>,
-    /// Its bytes, when the database holds them (`enqueue --store-frames`).
-    pub stored: Option<Vec<u8>>,
-}
+pub use cinecut_types::{FilmFacts, ReportField, ReportFrame};
 
 /// Rows per page of [`frames_page`].
 pub const PAGE: i64 = 500;
@@ -98,14 +63,6 @@ pub async fn frames_page(
     .await?)
 }
 
-/// A field of a pass's profile, as the report shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportField {
-    pub name: String,
-    /// `text`, `enum`, `tags`, `integer` or `boolean`.
-    pub kind: String,
-}
-
 /// The fields of pass `pass`'s profile, in the profile's order (empty when
 /// the pass has no profile recorded: an unbound pass, or one migrated from
 /// before profiles, whose answers are the default profile's).
@@ -125,14 +82,10 @@ pub async fn fields(pool: &SqlitePool, pass: i64) -> Result<Vec<ReportField>> {
 impl super::Store {
     /// The films to report (those of `only`, or all), in order.
     pub async fn report_films(&self, only: &[i64]) -> Result<Vec<FilmFacts>> {
-        let all = match self {
-            super::Store::Sqlite(db) => return films(db.pool(), only).await,
-            super::Store::Postgres(db) => db.report_films().await?,
-        };
-        Ok(all
-            .into_iter()
-            .filter(|f| only.is_empty() || only.contains(&f.id))
-            .collect())
+        match self {
+            super::Store::Sqlite(db) => films(db.pool(), only).await,
+            super::Store::Postgres(db) => db.report_films(only).await,
+        }
     }
 
     /// See [`frames_page`].

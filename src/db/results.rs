@@ -1,36 +1,11 @@
 //! Reading results out: pages of rows for `results` (keyset paging, so
 //! memory stays bounded at any size), ranked full-text matches for `search`.
 
-use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::error::Result;
 
-/// One described (or failed) frame.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, serde::Deserialize)]
-pub struct ResultRow {
-    /// The paging key with `frame_index`; not exported.
-    #[serde(skip)]
-    pub film_id: i64,
-    pub film: String,
-    pub frame_index: i64,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    pub visual_content: Option<String>,
-    pub mood: Option<String>,
-    pub action: Option<String>,
-    pub setting: Option<String>,
-    pub model: Option<String>,
-    /// Why the frame failed (failed rows only).
-    pub error: Option<String>,
-    /// The pass the description (or failure) belongs to.
-    pub pass: String,
-    /// The whole answer as JSON (every profile's fields).
-    pub fields: Option<String>,
-    /// The paging key after `frame_index`; not exported.
-    #[serde(skip)]
-    pub pass_id: i64,
-}
+pub use cinecut_types::{DialogueHit, ResultRow, SearchHit};
 
 /// Rows per page: memory stays bounded whatever the table size.
 pub const PAGE: i64 = 5000;
@@ -136,24 +111,6 @@ pub async fn failed_page(
     .await?)
 }
 
-/// A full-text match.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SearchHit {
-    pub film: String,
-    pub pass: String,
-    pub pts_ms: Option<i64>,
-    pub path: String,
-    pub visual_content: Option<String>,
-    pub mood: Option<String>,
-    pub action: Option<String>,
-    pub setting: Option<String>,
-    /// A custom profile's other text and tags, one per line.
-    pub search_text: Option<String>,
-    /// The whole answer as JSON.
-    pub fields: String,
-    pub rank: f64,
-}
-
 /// Best matches first (FTS5 bm25). `query` is an FTS5 expression.
 /// An FTS5 query that matches all of the user's words, whatever punctuation
 /// they typed (each word quoted, so FTS5 syntax cannot break it); `None`
@@ -194,18 +151,6 @@ pub async fn search(
     )
     .fetch_all(pool)
     .await?)
-}
-
-/// A subtitle line that matches, with the frame on screen during it (the
-/// first one; else the first after it starts), when the film has one.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DialogueHit {
-    pub film: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-    pub frame_index: Option<i64>,
-    pub path: Option<String>,
 }
 
 /// Best matching subtitle lines first (FTS5 bm25 over `subtitle_search`).

@@ -5,65 +5,11 @@
 //! film's job count in the pass (`film_passes`) minus the rest, so status
 //! stays fast on a freshly enqueued million-frame film or pass.
 
-use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::error::Result;
 
-/// One film's progress in one pass.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct FilmStatus {
-    pub film_id: i64,
-    pub title: String,
-    pub pass: String,
-    pub total: i64,
-    pub queued: i64,
-    pub running: i64,
-    pub done: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-    /// Enqueue time of the oldest job still queued.
-    pub oldest_queued_at: Option<i64>,
-    /// Most frequent failure reasons with their counts.
-    pub top_failures: Vec<FailureReason>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FailureReason {
-    pub reason: String,
-    pub count: i64,
-}
-
-/// The holder of a GPU lease.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct LeaseHolder {
-    pub gpu: String,
-    pub holder: String,
-    pub holder_pid: Option<i64>,
-    pub host: Option<String>,
-    pub purpose: Option<String>,
-    pub epoch: i64,
-    pub expires_at: Option<i64>,
-    pub server_pid: Option<i64>,
-}
-
-/// A worker seen recently.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct WorkerRow {
-    pub id: String,
-    pub pid: i64,
-    pub host: String,
-    pub gpu: String,
-    pub state: String,
-    pub started_at: i64,
-    pub heartbeat_at: i64,
-    pub jobs_done: i64,
-    pub jobs_failed: i64,
-    pub jobs_retried: i64,
-    pub jobs_requeued: i64,
-    pub server_starts: i64,
-    pub server_restarts: i64,
-}
+pub use cinecut_types::{FailureReason, FilmStatus, LeaseHolder, WorkerRow};
 
 /// Progress of every film (or of one) in every pass (or in one).
 pub async fn films(

@@ -948,6 +948,12 @@ fn other_selection(title: &str, before: Option<&String>, now: &str) -> Option<St
     ))
 }
 
+/// Where film `film_id`'s frames go under `--frames-dir`, the same on
+/// both backends: `<frames-dir>/<film id>/`.
+fn film_frames(frames_dir: &Path, film_id: i64) -> PathBuf {
+    frames_dir.join(film_id.to_string())
+}
+
 /// Enqueues one video as a film: probes it, extracts its frames, enqueues
 /// them. A file enqueued before (same path, size and mtime) runs no ffmpeg;
 /// a failure after the film row was made leaves neither it nor its frames
@@ -1028,7 +1034,7 @@ pub async fn enqueue_video(
     spec.width = probed.width;
     spec.height = probed.height;
     let (film_id, title) = queue::create_video_film(db.pool(), &spec).await?;
-    let out_dir = film.frames_dir.join(film_id.to_string());
+    let out_dir = film_frames(&film.frames_dir, film_id);
     let spoken: Vec<(i64, i64)> = dialogue
         .as_ref()
         .map(|(_, lines)| lines.iter().map(|l| (l.start_ms, l.end_ms)).collect())
@@ -1142,7 +1148,7 @@ pub async fn enqueue_video_pg(
     spec.width = probed.width;
     spec.height = probed.height;
     let (film_id, title) = db.create_video_film(&spec, opts.priority).await?;
-    let out_dir = film.frames_dir.join(format!("film-{film_id}"));
+    let out_dir = film_frames(&film.frames_dir, film_id);
     let undo = |reason: String| async {
         if let Err(e) = db.delete_film(film_id).await {
             tracing::warn!("could not remove film #{film_id} after a failure: {e}");
