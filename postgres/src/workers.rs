@@ -416,3 +416,12 @@ pub async fn held_leases(q: &PgQueue) -> Result<Vec<LeaseHolder>> {
     .fetch_all(q.pool())
     .await?)
 }
+
+/// Whether the database has any frame.
+pub async fn has_frames(q: &PgQueue) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM frames) AS "any!""#)
+            .fetch_one(q.pool())
+            .await?,
+    )
+}

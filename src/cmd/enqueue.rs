@@ -3,13 +3,12 @@
 use std::io::Write;
 
 use crate::cli::{EnqueueArgs, PickArg, SelectArg};
-use crate::db::Db;
-use crate::db::pg::PgDb;
+use crate::db::Store;
 use crate::error::Error;
 use crate::ingest::subtitles::SubtitleSource;
 use crate::ingest::{self, EnqueueOptions, EnqueueSummary, Inputs, film::FilmOptions};
 
-pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
+pub async fn run(db: &Store, args: EnqueueArgs) -> anyhow::Result<()> {
     if args.subtitles.is_some() && args.inputs.len() > 1 {
         anyhow::bail!(
             "--subtitles is one film's dialogue, and {} inputs were given; enqueue that film on its own",
@@ -17,26 +16,8 @@ pub async fn run(db: &Db, args: EnqueueArgs) -> anyhow::Result<()> {
         );
     }
     let (inputs, opts) = inputs_and_options(&args);
-    let summary = ingest::enqueue_inputs(
-        db,
-        &inputs,
-        &film_options(frames_dir_of(db, &args), &args),
-        &opts,
-    )
-    .await?;
-    report(&summary, &args)
-}
-
-/// `cinecut enqueue --db postgres://…`: stills from folders, globs and
-/// manifests (see [`ingest::enqueue_inputs_pg`]).
-pub async fn run_pg(db: &PgDb, args: EnqueueArgs) -> anyhow::Result<()> {
-    let (inputs, opts) = inputs_and_options(&args);
-    let frames_dir = args
-        .frames_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("cinecut-frames"));
-    let summary =
-        ingest::enqueue_inputs_pg(db, &inputs, &film_options(frames_dir, &args), &opts).await?;
+    let film = film_options(frames_dir_of(db, &args), &args);
+    let summary = ingest::enqueue_inputs(db, &inputs, &film, &opts).await?;
     report(&summary, &args)
 }
 
@@ -118,15 +99,19 @@ pub fn shot_flags_need_scene_mode(args: &EnqueueArgs) {
     }
 }
 
-/// Where a SQLite database's films put their frames by default: next to
-/// the database file.
-fn frames_dir_of(db: &Db, args: &EnqueueArgs) -> std::path::PathBuf {
-    args.frames_dir.clone().unwrap_or_else(|| {
-        let stem = db
-            .path()
-            .file_stem()
-            .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
-        db.path().with_file_name(format!("{stem}-frames"))
+/// Where films put their frames by default: next to a SQLite database
+/// file (`<db>-frames`); `cinecut-frames` in the current folder for a
+/// PostgreSQL database, which has no file to stand beside.
+fn frames_dir_of(db: &Store, args: &EnqueueArgs) -> std::path::PathBuf {
+    args.frames_dir.clone().unwrap_or_else(|| match db {
+        Store::Sqlite(db) => {
+            let stem = db
+                .path()
+                .file_stem()
+                .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
+            db.path().with_file_name(format!("{stem}-frames"))
+        }
+        Store::Postgres(_) => std::path::PathBuf::from("cinecut-frames"),
     })
 }
 

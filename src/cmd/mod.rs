@@ -70,13 +70,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let ok = |()| 0;
     let store = db::Store::Sqlite(db.clone());
     let result = match cli.command {
-        Command::Enqueue(args) => enqueue::run(&db, args).await.map(ok),
+        Command::Enqueue(args) => enqueue::run(&store, args).await.map(ok),
         Command::Status(args) => status::run(&store, args).await.map(ok),
         Command::Retry(args) => queue::retry(&store, args).await.map(ok),
         Command::Cancel(args) => queue::cancel(&store, args).await.map(ok),
-        Command::Worker(args) => worker::run(&db, *args, shutdown).await.map(ok),
-        Command::Run(args) => run::run(&db, *args, shutdown).await,
-        Command::Describe(args) => describe::run(&db, *args, shutdown).await,
+        Command::Worker(args) => worker::run(&store, *args, shutdown).await.map(ok),
+        Command::Run(args) => run::run(&store, *args, shutdown).await,
+        Command::Describe(args) => describe::run(&store, *args, shutdown).await,
         Command::Passes(args) => passes::run(&store, args).await.map(ok),
         Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
         Command::Gpu(args) => gpu::run(&store, args).await.map(ok),
@@ -102,16 +102,16 @@ async fn on_postgres(
     };
     let store = db::Store::Postgres(db.clone());
     let result = match command {
-        Command::Enqueue(args) => enqueue::run_pg(&db, args).await.map(|()| 0),
-        Command::Worker(args) => worker::run_pg(&db, *args, shutdown).await.map(|()| 0),
+        Command::Enqueue(args) => enqueue::run(&store, args).await.map(|()| 0),
+        Command::Worker(args) => worker::run(&store, *args, shutdown).await.map(|()| 0),
         Command::Status(args) => status::run(&store, args).await.map(|()| 0),
         Command::Retry(args) => queue::retry(&store, args).await.map(|()| 0),
         Command::Cancel(args) => queue::cancel(&store, args).await.map(|()| 0),
         Command::Results(args) => results::run(&store, args).await.map(|()| 0),
         Command::Search(args) => search::run(&store, args).await.map(|()| 0),
         Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
-        Command::Run(args) => run::run_pg(&db, *args, shutdown).await,
-        Command::Describe(args) => describe::run_pg(&db, *args, shutdown).await,
+        Command::Run(args) => run::run(&store, *args, shutdown).await,
+        Command::Describe(args) => describe::run(&store, *args, shutdown).await,
         Command::Passes(args) => passes::run(&store, args).await.map(|()| 0),
         Command::Gpu(args) => gpu::run(&store, args).await.map(|()| 0),
         Command::Report(args) => report::run(&store, args).await.map(|()| 0),
@@ -157,13 +157,6 @@ fn shutdown_token() -> CancellationToken {
 }
 
 /// The id of the film titled `title`, if a title is given.
-async fn film_filter(db: &Db, title: Option<&str>) -> anyhow::Result<Option<i64>> {
-    Ok(match title {
-        Some(title) => Some(db::queue::film_id(db.pool(), title).await?),
-        None => None,
-    })
-}
-
 /// The ids of the film titled `film` and of the pass named `pass`, each
 /// if given, on either backend.
 async fn filters(

@@ -7,12 +7,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::render::{totals, truncate};
 use crate::cli::RunArgs;
-use crate::db::pg::PgDb;
-use crate::db::{Db, Store};
+use crate::db::Store;
 use crate::{config, worker};
 
-/// Enqueue, then a worker until the queue is empty, with one progress display.
-pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
+/// Enqueue, then a worker until the queue is empty, with one progress
+/// display. On PostgreSQL, other hosts' workers may share the work: this
+/// one runs until the pass has nothing queued or running.
+pub async fn run(db: &Store, mut args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let max_side = args.enqueue.max_side;
     if args.enqueue.pass.len() > 1 {
@@ -42,48 +43,7 @@ pub async fn run(db: &Db, mut args: RunArgs, shutdown: CancellationToken) -> any
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
-    let store = Store::Sqlite(db.clone());
-    describe_until_done(&store, &cfg, engine, shutdown, pass.id, started).await?;
-    enqueued.map(|()| 0)
-}
-
-/// `cinecut run --db postgres://…`: enqueue, then a worker on this host
-/// until the pass has nothing queued or running (other hosts' workers may
-/// share the work), then what became of the pass.
-pub async fn run_pg(
-    db: &PgDb,
-    mut args: RunArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<u8> {
-    let started = std::time::Instant::now();
-    if args.enqueue.pass.len() > 1 {
-        anyhow::bail!(
-            "run describes one pass, and --pass was given {} times; enqueue for several passes with `cinecut enqueue`",
-            args.enqueue.pass.len()
-        );
-    }
-    let mut core = args.worker;
-    core.until_empty = true;
-    let (mut cfg, engine, describing) = config::worker(core, None, args.enqueue.max_side).await?;
-    let name = args
-        .enqueue
-        .pass
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "default".to_string());
-    cfg.pass = Some(super::worker::serve_pass_pg(db, &name, &describing).await?);
-    args.enqueue.pass = vec![name.clone()];
-    let enqueued = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return Ok(130),
-        r = super::enqueue::run_pg(db, args.enqueue) => r,
-    };
-    if let Err(e) = &enqueued {
-        tracing::error!("{e:#}; describing what was enqueued");
-    }
-    let store = Store::Postgres(db.clone());
-    let pass = cfg.pass.as_ref().expect("the pass served").id;
-    describe_until_done(&store, &cfg, engine, shutdown, pass, started).await?;
+    describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
     enqueued.map(|()| 0)
 }
 

@@ -336,8 +336,41 @@ pub async fn enqueue_frames(
     Ok(n)
 }
 
-/// What `passes` reads, on either backend.
+/// Passes on either backend: what a worker serves, what `describe` queues,
+/// what `passes` lists.
 impl super::Store {
+    /// The pass a worker of `identity` serves (see [`serve`]), and whether
+    /// it was made now. With no name, SQLite serves its only pass or the
+    /// one named after the identity; PostgreSQL serves `default`, the pass
+    /// `enqueue` fills when none is named.
+    pub async fn serve_pass(
+        &self,
+        name: Option<&str>,
+        identity: PassIdentity<'_>,
+    ) -> Result<(Pass, bool)> {
+        match self {
+            super::Store::Sqlite(db) => serve(db.pool(), name, identity).await,
+            super::Store::Postgres(db) => db.serve_pass(name.unwrap_or("default"), identity).await,
+        }
+    }
+
+    /// Whether the database has any frame.
+    pub async fn has_frames(&self) -> Result<bool> {
+        match self {
+            super::Store::Sqlite(db) => has_frames(db.pool()).await,
+            super::Store::Postgres(db) => db.has_frames().await,
+        }
+    }
+
+    /// `describe`: every frame (of `films`, or all) a job in pass `pass`
+    /// unless it has one; how many were new.
+    pub async fn enqueue_frames(&self, pass: i64, films: &[i64], max_attempts: i64) -> Result<u64> {
+        match self {
+            super::Store::Sqlite(db) => enqueue_frames(db.pool(), pass, films, max_attempts).await,
+            super::Store::Postgres(db) => db.enqueue_frames(pass, films, max_attempts).await,
+        }
+    }
+
     /// Every pass with its counts and means, oldest first.
     pub async fn passes(&self) -> Result<Vec<PassSummary>> {
         match self {

@@ -345,6 +345,11 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// Whether the database has any frame.
+    pub async fn has_frames(&self) -> Result<bool> {
+        pgw::has_frames(&self.queue).await.map_err(self.err())
+    }
+
     /// `passes`: every pass with its counts and its descriptions' means.
     pub async fn passes(&self) -> Result<Vec<super::passes::PassSummary>> {
         pgw::passes(&self.queue).await.map_err(self.err())

@@ -19,9 +19,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::db::Db;
 use crate::db::pg::PgDb;
 use crate::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+use crate::db::{Db, Store};
 use crate::error::{Error, Result};
 use dedupe::Deduper;
 use frames::{FrameChecker, FrameRef, ManifestReader, Rejection, Source};
@@ -163,12 +163,13 @@ impl Inputs {
     }
 }
 
-/// The one entry for every input: videos become films (ffmpeg), the rest
-/// frames. With `--strict`, every frame and video is checked before
-/// anything is written, and nothing is when one fails. Rejections are
-/// reported in the summary, not raised: the caller decides the exit code.
+/// The one entry for every input, on either backend: videos become films
+/// (ffmpeg), the rest frames. With `--strict`, every frame and video is
+/// checked before anything is written, and nothing is when one fails.
+/// Rejections are reported in the summary, not raised: the caller decides
+/// the exit code.
 pub async fn enqueue_inputs(
-    db: &Db,
+    db: &Store,
     inputs: &Inputs,
     film: &film::FilmOptions,
     opts: &EnqueueOptions,
@@ -192,12 +193,20 @@ pub async fn enqueue_inputs(
     } else {
         let mut films = Vec::new();
         for video in &videos {
-            match film::enqueue_video(db, Path::new(video), film, opts).await {
+            let video = Path::new(video);
+            let enqueued = match db {
+                Store::Sqlite(db) => film::enqueue_video(db, video, film, opts).await,
+                Store::Postgres(db) => film::enqueue_video_pg(db, video, film, opts).await,
+            };
+            match enqueued {
                 Ok(f) => films.push(f),
                 Err(e) => failed_videos.push(video_rejection(e)?),
             }
         }
-        let mut summary = write(db, checked, opts).await?;
+        let mut summary = match db {
+            Store::Sqlite(db) => write(db, checked, opts).await?,
+            Store::Postgres(db) => write_pg(db, checked, opts).await?,
+        };
         films.append(&mut summary.films);
         summary.films = films;
         summary
@@ -218,37 +227,13 @@ fn video_rejection(e: Error) -> Result<Rejection> {
     }
 }
 
-/// `enqueue` into PostgreSQL: videos (see [`film::enqueue_video_pg`]) and
-/// stills from folders, globs and manifests, each frame with a job in
-/// every pass `opts.passes` names (`default` when none). Near-duplicates
-/// are not marked there (every frame gets its own description).
-pub async fn enqueue_inputs_pg(
-    db: &PgDb,
-    inputs: &Inputs,
-    film: &film::FilmOptions,
-    opts: &EnqueueOptions,
-) -> Result<EnqueueSummary> {
-    let (videos, others) = inputs.split()?;
-    let started = Instant::now();
-    let mut summary = EnqueueSummary {
-        videos: videos.len() as u64,
-        ..EnqueueSummary::default()
-    };
-    for video in &videos {
-        match film::enqueue_video_pg(db, Path::new(video), film, opts).await {
-            Ok(f) => summary.films.push(f),
-            Err(e) => summary.failed_videos.push(video_rejection(e)?),
-        }
-    }
-    if others.is_empty() && inputs.manifest.is_none() {
-        return Ok(summary.finish(started));
-    }
-    let (sources, rejected) =
-        frames::plan_sources(&others, inputs.manifest.as_deref(), opts.title.as_deref());
-    let Checked { sources, rejected } = check(sources, rejected, opts.strict).await?;
-    summary.rejected = rejected;
-    if opts.strict && !summary.rejected.is_empty() {
-        return Ok(summary.finish(started));
+/// [`write`] into PostgreSQL: each frame with a job in every pass
+/// `opts.passes` names (`default` when none).
+async fn write_pg(db: &PgDb, checked: Checked, opts: &EnqueueOptions) -> Result<EnqueueSummary> {
+    let Checked { sources, rejected } = checked;
+    let mut summary = EnqueueSummary::only_rejections(rejected);
+    if sources.is_empty() {
+        return Ok(summary);
     }
     let names = match opts.passes.is_empty() {
         true => vec!["default".to_string()],
@@ -301,7 +286,7 @@ pub async fn enqueue_inputs_pg(
     result?;
     summary.rejected.extend(produced?);
     summary.films.extend(stills.into_values());
-    Ok(summary.finish(started))
+    Ok(summary)
 }
 
 struct TitledChunk {
