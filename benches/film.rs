@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use cinecut::ingest::film::{FilmOptions, SelectMode, output_args};
+use cinecut::ingest::film::{FilmOptions, SelectMode};
+use cinecut::ingest::probe::output_args;
 use cinecut::ingest::shots::Pick;
 use cinecut::ingest::subtitles::SubtitleSource;
 

@@ -14,7 +14,8 @@ use std::path::Path;
 #[allow(dead_code)]
 mod browser;
 
-use cinecut::ingest::film::{FilmOptions, SelectMode, filter_chain, output_args};
+use cinecut::ingest::film::{FilmOptions, SelectMode};
+use cinecut::ingest::probe::{filter_chain, output_args};
 use cinecut::ingest::shots::Pick;
 use cinecut::ingest::subtitles::SubtitleSource;
 use std::process::{Command, Stdio};

@@ -25,7 +25,7 @@ use crate::frame::{self, FrameError, Thumbnail};
 use crate::ingest::film::thumbnail_path;
 
 /// Longest side of a thumbnail, in pixels (as extraction writes them).
-pub const THUMBNAIL_SIDE: u32 = crate::ingest::film::THUMBNAIL_SIDE;
+pub const THUMBNAIL_SIDE: u32 = crate::ingest::probe::THUMBNAIL_SIDE;
 /// Bytes a thumbnail may take before it is re-encoded at a lower quality:
 /// with base64 and the card's text, a frame stays under 20 KB of page.
 pub const THUMBNAIL_BUDGET: usize = 12 * 1024;

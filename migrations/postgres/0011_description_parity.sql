@@ -8,6 +8,10 @@
 --   `frame_dialogue` with its timecode, `film_progress` and
 --   `pass_comparison`.
 --
+-- - each answer kept as the worker wrote it (`json`, not `jsonb`, which
+--   reorders the keys and respaces them): `fields` reads the same text on
+--   both backends.
+--
 -- Descriptions from before this migration keep NULL in the new columns.
 ALTER TABLE descriptions
     ADD COLUMN model_sha256      text,
@@ -66,6 +70,7 @@ FROM (SELECT fr.id, fr.film_id, fr.frame_index, fr.pts_ms,
       FROM frames fr JOIN films f ON f.id = fr.film_id) x;
 
 DROP VIEW frame_descriptions;
+ALTER TABLE descriptions ALTER COLUMN fields TYPE json USING fields::json;
 CREATE VIEW frame_descriptions AS
 SELECT f.id             AS film_id,
        f.title          AS film,
@@ -161,13 +166,13 @@ SELECT fr.film_id          AS film_id,
        fr.path             AS path,
        a.key               AS field,
        count(*)            AS passes,
-       jsonb_object_agg(p.name, a.value) AS answers,
-       count(DISTINCT a.value) = 1 AS agree
+       json_object_agg(p.name, a.value) AS answers,
+       count(DISTINCT a.value::text) = 1 AS agree
 FROM descriptions d
 JOIN passes p ON p.id = d.pass_id
 JOIN frames fr ON fr.id = d.frame_id
 JOIN films f ON f.id = fr.film_id
-CROSS JOIN LATERAL jsonb_each(d.fields) a
+CROSS JOIN LATERAL json_each(d.fields) a
 GROUP BY d.frame_id, fr.film_id, f.title, fr.frame_index, fr.pts_ms, fr.path, a.key
 HAVING count(*) >= 2;
 

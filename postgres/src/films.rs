@@ -3,36 +3,13 @@
 
 use crate::{PgQueue, Result};
 
-/// The video a film is extracted from: its file (path, size,
-/// modification time: its identity), the frame selection, and what
-/// ffprobe said of it.
-#[derive(Debug, Clone)]
-pub struct Video {
-    pub title: String,
-    pub source_path: String,
-    pub source_size: i64,
-    pub source_mtime_ms: i64,
-    pub extraction: String,
-    pub fps: Option<f64>,
-    pub duration_ms: Option<i64>,
-    pub width: Option<i64>,
-    pub height: Option<i64>,
-}
-
-/// A film already made from a video file.
-#[derive(Debug, Clone)]
-pub struct ExistingFilm {
-    pub id: i64,
-    pub title: String,
-    pub frame_count: i64,
-    pub extraction: Option<String>,
-}
+pub use cinecut_types::{ExistingFilm, VideoFilm};
 
 /// The film made from this very file (same path, size and modification
 /// time), of title `title` if given.
 pub async fn find_video_film(
     q: &PgQueue,
-    video: &Video,
+    video: &VideoFilm,
     title: Option<&str>,
 ) -> Result<Option<ExistingFilm>> {
     Ok(sqlx::query_as!(
@@ -62,7 +39,7 @@ pub async fn films_from_path(q: &PgQueue, source_path: &str) -> Result<Vec<i64>>
 /// Makes the film of `video`; a title another film has gets " (2)",
 /// " (3)"… (another host making one at the same time included). Its id and
 /// title.
-pub async fn create_video_film(q: &PgQueue, video: &Video, priority: i64) -> Result<(i64, String)> {
+pub async fn create_video_film(q: &PgQueue, video: &VideoFilm) -> Result<(i64, String)> {
     for n in 1.. {
         let title = match n {
             1 => video.title.clone(),
@@ -83,7 +60,7 @@ pub async fn create_video_film(q: &PgQueue, video: &Video, priority: i64) -> Res
             video.duration_ms,
             video.width,
             video.height,
-            priority
+            video.priority
         )
         .fetch_optional(q.pool())
         .await?;

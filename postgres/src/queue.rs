@@ -114,6 +114,26 @@ pub async fn ensure_film(q: &PgQueue, title: &str) -> Result<i64> {
     .await?)
 }
 
+/// The id of the film titled `title`, made with its source (the stills'
+/// folder or manifest) and priority if missing.
+pub async fn ensure_film_from(
+    q: &PgQueue,
+    title: &str,
+    source_path: Option<&str>,
+    priority: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO films (title, source_path, priority) VALUES ($1, $2, $3)
+           ON CONFLICT (title) DO UPDATE SET title = excluded.title
+           RETURNING id"#,
+        title,
+        source_path,
+        priority
+    )
+    .fetch_one(q.pool())
+    .await?)
+}
+
 /// The id of the pass named `name`, made if missing.
 pub async fn ensure_pass(q: &PgQueue, name: &str) -> Result<i64> {
     Ok(sqlx::query_scalar!(
@@ -657,7 +677,9 @@ async fn record_in(
             continue;
         };
         jobs.push(f.job.job_id);
-        fields.push(serde_json::Value::Object(answer.fields().clone()));
+        // As text, kept as written (the column is `json`): the same bytes
+        // SQLite keeps.
+        fields.push(serde_json::to_string(answer.fields()).expect("an answer is JSON"));
         search_text.push(answer.search_text());
         models.push(model.as_str());
         sha.push(model_sha256.as_deref());
@@ -668,9 +690,10 @@ async fn record_in(
     }
     Ok(sqlx::query_scalar!(
         r#"WITH answer AS (
-               SELECT * FROM UNNEST($1::bigint[], $2::jsonb[], $3::text[], $4::text[], $5::text[],
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
-                        AS a(job_id, fields, search_text, model, sha, version, latency, pt, ct)),
+                        AS a(job_id, text, search_text, model, sha, version, latency, pt, ct)
+                        CROSS JOIN LATERAL (SELECT text::json AS fields) j),
            finished AS (
                UPDATE jobs j SET state = 'done', lease_owner = NULL, lease_gpu = NULL,
                       lease_epoch = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()

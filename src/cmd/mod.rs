@@ -27,7 +27,6 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
-use crate::db::pg::PgDb;
 use crate::db::{self, Db, Location};
 use crate::error::Error;
 
@@ -67,25 +66,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .with_context(|| format!("opening database {}", path.display()))
             .map_err(explain)?,
     };
-    let ok = |()| 0;
-    let store = db::Store::Sqlite(db.clone());
-    let result = match cli.command {
-        Command::Enqueue(args) => enqueue::run(&store, args).await.map(ok),
-        Command::Status(args) => status::run(&store, args).await.map(ok),
-        Command::Retry(args) => queue::retry(&store, args).await.map(ok),
-        Command::Cancel(args) => queue::cancel(&store, args).await.map(ok),
-        Command::Worker(args) => worker::run(&store, *args, shutdown).await.map(ok),
-        Command::Run(args) => run::run(&store, *args, shutdown).await,
-        Command::Describe(args) => describe::run(&store, *args, shutdown).await,
-        Command::Passes(args) => passes::run(&store, args).await.map(ok),
-        Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
-        Command::Gpu(args) => gpu::run(&store, args).await.map(ok),
-        Command::Results(args) => results::run(&store, args).await.map(ok),
-        Command::Search(args) => search::run(&store, args).await.map(ok),
-        Command::Report(args) => report::run(&store, args).await.map(ok),
-        Command::Completions(_) => unreachable!("handled before the database opens"),
-    };
-    db.close().await;
+    let store = db::Store::Sqlite(db);
+    let result = on_store(&store, cli.command, shutdown).await;
+    store.close().await;
     result.map_err(explain)
 }
 
@@ -95,30 +78,39 @@ async fn on_postgres(
     url: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let db = tokio::select! {
+    let store = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(130),
-        db = PgDb::connect(url) => db?,
+        db = db::Store::connect_postgres(url) => db?,
     };
-    let store = db::Store::Postgres(db.clone());
-    let result = match command {
-        Command::Enqueue(args) => enqueue::run(&store, args).await.map(|()| 0),
-        Command::Worker(args) => worker::run(&store, *args, shutdown).await.map(|()| 0),
-        Command::Status(args) => status::run(&store, args).await.map(|()| 0),
-        Command::Retry(args) => queue::retry(&store, args).await.map(|()| 0),
-        Command::Cancel(args) => queue::cancel(&store, args).await.map(|()| 0),
-        Command::Results(args) => results::run(&store, args).await.map(|()| 0),
-        Command::Search(args) => search::run(&store, args).await.map(|()| 0),
-        Command::GpuLock(args) => gpu_lock::run(&store, args, shutdown).await,
-        Command::Run(args) => run::run(&store, *args, shutdown).await,
-        Command::Describe(args) => describe::run(&store, *args, shutdown).await,
-        Command::Passes(args) => passes::run(&store, args).await.map(|()| 0),
-        Command::Gpu(args) => gpu::run(&store, args).await.map(|()| 0),
-        Command::Report(args) => report::run(&store, args).await.map(|()| 0),
-        Command::Completions(_) => unreachable!("handled before the database opens"),
-    };
-    db.close().await;
+    let result = on_store(&store, command, shutdown).await;
+    store.close().await;
     result
+}
+
+/// Every command, once, on either backend.
+async fn on_store(
+    store: &db::Store,
+    command: Command,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u8> {
+    let ok = |()| 0;
+    match command {
+        Command::Enqueue(args) => enqueue::run(store, args).await.map(ok),
+        Command::Status(args) => status::run(store, args).await.map(ok),
+        Command::Retry(args) => queue::retry(store, args).await.map(ok),
+        Command::Cancel(args) => queue::cancel(store, args).await.map(ok),
+        Command::Worker(args) => worker::run(store, *args, shutdown).await.map(ok),
+        Command::Run(args) => run::run(store, *args, shutdown).await,
+        Command::Describe(args) => describe::run(store, *args, shutdown).await,
+        Command::Passes(args) => passes::run(store, args).await.map(ok),
+        Command::GpuLock(args) => gpu_lock::run(store, args, shutdown).await,
+        Command::Gpu(args) => gpu::run(store, args).await.map(ok),
+        Command::Results(args) => results::run(store, args).await.map(ok),
+        Command::Search(args) => search::run(store, args).await.map(ok),
+        Command::Report(args) => report::run(store, args).await.map(ok),
+        Command::Completions(_) => unreachable!("handled before the database opens"),
+    }
 }
 
 /// A database failure (locked, disk full, read-only, corrupt) as the error

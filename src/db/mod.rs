@@ -16,8 +16,10 @@
 //! written nothing yet.
 
 pub mod files;
+pub mod films;
 pub mod jobs;
 pub mod lease;
+pub mod load;
 pub mod passes;
 pub mod pg;
 pub mod queue;
@@ -228,6 +230,21 @@ pub enum Store {
 }
 
 impl Store {
+    /// Connects to the PostgreSQL database at `url` and brings its schema
+    /// up to date (see [`pg::PgDb::connect`]).
+    pub async fn connect_postgres(url: &str) -> Result<Store> {
+        Ok(Store::Postgres(pg::PgDb::connect(url).await?))
+    }
+
+    /// Closes the connections (SQLite: after `PRAGMA optimize`, see
+    /// [`Db::close`]).
+    pub async fn close(self) {
+        match self {
+            Store::Sqlite(db) => db.close().await,
+            Store::Postgres(db) => db.close().await,
+        }
+    }
+
     /// The SQLite database, when this is one (the file-hash cache, dialogue
     /// and llama-server records live there only).
     pub fn sqlite(&self) -> Option<&Db> {

@@ -17,8 +17,6 @@ use std::time::Duration;
 use cinecut_postgres::host::HostId;
 use cinecut_postgres::{PgQueue, lease as pgl, queue as pgq, workers as pgw};
 
-pub use cinecut_postgres::films::Video;
-
 use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Recorded, Scope, WorkerState};
 use super::lease::{Acquire, Holder, Renewal};
 use crate::error::{Error, Result};
@@ -109,11 +107,17 @@ impl PgDb {
         pgw::film(&self.queue, title).await.map_err(self.err())
     }
 
-    /// Makes the film titled `title` if missing; its id.
-    pub async fn ensure_film(&self, title: &str) -> Result<i64> {
-        pgq::ensure_film(&self.queue, title)
-            .await
-            .map_err(self.err())
+    /// The film titled `spec.title`, made with its source and priority if
+    /// missing; its id.
+    pub async fn ensure_film_spec(&self, spec: &super::queue::FilmSpec) -> Result<i64> {
+        pgq::ensure_film_from(
+            &self.queue,
+            &spec.title,
+            spec.source_path.as_deref(),
+            spec.priority,
+        )
+        .await
+        .map_err(self.err())
     }
 
     /// Stores a film's shots (before its frames, which name them).
@@ -206,9 +210,9 @@ impl PgDb {
     /// The film made from this very file (of title `title` if given).
     pub async fn find_video_film(
         &self,
-        video: &Video,
+        video: &super::queue::VideoFilm,
         title: Option<&str>,
-    ) -> Result<Option<cinecut_postgres::films::ExistingFilm>> {
+    ) -> Result<Option<super::queue::ExistingFilm>> {
         cinecut_postgres::films::find_video_film(&self.queue, video, title)
             .await
             .map_err(self.err())
@@ -223,8 +227,11 @@ impl PgDb {
 
     /// Makes the film of `video` (a title taken gets " (2)"…): its id and
     /// title.
-    pub async fn create_video_film(&self, video: &Video, priority: i64) -> Result<(i64, String)> {
-        cinecut_postgres::films::create_video_film(&self.queue, video, priority)
+    pub async fn create_video_film(
+        &self,
+        video: &super::queue::VideoFilm,
+    ) -> Result<(i64, String)> {
+        cinecut_postgres::films::create_video_film(&self.queue, video)
             .await
             .map_err(self.err())
     }
@@ -435,23 +442,18 @@ impl PgDb {
             .map_err(self.err())
     }
 
-    /// Adds `frames` to the film titled `title` (made if missing) and a job
-    /// in pass `pass` to each that has none; returns the film's id and what
-    /// was new.
-    pub async fn enqueue(
+    /// Adds `frames` to film `film` and a job in pass `pass` to each that
+    /// has none; what was new.
+    pub async fn enqueue_frames_of(
         &self,
-        title: &str,
+        film: i64,
         pass: i64,
         frames: &[pgq::NewFrame],
         max_attempts: i64,
-    ) -> Result<(i64, pgq::Enqueued)> {
-        let film = pgq::ensure_film(&self.queue, title)
+    ) -> Result<pgq::Enqueued> {
+        pgq::enqueue(&self.queue, film, pass, frames, max_attempts)
             .await
-            .map_err(self.err())?;
-        let added = pgq::enqueue(&self.queue, film, pass, frames, max_attempts)
-            .await
-            .map_err(self.err())?;
-        Ok((film, added))
+            .map_err(self.err())
     }
 }
 

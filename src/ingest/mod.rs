@@ -7,8 +7,11 @@
 //! unless every frame passes its check.
 
 pub mod dedupe;
+mod extract;
 pub mod film;
 pub mod frames;
+mod picks;
+pub mod probe;
 pub mod shots;
 pub mod subtitles;
 
@@ -19,8 +22,8 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::db::pg::PgDb;
-use crate::db::queue::{self, FilmSpec, FrameChunk, NewFrame};
+use crate::db::load::FrameLoader;
+use crate::db::queue::{self, FilmSpec, NewFrame};
 use crate::db::{Db, Store};
 use crate::error::{Error, Result};
 use dedupe::Deduper;
@@ -194,19 +197,12 @@ pub async fn enqueue_inputs(
         let mut films = Vec::new();
         for video in &videos {
             let video = Path::new(video);
-            let enqueued = match db {
-                Store::Sqlite(db) => film::enqueue_video(db, video, film, opts).await,
-                Store::Postgres(db) => film::enqueue_video_pg(db, video, film, opts).await,
-            };
-            match enqueued {
+            match film::enqueue_video(db, video, film, opts).await {
                 Ok(f) => films.push(f),
                 Err(e) => failed_videos.push(video_rejection(e)?),
             }
         }
-        let mut summary = match db {
-            Store::Sqlite(db) => write(db, checked, opts).await?,
-            Store::Postgres(db) => write_pg(db, checked, opts).await?,
-        };
+        let mut summary = write(db, checked, opts).await?;
         films.append(&mut summary.films);
         summary.films = films;
         summary
@@ -227,105 +223,23 @@ fn video_rejection(e: Error) -> Result<Rejection> {
     }
 }
 
-/// [`write`] into PostgreSQL: each frame with a job in every pass
-/// `opts.passes` names (`default` when none).
-async fn write_pg(db: &PgDb, checked: Checked, opts: &EnqueueOptions) -> Result<EnqueueSummary> {
-    let Checked { sources, rejected } = checked;
-    let mut summary = EnqueueSummary::only_rejections(rejected);
-    if sources.is_empty() {
-        return Ok(summary);
-    }
-    let names = match opts.passes.is_empty() {
-        true => vec!["default".to_string()],
-        false => opts.passes.clone(),
-    };
-    let mut passes = Vec::new();
-    for name in &names {
-        passes.push(db.ensure_pass(name).await?);
-    }
-    let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
-    let chunk_size = opts.chunk();
-    let kind = RowKind::Postgres {
-        store: opts.store_frames,
-    };
-    let distance = opts.dedupe_distance;
-    let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, kind, &tx));
-    let mut stills: BTreeMap<String, FilmSummary> = BTreeMap::new();
-    let mut result = Ok(());
-    'chunks: while let Some(item) = rx.recv().await {
-        let Rows::Postgres(frames) = &item.rows else {
-            unreachable!("the PostgreSQL writer asks for its rows")
-        };
-        for (i, pass) in passes.iter().enumerate() {
-            let (film_id, added) = match db
-                .enqueue(&item.title, *pass, frames, opts.max_attempts)
-                .await
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    result = Err(e);
-                    break 'chunks;
-                }
-            };
-            // Counted for the first pass: a frame is new once.
-            if i == 0 {
-                let film = stills.entry(item.title.clone()).or_insert(FilmSummary {
-                    title: item.title.clone(),
-                    film_id,
-                    ..FilmSummary::default()
-                });
-                film.new += added.frames;
-                film.already += frames.len() as u64 - added.frames;
-                film.near_duplicates += added.near_duplicates;
-            }
-        }
-    }
-    drop(rx);
-    let produced = producer.await.expect("producer thread");
-    result?;
-    summary.rejected.extend(produced?);
-    summary.films.extend(stills.into_values());
-    Ok(summary)
-}
-
-struct TitledChunk {
+/// A chunk of one source's frames, as the loader's database takes them.
+struct TitledChunk<R> {
     title: String,
     source_path: Option<String>,
-    rows: Rows,
+    rows: R,
 }
 
-/// A chunk's frames as its database takes them.
-pub(crate) enum Rows {
-    /// Serialised off the runtime for SQLite's `json_each`.
-    Sqlite(FrameChunk),
-    /// For PostgreSQL's arrays, with their bytes when they are stored.
-    Postgres(Vec<cinecut_postgres::queue::NewFrame>),
-}
-
-/// Which [`Rows`] the producer makes: for which database, and whether
-/// with each frame's bytes (`--store-frames`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RowKind {
-    Sqlite { store: bool },
-    Postgres { store: bool },
-}
-
-impl RowKind {
-    /// `frames` as this database takes them, with their files read (on the
-    /// calling, blocking thread) when stored; a frame that cannot be read
-    /// then is turned away.
-    fn rows(self, mut frames: Vec<NewFrame>, rejected: &mut Vec<Rejection>) -> Rows {
-        let (RowKind::Sqlite { store } | RowKind::Postgres { store }) = self;
-        let stored = store.then(|| read_stored(&mut frames, rejected));
-        match self {
-            RowKind::Sqlite { .. } => Rows::Sqlite(match stored {
-                Some(bytes) => FrameChunk::storing(&frames, bytes),
-                None => FrameChunk::new(&frames),
-            }),
-            RowKind::Postgres { .. } => Rows::Postgres(pg_frames(frames, stored)),
-        }
-    }
+/// `frames` as loader `L` takes them, with their files read (on the
+/// calling, blocking thread) when `store` says to keep them; a frame that
+/// cannot be read then is turned away.
+fn rows_of<L: FrameLoader>(
+    mut frames: Vec<NewFrame>,
+    store: bool,
+    rejected: &mut Vec<Rejection>,
+) -> L::Rows {
+    let stored = store.then(|| read_stored(&mut frames, rejected));
+    L::rows(&frames, stored)
 }
 
 /// Each frame's file, in `frames`' order; a frame whose file cannot be
@@ -348,37 +262,16 @@ fn read_stored(frames: &mut Vec<NewFrame>, rejected: &mut Vec<Rejection>) -> Vec
     bytes
 }
 
-/// Frames as the PostgreSQL queue takes them, with their `stored` bytes
-/// (in the same order) when there are.
-fn pg_frames(
-    frames: Vec<NewFrame>,
-    stored: Option<Vec<Vec<u8>>>,
-) -> Vec<cinecut_postgres::queue::NewFrame> {
-    let mut stored = stored.map(Vec::into_iter);
-    frames
-        .into_iter()
-        .map(|f| cinecut_postgres::queue::NewFrame {
-            path: f.path,
-            frame_index: f.frame_index,
-            pts_ms: f.pts_ms,
-            shot: f.shot,
-            dhash: f.dhash,
-            duplicate_of: f.duplicate_of,
-            bytes: stored.as_mut().and_then(Iterator::next),
-        })
-        .collect()
-}
-
-/// A film's extracted frames as `kind` takes them, read off the runtime;
-/// an extracted frame that cannot be read to store it is an error.
-pub(crate) async fn film_rows(
+/// A film's extracted frames as loader `L` takes them, read off the
+/// runtime; an extracted frame that cannot be read to store it is an error.
+pub(crate) async fn film_rows<L: FrameLoader>(
     frames: &[NewFrame],
-    kind: RowKind,
-) -> std::result::Result<Rows, String> {
+    store: bool,
+) -> std::result::Result<L::Rows, String> {
     let frames = frames.to_vec();
     let (rows, unread) = tokio::task::spawn_blocking(move || {
         let mut unread = Vec::new();
-        (kind.rows(frames, &mut unread), unread)
+        (rows_of::<L>(frames, store, &mut unread), unread)
     })
     .await
     .expect("frame reading thread");
@@ -402,7 +295,7 @@ pub async fn enqueue(
     let summary = if opts.strict && !checked.rejected.is_empty() {
         EnqueueSummary::only_rejections(checked.rejected)
     } else {
-        write(db, checked, opts).await?
+        write(&Store::Sqlite(db.clone()), checked, opts).await?
     };
     Ok(summary.finish(started))
 }
@@ -437,31 +330,44 @@ async fn check(
 }
 
 /// Writes the checked frames, chunk by chunk, while the next chunk is
-/// checked and serialised on a blocking thread.
-async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<EnqueueSummary> {
+/// checked and made into the database's rows on a blocking thread.
+async fn write(db: &Store, checked: Checked, opts: &EnqueueOptions) -> Result<EnqueueSummary> {
+    if checked.sources.is_empty() {
+        return Ok(EnqueueSummary::only_rejections(checked.rejected));
+    }
+    match db {
+        Store::Sqlite(sqlite) => write_with(db, sqlite.frame_loader().await?, checked, opts).await,
+        Store::Postgres(pg) => {
+            let loader = pg.frame_loader(&opts.passes).await?;
+            write_with(db, loader, checked, opts).await
+        }
+    }
+}
+
+async fn write_with<L: FrameLoader>(
+    db: &Store,
+    mut loader: L,
+    checked: Checked,
+    opts: &EnqueueOptions,
+) -> Result<EnqueueSummary> {
     let Checked {
         sources,
         mut rejected,
     } = checked;
-    if sources.is_empty() {
-        return Ok(EnqueueSummary::only_rejections(rejected));
-    }
     let started = Instant::now();
-    let (tx, mut rx) = mpsc::channel::<TitledChunk>(2);
+    let (tx, mut rx) = mpsc::channel::<TitledChunk<L::Rows>>(2);
     let chunk_size = opts.chunk();
     let distance = opts.dedupe_distance;
-    let kind = RowKind::Sqlite {
-        store: opts.store_frames,
-    };
-    let producer =
-        tokio::task::spawn_blocking(move || produce(&sources, chunk_size, distance, kind, &tx));
-
-    let mut loader = db.bulk_loader().await?;
+    let store = opts.store_frames;
+    let producer = tokio::task::spawn_blocking(move || {
+        produce::<L>(&sources, chunk_size, distance, store, &tx)
+    });
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut last_log = Instant::now();
     let mut result = Ok(());
     while let Some(item) = rx.recv().await {
-        if let Err(e) = write_chunk(db, &mut loader, &item, opts, &mut films, &mut rejected).await {
+        let written = write_chunk(db, &mut loader, &item, opts, &mut films, &mut rejected).await;
+        if let Err(e) = written {
             result = Err(e);
             break;
         }
@@ -484,10 +390,10 @@ async fn write(db: &Db, checked: Checked, opts: &EnqueueOptions) -> Result<Enque
     })
 }
 
-async fn write_chunk(
-    db: &Db,
-    loader: &mut queue::BulkLoader,
-    item: &TitledChunk,
+async fn write_chunk<L: FrameLoader>(
+    db: &Store,
+    loader: &mut L,
+    item: &TitledChunk<L::Rows>,
     opts: &EnqueueOptions,
     films: &mut BTreeMap<String, FilmSummary>,
     rejected: &mut Vec<Rejection>,
@@ -500,7 +406,7 @@ async fn write_chunk(
                 source_path: item.source_path.clone(),
                 priority: opts.priority,
             };
-            let film_id = queue::ensure_film(db.pool(), &spec).await?;
+            let film_id = db.ensure_film(&spec).await?;
             films.entry(item.title.clone()).or_insert(FilmSummary {
                 title: item.title.clone(),
                 film_id,
@@ -508,11 +414,8 @@ async fn write_chunk(
             })
         }
     };
-    let Rows::Sqlite(chunk) = &item.rows else {
-        unreachable!("the SQLite writer asks for SQLite rows")
-    };
     let outcome = loader
-        .enqueue_chunk(film.film_id, chunk, &opts.job_spec())
+        .load(film.film_id, &item.rows, &opts.job_spec())
         .await?;
     film.new += outcome.inserted;
     film.already += outcome.already;
@@ -564,12 +467,12 @@ fn frame_refs(source: &Source) -> Result<Box<dyn Iterator<Item = Result<FrameRef
 /// Checks each source's frames and sends them in chunks; with a dedupe
 /// distance, each chunk's stills are hashed (on every core) and marked
 /// against the last distinct still before them, chunk after chunk.
-fn produce(
+fn produce<L: FrameLoader>(
     sources: &[Source],
     chunk_size: usize,
     dedupe_distance: Option<u32>,
-    kind: RowKind,
-    tx: &mpsc::Sender<TitledChunk>,
+    store: bool,
+    tx: &mpsc::Sender<TitledChunk<L::Rows>>,
 ) -> Result<Vec<Rejection>> {
     let mut rejected = Vec::new();
     let mut checker = FrameChecker::default();
@@ -586,7 +489,7 @@ fn produce(
             if let Some(deduper) = &mut deduper {
                 hash_stills(batch, deduper);
             }
-            let rows = kind.rows(std::mem::take(batch), rejected);
+            let rows = rows_of::<L>(std::mem::take(batch), store, rejected);
             tx.blocking_send(TitledChunk {
                 title: source.title().to_string(),
                 source_path: source_path.clone(),

@@ -13,8 +13,9 @@ pub mod work;
 
 pub use lease::{Acquire, Holder, OrphanServer, Purpose, Renewal};
 pub use rows::{
-    DialogueHit, FailureReason, FilmFacts, FilmStatus, LeaseHolder, NewShot, Pass, PassSummary,
-    ReportField, ReportFrame, ResultRow, SearchHit, SubtitleLine, WorkerRow,
+    DialogueHit, ExistingFilm, FailureReason, FilmFacts, FilmStatus, LeaseHolder, NewShot, Pass,
+    PassSummary, ReportField, ReportFrame, ResultRow, SearchHit, SubtitleLine, VideoFilm,
+    WorkerRow,
 };
 pub use state::{AttemptOutcome, JobState, ServerEvent, WorkerState};
 pub use work::{

@@ -207,3 +207,29 @@ pub struct NewShot {
     /// The scene score of the cut that opened it (0 for the first shot).
     pub score: f64,
 }
+
+/// A film made from a video file, identified by path, size and mtime.
+#[derive(Debug, Clone, Default)]
+pub struct VideoFilm {
+    pub title: String,
+    pub source_path: String,
+    pub source_size: i64,
+    pub source_mtime_ms: i64,
+    pub fps: Option<f64>,
+    pub duration_ms: Option<i64>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub priority: i64,
+    /// The frame selection it is extracted with, as flags.
+    pub extraction: String,
+}
+
+/// A film already made from a video file.
+#[derive(Debug, Clone)]
+pub struct ExistingFilm {
+    pub id: i64,
+    pub title: String,
+    pub frame_count: i64,
+    /// Its frame selection as flags (`None` for films from before it was kept).
+    pub extraction: Option<String>,
+}
