@@ -490,52 +490,6 @@ async fn frames_go_to_the_frames_dir_given() {
     );
 }
 
-/// One entry for every input: `--strict` checks videos too, before
-/// anything is written.
-#[tokio::test]
-async fn strict_checks_videos_too_and_then_enqueues_nothing() {
-    let env = Env::new();
-    let junk = env.path().join("junk.mp4");
-    std::fs::write(&junk, b"this is not a video at all").unwrap();
-    let good = three_shots(&env, "good.mp4");
-    let stills = env.images("stills", 2);
-    let o = env.run([
-        "enqueue".as_ref(),
-        "--strict".as_ref(),
-        good.as_os_str(),
-        junk.as_os_str(),
-        stills.as_os_str(),
-    ]);
-    assert_exit(&o, 1);
-    let err = stderr(&o);
-    assert!(
-        err.contains(&format!("video {}: ", junk.display())),
-        "{err}"
-    );
-    assert!(
-        err.contains("1 of 2 video(s) failed (see above); nothing enqueued (--strict)"),
-        "{err}"
-    );
-    assert_eq!(env.count("SELECT count(*) FROM films").await, 0);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
-    let frames_dir = env.path().join("cinecut-frames");
-    assert!(
-        !frames_dir.exists() || std::fs::read_dir(&frames_dir).unwrap().next().is_none(),
-        "no ffmpeg ran"
-    );
-
-    // Without the bad video, the same command enqueues both films.
-    let o = env.run([
-        "enqueue".as_ref(),
-        "--strict".as_ref(),
-        good.as_os_str(),
-        stills.as_os_str(),
-    ]);
-    assert_exit(&o, 0);
-    assert_eq!(env.count("SELECT count(*) FROM films").await, 2);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 5);
-}
-
 /// Videos and frames report in one `--json` shape, one object per run.
 #[tokio::test]
 async fn json_summary_has_one_shape_for_videos_and_frames() {

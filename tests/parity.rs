@@ -142,3 +142,235 @@ fn described_with_their_facts(env: &Env, db: &Backend) {
         );
     }
 }
+
+/// One script of commands, run on a SQLite file and on PostgreSQL, each in
+/// a folder of its own with the same inputs: a film and stills enqueued for
+/// two passes, described by the fake server, a frame that fails and is
+/// retried, a film cancelled, then every reader. What each command prints
+/// is the same on both, field for field, once the folder, ids and times
+/// are taken out.
+#[test]
+fn one_script_of_commands_prints_the_same_on_both_backends() {
+    let sqlite = Env::new();
+    let pg = Pg::new();
+    let postgres = Env::on_postgres(pg.url());
+    let on_sqlite = script(&sqlite);
+    let on_postgres = script(&postgres);
+    // What is compared is what the script promises, not two empty outputs.
+    let lines = |step: &str| {
+        let (_, text) = on_sqlite.iter().find(|(s, _)| s == step).unwrap();
+        text.lines().count()
+    };
+    assert_eq!(
+        lines("results --state failed --format jsonl"),
+        1,
+        "the lost still"
+    );
+    assert_eq!(lines("results --format jsonl"), 12, "6 frames in 2 passes");
+    assert_eq!(lines("passes --json"), 2, "passes a and b, nothing else");
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    for ((step, a), (_, b)) in on_sqlite.iter().zip(&on_postgres) {
+        assert_eq!(a, b, "`{step}` printed otherwise on PostgreSQL");
+    }
+}
+
+/// The script's steps and what each printed (stdout, normalised).
+fn script(env: &Env) -> Vec<(String, String)> {
+    let video = crate::film::three_shots(env, "trailer.mp4");
+    let stills = env.images("stills", 3);
+    let extra = env.images("extra", 2);
+    let frames_dir = env.path().join("frames");
+    let fake = crate::util::FakeServer::start(env, &[]);
+    let dir = env.path().canonicalize().unwrap().display().to_string();
+    let mut out = Vec::new();
+    let mut step = |args: &[&str], code: i32| {
+        let o = env.run(args);
+        assert_exit(&o, code);
+        let text = normalise(&stdout(&o).replace(&dir, "<dir>"));
+        // A search ranks by each engine's own relevance (FTS5's bm25,
+        // PostgreSQL's ts_rank): the same hits, in an order of its own.
+        let text = match args[0] {
+            "search" => {
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.sort_unstable();
+                lines.join("\n")
+            }
+            _ => text,
+        };
+        out.push((args.join(" "), text));
+    };
+    let frames = frames_dir.to_str().unwrap();
+    let (video, stills, extra) = (
+        video.to_str().unwrap(),
+        stills.to_str().unwrap(),
+        extra.to_str().unwrap(),
+    );
+    step(
+        &[
+            "enqueue",
+            video,
+            stills,
+            "--pass",
+            "a",
+            "--pass",
+            "b",
+            "--frames-dir",
+            frames,
+            "--json",
+        ],
+        0,
+    );
+    // A still lost before it is described fails in pass a.
+    let lost = format!("{stills}/img_2.png");
+    let kept = std::fs::read(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    let url = fake.url();
+    step(
+        &[
+            "worker",
+            "--server-url",
+            &url,
+            "--pass",
+            "a",
+            "--until-empty",
+        ],
+        0,
+    );
+    step(&["results", "--state", "failed", "--format", "jsonl"], 0);
+    std::fs::write(&lost, kept).unwrap();
+    step(&["retry", "--failed"], 0);
+    for pass in ["a", "b"] {
+        step(
+            &[
+                "worker",
+                "--server-url",
+                &url,
+                "--pass",
+                pass,
+                "--until-empty",
+            ],
+            0,
+        );
+    }
+    step(&["enqueue", extra, "--pass", "a", "--film", "extra"], 0);
+    step(&["cancel", "--film", "extra"], 0);
+    step(&["status", "--json"], 0);
+    step(&["passes", "--json"], 0);
+    step(&["results", "--format", "jsonl"], 0);
+    step(&["results", "--format", "csv"], 0);
+    step(&["results", "--pass", "b", "--film", "trailer"], 0);
+    step(&["search", "figure window", "--json"], 0);
+    step(&["search", "figure window"], 0);
+    step(
+        &["report", "--film", "trailer", "--output", "report.html"],
+        0,
+    );
+    out
+}
+
+/// What differs by nature between two databases: ids, times, durations and
+/// the workers' own rows. JSON lines lose those keys; other text is kept.
+fn normalise(text: &str) -> String {
+    const VARYING: [&str; 13] = [
+        "rank",
+        "film_id",
+        "pass_id",
+        "created_at",
+        "oldest_queued_at",
+        "seconds",
+        "described_at",
+        "described_at_iso",
+        "mean_latency_ms",
+        "workers",
+        "leases",
+        "started_at",
+        "heartbeat_at",
+    ];
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.retain(|k, _| !VARYING.contains(&k.as_str()));
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    text.lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(mut v) if v.is_object() => {
+                    strip(&mut v);
+                    v.to_string()
+                }
+                _ => line.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One entry for every input: `--strict` checks videos too, before
+/// anything is written. Regression: on PostgreSQL the videos were
+/// enqueued before the stills were checked.
+#[test]
+fn strict_checks_videos_too_and_then_enqueues_nothing() {
+    let env = Env::new();
+    strict_checks_videos(&env, &Backend::Sqlite(&env));
+}
+
+#[test]
+fn strict_checks_videos_too_and_then_enqueues_nothing_on_postgres() {
+    let pg = Pg::new();
+    let env = Env::on_postgres(pg.url());
+    strict_checks_videos(&env, &Backend::Postgres(&pg));
+}
+
+fn strict_checks_videos(env: &Env, db: &Backend) {
+    let junk = env.path().join("junk.mp4");
+    std::fs::write(&junk, b"this is not a video at all").unwrap();
+    let good = crate::film::three_shots(env, "good.mp4");
+    let stills = env.images("stills", 2);
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--strict".as_ref(),
+        good.as_os_str(),
+        junk.as_os_str(),
+        stills.as_os_str(),
+    ]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("video {}: ", junk.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 of 2 video(s) failed (see above); nothing enqueued (--strict)"),
+        "{err}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM films"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 0);
+    let frames_dir = env.path().join("cinecut-frames");
+    assert!(
+        !frames_dir.exists() || std::fs::read_dir(&frames_dir).unwrap().next().is_none(),
+        "no ffmpeg ran"
+    );
+
+    // Without the bad video, the same command enqueues both films.
+    let o = env.run([
+        "enqueue".as_ref(),
+        "--strict".as_ref(),
+        good.as_os_str(),
+        stills.as_os_str(),
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(db.count("SELECT count(*) FROM films"), 2);
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 5);
+    // A folder of stills is a film with its folder and priority, as on
+    // SQLite (PostgreSQL's kept neither).
+    let source = stills.canonicalize().unwrap().display().to_string();
+    assert_eq!(
+        db.strings("SELECT source_path FROM films WHERE title = 'stills'"),
+        [source]
+    );
+}
