@@ -261,10 +261,10 @@ fn script(env: &Env) -> Vec<(String, String)> {
     step(&["results", "--pass", "b", "--film", "trailer"], 0);
     step(&["search", "figure window", "--json"], 0);
     step(&["search", "figure window"], 0);
-    step(
-        &["report", "--film", "trailer", "--output", "report.html"],
-        0,
-    );
+    let report = env.path().join("report.html");
+    let out_arg = report.to_str().unwrap().to_string();
+    step(&["report", "--film", "trailer", "--output", &out_arg], 0);
+    assert!(report.is_file(), "the report is written where asked");
     out
 }
 
