@@ -20,8 +20,8 @@ Exit codes:
 #[command(name = "cinecut", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
     /// SQLite database file (created if missing), or a PostgreSQL URL
-    /// (`postgres://user:password@host/db`: many GPU hosts, one queue; there
-    /// `enqueue` of stills, `worker`, `status` and `gpu-lock` run so far).
+    /// (`postgres://user:password@host/db`: many GPU hosts, one queue; every
+    /// command runs there, with the same output).
     #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = db_location)]
     pub db: Location,
 
