@@ -22,10 +22,19 @@ ALTER TABLE descriptions
 
 ALTER TABLE passes ADD COLUMN model_sha256 text;
 
+-- Only when no other transaction holds the pass row: every worker's round
+-- reads it FOR SHARE (a rebinding waits for a claim), so two workers
+-- recording their pass's first descriptions at once would otherwise each
+-- wait for the other's share lock (a deadlock). A later description
+-- teaches the pass then; `passes` reads the first description's hash
+-- until it has.
 CREATE FUNCTION teach_pass_model_sha256() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE passes SET model_sha256 = NEW.model_sha256
-    WHERE id = NEW.pass_id AND model_sha256 IS NULL;
+    PERFORM 1 FROM passes WHERE id = NEW.pass_id AND model_sha256 IS NULL
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        UPDATE passes SET model_sha256 = NEW.model_sha256 WHERE id = NEW.pass_id;
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -58,15 +67,22 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- A timecode field: at least two digits, never cut (SQLite's '%02d';
+-- lpad would cut 105 to '10').
+CREATE FUNCTION two(n bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN n BETWEEN 0 AND 9 THEN '0' || n::text ELSE n::text END
+$$;
+
 CREATE VIEW frame_times AS
 SELECT id AS frame_id, film_id, frame_index, pts_ms, n AS source_frame,
        CASE WHEN n IS NOT NULL AND b >= 1
-            THEN lpad((n / (3600 * b))::text, 2, '0') || ':' || lpad((n / (60 * b) % 60)::text, 2, '0')
-                 || ':' || lpad((n / b % 60)::text, 2, '0') || ':' || lpad((n % b)::text, 2, '0')
+            THEN two(n / (3600 * b)) || ':' || two(n / (60 * b) % 60) || ':' || two(n / b % 60)
+                 || ':' || two(n % b)
        END AS timecode
 FROM (SELECT fr.id, fr.film_id, fr.frame_index, fr.pts_ms,
-             round(fr.pts_ms * f.fps / 1000.0)::bigint AS n,
-             round(f.fps)::bigint AS b
+             -- numeric: halves away from zero, as SQLite's round.
+             round((fr.pts_ms * f.fps / 1000.0)::numeric)::bigint AS n,
+             round(f.fps::numeric)::bigint AS b
       FROM frames fr JOIN films f ON f.id = fr.film_id) x;
 
 DROP VIEW frame_descriptions;
@@ -84,7 +100,7 @@ SELECT f.id             AS film_id,
        d.action         AS action,
        d.setting        AS setting,
        d.model          AS model,
-       (extract(epoch FROM d.created_at) * 1000)::bigint AS described_at,
+       floor(extract(epoch FROM d.created_at) * 1000)::bigint AS described_at,
        to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS described_at_iso,
        o.frame_index    AS copied_from_frame,
        p.name           AS pass,
@@ -179,3 +195,9 @@ HAVING count(*) >= 2;
 -- Attempts' outcomes spelt as SQLite's (`failed`, `requeued`).
 UPDATE attempts SET outcome = 'failed' WHERE outcome = 'fail';
 UPDATE attempts SET outcome = 'requeued' WHERE outcome = 'requeue';
+
+-- A seed column's value: the answer's field when it is a string, else NULL
+-- (a custom profile may answer `mood` with tags), as on SQLite.
+CREATE FUNCTION seed(fields json, name text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN json_typeof(fields -> name) = 'string' THEN fields ->> name END
+$$;

@@ -632,10 +632,12 @@ async fn settle_in(
                WHERE a.job_id = o.job_id AND o.kind = 'release' AND a.finished_at IS NULL
                  AND a.job_id = ANY($6))
            UPDATE attempts a SET finished_at = clock_timestamp(),
-                  outcome = CASE o.kind WHEN 'fail' THEN 'failed' WHEN 'requeue' THEN 'requeued'
-                                        ELSE o.kind END,
+                  -- As SQLite spells them: a try that ended its job (retries
+                  -- run out, poison) is `failed`.
+                  outcome = CASE WHEN j.state = 'failed' THEN 'failed'
+                                 WHEN o.kind = 'requeue' THEN 'requeued' ELSE o.kind END,
                   error_class = o.class, error = o.error, raw_output = o.raw
-           FROM o
+           FROM o JOIN jobs j ON j.id = o.job_id
            WHERE a.job_id = o.job_id AND o.kind <> 'release' AND a.finished_at IS NULL
              AND a.job_id = ANY($6)"#,
         &jobs,
@@ -706,8 +708,9 @@ async fn record_in(
                                          setting, fields, search_text, model, model_sha256,
                                          prompt_version, latency_ms, prompt_tokens,
                                          completion_tokens)
-               SELECT f.id, f.frame_id, f.pass_id, a.fields ->> 'visual_content', a.fields ->> 'mood',
-                      a.fields ->> 'action', a.fields ->> 'setting', a.fields, a.search_text, a.model,
+               SELECT f.id, f.frame_id, f.pass_id, seed(a.fields, 'visual_content'),
+                      seed(a.fields, 'mood'), seed(a.fields, 'action'), seed(a.fields, 'setting'),
+                      a.fields, a.search_text, a.model,
                       a.sha, a.version, a.latency, a.pt, a.ct
                FROM finished f JOIN answer a ON a.job_id = f.id),
            tried AS (

@@ -379,7 +379,15 @@ pub async fn enqueue_frames(
 pub async fn passes(q: &PgQueue) -> Result<Vec<PassSummary>> {
     Ok(sqlx::query_as!(
         PassSummary,
-        r#"SELECT p.name, p.model, p.model_sha256, p.profile_name AS profile,
+        r#"SELECT p.name, p.model,
+                  -- Learnt from its first description (see 0011's trigger,
+                  -- which gives way when the row is busy).
+                  coalesce(p.model_sha256,
+                           (SELECT x.model_sha256 FROM descriptions x
+                            WHERE x.pass_id = p.id AND x.model_sha256 IS NOT NULL
+                              AND x.duplicate_of IS NULL
+                            ORDER BY x.job_id LIMIT 1)) AS model_sha256,
+                  p.profile_name AS profile,
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id) AS "jobs!",
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'done') AS "done!",
                   (SELECT count(*) FROM jobs j WHERE j.pass_id = p.id AND j.state = 'queued') AS "queued!",

@@ -789,6 +789,20 @@ async fn each_outcome_moves_the_job_as_the_sqlite_queue_does() {
         3,
         "the bad frame, the poison frame and the one retried to exhaustion"
     );
+    // Each one's last try is `failed`, as SQLite spells it (a retry or a
+    // requeue that ended its job included).
+    assert_eq!(
+        count(&q, "SELECT count(*) FROM attempts WHERE outcome = 'failed'").await,
+        3
+    );
+    assert_eq!(
+        count(
+            &q,
+            "SELECT count(*) FROM attempts WHERE outcome IN ('fail', 'requeue')"
+        )
+        .await,
+        0
+    );
     assert_eq!(
         count(
             &q,
