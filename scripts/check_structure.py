@@ -105,19 +105,62 @@ def cycles(graph, what):
             visit(node)
 
 
+def groups(code, prefix):
+    """What follows each `prefix::` in `code`: a name, or a whole
+    `{…}` group with its nested groups (matched brace by brace)."""
+    out = []
+    for m in re.finditer(rf"{prefix}::", code):
+        rest = code[m.end():]
+        if rest.startswith("{"):
+            depth = 0
+            for i, ch in enumerate(rest):
+                depth += {"{": 1, "}": -1}.get(ch, 0)
+                if depth == 0:
+                    out.append(rest[: i + 1])
+                    break
+        else:
+            name = re.match(r"\w+", rest)
+            if name:
+                out.append(name.group(0))
+    return out
+
+
+def first_names(group):
+    """The first segment of each path in a `use` group: `{a::b, c}` gives
+    a and c, not b; a plain name gives itself."""
+    if not group.startswith("{"):
+        return {group}
+    found, depth, start = set(), 0, True
+    for token in re.findall(r"\w+|::|[{},]", group):
+        if token == "{":
+            depth += 1
+            start = depth == 1
+        elif token == "}":
+            depth -= 1
+        elif token == ",":
+            start = depth == 1
+        elif token != "::" and start:
+            found.add(token)
+            start = False
+        elif token == "::":
+            start = False
+    return found
+
+
 def top_names_used(code):
-    """Top-level modules a file refers to (`crate::x`, `crate::{x, y::z}`)."""
+    """Top-level modules a file refers to (`crate::x`, `crate::{x, y::{z}}`)."""
     found = set()
-    for group in re.findall(r"crate::(\{[^}]*\}|\w+)", code):
-        found.update(re.findall(r"(?:^|[{,\s])(\w+)", group))
+    for group in groups(code, "crate"):
+        found.update(first_names(group))
     return found
 
 
 def names_used(code, sub):
     """Sibling modules a file inside src/<sub>/ refers to."""
     found = set()
-    for group in re.findall(rf"(?:super|crate::{sub})::(\{{[^}}]*\}}|\w+)", code):
-        found.update(re.findall(r"\w+", group))
+    for prefix in ("super", rf"crate::{sub}"):
+        for group in groups(code, prefix):
+            found.update(first_names(group))
     return found
 
 
@@ -172,7 +215,8 @@ for sub in ("db", "ingest"):
     cycles(sub_graph, f"src/{sub}/")
 
 BACKEND = re.compile(
-    r"\bSqlite[A-Z]\w*|\bsqlx::(sqlite|Sqlite|postgres|Postgres)\b|\bPg[A-Z]\w*|\bcinecut_postgres\b|\bdb::pg\b"
+    r"\bSqlite[A-Z]\w*|\bsqlx::(sqlite|Sqlite|postgres|Postgres)\b|\bPg[A-Z]\w*|\bcinecut_postgres\b"
+    r"|\bdb::pg\b|\bsqlx::\{[^}]*\b(sqlite|Sqlite|postgres|Postgres)\b|\bdb::\{[^}]*\bpg\b"
 )
 for f in files:
     rel = f.relative_to(SRC).as_posix()
