@@ -54,18 +54,17 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enqueue frames (image files, folders, globs, a manifest): one job per frame.
+    /// The whole job in one command: enqueue films (or frames), then describe
+    /// everything queued with a worker, with one progress display. Re-run with
+    /// the same arguments after an interruption to resume.
+    Run(Box<RunArgs>),
+    /// Enqueue films (their keyframes, extracted by ffmpeg) and frames (image
+    /// files, folders, globs, a manifest): one job per frame.
     #[command(after_help = "\
 A folder's image files are taken in natural order (frame2 before frame10).
 Re-enqueuing frames a film already has adds nothing. Frames that are missing
 or unreadable are listed and skipped; the exit code is then 1.")]
     Enqueue(EnqueueArgs),
-    /// Show progress per film, failures, the GPU lease holder and workers.
-    Status(StatusArgs),
-    /// Put failed jobs back in the queue.
-    Retry(RetryArgs),
-    /// Cancel a film's queued jobs.
-    Cancel(CancelArgs),
     /// Describe queued frames: hold the GPU lease, claim, send each frame to
     /// the model, record the answers.
     #[command(after_help = "\
@@ -73,23 +72,6 @@ One worker per GPU: a second worker for the same --gpu-name waits for the
 lease (or exits with --no-wait). SIGINT/SIGTERM: stop claiming, finish the
 frames in flight within --grace, put the rest back, release the lease, exit 0.")]
     Worker(Box<WorkerArgs>),
-    /// Stream the results: described frames (or failed ones) as a table, JSON lines or CSV.
-    Results(ResultsArgs),
-    /// Full-text search over the descriptions, best matches first.
-    Search(SearchArgs),
-    /// Write an HTML contact sheet per film: every frame's thumbnail, time
-    /// and description, a filter box and a timeline coloured by mood.
-    #[command(after_help = "\
-Each report is one self-contained file: it opens from disk in any browser,
-with no server and no network (thumbnails are inlined). Frames not yet
-described or failed are shown with their state or reason.")]
-    Report(ReportArgs),
-    /// Print a shell completion script.
-    Completions(CompletionsArgs),
-    /// The whole job in one command: enqueue films (or frames), then describe
-    /// everything queued with a worker, with one progress display. Re-run with
-    /// the same arguments after an interruption to resume.
-    Run(Box<RunArgs>),
     /// Describe the frames already in the database again in another pass
     /// (another model or prompt profile), without re-extracting anything;
     /// then work like `run` until that pass is done.
@@ -97,8 +79,25 @@ described or failed are shown with their state or reason.")]
 Example: cinecut describe --pass big --model big.gguf --mmproj big-mmproj.gguf
 Every answer is kept: compare passes in SQL with the pass_comparison view.")]
     Describe(Box<DescribeArgs>),
+    /// Show progress per film, failures, the GPU lease holder and workers.
+    Status(StatusArgs),
+    /// Stream the results: described frames (or failed ones) as a table, JSON lines or CSV.
+    Results(ResultsArgs),
+    /// Full-text search over the descriptions, best matches first.
+    Search(SearchArgs),
     /// List the passes: model, profile, jobs and mean latency/tokens.
     Passes(PassesArgs),
+    /// Write an HTML contact sheet per film: every frame's thumbnail, time
+    /// and description, a filter box and a timeline coloured by mood.
+    #[command(after_help = "\
+Each report is one self-contained file: it opens from disk in any browser,
+with no server and no network (thumbnails are inlined). Frames not yet
+described or failed are shown with their state or reason.")]
+    Report(ReportArgs),
+    /// Put failed jobs back in the queue.
+    Retry(RetryArgs),
+    /// Cancel a film's queued jobs.
+    Cancel(CancelArgs),
     /// Show the GPUs (NVML): memory free/total, processes, and lease holders.
     Gpu(GpuArgs),
     /// Run a command while holding a GPU's lease (a running worker yields it).
@@ -106,6 +105,8 @@ Every answer is kept: compare passes in SQL with the pass_comparison view.")]
 Example: cinecut gpu-lock -- ffmpeg -hwaccel cuda -i in.mp4 out.mp4
 Exits with the command's exit code.")]
     GpuLock(GpuLockArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -277,6 +277,52 @@ fn help_documents_the_exit_codes() {
     assert!(help.contains("2  usage error"), "{help}");
 }
 
+/// The commands in the order a user meets them: the whole job, the
+/// producer and the worker, then the readers, then the rest.
+#[test]
+fn help_lists_the_commands_in_the_order_a_user_meets_them() {
+    let o = std::process::Command::new(crate::util::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let help = crate::util::stdout(&o);
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A command's first line; its wrapped help is indented further.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "run",
+            "enqueue",
+            "worker",
+            "describe",
+            "status",
+            "results",
+            "search",
+            "passes",
+            "report",
+            "retry",
+            "cancel",
+            "gpu",
+            "gpu-lock",
+            "completions"
+        ],
+        "{help}"
+    );
+    assert!(
+        help.contains("Enqueue films"),
+        "enqueue's line names films first: {help}"
+    );
+}
+
 /// A database made by the first release (migrations 0001 and 0002) keeps all
 /// its rows, references and search index through the later migrations, and
 /// the rebuilt tables still refuse what they refused before.
