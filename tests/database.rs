@@ -266,14 +266,19 @@ fn a_value_that_cannot_work_is_refused_by_name() {
     );
 }
 
-#[test]
-fn help_documents_the_exit_codes() {
+/// What `cinecut --help` prints (it exits 0).
+fn main_help() -> String {
     let o = std::process::Command::new(crate::util::BIN)
         .arg("--help")
         .output()
         .unwrap();
     assert_exit(&o, 0);
-    let help = crate::util::stdout(&o);
+    crate::util::stdout(&o)
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = main_help();
     assert!(help.contains("2  usage error"), "{help}");
 }
 
@@ -281,12 +286,7 @@ fn help_documents_the_exit_codes() {
 /// producer and the worker, then the readers, then the rest.
 #[test]
 fn help_lists_the_commands_in_the_order_a_user_meets_them() {
-    let o = std::process::Command::new(crate::util::BIN)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert_exit(&o, 0);
-    let help = crate::util::stdout(&o);
+    let help = main_help();
     let listed: Vec<&str> = help
         .lines()
         .skip_while(|l| !l.starts_with("Commands:"))
