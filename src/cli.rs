@@ -21,7 +21,7 @@ Exit codes:
 pub struct Cli {
     /// SQLite database file (created if missing), or a PostgreSQL URL
     /// (`postgres://user:password@host/db`: many GPU hosts, one queue; every
-    /// command runs there; with no --pass, enqueue and worker use the pass
+    /// command runs there; with no --pass, a worker serves the pass
     /// `default`).
     #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = db_location)]
     pub db: Location,

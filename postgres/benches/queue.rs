@@ -202,6 +202,8 @@ async fn stored_frames(q: &PgQueue, url: &str, n: usize, kb: usize) -> Stored {
                 duplicate_of: None,
                 frame_index: Some(i),
                 pts_ms: Some(i * 40),
+                width: None,
+                height: None,
                 bytes: bytes(),
             })
             .collect()
@@ -377,6 +379,8 @@ async fn main() {
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),
+            width: None,
+            height: None,
         })
         .collect();
     let t = Instant::now();

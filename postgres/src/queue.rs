@@ -18,6 +18,9 @@ pub struct NewFrame {
     /// from folders and globs).
     pub frame_index: Option<i64>,
     pub pts_ms: Option<i64>,
+    /// Its size in pixels, where the producer knows it (a film's frames).
+    pub width: Option<i64>,
+    pub height: Option<i64>,
     /// The shot_index of its shot ([`insert_shots`]; scene mode).
     pub shot: Option<i64>,
     /// The 64-bit difference hash of its 9×8 grey copy.
@@ -146,6 +149,26 @@ pub async fn ensure_pass(q: &PgQueue, name: &str) -> Result<i64> {
     .await?)
 }
 
+/// The ids of the passes an enqueue creates jobs in: the passes `names`,
+/// made if missing, or with no names every pass of the database (a pass
+/// `default` when there is none), as on SQLite.
+pub async fn passes_for_enqueue(q: &PgQueue, names: &[String]) -> Result<Vec<i64>> {
+    if !names.is_empty() {
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            ids.push(ensure_pass(q, name).await?);
+        }
+        return Ok(ids);
+    }
+    let ids = sqlx::query_scalar!("SELECT id FROM passes ORDER BY id")
+        .fetch_all(q.pool())
+        .await?;
+    if ids.is_empty() {
+        return Ok(vec![ensure_pass(q, "default").await?]);
+    }
+    Ok(ids)
+}
+
 /// Deletes film `film` with its frames and jobs (and, through their keys,
 /// the jobs' attempts and descriptions): the bulk tables carry no foreign
 /// keys to cascade (see migrations/postgres/0001_queue.sql). Returns
@@ -203,7 +226,7 @@ pub async fn insert_shots(
 }
 
 /// What an enqueue added.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Enqueued {
     /// Frames the film did not have.
     pub frames: u64,
@@ -212,6 +235,9 @@ pub struct Enqueued {
     pub jobs: u64,
     /// Frames marked as near-duplicates of an earlier one.
     pub near_duplicates: u64,
+    /// Frames not added because their explicit index is held by another
+    /// path of the film: (path, index).
+    pub index_conflicts: Vec<(String, i64)>,
 }
 
 /// Adds `frames` to film `film` (frames the film has, by path or index,
@@ -230,16 +256,20 @@ pub async fn enqueue(
     let bytes: Vec<Option<&[u8]>> = frames.iter().map(|f| f.bytes.as_deref()).collect();
     let shots: Vec<Option<i64>> = frames.iter().map(|f| f.shot).collect();
     let dhashes: Vec<Option<i64>> = frames.iter().map(|f| f.dhash).collect();
+    let widths: Vec<Option<i64>> = frames.iter().map(|f| f.width).collect();
+    let heights: Vec<Option<i64>> = frames.iter().map(|f| f.height).collect();
     let mut tx = q.pool().begin().await?;
     let added = sqlx::query!(
         r#"WITH new_frames AS (
-               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id, dhash)
+               INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id, dhash,
+                                   width, height)
                SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
                                        WHERE film_id = $1) + n - 1), p, f, b,
-                      (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot), h
+                      (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot), h,
+                      w, ht
                FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[], $8::bigint[],
-                           $9::bigint[])
-                    WITH ORDINALITY AS u(i, p, f, b, shot, h, n)
+                           $9::bigint[], $10::bigint[], $11::bigint[])
+                    WITH ORDINALITY AS u(i, p, f, b, shot, h, w, ht, n)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
@@ -257,15 +287,33 @@ pub async fn enqueue(
         max_attempts,
         &bytes as &[Option<&[u8]>],
         &shots as &[Option<i64>],
-        &dhashes as &[Option<i64>]
+        &dhashes as &[Option<i64>],
+        &widths as &[Option<i64>],
+        &heights as &[Option<i64>]
     )
     .fetch_one(&mut *tx)
     .await?;
     let mut jobs = added.jobs;
+    let mut index_conflicts = Vec::new();
     // Frames the film had already (a re-enqueue, or another pass over the
     // same frames): a job in this pass for each that has none. Looked up
     // only then, so a fresh enqueue pays nothing for it.
     if added.frames < frames.len() as i64 {
+        // A frame not added whose path the film does not have: its
+        // explicit index is another path's.
+        index_conflicts = sqlx::query!(
+            r#"SELECT u.p AS "path!", u.i AS "index!" FROM UNNEST($2::bigint[], $3::text[]) AS u(i, p)
+               WHERE u.i IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM frames WHERE film_id = $1 AND path = u.p)"#,
+            film,
+            &indexes as &[Option<i64>],
+            &paths as &[&str]
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.path, r.index))
+        .collect();
         jobs += sqlx::query!(
             r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts)
                SELECT fr.id, $2, $1, f.priority, $4
@@ -316,6 +364,7 @@ pub async fn enqueue(
         frames: added.frames as u64,
         jobs: jobs as u64,
         near_duplicates,
+        index_conflicts,
     })
 }
 
@@ -594,7 +643,15 @@ async fn settle_in(
                         AND j.transient_failures + 1 >= o.poison_after THEN 'failed'
                    ELSE 'queued' END,
                run_after = clock_timestamp() + make_interval(secs => o.backoff_ms / 1000.0),
-               last_error = coalesce(o.error, j.last_error),
+               -- Worded as SQLite words them: why the job ended.
+               last_error = CASE
+                   WHEN o.kind = 'retry' AND j.attempts >= j.max_attempts
+                       THEN 'gave up after ' || j.attempts || ' attempt(s): ' || o.error
+                   WHEN o.kind = 'requeue' AND o.counts
+                        AND j.transient_failures + 1 >= o.poison_after
+                       THEN 'poison: failed ' || (j.transient_failures + 1)
+                            || ' time(s) in a row this way, last: ' || o.error
+                   ELSE coalesce(o.error, j.last_error) END,
                lease_owner = NULL, lease_gpu = NULL, lease_epoch = NULL, lease_expires_at = NULL,
                updated_at = clock_timestamp()
            FROM o

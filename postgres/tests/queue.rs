@@ -27,6 +27,8 @@ fn frames(n: i64) -> Vec<NewFrame> {
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),
+            width: None,
+            height: None,
         })
         .collect()
 }
@@ -621,6 +623,7 @@ async fn enqueue_is_idempotent() {
         frames,
         jobs,
         near_duplicates: 0,
+        index_conflicts: Vec::new(),
     };
     assert_eq!(
         queue::enqueue(&q, film, pass, &frames(100), 3)

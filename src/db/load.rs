@@ -70,6 +70,8 @@ impl FrameLoader for PgLoader {
                 path: f.path.clone(),
                 frame_index: f.frame_index,
                 pts_ms: f.pts_ms,
+                width: f.width,
+                height: f.height,
                 shot: f.shot,
                 dhash: f.dhash,
                 duplicate_of: f.duplicate_of.clone(),
@@ -79,8 +81,8 @@ impl FrameLoader for PgLoader {
     }
 
     /// Pass by pass; a frame is new (and a near-duplicate) once, in the
-    /// first pass. Frames whose index another path holds are not told
-    /// apart from frames the film has.
+    /// first pass; a frame whose explicit index another path holds is
+    /// rejected, as on SQLite.
     async fn load(
         &mut self,
         film: i64,
@@ -95,7 +97,9 @@ impl FrameLoader for PgLoader {
                 .await?;
             if i == 0 {
                 outcome.inserted = added.frames;
-                outcome.already = rows.len() as u64 - added.frames;
+                let conflicts = added.index_conflicts.len() as u64;
+                outcome.already = rows.len() as u64 - added.frames - conflicts;
+                outcome.index_conflicts = added.index_conflicts;
                 outcome.near_duplicates = added.near_duplicates;
             }
         }
@@ -111,19 +115,11 @@ impl Db {
 }
 
 impl PgDb {
-    /// The PostgreSQL loader for the passes `names` (`default` when none
-    /// is named), each made if new.
+    /// The PostgreSQL loader for the passes `names`, each made if new; with
+    /// no names, every pass of the database (`default` when there is none),
+    /// as on SQLite.
     pub async fn frame_loader(&self, names: &[String]) -> Result<PgLoader> {
-        let default = ["default".to_string()];
-        let names = if names.is_empty() {
-            &default[..]
-        } else {
-            names
-        };
-        let mut passes = Vec::with_capacity(names.len());
-        for name in names {
-            passes.push(self.ensure_pass(name).await?);
-        }
+        let passes = self.passes_for_enqueue(names).await?;
         Ok(PgLoader {
             db: self.clone(),
             passes,

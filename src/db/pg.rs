@@ -93,6 +93,14 @@ impl PgDb {
             .map_err(self.err())
     }
 
+    /// The passes an enqueue creates jobs in (see
+    /// [`pgq::passes_for_enqueue`]).
+    pub async fn passes_for_enqueue(&self, names: &[String]) -> Result<Vec<i64>> {
+        pgq::passes_for_enqueue(&self.queue, names)
+            .await
+            .map_err(self.err())
+    }
+
     /// The id of the film titled `title`, or [`Error::UnknownFilm`].
     pub async fn film_id(&self, title: &str) -> Result<i64> {
         Ok(self
@@ -604,11 +612,12 @@ impl PgWork {
     /// Returns when jobs are enqueued or recovered (`NOTIFY`), or after
     /// `at_most`.
     pub async fn wait_for_work(&mut self, at_most: Duration) -> Result<()> {
-        self.wakeups
-            .wait(at_most)
-            .await
-            .map(|_| ())
-            .map_err(self.db.err())
+        tracing::trace!("idle: waiting up to {at_most:?} for another connection's commit");
+        let woken = self.wakeups.wait(at_most).await.map_err(self.db.err())?;
+        if woken {
+            tracing::debug!("another connection committed; looking for work");
+        }
+        Ok(())
     }
 
     pub async fn set_state(&self, state: WorkerState) -> Result<()> {
