@@ -1,4 +1,8 @@
 //! Opening a database: migrations, pragmas, and the errors for bad locations.
+//!
+//! SQLite only: a SQLite file's own behaviour (its migrations, WAL, locks,
+//! paths); PostgreSQL's migrations and connection errors are tested in
+//! `postgres.rs`.
 
 use cinecut::db::{Db, Durability};
 

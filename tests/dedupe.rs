@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Env, FakeServer, assert_exit, ffmpeg, stderr, stdout};
+use crate::util::{Env, FakeServer, assert_exit, ffmpeg, on_both, stderr, stdout};
 
 /// `seconds` of one static camera picture with sensor noise (a new noise
 /// pattern every frame).
@@ -85,11 +85,11 @@ fn describe(env: &Env, answers: &str) -> usize {
         .count()
 }
 
-#[test]
-fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions() {
-    let env = Env::new();
-    let video = static_clip(&env, 60);
-    let out = enqueue_every_second(&env, &video, &[]);
+on_both!(a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions);
+
+fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions(env: &Env) {
+    let video = static_clip(env, 60);
+    let out = enqueue_every_second(env, &video, &[]);
     let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
     assert!(
         out.contains(&format!(
@@ -103,7 +103,7 @@ fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions() {
         "every frame is hashed"
     );
 
-    let sent = describe(&env, "ok");
+    let sent = describe(env, "ok");
     assert!(
         sent <= 5,
         "{sent} of 60 frames of a static shot went to the model"
@@ -149,18 +149,18 @@ fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions() {
     );
 
     // --no-dedupe (here a second film of the same file) sends every frame.
-    let out = enqueue_every_second(&env, &video, &["--film", "every frame", "--no-dedupe"]);
+    let out = enqueue_every_second(env, &video, &["--film", "every frame", "--no-dedupe"]);
     assert!(out.contains("60 new, 0 already queued\n"), "{out}");
-    assert_eq!(describe(&env, "ok"), 60 + sent);
+    assert_eq!(describe(env, "ok"), 60 + sent);
 }
 
-#[test]
-fn five_distinct_shots_are_all_sent() {
-    let env = Env::new();
-    let video = five_shots(&env);
-    enqueue_every_second(&env, &video, &[]);
+on_both!(five_distinct_shots_are_all_sent);
+
+fn five_distinct_shots_are_all_sent(env: &Env) {
+    let video = five_shots(env);
+    enqueue_every_second(env, &video, &[]);
     assert_eq!(env.count_now("SELECT count(*) FROM frames"), 10);
-    let sent = describe(&env, "ok");
+    let sent = describe(env, "ok");
     assert!(
         sent >= 5,
         "only {sent} frames of 5 unrelated shots went to the model"
@@ -175,28 +175,15 @@ fn five_distinct_shots_are_all_sent() {
     assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 10);
 }
 
+on_both!(when_an_original_fails_its_first_duplicate_is_described_instead);
+
 /// An original the model cannot describe does not take its duplicates down:
 /// the first of them is sent instead, and the others get its description.
-#[test]
-fn when_an_original_fails_its_first_duplicate_is_described_instead() {
-    let env = Env::new();
-    original_fails(&env, |sql| env.count_now(sql));
-}
-
-#[test]
-fn when_an_original_fails_its_first_duplicate_is_described_instead_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    original_fails(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on.
-fn original_fails(env: &Env, count: impl Fn(&str) -> i64) {
+fn when_an_original_fails_its_first_duplicate_is_described_instead(env: &Env) {
     let video = static_clip(env, 10);
     let out = enqueue_every_second(env, &video, &["--max-attempts", "1"]);
     assert_eq!(
-        count("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+        env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
         9,
         "a static shot: one original, nine near-duplicates"
     );
@@ -205,19 +192,22 @@ fn original_fails(env: &Env, count: impl Fn(&str) -> i64) {
         "{out}"
     );
     assert_eq!(
-        count("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
         10
     );
     assert_eq!(describe(env, "http400,ok"), 2);
     assert_eq!(
-        count(
+        env.count_now(
             "SELECT count(*) FROM jobs WHERE state = 'failed' AND id = (SELECT min(id) FROM jobs)"
         ),
         1
     );
-    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 9);
     assert_eq!(
-        count(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        9
+    );
+    assert_eq!(
+        env.count_now(
             "SELECT count(*) FROM frame_descriptions WHERE copied_from_frame = 1 AND frame_index > 1"
         ),
         8
@@ -234,7 +224,10 @@ fn original_fails(env: &Env, count: impl Fn(&str) -> i64) {
     assert_exit(&o, 0);
     let sent = std::fs::read_to_string(&record).unwrap_or_default();
     assert_eq!(sent.lines().count(), 2, "{}", stderr(&o));
-    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 19);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        19
+    );
 }
 
 /// `n` stills of one picture (`pattern` gives a pixel's grey from x and y)
@@ -253,26 +246,13 @@ fn noisy_stills(dir: &Path, first: usize, n: usize, pattern: fn(u32, u32) -> u8)
     }
 }
 
+on_both!(stills_from_folders_and_manifests_are_hashed_and_deduped);
+
 /// Stills from a folder and from a manifest are hashed at enqueue: a run of
 /// stills of one picture costs one model call, a new picture another; an
 /// unreadable still gets no hash and still fails in the worker with its
 /// reason; --no-dedupe decodes nothing and sends every still.
-#[test]
-fn stills_from_folders_and_manifests_are_hashed_and_deduped() {
-    let env = Env::new();
-    stills_deduped(&env, |sql| env.count_now(sql));
-}
-
-#[test]
-fn stills_from_folders_and_manifests_are_hashed_and_deduped_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    stills_deduped(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on.
-fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
+fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
     let dir = env.path().join("stills");
     noisy_stills(&dir, 1, 10, |x, _| (x * 255 / 160) as u8);
     noisy_stills(&dir, 11, 10, |x, y| {
@@ -285,7 +265,7 @@ fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
 
     let o = env.run(["enqueue".as_ref(), dir.as_os_str()]);
     assert_exit(&o, 0);
-    let copies = count("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
+    let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
     assert!(
         stdout(&o).contains(&format!(
             "24 new, 0 already queued ({copies} near-duplicates"
@@ -294,13 +274,13 @@ fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
         stdout(&o)
     );
     assert_eq!(
-        count("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
         23,
         "every readable still is hashed"
     );
     // Copies point back within their own picture, never across.
     assert_eq!(
-        count(
+        env.count_now(
             "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
              WHERE (c.frame_index < 10) <> (o.frame_index < 10) OR o.frame_index >= c.frame_index"
         ),
@@ -321,7 +301,7 @@ fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        count(
+        env.count_now(
             "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
              WHERE f.title = 'listed' AND fr.duplicate_of IS NOT NULL"
         ),
@@ -338,7 +318,7 @@ fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        count(
+        env.count_now(
             "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
              WHERE f.title = 'every still' AND fr.dhash IS NULL"
         ),
@@ -356,16 +336,16 @@ fn stills_deduped(env: &Env, count: impl Fn(&str) -> i64) {
         "{sent} model calls: {per_film} for the two deduped films"
     );
     assert_eq!(
-        count("SELECT count(*) FROM descriptions"),
+        env.count_now("SELECT count(*) FROM descriptions"),
         3 * 23,
         "every readable still of every film is described"
     );
     assert_eq!(
-        count("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL"),
+        env.count_now("SELECT count(*) FROM descriptions WHERE duplicate_of IS NOT NULL"),
         2 * copies
     );
     assert_eq!(
-        count(
+        env.count_now(
             "SELECT count(*) FROM jobs j JOIN frames fr ON fr.id = j.frame_id \
              WHERE j.state = 'failed' AND fr.path LIKE '%img_21.png'"
         ),

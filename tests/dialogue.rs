@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Env, assert_exit, ffmpeg, stderr, stdout};
+use crate::util::{Env, assert_exit, ffmpeg, on_both, stderr, stdout};
 
 /// A 15-second film; with `subtitles`, muxed in as its text subtitle stream.
 fn film(env: &Env, name: &str, subtitles: Option<&Path>) -> PathBuf {
@@ -43,32 +43,22 @@ const SRT: &str = "1\n00:00:01,000 --> 00:00:03,000\n<i>Where were you</i>\nlast
                    2\n00:00:10,000 --> 00:00:12,500\n{\\an8}At the <b>lighthouse</b>.\n";
 
 fn dialogue(env: &Env) -> Vec<(i64, i64, String)> {
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let mut st = conn
-        .prepare("SELECT start_ms, end_ms, text FROM subtitles ORDER BY line_index")
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
+    env.rows_now("SELECT start_ms, end_ms, text FROM subtitles ORDER BY line_index")
+        .iter()
+        .map(|r| {
+            let n = |c: &str| r[c].as_i64().unwrap();
+            (
+                n("start_ms"),
+                n("end_ms"),
+                r["text"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
-#[test]
-fn a_films_own_subtitle_stream_becomes_its_dialogue() {
-    let env = Env::new();
-    own_stream(&env, |sql| env.strings_now(sql));
-}
+on_both!(a_films_own_subtitle_stream_becomes_its_dialogue);
 
-#[test]
-fn a_films_own_subtitle_stream_becomes_its_dialogue_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    own_stream(&env, |sql| pg.strings(sql));
-}
-
-/// One test body, two backends: `strings` reads the database `env`'s
-/// commands run on.
-fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
+fn a_films_own_subtitle_stream_becomes_its_dialogue(env: &Env) {
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
     let video = film(env, "night", Some(&srt));
@@ -86,7 +76,7 @@ fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("2 subtitle lines"), "{}", stdout(&o));
     let dialogue = || {
-        strings(
+        env.strings_now(
             "SELECT start_ms || '|' || end_ms || '|' || text FROM subtitles ORDER BY line_index",
         )
     };
@@ -100,7 +90,7 @@ fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
     );
     // (line, previous line, next line) of the frame at `ms`.
     let at = |ms: i64| {
-        strings(&format!(
+        env.strings_now(&format!(
             "SELECT coalesce(line, '-') || ' / ' || coalesce(previous_line, '-') || ' / ' \
              || coalesce(next_line, '-') FROM frame_dialogue WHERE pts_ms = {ms}"
         ))
@@ -118,7 +108,9 @@ fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
     let o = env.run(["search", "lighthouse"]);
     assert_exit(&o, 0);
     let hit = stdout(&o);
-    let frame = strings("SELECT path FROM frames WHERE pts_ms = 10000").join(",");
+    let frame = env
+        .strings_now("SELECT path FROM frames WHERE pts_ms = 10000")
+        .join(",");
     assert!(
         hit.contains("00:00:10.000")
             && hit.contains(&frame)
@@ -147,14 +139,14 @@ fn own_stream(env: &Env, strings: impl Fn(&str) -> Vec<String>) {
     assert_eq!(dialogue().len(), 2);
 }
 
-#[test]
-fn subtitle_files_in_other_formats_replace_the_dialogue() {
-    let env = Env::new();
-    let video = film(&env, "plain", None);
+on_both!(subtitle_files_in_other_formats_replace_the_dialogue);
+
+fn subtitle_files_in_other_formats_replace_the_dialogue(env: &Env) {
+    let video = film(env, "plain", None);
     let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
     assert_exit(&o, 0);
     assert!(
-        dialogue(&env).is_empty(),
+        dialogue(env).is_empty(),
         "a film without subtitles has none"
     );
 
@@ -173,7 +165,7 @@ fn subtitle_files_in_other_formats_replace_the_dialogue() {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        dialogue(&env),
+        dialogue(env),
         vec![
             (2000, 4000, "Keep walking.".to_string()),
             (5500, 6000, "Don't look back.".to_string()),
@@ -198,7 +190,7 @@ fn subtitle_files_in_other_formats_replace_the_dialogue() {
     ]);
     assert_exit(&o, 0);
     assert_eq!(
-        dialogue(&env),
+        dialogue(env),
         vec![(7250, 9000, "The tide is coming in.\nRun!".to_string())],
         "replaced, not added to"
     );
@@ -210,12 +202,12 @@ fn subtitle_files_in_other_formats_replace_the_dialogue() {
     );
 }
 
-#[test]
-fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
-    let env = Env::new();
+on_both!(bad_subtitle_input_is_a_clear_error_and_writes_nothing);
+
+fn bad_subtitle_input_is_a_clear_error_and_writes_nothing(env: &Env) {
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
-    let video = film(&env, "night", Some(&srt));
+    let video = film(env, "night", Some(&srt));
     let films = || env.count_now("SELECT count(*) FROM films");
 
     // Each is exit 1 with a message that says why, and writes nothing.
@@ -282,37 +274,15 @@ fn bad_subtitle_input_is_a_clear_error_and_writes_nothing() {
         "--no-subtitles".as_ref(),
     ]);
     assert_exit(&o, 0);
-    assert!(dialogue(&env).is_empty(), "--no-subtitles reads none");
+    assert!(dialogue(env).is_empty(), "--no-subtitles reads none");
     assert_eq!(films(), 1);
 }
 
+on_both!(the_line_on_screen_goes_to_the_model_as_context);
+
 /// `--dialogue-context`: the frames with a line on screen are sent with it
 /// (and stored as prompt_version 2); the others with the plain prompt.
-#[test]
-fn the_line_on_screen_goes_to_the_model_as_context() {
-    let env = Env::new();
-    line_context(&env, |sql| env.count_now(sql));
-    assert_eq!(
-        env.count_now(
-            "SELECT count(*) FROM descriptions d JOIN frame_dialogue l ON l.frame_index = \
-             (SELECT frame_index FROM frames WHERE id = d.frame_id) \
-             WHERE (l.line IS NOT NULL) = (d.prompt_version = 2)"
-        ),
-        15,
-        "prompt_version 2 exactly where a line was sent"
-    );
-}
-
-#[test]
-fn the_line_on_screen_goes_to_the_model_as_context_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    line_context(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on.
-fn line_context(env: &Env, count: impl Fn(&str) -> i64) {
+fn the_line_on_screen_goes_to_the_model_as_context(env: &Env) {
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
     let video = film(env, "night", Some(&srt));
@@ -340,8 +310,8 @@ fn line_context(env: &Env, count: impl Fn(&str) -> i64) {
         .output()
         .unwrap();
     assert_exit(&o, 0);
-    let with_line = count("SELECT count(*) FROM frame_dialogue WHERE line IS NOT NULL");
-    let frames = count("SELECT count(*) FROM frames");
+    let with_line = env.count_now("SELECT count(*) FROM frame_dialogue WHERE line IS NOT NULL");
+    let frames = env.count_now("SELECT count(*) FROM frames");
     assert_eq!((with_line, frames), (6, 15), "1-3 s and 10-12.5 s");
     let mut sent: Vec<String> = std::fs::read_to_string(&record)
         .unwrap()
@@ -372,12 +342,12 @@ fn line_context(env: &Env, count: impl Fn(&str) -> i64) {
     );
 }
 
+on_both!(scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses);
+
 /// Scene mode takes a frame at the midpoint of each line that no picked
 /// frame of its shot shows (a 20-second shot has its middle at 10 s), and
 /// the frame↔line view puts the line next to it.
-#[test]
-fn scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses() {
-    let env = Env::new();
+fn scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses(env: &Env) {
     let plain = env.path().join("one-shot.mkv");
     ffmpeg(&[
         "-f".as_ref(),
@@ -405,13 +375,14 @@ fn scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses() {
         "30".as_ref(),
     ]);
     assert_exit(&o, 0);
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let rows: Vec<(i64, i64, Option<String>)> = conn
-        .prepare("SELECT frame_index, pts_ms, line FROM frame_dialogue ORDER BY frame_index")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let rows: Vec<(i64, i64, Option<String>)> = env
+        .rows_now("SELECT frame_index, pts_ms, line FROM frame_dialogue ORDER BY frame_index")
+        .iter()
+        .map(|r| {
+            let n = |c: &str| r[c].as_i64().unwrap();
+            let line = r["line"].as_str().map(str::to_string);
+            (n("frame_index"), n("pts_ms"), line)
+        })
         .collect();
     assert_eq!(
         rows,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Env, assert_exit, ffmpeg, stderr, stdout};
+use crate::util::{Env, assert_exit, ffmpeg, on_both, stderr, stdout};
 
 /// Three 2-second shots of different sources: cuts at 2 s and 4 s.
 pub fn three_shots(env: &Env, name: &str) -> PathBuf {
@@ -36,23 +36,29 @@ pub fn three_shots(env: &Env, name: &str) -> PathBuf {
 }
 
 async fn frames_of(env: &Env, title: &str) -> Vec<(i64, i64, i64, i64, String)> {
-    let pool = env.pool().await;
-    let rows = sqlx::query_as(
-        "SELECT fr.frame_index, fr.pts_ms, fr.width, fr.height, fr.path FROM frames fr JOIN films f ON f.id = fr.film_id
-         WHERE f.title = ? ORDER BY fr.frame_index",
-    )
-    .bind(title)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    rows
+    let rows = env.rows_now(&format!(
+        "SELECT fr.frame_index, fr.pts_ms, fr.width, fr.height, fr.path FROM frames fr \
+         JOIN films f ON f.id = fr.film_id WHERE f.title = '{title}' ORDER BY fr.frame_index"
+    ));
+    let n = |r: &serde_json::Map<String, serde_json::Value>, c: &str| r[c].as_i64().unwrap();
+    rows.iter()
+        .map(|r| {
+            let path = r["path"].as_str().unwrap().to_string();
+            (
+                n(r, "frame_index"),
+                n(r, "pts_ms"),
+                n(r, "width"),
+                n(r, "height"),
+                path,
+            )
+        })
+        .collect()
 }
 
-#[tokio::test]
-async fn scene_mode_finds_the_cuts_at_their_times() {
-    let env = Env::new();
-    let video = three_shots(&env, "my fïlm with spaces.mp4");
+on_both!(async scene_mode_finds_the_cuts_at_their_times);
+
+async fn scene_mode_finds_the_cuts_at_their_times(env: &Env) {
+    let video = three_shots(env, "my fïlm with spaces.mp4");
     let o = env.run(["enqueue".as_ref(), video.as_os_str()]);
     assert_exit(&o, 0);
     assert!(
@@ -60,7 +66,7 @@ async fn scene_mode_finds_the_cuts_at_their_times() {
         "{}",
         stdout(&o)
     );
-    let frames = frames_of(&env, "my fïlm with spaces").await;
+    let frames = frames_of(env, "my fïlm with spaces").await;
     let times: Vec<i64> = frames.iter().map(|f| f.1).collect();
     // --pick middle (the default): each shot's middle, ± one frame.
     assert_eq!(times.len(), 3, "{times:?}");
@@ -72,13 +78,24 @@ async fn scene_mode_finds_the_cuts_at_their_times() {
     }
     // The shots: cuts at 2 s and 4 s, source frame numbers at 25 fps, the
     // cut's score; each frame names its shot.
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let shots: Vec<(i64, i64, i64, i64, i64, f64)> = conn
-        .prepare("SELECT shot_index, start_ms, end_ms, first_frame, last_frame, score FROM shots ORDER BY shot_index")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let shots: Vec<(i64, i64, i64, i64, i64, f64)> = env
+        .rows_now(
+            "SELECT shot_index, start_ms, end_ms, first_frame, last_frame, score FROM shots \
+             ORDER BY shot_index",
+        )
+        .iter()
+        .map(|r| {
+            let n = |c: &str| r[c].as_i64().unwrap();
+            let score = r["score"].as_f64().unwrap();
+            (
+                n("shot_index"),
+                n("start_ms"),
+                n("end_ms"),
+                n("first_frame"),
+                n("last_frame"),
+                score,
+            )
+        })
         .collect();
     assert_eq!(
         shots
@@ -167,9 +184,9 @@ async fn scene_mode_finds_the_cuts_at_their_times() {
     assert_eq!(env.count("SELECT count(*) FROM frames").await, 3);
 }
 
-#[tokio::test]
-async fn a_static_shot_gets_a_frame_every_max_gap() {
-    let env = Env::new();
+on_both!(async a_static_shot_gets_a_frame_every_max_gap);
+
+async fn a_static_shot_gets_a_frame_every_max_gap(env: &Env) {
     let video = env.path().join("static.mkv");
     ffmpeg(&[
         "-f",
@@ -189,11 +206,7 @@ async fn a_static_shot_gets_a_frame_every_max_gap() {
         ]),
         0,
     );
-    let times: Vec<i64> = frames_of(&env, "static")
-        .await
-        .iter()
-        .map(|f| f.1)
-        .collect();
+    let times: Vec<i64> = frames_of(env, "static").await.iter().map(|f| f.1).collect();
     // One 25 s shot: three parts of 8.33 s, each at its middle (the frame
     // nearest to it, at 10 fps).
     assert_eq!(times, vec![4200, 12_500, 20_800]);
@@ -210,14 +223,14 @@ async fn a_static_shot_gets_a_frame_every_max_gap() {
         ]),
         0,
     );
-    let times: Vec<i64> = frames_of(&env, "first").await.iter().map(|f| f.1).collect();
+    let times: Vec<i64> = frames_of(env, "first").await.iter().map(|f| f.1).collect();
     assert_eq!(times, vec![0, 8400, 16_700]);
 }
 
+on_both!(async a_three_minute_shot_with_per_shot_3_gives_3_frames);
+
 /// `--per-shot N`: a shot longer than --max-gap gets N evenly spaced frames.
-#[tokio::test]
-async fn a_three_minute_shot_with_per_shot_3_gives_3_frames() {
-    let env = Env::new();
+async fn a_three_minute_shot_with_per_shot_3_gives_3_frames(env: &Env) {
     let video = env.path().join("long take.mkv");
     ffmpeg(&[
         "-f",
@@ -236,7 +249,7 @@ async fn a_three_minute_shot_with_per_shot_3_gives_3_frames() {
         "--no-dedupe".as_ref(),
     ]);
     assert_exit(&o, 0);
-    let times: Vec<i64> = frames_of(&env, "long take")
+    let times: Vec<i64> = frames_of(env, "long take")
         .await
         .iter()
         .map(|f| f.1)
@@ -249,9 +262,9 @@ async fn a_three_minute_shot_with_per_shot_3_gives_3_frames() {
     );
 }
 
-#[tokio::test]
-async fn a_variable_frame_rate_film_keeps_its_real_timestamps() {
-    let env = Env::new();
+on_both!(async a_variable_frame_rate_film_keeps_its_real_timestamps);
+
+async fn a_variable_frame_rate_film_keeps_its_real_timestamps(env: &Env) {
     let video = env.path().join("vfr.mkv");
     // 1 s at 10 fps, then 1 s at 4 fps: frame times only the container knows.
     ffmpeg(&[
@@ -280,7 +293,7 @@ async fn a_variable_frame_rate_film_keeps_its_real_timestamps() {
         ]),
         0,
     );
-    let times: Vec<i64> = frames_of(&env, "vfr").await.iter().map(|f| f.1).collect();
+    let times: Vec<i64> = frames_of(env, "vfr").await.iter().map(|f| f.1).collect();
     let want: Vec<i64> = (0..10)
         .map(|i| i * 100)
         .chain((0..4).map(|i| 1000 + i * 250))
@@ -288,10 +301,10 @@ async fn a_variable_frame_rate_film_keeps_its_real_timestamps() {
     assert_eq!(times, want);
 }
 
-#[tokio::test]
-async fn keyframes_and_interval_modes() {
-    let env = Env::new();
-    let video = three_shots(&env, "modes.mp4");
+on_both!(async keyframes_and_interval_modes);
+
+async fn keyframes_and_interval_modes(env: &Env) {
+    let video = three_shots(env, "modes.mp4");
     assert_exit(
         &env.run([
             "enqueue".as_ref(),
@@ -303,7 +316,7 @@ async fn keyframes_and_interval_modes() {
         ]),
         0,
     );
-    let k: Vec<i64> = frames_of(&env, "k").await.iter().map(|f| f.1).collect();
+    let k: Vec<i64> = frames_of(env, "k").await.iter().map(|f| f.1).collect();
     assert!(
         k.len() >= 6 && k[0] == 0,
         "a key frame at least every second (-g 25): {k:?}"
@@ -321,7 +334,7 @@ async fn keyframes_and_interval_modes() {
         "100".as_ref(),
     ]);
     assert_exit(&o, 0);
-    let i = frames_of(&env, "copy").await;
+    let i = frames_of(env, "copy").await;
     assert_eq!(
         i.iter().map(|f| f.1).collect::<Vec<_>>(),
         vec![0, 1520, 3040, 4560]
@@ -333,10 +346,10 @@ async fn keyframes_and_interval_modes() {
     );
 }
 
-#[tokio::test]
-async fn a_changed_file_is_a_new_film_unless_replace() {
-    let env = Env::new();
-    let video = three_shots(&env, "cut.mp4");
+on_both!(async a_changed_file_is_a_new_film_unless_replace);
+
+async fn a_changed_file_is_a_new_film_unless_replace(env: &Env) {
+    let video = three_shots(env, "cut.mp4");
     assert_exit(&env.run(["enqueue".as_ref(), video.as_os_str()]), 0);
     std::fs::OpenOptions::new()
         .append(true)
@@ -367,14 +380,14 @@ async fn a_changed_file_is_a_new_film_unless_replace() {
     assert_eq!(env.count("SELECT count(*) FROM jobs").await, 3);
 }
 
-#[tokio::test]
-async fn broken_videos_give_clear_errors_and_enqueue_nothing() {
-    let env = Env::new();
+on_both!(async broken_videos_give_clear_errors_and_enqueue_nothing);
+
+async fn broken_videos_give_clear_errors_and_enqueue_nothing(env: &Env) {
     let junk = env.path().join("junk.mp4");
     std::fs::write(&junk, b"this is not a video at all").unwrap();
     let empty = env.path().join("empty.mkv");
     std::fs::write(&empty, b"").unwrap();
-    let good = three_shots(&env, "good.mp4");
+    let good = three_shots(env, "good.mp4");
     let o = env.run([
         "enqueue".as_ref(),
         junk.as_os_str(),
@@ -397,9 +410,9 @@ async fn broken_videos_give_clear_errors_and_enqueue_nothing() {
     assert_eq!(env.count("SELECT count(*) FROM films").await, 1);
 }
 
-#[tokio::test]
-async fn a_truncated_video_enqueues_what_decodes_with_a_warning() {
-    let env = Env::new();
+on_both!(async a_truncated_video_enqueues_what_decodes_with_a_warning);
+
+async fn a_truncated_video_enqueues_what_decodes_with_a_warning(env: &Env) {
     let full = env.path().join("full.mkv");
     ffmpeg(&[
         "-f",
@@ -451,10 +464,10 @@ fn missing_ffmpeg_says_how_to_install_it() {
     );
 }
 
+on_both!(async frames_go_to_the_frames_dir_given);
+
 /// "--frames-dir": extracted frames go where the user says, in a folder per film.
-#[tokio::test]
-async fn frames_go_to_the_frames_dir_given() {
-    let env = Env::new();
+async fn frames_go_to_the_frames_dir_given(env: &Env) {
     let video = env.path().join("clip.mkv");
     ffmpeg(&[
         "-f",
@@ -477,7 +490,7 @@ async fn frames_go_to_the_frames_dir_given() {
         wanted.as_os_str(),
     ]);
     assert_exit(&o, 0);
-    let frames = frames_of(&env, "clip").await;
+    let frames = frames_of(env, "clip").await;
     assert_eq!(frames.len(), 3, "{}", stderr(&o));
     for (_, _, _, _, path) in &frames {
         let path = Path::new(path);
@@ -490,11 +503,11 @@ async fn frames_go_to_the_frames_dir_given() {
     );
 }
 
+on_both!(async json_summary_has_one_shape_for_videos_and_frames);
+
 /// Videos and frames report in one `--json` shape, one object per run.
-#[tokio::test]
-async fn json_summary_has_one_shape_for_videos_and_frames() {
-    let env = Env::new();
-    let good = three_shots(&env, "good.mp4");
+async fn json_summary_has_one_shape_for_videos_and_frames(env: &Env) {
+    let good = three_shots(env, "good.mp4");
     let junk = env.path().join("junk.mkv");
     std::fs::write(&junk, b"").unwrap();
     let stills = env.images("stills", 2);
@@ -536,13 +549,13 @@ async fn json_summary_has_one_shape_for_videos_and_frames() {
     assert_eq!(env.count("SELECT count(*) FROM jobs").await, 5);
 }
 
+on_both!(async other_selection_flags_on_an_enqueued_film_say_so);
+
 /// Enqueuing a film again with another frame selection is not ignored:
 /// it says so, changes nothing, and points at --replace or a new title;
 /// both work.
-#[tokio::test]
-async fn other_selection_flags_on_an_enqueued_film_say_so() {
-    let env = Env::new();
-    let video = three_shots(&env, "again.mp4");
+async fn other_selection_flags_on_an_enqueued_film_say_so(env: &Env) {
+    let video = three_shots(env, "again.mp4");
     let enqueue = |extra: &[&str]| {
         let mut c = env.cmd(["enqueue".as_ref(), video.as_os_str()]);
         c.args(extra);
@@ -590,11 +603,11 @@ async fn other_selection_flags_on_an_enqueued_film_say_so() {
     );
 }
 
+on_both!(async frames_have_source_numbers_and_timecode);
+
 /// Each frame's number in its source and its SMPTE timecode, next to its
 /// time (a 25 fps film, every frame taken).
-#[tokio::test]
-async fn frames_have_source_numbers_and_timecode() {
-    let env = Env::new();
+async fn frames_have_source_numbers_and_timecode(env: &Env) {
     let video = env.path().join("tc.mp4");
     ffmpeg(&[
         "-f",
@@ -615,22 +628,22 @@ async fn frames_have_source_numbers_and_timecode() {
         0,
     );
     let row = |index: i64| {
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.query_row(
-            "SELECT t.pts_ms, t.source_frame, t.timecode, d.timecode FROM frame_times t
-             JOIN frame_dialogue d ON d.film_id = t.film_id AND d.frame_index = t.frame_index
-             WHERE t.frame_index = ?",
-            [index],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
+        let rows = env.rows_now(&format!(
+            "SELECT t.pts_ms, t.source_frame, t.timecode, d.timecode AS line_timecode \
+             FROM frame_times t JOIN frame_dialogue d \
+             ON d.film_id = t.film_id AND d.frame_index = t.frame_index \
+             WHERE t.frame_index = {index}"
+        ));
+        let [r] = rows.as_slice() else {
+            panic!("frame {index}: {rows:?}")
+        };
+        let text = |c: &str| r[c].as_str().unwrap().to_string();
+        (
+            r["pts_ms"].as_i64().unwrap(),
+            r["source_frame"].as_i64().unwrap(),
+            text("timecode"),
+            text("line_timecode"),
         )
-        .unwrap()
     };
     assert_eq!(row(7), (280, 7, "00:00:00:07".into(), "00:00:00:07".into()));
     assert_eq!(
@@ -666,12 +679,12 @@ fn strobe(env: &Env) -> PathBuf {
     out
 }
 
+on_both!(async a_strobe_gives_no_two_frames_closer_than_min_shot);
+
 /// `--min-shot`: a cut closer than that to the previous one is ignored, so
 /// a strobe gives frames `--min-shot` apart, not one per flash.
-#[tokio::test]
-async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
-    let env = Env::new();
-    let video = strobe(&env);
+async fn a_strobe_gives_no_two_frames_closer_than_min_shot(env: &Env) {
+    let video = strobe(env);
     let gaps = |title: &str, times: Vec<i64>| -> Vec<i64> {
         assert!(times.len() > 2, "{title}: {times:?}");
         times.windows(2).map(|w| w[1] - w[0]).collect()
@@ -688,7 +701,7 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
         "first".as_ref(),
     ]);
     assert_exit(&o, 0);
-    let times: Vec<i64> = frames_of(&env, "every cut")
+    let times: Vec<i64> = frames_of(env, "every cut")
         .await
         .iter()
         .map(|f| f.1)
@@ -706,11 +719,7 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
         "strobe".as_ref(),
     ]);
     assert_exit(&o, 0);
-    let times: Vec<i64> = frames_of(&env, "strobe")
-        .await
-        .iter()
-        .map(|f| f.1)
-        .collect();
+    let times: Vec<i64> = frames_of(env, "strobe").await.iter().map(|f| f.1).collect();
     assert!(
         gaps("strobe", times.clone()).iter().all(|&g| g >= 600),
         "frames closer than 0.6 s: {times:?}"
@@ -741,11 +750,11 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot() {
     );
 }
 
+on_both!(async pick_sharpest_passes_over_a_blurred_middle);
+
 /// `--pick sharpest`: of a few frames around a shot's middle, the least
 /// blurred; only the chosen frame's files are left.
-#[tokio::test]
-async fn pick_sharpest_passes_over_a_blurred_middle() {
-    let env = Env::new();
+async fn pick_sharpest_passes_over_a_blurred_middle(env: &Env) {
     let video = env.path().join("focus pull.mp4");
     // One 4 s shot, blurred from 1.9 s to 2.1 s: its middle is blurred.
     ffmpeg(&[
@@ -768,8 +777,8 @@ async fn pick_sharpest_passes_over_a_blurred_middle() {
         ]);
         assert_exit(&o, 0);
     }
-    let middle = frames_of(&env, "middle").await;
-    let sharpest = frames_of(&env, "sharpest").await;
+    let middle = frames_of(env, "middle").await;
+    let sharpest = frames_of(env, "sharpest").await;
     assert_eq!((middle.len(), sharpest.len()), (1, 1));
     assert!((1960..=2040).contains(&middle[0].1), "{middle:?}");
     let t = sharpest[0].1;
@@ -788,12 +797,12 @@ async fn pick_sharpest_passes_over_a_blurred_middle() {
     assert!(image::open(&sharpest[0].4).is_ok());
 }
 
+on_both!(async a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning);
+
 /// An MPEG-TS film (no index: ffmpeg's seeks land seconds away): the
 /// middles cannot be trusted, so the first frame of each shot is taken in
 /// one pass instead, with a warning that says so; the shots are right.
-#[tokio::test]
-async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning() {
-    let env = Env::new();
+async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning(env: &Env) {
     // Three 2 s shots, key frames only where x264 puts them (at the cuts).
     let ts = env.path().join("broadcast.ts");
     ffmpeg(&[
@@ -822,7 +831,7 @@ async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning() {
         "{}",
         stderr(&o)
     );
-    let times: Vec<i64> = frames_of(&env, "broadcast")
+    let times: Vec<i64> = frames_of(env, "broadcast")
         .await
         .iter()
         .map(|f| f.1)
@@ -838,7 +847,7 @@ async fn a_film_where_seeking_is_not_exact_gets_first_frames_and_a_warning() {
         ),
         3
     );
-    let dir = Path::new(&frames_of(&env, "broadcast").await[0].4)
+    let dir = Path::new(&frames_of(env, "broadcast").await[0].4)
         .parent()
         .unwrap()
         .to_path_buf();

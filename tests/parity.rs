@@ -5,45 +5,18 @@
 //! PostgreSQL. Regression: PostgreSQL's descriptions kept only the answer
 //! and the model's name, and `passes` there printed other columns.
 
-use crate::postgres::Pg;
-use crate::util::{Env, assert_exit, llama_server, stderr, stdout, tiny_model};
+use crate::util::{Backend, Env, assert_exit, llama_server, on_both, stderr, stdout, tiny_model};
 
-/// The database a test body reads, on either backend; every read fails
-/// the test with its query and error (never a quiet 0).
-enum Backend<'a> {
-    Sqlite(&'a Env),
-    Postgres(&'a Pg),
-}
-
-impl Backend<'_> {
-    fn strings(&self, sql: &str) -> Vec<String> {
-        match self {
-            Backend::Sqlite(env) => env.strings_now(sql),
-            Backend::Postgres(pg) => pg.strings(sql),
-        }
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        let cast = format!("SELECT CAST(({sql}) AS TEXT)");
-        let text = self.strings(&cast);
-        text.first()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{sql}: no number ({text:?})"))
-    }
-
-    /// The columns of view `view`, in order.
-    fn columns(&self, view: &str) -> Vec<String> {
-        let sql = match self {
-            Backend::Sqlite(_) => {
-                format!("SELECT name FROM pragma_table_info('{view}') ORDER BY cid")
-            }
-            Backend::Postgres(_) => format!(
-                "SELECT column_name::text FROM information_schema.columns \
-                 WHERE table_name = '{view}' ORDER BY ordinal_position"
-            ),
-        };
-        self.strings(&sql)
-    }
+/// The columns of view `view` of `env`'s database, in order.
+fn columns(env: &Env, view: &str) -> Vec<String> {
+    let sql = match env.backend() {
+        Backend::Sqlite => format!("SELECT name FROM pragma_table_info('{view}') ORDER BY cid"),
+        Backend::Postgres => format!(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = '{view}' ORDER BY ordinal_position"
+        ),
+    };
+    env.strings_now(&sql)
 }
 
 /// The views README presents as the schema, for SQL users.
@@ -58,41 +31,25 @@ const VIEWS: [&str; 5] = [
 #[test]
 fn the_views_have_the_same_columns_on_both_backends() {
     let sqlite = Env::new();
-    let pg = Pg::new();
-    let postgres = Env::on_postgres(pg.url());
+    let postgres = Env::postgres();
     for env in [&sqlite, &postgres] {
         // Any command migrates a new database.
         assert_exit(&env.run(["status"]), 0);
     }
     for view in VIEWS {
-        let on_sqlite = Backend::Sqlite(&sqlite).columns(view);
+        let on_sqlite = columns(&sqlite, view);
         assert!(!on_sqlite.is_empty(), "SQLite has no view {view}");
-        assert_eq!(
-            on_sqlite,
-            Backend::Postgres(&pg).columns(view),
-            "view {view}"
-        );
+        assert_eq!(on_sqlite, columns(&postgres, view), "view {view}");
     }
 }
 
-#[test]
-fn a_supervised_worker_records_the_weights_prompt_tokens_and_latency() {
-    let env = Env::new();
-    described_with_their_facts(&env, &Backend::Sqlite(&env));
-}
+on_both!(a_supervised_worker_records_the_weights_prompt_tokens_and_latency);
 
-#[test]
-fn a_supervised_worker_records_the_weights_prompt_tokens_and_latency_on_postgres() {
-    let pg = Pg::new();
-    let env = Env::on_postgres(pg.url());
-    described_with_their_facts(&env, &Backend::Postgres(&pg));
-}
-
-/// One test body, two backends: three stills described by the real
+/// Three stills described by the real
 /// llama-server with the tiny model; each description names the weights
 /// that answered (the pass learns them too), its prompt version, its
 /// tokens and its latency, and `passes --json` reports the means.
-fn described_with_their_facts(env: &Env, db: &Backend) {
+fn a_supervised_worker_records_the_weights_prompt_tokens_and_latency(env: &Env) {
     env.enqueue_images("stills", 3, &[]);
     let (model, mmproj, _) = tiny_model();
     let mut w = env.cmd(["worker", "--until-empty", "--parallel", "2"]);
@@ -102,12 +59,12 @@ fn described_with_their_facts(env: &Env, db: &Backend) {
     let o = w.output().unwrap();
     assert_exit(&o, 0);
     assert_eq!(
-        db.count("SELECT count(*) FROM frame_descriptions"),
+        env.count_now("SELECT count(*) FROM frame_descriptions"),
         3,
         "{}",
         stderr(&o)
     );
-    let sha = db.strings("SELECT DISTINCT model_sha256 FROM frame_descriptions");
+    let sha = env.strings_now("SELECT DISTINCT model_sha256 FROM frame_descriptions");
     assert_eq!(sha.len(), 1, "one set of weights answered: {sha:?}");
     let hex = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
     assert!(
@@ -115,7 +72,7 @@ fn described_with_their_facts(env: &Env, db: &Backend) {
         "the model's and the mmproj's SHA-256 in hex: {sha:?}"
     );
     assert_eq!(
-        db.count(
+        env.count_now(
             "SELECT count(*) FROM frame_descriptions WHERE prompt_version >= 1 \
              AND latency_ms > 0 AND prompt_tokens > 0 AND completion_tokens > 0"
         ),
@@ -123,7 +80,7 @@ fn described_with_their_facts(env: &Env, db: &Backend) {
         "every description keeps its try's facts"
     );
     assert_eq!(
-        db.strings("SELECT model_sha256 FROM passes WHERE model_sha256 IS NOT NULL"),
+        env.strings_now("SELECT model_sha256 FROM passes WHERE model_sha256 IS NOT NULL"),
         sha,
         "the pass learnt its weights from its first description"
     );
@@ -152,8 +109,7 @@ fn described_with_their_facts(env: &Env, db: &Backend) {
 #[test]
 fn one_script_of_commands_prints_the_same_on_both_backends() {
     let sqlite = Env::new();
-    let pg = Pg::new();
-    let postgres = Env::on_postgres(pg.url());
+    let postgres = Env::postgres();
     let on_sqlite = script(&sqlite);
     let on_postgres = script(&postgres);
     // What is compared is what the script promises, not two empty outputs.
@@ -310,23 +266,12 @@ fn normalise(text: &str) -> String {
         .join("\n")
 }
 
+on_both!(strict_checks_videos_too_and_then_enqueues_nothing);
+
 /// One entry for every input: `--strict` checks videos too, before
 /// anything is written. Regression: on PostgreSQL the videos were
 /// enqueued before the stills were checked.
-#[test]
-fn strict_checks_videos_too_and_then_enqueues_nothing() {
-    let env = Env::new();
-    strict_checks_videos(&env, &Backend::Sqlite(&env));
-}
-
-#[test]
-fn strict_checks_videos_too_and_then_enqueues_nothing_on_postgres() {
-    let pg = Pg::new();
-    let env = Env::on_postgres(pg.url());
-    strict_checks_videos(&env, &Backend::Postgres(&pg));
-}
-
-fn strict_checks_videos(env: &Env, db: &Backend) {
+fn strict_checks_videos_too_and_then_enqueues_nothing(env: &Env) {
     let junk = env.path().join("junk.mp4");
     std::fs::write(&junk, b"this is not a video at all").unwrap();
     let good = crate::film::three_shots(env, "good.mp4");
@@ -348,8 +293,8 @@ fn strict_checks_videos(env: &Env, db: &Backend) {
         err.contains("1 of 2 video(s) failed (see above); nothing enqueued (--strict)"),
         "{err}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM films"), 0);
-    assert_eq!(db.count("SELECT count(*) FROM jobs"), 0);
+    assert_eq!(env.count_now("SELECT count(*) FROM films"), 0);
+    assert_eq!(env.count_now("SELECT count(*) FROM jobs"), 0);
     let frames_dir = env.path().join("cinecut-frames");
     assert!(
         !frames_dir.exists() || std::fs::read_dir(&frames_dir).unwrap().next().is_none(),
@@ -364,13 +309,13 @@ fn strict_checks_videos(env: &Env, db: &Backend) {
         stills.as_os_str(),
     ]);
     assert_exit(&o, 0);
-    assert_eq!(db.count("SELECT count(*) FROM films"), 2);
-    assert_eq!(db.count("SELECT count(*) FROM jobs"), 5);
+    assert_eq!(env.count_now("SELECT count(*) FROM films"), 2);
+    assert_eq!(env.count_now("SELECT count(*) FROM jobs"), 5);
     // A folder of stills is a film with its folder and priority, as on
     // SQLite (PostgreSQL's kept neither).
     let source = stills.canonicalize().unwrap().display().to_string();
     assert_eq!(
-        db.strings("SELECT source_path FROM films WHERE title = 'stills'"),
+        env.strings_now("SELECT source_path FROM films WHERE title = 'stills'"),
         [source]
     );
 }

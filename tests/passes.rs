@@ -6,7 +6,8 @@
 use std::process::Stdio;
 
 use crate::util::{
-    Env, FakeServer, assert_exit, llama_server, second_tiny_model, stderr, stdout, tiny_model,
+    Env, FakeServer, assert_exit, llama_server, on_both, second_tiny_model, stderr, stdout,
+    tiny_model,
 };
 
 /// A profile whose every field is bounded, so that even a random-weight
@@ -39,21 +40,46 @@ type = "text"
 max_length = 40
 "#;
 
-/// Every stored answer of pass `pass` checked against BOUNDED_PROFILE in
-/// SQL: how many rows break a bound (0 when all hold).
-const BOUNDED_VIOLATIONS: &str = "SELECT count(*) FROM descriptions d JOIN passes p ON p.id = d.pass_id \
-     WHERE p.name = ?1 AND NOT ( \
-       (SELECT count(*) FROM json_each(d.fields)) = 5 \
-       AND d.fields ->> '$.shot_type' IN ('close-up', 'medium', 'wide') \
-       AND json_type(d.fields, '$.characters') = 'array' \
-       AND json_array_length(d.fields, '$.characters') <= 3 \
-       AND NOT EXISTS (SELECT 1 FROM json_each(d.fields, '$.characters') t \
-                       WHERE t.type <> 'text' OR length(t.value) NOT BETWEEN 1 AND 12) \
-       AND json_type(d.fields, '$.intensity') = 'integer' \
-       AND d.fields ->> '$.intensity' BETWEEN 1 AND 5 \
-       AND json_type(d.fields, '$.night') IN ('true', 'false') \
-       AND length(d.fields ->> '$.note') BETWEEN 1 AND 40 \
-       AND d.visual_content IS NULL)";
+/// The stored answers of pass `pass` that break a bound of
+/// BOUNDED_PROFILE (none when all hold), read whole from the database.
+fn bounded_violations(env: &Env, pass: &str) -> Vec<String> {
+    let rows = env.rows_now(&format!(
+        "SELECT CAST(d.fields AS TEXT) AS fields, \
+         CASE WHEN d.visual_content IS NULL THEN 1 ELSE 0 END AS seed_empty \
+         FROM descriptions d JOIN passes p ON p.id = d.pass_id WHERE p.name = '{pass}'"
+    ));
+    assert!(!rows.is_empty(), "pass {pass} has answers");
+    let holds = |f: &serde_json::Value| {
+        let Some(obj) = f.as_object() else {
+            return false;
+        };
+        let tags = f["characters"].as_array();
+        obj.len() == 5
+            && ["close-up", "medium", "wide"].contains(&f["shot_type"].as_str().unwrap_or(""))
+            && tags.is_some_and(|t| {
+                t.len() <= 3
+                    && t.iter().all(|c| {
+                        c.as_str()
+                            .is_some_and(|c| (1..=12).contains(&c.chars().count()))
+                    })
+            })
+            && f["intensity"]
+                .as_i64()
+                .is_some_and(|i| (1..=5).contains(&i))
+            && f["night"].is_boolean()
+            && f["note"]
+                .as_str()
+                .is_some_and(|n| (1..=40).contains(&n.chars().count()))
+    };
+    rows.iter()
+        .filter(|r| {
+            let fields: serde_json::Value =
+                serde_json::from_str(r["fields"].as_str().unwrap()).unwrap();
+            !(holds(&fields) && r["seed_empty"] == 1)
+        })
+        .map(|r| r["fields"].to_string())
+        .collect()
+}
 
 fn count_in_pass(env: &Env, sql: &str, pass: &str) -> i64 {
     let conn = rusqlite::Connection::open(env.db()).unwrap();
@@ -88,7 +114,7 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
     assert_exit(&real("describe", &model_b, &describe_b), 0);
     assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 6);
     assert_eq!(
-        env.string_now("SELECT group_concat(name || '=' || model, ' ') FROM passes ORDER BY id"),
+        env.string_now("SELECT string_agg(name || '=' || model, ' ') FROM passes ORDER BY id"),
         "default=tiny-a tiny-b=tiny-b"
     );
     // Two models indeed: each pass learnt its own weights' hash.
@@ -137,7 +163,7 @@ fn two_models_and_a_custom_profile_describe_the_same_frames_side_by_side() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(count_in_pass(&env, BOUNDED_VIOLATIONS, "custom"), 0);
+    assert_eq!(bounded_violations(&env, "custom"), Vec::<String>::new());
     // A tag the model gave is found by search within that pass.
     let word = longest_word_of_a_tag(&env, "custom");
     let found = stdout(&env.run(["search", "--pass", "custom", &word]));
@@ -207,27 +233,14 @@ fn longest_word_of_a_tag(env: &Env, pass: &str) -> String {
     word
 }
 
+on_both!(a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it);
+
 /// Two workers of different models bind one pass that is not settled yet,
 /// one after the other, before either claims (each waits for its GPU,
 /// held by a gpu-lock command): the one overtaken stops with a clear error
 /// once it gets its GPU, having answered nothing, and the pass is
 /// described by the other's model alone.
-#[test]
-fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it() {
-    let env = Env::new();
-    overtaken(&env, |sql| env.count_now(sql), |sql| env.strings_now(sql));
-}
-
-#[test]
-fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    overtaken(&env, |sql| pg.count(sql), |sql| pg.strings(sql));
-}
-
-/// One test body, two backends: `count` and `strings` read the database
-/// `env`'s commands run on.
-fn overtaken(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec<String>) {
+fn a_worker_overtaken_on_an_unsettled_pass_answers_nothing_for_it(env: &Env) {
     env.enqueue_images("frames", 6, &["--pass", "p"]);
     let hold = |gpu: &str| {
         let mut c = env.cmd(["gpu-lock", "--gpu-name", gpu, "--", "cat"]);
@@ -240,14 +253,16 @@ fn overtaken(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> V
         crate::util::wait_until(
             "the gpu-lock command to hold its GPU",
             std::time::Duration::from_secs(20),
-            || count(&held) == 1,
+            || env.count_now(&held) == 1,
         );
         child
     };
     let (mut lock_1, mut lock_2) = (hold("g1"), hold("g2"));
     let binding = || {
-        strings("SELECT coalesce(model, '-') || ':' || binding FROM passes WHERE name = 'p'")
-            .join(",")
+        env.strings_now(
+            "SELECT coalesce(model, '-') || ':' || binding FROM passes WHERE name = 'p'",
+        )
+        .join(",")
     };
     let wait_binding = |want: &str| {
         crate::util::wait_until(want, std::time::Duration::from_secs(20), || {
@@ -284,11 +299,11 @@ fn overtaken(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> V
     lock_1.wait().unwrap();
     lock_2.wait().unwrap();
     assert_eq!(
-        strings("SELECT model || ':' || count(*) FROM descriptions GROUP BY model"),
+        env.strings_now("SELECT model || ':' || count(*) FROM descriptions GROUP BY model"),
         ["model-b:6"]
     );
     assert_eq!(
-        count("SELECT count(DISTINCT worker_id) FROM attempts"),
+        env.count_now("SELECT count(DISTINCT worker_id) FROM attempts"),
         1,
         "the overtaken worker tried nothing"
     );
@@ -311,15 +326,15 @@ fn overtaken(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> V
     );
 }
 
+on_both!(a_worker_never_claims_a_job_of_another_pass);
+
 /// Two workers for two passes, at once, on one database and two servers:
 /// neither ever claims a job of the other's pass.
-#[test]
-fn a_worker_never_claims_a_job_of_another_pass() {
-    let env = Env::new();
+fn a_worker_never_claims_a_job_of_another_pass(env: &Env) {
     env.enqueue_images("both", 40, &["--pass", "a", "--pass", "b"]);
     assert_eq!(env.count_now("SELECT count(*) FROM jobs"), 80);
-    let server_a = FakeServer::start(&env, &["--model-id", "model-a", "--delay-ms", "5"]);
-    let server_b = FakeServer::start(&env, &["--model-id", "model-b", "--delay-ms", "5"]);
+    let server_a = FakeServer::start(env, &["--model-id", "model-a", "--delay-ms", "5"]);
+    let server_b = FakeServer::start(env, &["--model-id", "model-b", "--delay-ms", "5"]);
     let start = |server: &FakeServer, pass: &str, log: &str| {
         env.worker(
             &server.url(),
@@ -340,9 +355,9 @@ fn a_worker_never_claims_a_job_of_another_pass() {
     // Each pass answered by its own model only, every try by one worker.
     assert_eq!(
         env.string_now(
-            "SELECT group_concat(p.name || ':' || d.model || ':' || n, ' ') FROM \
+            "SELECT string_agg(p.name || ':' || d.model || ':' || n, ' ' ORDER BY p.id) FROM \
              (SELECT pass_id, model, count(*) AS n FROM descriptions GROUP BY pass_id, model) d \
-             JOIN passes p ON p.id = d.pass_id ORDER BY p.id"
+             JOIN passes p ON p.id = d.pass_id"
         ),
         "a:model-a:40 b:model-b:40"
     );
@@ -357,24 +372,24 @@ fn a_worker_never_claims_a_job_of_another_pass() {
     assert_eq!(
         env.count_now(
             "SELECT count(*) FROM (SELECT t.worker_id FROM attempts t JOIN jobs j ON j.id = t.job_id \
-             GROUP BY t.worker_id HAVING count(DISTINCT j.pass_id) > 1)"
+             GROUP BY t.worker_id HAVING count(DISTINCT j.pass_id) > 1) w"
         ),
         0
     );
 }
 
+on_both!(a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags);
+
 /// A custom profile's answers are checked field by field: an enum value not
 /// allowed, an integer out of range, too many tags are bad output, retried
 /// and then failed with the raw text kept; good answers are stored whole and
 /// found by search through their tags.
-#[test]
-fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
-    let env = Env::new();
+fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags(env: &Env) {
     let profile = env.path().join("bounded.toml");
     std::fs::write(&profile, BOUNDED_PROFILE).unwrap();
     let profile = profile.display().to_string();
     env.enqueue_images("bad", 2, &["--pass", "custom"]);
-    let bad = FakeServer::start(&env, &["--answers", "out-of-bounds"]);
+    let bad = FakeServer::start(env, &["--answers", "out-of-bounds"]);
     let o = env
         .worker(
             &bad.url(),
@@ -420,7 +435,7 @@ fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
 
     // Good answers: stored whole, seed columns empty, tags searchable.
     env.enqueue_images("good", 3, &["--pass", "custom"]);
-    let good = FakeServer::start(&env, &[]);
+    let good = FakeServer::start(env, &[]);
     let o = env
         .worker(
             &good.url(),
@@ -430,10 +445,19 @@ fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
         .status()
         .unwrap();
     assert!(o.success(), "{}", env.log("good.log"));
-    assert_eq!(count_in_pass(&env, BOUNDED_VIOLATIONS, "custom"), 0);
-    let tag = env.string_now(
-        "SELECT t.value FROM descriptions d, json_each(d.fields, '$.characters') t LIMIT 1",
-    );
+    assert_eq!(bounded_violations(env, "custom"), Vec::<String>::new());
+    let first_good: serde_json::Value = serde_json::from_str(&env.string_now(
+        "SELECT CAST(d.fields AS TEXT) FROM descriptions d JOIN frames f ON f.id = d.frame_id \
+         JOIN films m ON m.id = f.film_id WHERE m.title = 'good' ORDER BY f.frame_index LIMIT 1",
+    ))
+    .unwrap();
+    let tags: Vec<&str> = first_good["characters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let tag = tags[0].to_string();
     let o = env.run(["search", &tag, "--pass", "custom"]);
     assert_exit(&o, 0);
     let hits = stdout(&o);
@@ -477,15 +501,8 @@ fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
         0,
     );
     let html = std::fs::read_to_string(&html_path).unwrap();
-    let shot = env.string_now(
-        "SELECT fields ->> '$.shot_type' FROM descriptions d JOIN frames f ON f.id = d.frame_id \
-         JOIN films m ON m.id = f.film_id WHERE m.title = 'good' ORDER BY f.frame_index LIMIT 1",
-    );
-    let tags = env.string_now(
-        "SELECT group_concat(t.value, ', ') FROM (SELECT d.fields FROM descriptions d \
-         JOIN frames f ON f.id = d.frame_id JOIN films m ON m.id = f.film_id \
-         WHERE m.title = 'good' ORDER BY f.frame_index LIMIT 1) d, json_each(d.fields, '$.characters') t",
-    );
+    let shot = first_good["shot_type"].as_str().unwrap();
+    let tags = tags.join(", ");
     for needle in [
         format!("<dt>Shot type</dt><dd>{shot}</dd><dt>Characters</dt><dd>{tags}</dd>"),
         "<dt>Intensity</dt><dd>".into(),
@@ -512,7 +529,8 @@ fn a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags() {
 
 /// A database written by the release before passes (its migrations only)
 /// opens with every description in the pass of its model and prompt, its
-/// other jobs in the latest pass, nothing lost.
+/// other jobs in the latest pass, nothing lost. (SQLite only: PostgreSQL
+/// came after passes, and has no such databases.)
 #[tokio::test]
 async fn a_database_from_before_passes_migrates_into_one_pass_per_model_and_prompt() {
     let env = Env::new();
@@ -560,14 +578,14 @@ async fn a_database_from_before_passes_migrates_into_one_pass_per_model_and_prom
     db.close().await;
     assert_eq!(
         env.string_now(
-            "SELECT group_concat(name || '|' || model || '|' || coalesce(model_sha256, '-'), ' ') \
+            "SELECT string_agg(name || '|' || model || '|' || coalesce(model_sha256, '-'), ' ') \
              FROM (SELECT * FROM passes ORDER BY id)"
         ),
         "small/default|small|abc big/default+dialogue|big|-"
     );
     assert_eq!(
         env.string_now(
-            "SELECT group_concat(fr.frame_index || ':' || p.name, ' ') FROM \
+            "SELECT string_agg(fr.frame_index || ':' || p.name, ' ') FROM \
              (SELECT * FROM jobs ORDER BY id) j JOIN frames fr ON fr.id = j.frame_id \
              JOIN passes p ON p.id = j.pass_id"
         ),
@@ -594,4 +612,29 @@ async fn a_database_from_before_passes_migrates_into_one_pass_per_model_and_prom
     assert_eq!(env.count_now("SELECT sum(job_count) FROM film_passes"), 4);
     let status = stdout(&env.run(["status", "--pass", "small/default"]));
     assert!(status.contains("old"), "{status}");
+}
+
+on_both!(an_enqueue_without_a_pass_queues_the_frames_in_every_pass);
+
+/// With no --pass, enqueue queues the frames in every pass the database
+/// has, and makes no pass `default` beside them. Regression: on
+/// PostgreSQL it queued them in a new pass `default` only.
+fn an_enqueue_without_a_pass_queues_the_frames_in_every_pass(env: &Env) {
+    env.enqueue_images("first", 2, &["--pass", "alpha", "--pass", "beta"]);
+    env.enqueue_images("later", 3, &[]);
+    assert_eq!(
+        env.strings_now("SELECT name FROM passes ORDER BY name"),
+        ["alpha", "beta"]
+    );
+    assert_eq!(
+        env.strings_now(
+            "SELECT p.name || ' ' || CAST(count(*) AS TEXT) FROM jobs j \
+             JOIN passes p ON p.id = j.pass_id GROUP BY p.name ORDER BY p.name"
+        ),
+        ["alpha 5", "beta 5"]
+    );
+    // A new database's first enqueue without --pass makes `default`.
+    let fresh = Env::on(env.backend());
+    fresh.enqueue_images("stills", 1, &[]);
+    assert_eq!(fresh.strings_now("SELECT name FROM passes"), ["default"]);
 }

@@ -10,73 +10,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::pg_util::TestPg;
+pub use crate::util::pg::Pg;
 use crate::util::{
     BIN, Env, FakeServer, assert_exit, signal, stderr, stdout, wait_for, wait_until,
 };
 
-/// A PostgreSQL database of the test's own, and a runtime to query it from
-/// a test thread.
-pub struct Pg {
-    rt: tokio::runtime::Runtime,
-    pool: sqlx::PgPool,
-    db: TestPg,
-}
-
 impl Pg {
-    pub fn new() -> Pg {
-        Self::with(TestPg::new)
-    }
-
-    /// On a cluster of the test's own (a test that restarts the server).
-    fn private() -> Pg {
-        Self::with(TestPg::private)
-    }
-
-    fn with<F: std::future::Future<Output = TestPg>>(make: impl FnOnce() -> F) -> Pg {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = rt.block_on(make());
-        let pool = rt.block_on(sqlx::PgPool::connect(&db.url)).unwrap();
-        Pg { rt, pool, db }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.db.url
-    }
-
-    /// One number from the database (0 while the schema is not there yet).
-    pub fn count(&self, sql: &str) -> i64 {
-        let sql = sqlx::AssertSqlSafe(sql.to_string());
-        self.rt
-            .block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool))
-            .unwrap_or(0)
-    }
-
-    /// Every text value `sql` selects (one column).
-    pub fn strings(&self, sql: &str) -> Vec<String> {
-        let sql = sqlx::AssertSqlSafe(sql.to_string());
-        self.rt
-            .block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&self.pool))
-            .unwrap()
-    }
-
-    /// A count over the period from `start` to `end` (ms since the epoch),
-    /// bound as `$1` and `$2`.
-    fn count_during(&self, sql: &'static str, start: i64, end: i64) -> i64 {
-        self.rt
-            .block_on(
-                sqlx::query_scalar::<_, i64>(sql)
-                    .bind(start)
-                    .bind(end)
-                    .fetch_one(&self.pool),
-            )
-            .unwrap()
-    }
-
     /// `cinecut --db <url> ARGS…`, not yet run.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
@@ -614,13 +553,7 @@ fn a_film_is_enqueued_on_postgres_once_with_its_frame_times_and_described() {
         stdout(&o)
     );
     // The middle of each 2-second shot, with its time.
-    let pts: Vec<i64> = pg
-        .rt
-        .block_on(
-            sqlx::query_scalar("SELECT pts_ms FROM frames ORDER BY frame_index")
-                .fetch_all(&pg.pool),
-        )
-        .unwrap();
+    let pts = pg.numbers("SELECT pts_ms FROM frames ORDER BY frame_index");
     assert_eq!(pts.len(), 3, "{pts:?}");
     for (shot, t) in pts.iter().enumerate() {
         let start = 2000 * shot as i64;

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::{
-    Env, FAKE, FakeServer, assert_exit, stderr, stdout, tiny_model, wait_for, wait_until,
+    Env, FAKE, FakeServer, assert_exit, on_both, stderr, stdout, tiny_model, wait_for, wait_until,
 };
 
 /// A worker that supervises the fake server (`--server-bin`), so server
@@ -20,23 +20,10 @@ fn supervised(env: &Env, log: &str, extra: &[&str]) -> std::process::Command {
     c
 }
 
+on_both!(the_worker_stops_once_the_crash_budget_is_spent);
+
 /// "the worker stops after the crash budget"
-#[test]
-fn the_worker_stops_once_the_crash_budget_is_spent() {
-    let env = Env::new();
-    crash_budget(&env, |sql| env.count_now(sql));
-}
-
-#[test]
-fn the_worker_stops_once_the_crash_budget_is_spent_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    crash_budget(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on (the worker's server counters among it).
-fn crash_budget(env: &Env, count: impl Fn(&str) -> i64) {
+fn the_worker_stops_once_the_crash_budget_is_spent(env: &Env) {
     env.enqueue_images("crash", 5, &[]);
     let o = supervised(
         env,
@@ -59,20 +46,22 @@ fn crash_budget(env: &Env, count: impl Fn(&str) -> i64) {
         log.contains("llama-server crashed 2 times within 600 s; giving up"),
         "{log}"
     );
-    assert_eq!(count("SELECT server_restarts FROM workers"), 2);
+    assert_eq!(env.count_now("SELECT server_restarts FROM workers"), 2);
     assert_eq!(
-        count("SELECT count(*) FROM jobs WHERE state = 'failed'"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'failed'"),
         0,
         "crashes are not the frames' fault"
     );
 }
 
 /// "--idle-unload 5m (stop the server when idle, start it again when work comes)"
+/// SQLite only: it watches the server record of the lease row
+/// (`server_pid`), which PostgreSQL's lease row does not keep yet.
 #[test]
 fn an_idle_server_is_stopped_and_started_again_when_work_comes() {
-    let env = Env::new();
+    let env = &Env::new();
     env.enqueue_images("first", 2, &[]);
-    let mut w = supervised(&env, "w.log", &["--idle-unload", "300ms"])
+    let mut w = supervised(env, "w.log", &["--idle-unload", "300ms"])
         .spawn()
         .unwrap();
     wait_until(
@@ -104,10 +93,10 @@ fn an_idle_server_is_stopped_and_started_again_when_work_comes() {
     assert!(wait_for(&mut w, Duration::from_secs(30)).success());
 }
 
+on_both!(refused_connections_are_not_counted_against_the_frame);
+
 /// "server refuses connections: back to the queue, not counted against the frame"
-#[test]
-fn refused_connections_are_not_counted_against_the_frame() {
-    let env = Env::new();
+fn refused_connections_are_not_counted_against_the_frame(env: &Env) {
     env.enqueue_images("refused", 3, &[]);
     // A port that nothing listens on, until the server starts on it below.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,7 +112,7 @@ fn refused_connections_are_not_counted_against_the_frame() {
     wait_until("refused tries", Duration::from_secs(30), || {
         env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'requeued'") >= 2
     });
-    let _server = FakeServer::start_on(&env, port, &[]);
+    let _server = FakeServer::start_on(env, port, &[]);
     assert!(
         wait_for(&mut w, Duration::from_secs(60)).success(),
         "{}",
@@ -142,13 +131,13 @@ fn refused_connections_are_not_counted_against_the_frame() {
     );
 }
 
+on_both!(higher_priority_films_are_described_first);
+
 /// "--priority N (higher first)"
-#[test]
-fn higher_priority_films_are_described_first() {
-    let env = Env::new();
+fn higher_priority_films_are_described_first(env: &Env) {
     env.enqueue_images("low", 3, &[]);
     env.enqueue_images("high", 3, &["--priority", "5"]);
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     // One frame at a time (no prefetch): each claim waits for the last
     // frame's answer to be recorded, so the attempts' order is the claims'.
     // With prefetch, a frame claimed later could start its try within the
@@ -165,7 +154,7 @@ fn higher_priority_films_are_described_first() {
     assert!(o.success(), "{}", env.log("w.log"));
     let order = env.count_now(
         "SELECT count(*) FROM (SELECT f.title FROM attempts a JOIN jobs j ON j.id = a.job_id
-         JOIN films f ON f.id = j.film_id ORDER BY a.started_at, a.id LIMIT 3) WHERE title = 'high'",
+         JOIN films f ON f.id = j.film_id ORDER BY a.started_at, a.id LIMIT 3) t WHERE title = 'high'",
     );
     assert_eq!(
         order, 3,
@@ -173,13 +162,13 @@ fn higher_priority_films_are_described_first() {
     );
 }
 
+on_both!(film_filters_for_worker_and_results);
+
 /// "worker --film TITLE" and "results --film F"
-#[test]
-fn film_filters_for_worker_and_results() {
-    let env = Env::new();
+fn film_filters_for_worker_and_results(env: &Env) {
     env.enqueue_images("alpha", 3, &[]);
     env.enqueue_images("beta", 2, &[]);
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     let o = env
         .worker(&fake.url(), "w.log", &["--until-empty", "--film", "beta"])
         .status()
@@ -211,10 +200,10 @@ fn film_filters_for_worker_and_results() {
     assert!(rows.iter().all(|r| r["film"] == "beta"), "{rows:?}");
 }
 
+on_both!(gpu_lock_renews_its_lease_and_a_second_one_times_out);
+
 /// "gpu-lock --timeout" and the lease renewed while a long command runs.
-#[test]
-fn gpu_lock_renews_its_lease_and_a_second_one_times_out() {
-    let env = Env::new();
+fn gpu_lock_renews_its_lease_and_a_second_one_times_out(env: &Env) {
     let marks = env.path().join("long");
     let script = format!("touch {}; sleep 3", marks.display());
     let mut long = env
@@ -233,7 +222,11 @@ fn gpu_lock_renews_its_lease_and_a_second_one_times_out() {
     wait_until("the first command to run", Duration::from_secs(30), || {
         marks.exists()
     });
-    let first_beat = env.count_now("SELECT heartbeat_at FROM gpu_leases WHERE gpu = 'gpu0'");
+    let beat = format!(
+        "SELECT {} FROM gpu_leases WHERE gpu = 'gpu0'",
+        env.ms("heartbeat_at")
+    );
+    let first_beat = env.count_now(&beat);
     let o = env.run(["gpu-lock", "--timeout", "1500ms", "--", "true"]);
     assert_exit(&o, 1);
     assert!(
@@ -243,7 +236,7 @@ fn gpu_lock_renews_its_lease_and_a_second_one_times_out() {
     );
     // 1.5 s is more than two lease lengths: only renewal kept it.
     assert!(
-        env.count_now("SELECT heartbeat_at FROM gpu_leases WHERE gpu = 'gpu0'") > first_beat,
+        env.count_now(&beat) > first_beat,
         "the lease was renewed while the command ran"
     );
     assert_eq!(
@@ -254,10 +247,10 @@ fn gpu_lock_renews_its_lease_and_a_second_one_times_out() {
     assert_eq!(env.count_now("SELECT count(*) FROM gpu_waiters"), 0);
 }
 
+on_both!(json_logs_are_one_object_per_line);
+
 /// "--log-format json"
-#[test]
-fn json_logs_are_one_object_per_line() {
-    let env = Env::new();
+fn json_logs_are_one_object_per_line(env: &Env) {
     let dir = env.images("json", 2);
     let o = env
         .cmd(["--log-format", "json", "enqueue"])
@@ -282,13 +275,13 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
+on_both!(run_summarises_the_top_failure_reasons);
+
 /// "run" ends with a summary that names the top failure reasons.
-#[test]
-fn run_summarises_the_top_failure_reasons() {
-    let env = Env::new();
+fn run_summarises_the_top_failure_reasons(env: &Env) {
     let dir = env.images("mixed", 3);
     std::fs::write(dir.join("img_4.png"), b"this is not a picture").unwrap();
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     let o = env
         .cmd(["run"])
         .arg(&dir)
@@ -337,12 +330,13 @@ async fn the_fake_server_rejects_a_request_of_another_shape() {
     assert_eq!(status(unrequired).await, 400, "a property not required");
 }
 
+on_both!(an_idle_worker_is_woken_by_another_process_commit);
+
 /// "it notices other processes' commits through PRAGMA data_version"
-#[test]
-fn an_idle_worker_is_woken_by_another_process_commit() {
-    let env = Env::new();
+/// (on PostgreSQL, through LISTEN/NOTIFY)
+fn an_idle_worker_is_woken_by_another_process_commit(env: &Env) {
     env.run(["status"]);
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     // A long lease: no heartbeat (a commit of the worker's own) meanwhile.
     let mut w = env.worker(&fake.url(), "w.log", &["--lease-ttl", "600s"]);
     w.env("RUST_LOG", "info,cinecut=trace");

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Bystander, Env, FAKE, FakeGpu, FakeNvml, FakeServer, assert_exit, stderr, tiny_model, wait_for,
-    wait_until,
+    Bystander, Env, FAKE, FakeGpu, FakeNvml, FakeServer, assert_exit, on_both, stderr, tiny_model,
+    wait_for, wait_until,
 };
 
 const GPU0: &str = "GPU-00000000-1111-2222-3333-444444444444";
@@ -57,17 +57,20 @@ fn marks(env: &Env, tag: &str) -> (i64, i64) {
 
 /// Attempts (started, finished) of the worker process `pid`.
 async fn attempt_times(env: &Env, pid: u32) -> Vec<(i64, i64)> {
-    let pool = env.pool().await;
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT a.started_at, a.finished_at FROM attempts a JOIN workers w ON w.id = a.worker_id
-         WHERE w.pid = ? ORDER BY a.started_at",
-    )
-    .bind(i64::from(pid))
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    rows
+    let rows = env.rows_now(&format!(
+        "SELECT {} AS started, {} AS finished FROM attempts a JOIN workers w ON w.id = a.worker_id \
+         WHERE w.pid = {pid} ORDER BY a.started_at",
+        env.ms("a.started_at"),
+        env.ms("a.finished_at"),
+    ));
+    rows.iter()
+        .map(|r| {
+            (
+                r["started"].as_i64().unwrap(),
+                r["finished"].as_i64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// The lease a worker holds, once it holds one.
@@ -75,19 +78,19 @@ fn wait_for_lease(env: &Env, what: &str, sql: &'static str) {
     wait_until(what, Duration::from_secs(30), || env.count_now(sql) == 1);
 }
 
-#[tokio::test]
-async fn gpu_lock_without_flags_waits_for_the_worker_on_gpu_0_then_the_worker_resumes() {
-    let env = Env::new();
-    let nvml = FakeNvml::new(&env);
+on_both!(async gpu_lock_without_flags_waits_for_the_worker_on_gpu_0_then_the_worker_resumes);
+
+async fn gpu_lock_without_flags_waits_for_the_worker_on_gpu_0_then_the_worker_resumes(env: &Env) {
+    let nvml = FakeNvml::new(env);
     nvml.set(&[gpu(GPU0, 80_000)]);
     env.enqueue_images("lock", 60, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "100"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "100"]);
     let mut w = env.worker(&fake.url(), "w.log", &["--parallel", "2", "--until-empty"]);
     nvml.apply(&mut w);
     let mut w = w.spawn().unwrap();
     // The worker names its lease after the GPU's UUID, not gpu0.
     wait_for_lease(
-        &env,
+        env,
         "the worker to lease GPU 0 by its UUID",
         "SELECT count(*) FROM gpu_leases WHERE gpu = 'GPU-00000000-1111-2222-3333-444444444444' AND purpose = 'worker'",
     );
@@ -95,16 +98,16 @@ async fn gpu_lock_without_flags_waits_for_the_worker_on_gpu_0_then_the_worker_re
         env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 4
     });
     let asked = cinecut::db::now_ms();
-    let o = marked_lock(&env, &nvml, "m", &[], "1").output().unwrap();
+    let o = marked_lock(env, &nvml, "m", &[], "1").output().unwrap();
     assert_exit(&o, 0);
-    let (start, end) = marks(&env, "m");
+    let (start, end) = marks(env, "m");
     assert!(
         wait_for(&mut w, Duration::from_secs(60)).success(),
         "{}",
         env.log("w.log")
     );
 
-    let times = attempt_times(&env, w.id()).await;
+    let times = attempt_times(env, w.id()).await;
     assert_eq!(times.len(), 60, "{}", env.log("w.log"));
     assert!(
         times.iter().all(|(s, f)| *f <= start || *s >= end),
@@ -129,13 +132,13 @@ async fn gpu_lock_without_flags_waits_for_the_worker_on_gpu_0_then_the_worker_re
     assert!(log.contains("yielded the GPU lease"), "{log}");
 }
 
-#[tokio::test]
-async fn two_gpus_two_workers_two_leases_and_gpu_lock_waits_only_for_its_own() {
-    let env = Env::new();
-    let nvml = FakeNvml::new(&env);
+on_both!(async two_gpus_two_workers_two_leases_and_gpu_lock_waits_only_for_its_own);
+
+async fn two_gpus_two_workers_two_leases_and_gpu_lock_waits_only_for_its_own(env: &Env) {
+    let nvml = FakeNvml::new(env);
     nvml.set(&[gpu(GPU0, 80_000), gpu(GPU1, 80_000)]);
     env.enqueue_images("two", 240, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "40"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "40"]);
     let spawn = |log: &str, index: &str| -> Child {
         let mut c = env.worker(
             &fake.url(),
@@ -157,11 +160,11 @@ async fn two_gpus_two_workers_two_leases_and_gpu_lock_waits_only_for_its_own() {
         ) == 2
         },
     );
-    let o = marked_lock(&env, &nvml, "m", &["--gpu", "1"], "0.5")
+    let o = marked_lock(env, &nvml, "m", &["--gpu", "1"], "0.5")
         .output()
         .unwrap();
     assert_exit(&o, 0);
-    let (start, end) = marks(&env, "m");
+    let (start, end) = marks(env, "m");
     assert!(
         wait_for(&mut a, Duration::from_secs(60)).success(),
         "{}",
@@ -172,8 +175,8 @@ async fn two_gpus_two_workers_two_leases_and_gpu_lock_waits_only_for_its_own() {
         "{}",
         env.log("b.log")
     );
-    let on_a = attempt_times(&env, a.id()).await;
-    let on_b = attempt_times(&env, b.id()).await;
+    let on_a = attempt_times(env, a.id()).await;
+    let on_b = attempt_times(env, b.id()).await;
     assert_eq!(on_a.len() + on_b.len(), 240);
     assert!(
         on_b.iter().all(|(s, f)| *f <= start || *s >= end),
@@ -341,12 +344,12 @@ async fn an_inherited_cuda_visible_devices_uuid_leads_to_that_gpus_lease() {
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 30);
 }
 
-#[test]
-fn gpu_lists_each_gpu_with_its_lease_and_holder() {
-    let env = Env::new();
-    let nvml = FakeNvml::new(&env);
+on_both!(gpu_lists_each_gpu_with_its_lease_and_holder);
+
+fn gpu_lists_each_gpu_with_its_lease_and_holder(env: &Env) {
+    let nvml = FakeNvml::new(env);
     nvml.set(&[gpu(GPU0, 1_234), gpu(GPU1, 5_678)]);
-    let mut lock = marked_lock(&env, &nvml, "m", &["--gpu", "1"], "30")
+    let mut lock = marked_lock(env, &nvml, "m", &["--gpu", "1"], "30")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -3,6 +3,9 @@
 //! server that reads images. Fake-server tests for the servers that are not
 //! llama-server (vLLM insists on `model`) and for faults on demand; the
 //! real llama-server ones are in `server.rs`.
+//!
+//! SQLite only: these are about what is sent to a server and how its
+//! answers are read, the same whatever the database.
 
 use crate::util::{Env, FakeServer, assert_exit, stderr};
 use crate::worker::run_worker;

@@ -9,7 +9,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::util::browser::Browser;
-use crate::util::{Env, FakeServer, assert_exit, llama_server, stderr, stdout, tiny_model};
+use crate::util::{
+    Env, FakeServer, assert_exit, llama_server, on_both, stderr, stdout, tiny_model,
+};
 
 /// A 4-second test film, one frame taken every half second: 8 frames.
 fn film(env: &Env, name: &str) -> PathBuf {
@@ -252,19 +254,19 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
     }
 }
 
+on_both!(reports_go_where_asked_and_bad_requests_say_why);
+
 /// `-o FILE` for one film, a folder for several; `--open` hands each file
 /// to xdg-open; the strip field shows in the legend; unknown films and
 /// empty databases are clear errors.
-#[test]
-fn reports_go_where_asked_and_bad_requests_say_why() {
-    let env = Env::new();
+fn reports_go_where_asked_and_bad_requests_say_why(env: &Env) {
     let o = env.run(["report"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("no films yet"), "{}", stderr(&o));
 
     env.enqueue_images("first", 3, &[]);
     env.enqueue_images("second", 2, &[]);
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     assert_exit(
         &env.run(["worker", "--server-url", &fake.url(), "--until-empty"]),
         0,

@@ -4,7 +4,7 @@ use cinecut::db::results::ResultRow;
 
 use unicode_width::UnicodeWidthStr;
 
-use crate::util::{Env, FakeServer, assert_exit, stdout};
+use crate::util::{Backend, Env, FakeServer, assert_exit, on_both, stdout};
 
 async fn described(env: &Env, n: usize, answers: &str) {
     described_as(env, "night", n, answers).await;
@@ -24,57 +24,37 @@ async fn described_as(env: &Env, film: &str, n: usize, answers: &str) {
     assert_exit(&o, 0);
 }
 
-/// film, frame_index, pts_ms, path, the four fields, model, pass, fields.
-type ViewRow = (
-    String,
-    i64,
-    Option<i64>,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
 async fn rows_in_db(env: &Env) -> Vec<ResultRow> {
-    let pool = env.pool().await;
-    let rows: Vec<ViewRow> = sqlx::query_as(
-        "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model, pass, fields \
-         FROM frame_descriptions ORDER BY film_id, frame_index",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(
-            |(film, frame_index, pts_ms, path, v, m, a, s, model, pass, fields)| ResultRow {
-                film_id: 0,
-                film,
-                frame_index,
-                pts_ms,
-                path,
-                visual_content: Some(v),
-                mood: Some(m),
-                action: Some(a),
-                setting: Some(s),
-                model: Some(model),
-                error: None,
-                pass,
-                fields: Some(fields),
-                pass_id: 0,
-            },
-        )
+    let rows = env.rows_now(
+        "SELECT film, frame_index, pts_ms, path, visual_content, mood, action, setting, model, \
+         pass, CAST(fields AS TEXT) AS fields FROM frame_descriptions ORDER BY film_id, frame_index",
+    );
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    rows.iter()
+        .map(|r| ResultRow {
+            film_id: 0,
+            film: text(&r["film"]),
+            frame_index: r["frame_index"].as_i64().unwrap(),
+            pts_ms: r["pts_ms"].as_i64(),
+            path: text(&r["path"]),
+            visual_content: Some(text(&r["visual_content"])),
+            mood: Some(text(&r["mood"])),
+            action: Some(text(&r["action"])),
+            setting: Some(text(&r["setting"])),
+            model: Some(text(&r["model"])),
+            error: None,
+            pass: text(&r["pass"]),
+            fields: Some(text(&r["fields"])),
+            pass_id: 0,
+        })
         .collect()
 }
 
-#[tokio::test]
-async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
-    let env = Env::new();
-    described(&env, 12, "tricky").await;
-    let want = rows_in_db(&env).await;
+on_both!(async results_in_all_three_formats_parse_back_to_the_same_rows);
+
+async fn results_in_all_three_formats_parse_back_to_the_same_rows(env: &Env) {
+    described(env, 12, "tricky").await;
+    let want = rows_in_db(env).await;
     assert_eq!(want.len(), 12);
     assert!(
         want[0]
@@ -103,10 +83,16 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
 
     // A person's terminal, 100 columns wide: a table that fits it, cut by
     // display width (a wide character takes two columns).
-    env.execute_now(
-        "UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood, \
-         fields = json_set(fields, '$.mood', '雨の夜の街、静かな緊張 🌙 ' || mood)",
-    );
+    env.execute_now(match env.backend() {
+        Backend::Sqlite => {
+            "UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood, \
+             fields = json_set(fields, '$.mood', '雨の夜の街、静かな緊張 🌙 ' || mood)"
+        }
+        Backend::Postgres => {
+            "UPDATE descriptions SET mood = '雨の夜の街、静かな緊張 🌙 ' || mood, \
+             fields = jsonb_set(fields::jsonb, '{mood}', to_jsonb('雨の夜の街、静かな緊張 🌙 ' || mood))::json"
+        }
+    });
     let (table, status) = crate::util::on_terminal(&mut env.cmd(["results"]), 100);
     assert!(status.success());
     assert_eq!(
@@ -172,10 +158,10 @@ async fn results_in_all_three_formats_parse_back_to_the_same_rows() {
     assert_eq!(stdout(&o), plain, "plain lines whenever stdout is a pipe");
 }
 
-#[tokio::test]
-async fn failed_frames_export_with_their_reasons() {
-    let env = Env::new();
-    described(&env, 2, "http400").await;
+on_both!(async failed_frames_export_with_their_reasons);
+
+async fn failed_frames_export_with_their_reasons(env: &Env) {
+    described(env, 2, "http400").await;
     let o = env.run(["results", "--state", "failed", "--format", "jsonl"]);
     assert_exit(&o, 0);
     let rows: Vec<ResultRow> = stdout(&o)
@@ -197,10 +183,10 @@ async fn failed_frames_export_with_their_reasons() {
     );
 }
 
-#[tokio::test]
-async fn search_finds_what_another_process_wrote() {
-    let env = Env::new();
-    described(&env, 5, "tricky").await;
+on_both!(async search_finds_what_another_process_wrote);
+
+async fn search_finds_what_another_process_wrote(env: &Env) {
+    described(env, 5, "tricky").await;
     // The worker (another process) wrote them; this process searches.
     let o = env.run(["search", "rainy night chase"]);
     assert_exit(&o, 0);
@@ -212,7 +198,7 @@ async fn search_finds_what_another_process_wrote() {
         "{out}"
     );
     // --film narrows the matches to that film.
-    described_as(&env, "day", 3, "tricky").await;
+    described_as(env, "day", 3, "tricky").await;
     let o = env.run(["search", "rainy night chase", "--film", "day"]);
     assert_exit(&o, 0);
     let out = stdout(&o);
@@ -250,6 +236,7 @@ fn completions_are_printed_for_each_shell() {
 /// `sqlite-utils search cinecut.db descriptions WORD`, as a new user runs
 /// it: it finds the full-text table by itself and returns the rows that
 /// hold the word (one description is changed, so the index must follow).
+/// SQLite only: sqlite-utils reads a SQLite file.
 #[test]
 fn sqlite_utils_searches_the_descriptions() {
     let env = Env::new();
@@ -287,7 +274,8 @@ fn sqlite_utils_searches_the_descriptions() {
 
 /// `datasette cinecut.db`, as a new user runs it: it finds the full-text
 /// index of `descriptions` (declared `content="descriptions"`) and its
-/// `_search` returns the rows that hold the word, and only those.
+/// `_search` returns the rows that hold the word, and only those. SQLite
+/// only: datasette serves a SQLite file.
 #[tokio::test]
 async fn datasette_finds_and_searches_the_full_text_index() {
     let env = Env::new();

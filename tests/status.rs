@@ -1,31 +1,27 @@
 //! `status`, `retry --failed` and `cancel`.
 
-use crate::util::{Env, assert_exit, stdout};
+use crate::util::{Env, assert_exit, on_both, stdout};
 
 async fn fail_some(env: &Env, n: i64, reason: &str) {
-    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
-    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
     // As a worker leaves them: attempts spent, then failed.
-    sqlx::query("UPDATE jobs SET state = 'failed', attempts = max_attempts, transient_failures = 1, last_error = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)")
-        .bind(reason)
-        .bind(n)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    env.execute_now(&format!(
+        "UPDATE jobs SET state = 'failed', attempts = max_attempts, transient_failures = 1, \
+         last_error = '{reason}' \
+         WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT {n})"
+    ));
 }
 
-#[tokio::test]
-async fn status_counts_states_and_failure_reasons_per_film() {
-    let env = Env::new();
+on_both!(async status_counts_states_and_failure_reasons_per_film);
+
+async fn status_counts_states_and_failure_reasons_per_film(env: &Env) {
     let a = env.frames("alpha", 10);
     let b = env.frames("beta", 4);
     assert_exit(
         &env.run(["enqueue".as_ref(), a.as_os_str(), b.as_os_str()]),
         0,
     );
-    fail_some(&env, 3, "frame is not a decodable image").await;
-    fail_some(&env, 1, "model answered garbage").await;
+    fail_some(env, 3, "frame is not a decodable image").await;
+    fail_some(env, 1, "model answered garbage").await;
 
     let o = env.run(["status", "--json"]);
     assert_exit(&o, 0);
@@ -98,9 +94,9 @@ async fn status_counts_states_and_failure_reasons_per_film() {
     assert_eq!(s["films"][0]["queued"], 0);
 }
 
-#[test]
-fn an_unknown_film_is_a_clear_error() {
-    let env = Env::new();
+on_both!(an_unknown_film_is_a_clear_error);
+
+fn an_unknown_film_is_a_clear_error(env: &Env) {
     let o = env.run(["cancel", "--film", "nope"]);
     assert_exit(&o, 1);
     assert!(crate::util::stderr(&o).contains("no film titled \"nope\""));

@@ -9,7 +9,7 @@ use cinecut::db::lease::{self, Acquire, Holder, Purpose};
 use cinecut::db::{Db, Durability};
 use cinecut::profile::{Answer, Profile};
 
-use crate::util::{Env, FakeServer, assert_exit, stderr};
+use crate::util::{Env, FakeServer, assert_exit, on_both, stderr};
 
 pub const FAST: &[&str] = &["--until-empty", "--retry-backoff", "10ms"];
 
@@ -21,13 +21,13 @@ pub fn run_worker(env: &Env, url: &str, extra: &[&str]) -> std::process::Output 
     env.run(args)
 }
 
-#[tokio::test]
-async fn twenty_frames_are_described_once_each() {
-    let env = Env::new();
+on_both!(async twenty_frames_are_described_once_each);
+
+async fn twenty_frames_are_described_once_each(env: &Env) {
     env.enqueue_images("film", 20, &[]);
     let record = env.path().join("requests.jsonl");
     let fake = FakeServer::start(
-        &env,
+        env,
         &[
             "--delay-ms",
             "20",
@@ -37,7 +37,7 @@ async fn twenty_frames_are_described_once_each() {
             "k3y",
         ],
     );
-    let o = run_worker(&env, &fake.url(), &["--parallel", "4", "--api-key", "k3y"]);
+    let o = run_worker(env, &fake.url(), &["--parallel", "4", "--api-key", "k3y"]);
     assert_exit(&o, 0);
     assert!(!stderr(&o).contains("k3y"), "the API key is never logged");
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 20);
@@ -86,26 +86,30 @@ async fn twenty_frames_are_described_once_each() {
     assert!(url.starts_with("data:image/png;base64,"), "{}", &url[..40]);
 }
 
+/// One frame enqueued into `env` and a worker run on it against the fake
+/// server answering `answers`.
 async fn single_frame_with(
+    env: &Env,
     answers: &str,
     worker_args: &[&str],
     max_attempts: &str,
-) -> (Env, std::process::Output) {
-    let env = Env::new();
+) -> std::process::Output {
     env.enqueue_images("one", 1, &["--max-attempts", max_attempts]);
-    let fake = FakeServer::start(&env, &["--answers", answers]);
-    let o = run_worker(&env, &fake.url(), worker_args);
-    (env, o)
+    let fake = FakeServer::start(env, &["--answers", answers]);
+    run_worker(env, &fake.url(), worker_args)
 }
 
-#[tokio::test]
-async fn bad_output_is_retried_then_failed_with_the_raw_output_kept() {
+on_both!(async bad_output_is_retried_then_failed_with_the_raw_output_kept);
+
+async fn bad_output_is_retried_then_failed_with_the_raw_output_kept(env: &Env) {
     for (answers, reason) in [
         ("garbage", "output is not JSON"),
         ("truncated", "finish_reason: length"),
         ("missing-field", "missing field `setting`"),
     ] {
-        let (env, o) = single_frame_with(answers, &[], "2").await;
+        // A database of its own for each.
+        let env = &Env::on(env.backend());
+        let o = single_frame_with(env, answers, &[], "2").await;
         assert_exit(&o, 0);
         let errors = env
             .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
@@ -121,9 +125,10 @@ async fn bad_output_is_retried_then_failed_with_the_raw_output_kept() {
     }
 }
 
-#[tokio::test]
-async fn bad_output_then_a_good_answer_is_done_after_a_retry() {
-    let (env, o) = single_frame_with("garbage,ok", &[], "3").await;
+on_both!(async bad_output_then_a_good_answer_is_done_after_a_retry);
+
+async fn bad_output_then_a_good_answer_is_done_after_a_retry(env: &Env) {
+    let o = single_frame_with(env, "garbage,ok", &[], "3").await;
     assert_exit(&o, 0);
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
     assert_eq!(
@@ -134,9 +139,10 @@ async fn bad_output_then_a_good_answer_is_done_after_a_retry() {
     assert_eq!(env.count("SELECT attempts FROM jobs").await, 2);
 }
 
-#[tokio::test]
-async fn a_server_error_requeues_and_poisons_after_the_bound() {
-    let (env, o) = single_frame_with("http500", &["--poison-after", "2"], "3").await;
+on_both!(async a_server_error_requeues_and_poisons_after_the_bound);
+
+async fn a_server_error_requeues_and_poisons_after_the_bound(env: &Env) {
+    let o = single_frame_with(env, "http500", &["--poison-after", "2"], "3").await;
     assert_exit(&o, 0);
     let errors = env
         .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
@@ -158,9 +164,10 @@ async fn a_server_error_requeues_and_poisons_after_the_bound() {
     );
 }
 
-#[tokio::test]
-async fn a_server_error_then_success_is_done() {
-    let (env, o) = single_frame_with("http500,ok", &[], "3").await;
+on_both!(async a_server_error_then_success_is_done);
+
+async fn a_server_error_then_success_is_done(env: &Env) {
+    let o = single_frame_with(env, "http500,ok", &[], "3").await;
     assert_exit(&o, 0);
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
     assert!(
@@ -170,9 +177,10 @@ async fn a_server_error_then_success_is_done() {
     );
 }
 
-#[tokio::test]
-async fn a_rejected_request_fails_at_once_with_the_servers_message() {
-    let (env, o) = single_frame_with("http400", &[], "3").await;
+on_both!(async a_rejected_request_fails_at_once_with_the_servers_message);
+
+async fn a_rejected_request_fails_at_once_with_the_servers_message(env: &Env) {
+    let o = single_frame_with(env, "http400", &[], "3").await;
     assert_exit(&o, 0);
     let errors = env
         .strings("SELECT last_error FROM jobs WHERE state = 'failed'")
@@ -184,9 +192,11 @@ async fn a_rejected_request_fails_at_once_with_the_servers_message() {
     assert_eq!(env.count("SELECT count(*) FROM attempts").await, 1);
 }
 
-#[tokio::test]
-async fn a_hanging_request_times_out_and_is_poisoned() {
-    let (env, o) = single_frame_with(
+on_both!(async a_hanging_request_times_out_and_is_poisoned);
+
+async fn a_hanging_request_times_out_and_is_poisoned(env: &Env) {
+    let o = single_frame_with(
+        env,
         "hang",
         &["--request-timeout", "300ms", "--poison-after", "2"],
         "3",
@@ -201,14 +211,14 @@ async fn a_hanging_request_times_out_and_is_poisoned() {
     );
 }
 
-#[tokio::test]
-async fn missing_and_corrupt_frames_fail_at_once_naming_the_path() {
-    let env = Env::new();
+on_both!(async missing_and_corrupt_frames_fail_at_once_naming_the_path);
+
+async fn missing_and_corrupt_frames_fail_at_once_naming_the_path(env: &Env) {
     let dir = env.enqueue_images("bad", 3, &[]);
     std::fs::remove_file(dir.join("img_1.png")).unwrap();
     std::fs::write(dir.join("img_2.png"), b"this is not a png").unwrap();
-    let fake = FakeServer::start(&env, &[]);
-    assert_exit(&run_worker(&env, &fake.url(), &[]), 0);
+    let fake = FakeServer::start(env, &[]);
+    assert_exit(&run_worker(env, &fake.url(), &[]), 0);
     let errors = env
         .strings("SELECT last_error FROM jobs WHERE state = 'failed' ORDER BY id")
         .await;
@@ -232,17 +242,17 @@ async fn missing_and_corrupt_frames_fail_at_once_naming_the_path() {
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 1);
 }
 
-#[tokio::test]
-async fn a_server_that_dies_mid_request_costs_nothing_once_it_is_back() {
-    let env = Env::new();
+on_both!(async a_server_that_dies_mid_request_costs_nothing_once_it_is_back);
+
+async fn a_server_that_dies_mid_request_costs_nothing_once_it_is_back(env: &Env) {
     env.enqueue_images("crash", 3, &[]);
-    let fake = FakeServer::start(&env, &["--answers", "exit"]);
+    let fake = FakeServer::start(env, &["--answers", "exit"]);
     let port = fake.port;
     let mut worker = env.worker(&fake.url(), "w.log", FAST).spawn().unwrap();
     // Wait until the server died mid-request, then bring it back on the same port.
     let mut fake = fake;
     crate::util::wait_for(&mut fake.child, Duration::from_secs(10));
-    let _back = FakeServer::start_on(&env, port, &[]);
+    let _back = FakeServer::start_on(env, port, &[]);
     let status = crate::util::wait_for(&mut worker, Duration::from_secs(30));
     assert!(status.success(), "{}", env.log("w.log"));
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 3);
@@ -254,12 +264,12 @@ async fn a_server_that_dies_mid_request_costs_nothing_once_it_is_back() {
     );
 }
 
-#[tokio::test]
-async fn a_wrong_api_key_stops_the_worker_and_fails_no_job() {
-    let env = Env::new();
+on_both!(async a_wrong_api_key_stops_the_worker_and_fails_no_job);
+
+async fn a_wrong_api_key_stops_the_worker_and_fails_no_job(env: &Env) {
     env.enqueue_images("key", 2, &[]);
-    let fake = FakeServer::start(&env, &["--api-key", "right"]);
-    let o = run_worker(&env, &fake.url(), &["--api-key", "wrong"]);
+    let fake = FakeServer::start(env, &["--api-key", "right"]);
+    let o = run_worker(env, &fake.url(), &["--api-key", "wrong"]);
     assert_exit(&o, 1);
     assert!(
         stderr(&o).contains("refused the API key (HTTP 401)"),
@@ -278,6 +288,12 @@ async fn a_wrong_api_key_stops_the_worker_and_fails_no_job() {
         0
     );
 }
+
+// The tests from here on drive SQLite's queue and lease functions directly,
+// with a clock they inject: SQLite only, as PostgreSQL's take their time
+// from the database server. PostgreSQL's queue has its library-level
+// twins in postgres/tests/queue.rs (a lease expiring by the database clock
+// and fencing its old holder, each outcome moving a job as here).
 
 /// Registers `h` as a worker and takes the free lease of `gpu` for it at `now`.
 async fn take_lease(pool: &sqlx::SqlitePool, h: &Holder, gpu: &str, ttl: i64, now: i64) -> Fence {

@@ -5,28 +5,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Env, FakeServer, assert_exit, signal, stderr, stdout, wait_for, wait_until};
+use crate::util::{
+    Backend, Env, FakeServer, assert_exit, on_both, signal, stderr, stdout, wait_for, wait_until,
+};
 
 fn now_ms() -> i64 {
     cinecut::db::now_ms()
 }
 
-#[test]
-fn killing_the_worker_ten_times_loses_and_duplicates_nothing() {
-    let env = Env::new();
-    kill_ten_times(&env, |sql| env.count_now(sql));
-}
+on_both!(killing_the_worker_ten_times_loses_and_duplicates_nothing);
 
-#[test]
-fn killing_the_worker_ten_times_loses_and_duplicates_nothing_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    kill_ten_times(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on.
-fn kill_ten_times(env: &Env, count: impl Fn(&str) -> i64) {
+fn killing_the_worker_ten_times_loses_and_duplicates_nothing(env: &Env) {
     env.enqueue_images("kill", 300, &[]);
     let fake = FakeServer::start(env, &["--delay-ms", "5"]);
     // A long lease: recovery must not wait for it to expire.
@@ -67,15 +56,21 @@ fn kill_ten_times(env: &Env, count: impl Fn(&str) -> i64) {
         takeovers >= 5,
         "each restart recovers the killed worker at once ({takeovers} takeovers)"
     );
-    assert_eq!(count("SELECT count(*) FROM descriptions"), 300);
-    assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'done'"), 300);
-    assert_eq!(count("SELECT count(*) FROM jobs WHERE state != 'done'"), 0);
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 300);
     assert_eq!(
-        count("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        300
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state != 'done'"),
+        0
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
         300,
         "one recorded success per job"
     );
-    assert_eq!(count("SELECT count(*) FROM frames"), 300);
+    assert_eq!(env.count_now("SELECT count(*) FROM frames"), 300);
 }
 
 #[tokio::test]
@@ -110,22 +105,13 @@ async fn two_workers_on_one_gpu_never_run_together() {
     let status = wait_for(&mut b, Duration::from_secs(60));
     assert!(status.success(), "{}", env.log("b.log"));
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 400);
-    let pool = env.pool().await;
-    let workers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT worker_id FROM attempts")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let workers = env.strings_now("SELECT DISTINCT worker_id FROM attempts");
     assert_eq!(workers.len(), 2, "both worked, one after the other");
-    let b_id: String = sqlx::query_scalar("SELECT id FROM workers WHERE state = 'stopped'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let b_first: i64 =
-        sqlx::query_scalar("SELECT min(started_at) FROM attempts WHERE worker_id = ?")
-            .bind(&b_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let b_id = env.string_now("SELECT id FROM workers WHERE state = 'stopped'");
+    let b_first = env.count_now(&format!(
+        "SELECT min({}) FROM attempts WHERE worker_id = '{b_id}'",
+        env.ms("started_at")
+    ));
     assert!(
         b_first >= killed_at - 50,
         "B started no frame while A held the lease"
@@ -189,11 +175,11 @@ async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
     );
 }
 
-#[tokio::test]
-async fn a_worker_started_under_gpu_lock_waits() {
-    let env = Env::new();
+on_both!(async a_worker_started_under_gpu_lock_waits);
+
+async fn a_worker_started_under_gpu_lock_waits(env: &Env) {
     env.enqueue_images("wait", 5, &[]);
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     let end_mark = env.path().join("lock.end");
     let script = format!("sleep 1; date +%s%3N > {}", end_mark.display());
     let mut lock = env
@@ -223,7 +209,10 @@ async fn a_worker_started_under_gpu_lock_waits() {
         .parse()
         .unwrap();
     assert!(
-        env.count_now("SELECT min(started_at) FROM attempts") >= lock_end,
+        env.count_now(&format!(
+            "SELECT min({}) FROM attempts",
+            env.ms("started_at")
+        )) >= lock_end,
         "the worker waited for the gpu-lock command to end"
     );
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
@@ -307,8 +296,8 @@ async fn a_paused_worker_is_fenced_out_after_a_takeover() {
 /// resumed worker, fenced out, writes nothing.
 #[test]
 fn a_paused_worker_is_fenced_out_after_a_takeover_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
+    let env = Env::postgres();
+    let pg = env.pg();
     env.enqueue_images("stop", 40, &[]);
     let fake = FakeServer::start(&env, &["--delay-ms", "300"]);
     let args = ["--parallel", "4", "--until-empty", "--lease-ttl", "1s"];
@@ -351,21 +340,9 @@ fn a_paused_worker_is_fenced_out_after_a_takeover_on_postgres() {
     );
 }
 
-#[test]
-fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0() {
-    let env = Env::new();
-    sigterm(&env, |sql| env.count_now(sql), |sql| env.strings_now(sql));
-}
+on_both!(sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0);
 
-#[test]
-fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    sigterm(&env, |sql| pg.count(sql), |sql| pg.strings(sql));
-}
-
-/// One test body, two backends (`count` and `strings` read the database).
-fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec<String>) {
+fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0(env: &Env) {
     env.enqueue_images("term", 30, &[]);
     let fake = FakeServer::start(env, &["--delay-ms", "400"]);
     let mut w = env
@@ -376,28 +353,28 @@ fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec
         "frames described and six in flight (3 sent, 3 prepared ahead)",
         Duration::from_secs(30),
         || {
-            count("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
-                && count("SELECT count(*) FROM jobs WHERE state = 'running'") == 6
+            env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'") >= 3
+                && env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 6
         },
     );
-    let in_flight = strings("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'");
+    let in_flight = env.strings_now("SELECT CAST(id AS TEXT) FROM jobs WHERE state = 'running'");
     let sent = Instant::now();
     signal(&w, Signal::SIGTERM);
     let status = wait_for(&mut w, Duration::from_secs(15));
     assert!(status.success(), "{}", env.log("w.log"));
     assert!(sent.elapsed() < Duration::from_secs(15));
     assert_eq!(
-        count("SELECT count(*) FROM jobs WHERE state = 'running'"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'"),
         0
     );
     assert_eq!(
-        count("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL"),
+        env.count_now("SELECT count(*) FROM gpu_leases WHERE holder IS NOT NULL"),
         0
     );
-    let done = count("SELECT count(*) FROM descriptions");
+    let done = env.count_now("SELECT count(*) FROM descriptions");
     assert!(done > 0 && done < 30, "{done}");
     // Frames in flight at SIGTERM are finished within --grace, not requeued.
-    let finished = count(&format!(
+    let finished = env.count_now(&format!(
         "SELECT count(*) FROM jobs WHERE state = 'done' AND id IN ({})",
         in_flight.join(", ")
     ));
@@ -412,7 +389,7 @@ fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec
         env.log("w.log")
     );
     assert_eq!(
-        count("SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'queued'"),
         30 - done
     );
 
@@ -429,7 +406,7 @@ fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec
     wait_until(
         "four frames in flight on the hanging server (2 sent, 2 waiting for a slot)",
         Duration::from_secs(30),
-        || count("SELECT count(*) FROM jobs WHERE state = 'running'") == 4,
+        || env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'") == 4,
     );
     signal(&w, Signal::SIGINT);
     assert!(
@@ -443,11 +420,11 @@ fn sigterm(env: &Env, count: impl Fn(&str) -> i64, strings: impl Fn(&str) -> Vec
         env.log("h.log")
     );
     assert_eq!(
-        count("SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'queued'"),
         30 - done
     );
     assert_eq!(
-        count("SELECT count(*) FROM jobs WHERE state IN ('running', 'failed')"),
+        env.count_now("SELECT count(*) FROM jobs WHERE state IN ('running', 'failed')"),
         0
     );
 }
@@ -500,37 +477,21 @@ fn a_worker_reads_frames_through_its_path_map() {
     assert!(stderr(&o).contains("is not FROM=TO"), "{}", stderr(&o));
 }
 
-#[test]
-fn frames_stored_in_the_database_are_described_without_their_files() {
-    let env = Env::new();
-    stored_frames(
-        &env,
-        |sql| env.count_now(sql),
-        "SELECT count(*) FROM stored_frames",
-    );
-}
+on_both!(frames_stored_in_the_database_are_described_without_their_files);
 
-#[test]
-fn frames_stored_in_the_database_are_described_without_their_files_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    stored_frames(
-        &env,
-        |sql| pg.count(sql),
-        "SELECT count(*) FROM frames WHERE jpeg IS NOT NULL",
-    );
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on, `stored` counts the frames it holds the bytes of.
-fn stored_frames(env: &Env, count: impl Fn(&str) -> i64, stored: &str) {
+fn frames_stored_in_the_database_are_described_without_their_files(env: &Env) {
+    // The frames whose bytes the database holds.
+    let stored = match env.backend() {
+        Backend::Sqlite => "SELECT count(*) FROM stored_frames",
+        Backend::Postgres => "SELECT count(*) FROM frames WHERE jpeg IS NOT NULL",
+    };
     let dir = env.images("stored", 8);
     let enqueue = |dir: &std::path::Path, extra: &[&str]| {
         let o = env.cmd(["enqueue"]).arg(dir).args(extra).output().unwrap();
         assert_exit(&o, 0);
     };
     enqueue(&dir, &["--store-frames"]);
-    assert_eq!(count(stored), 8);
+    assert_eq!(env.count_now(stored), 8);
     // Enqueued without the flag first, a frame gets its bytes when
     // enqueued again with it (and no second job).
     let late = env.images("late", 9);
@@ -538,10 +499,10 @@ fn stored_frames(env: &Env, count: impl Fn(&str) -> i64, stored: &str) {
         std::fs::remove_file(late.join(format!("img_{i}.png"))).unwrap();
     }
     enqueue(&late, &[]);
-    assert_eq!(count(stored), 8);
+    assert_eq!(env.count_now(stored), 8);
     enqueue(&late, &["--store-frames"]);
-    assert_eq!(count(stored), 9);
-    assert_eq!(count("SELECT count(*) FROM jobs"), 9);
+    assert_eq!(env.count_now(stored), 9);
+    assert_eq!(env.count_now("SELECT count(*) FROM jobs"), 9);
     // The worker's host has no copy of the files.
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&late).unwrap();
@@ -594,7 +555,7 @@ fn stored_frames(env: &Env, count: impl Fn(&str) -> i64, stored: &str) {
         "{failed:?}"
     );
     assert_eq!(results(env, &[]).len(), 9);
-    assert_eq!(count(stored), 9);
+    assert_eq!(env.count_now(stored), 9);
 }
 
 /// `cinecut results --format jsonl ARGS…`, one value per line.
@@ -611,10 +572,10 @@ fn results(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+on_both!(the_noop_describer_answers_every_frame_without_a_server);
+
 /// The benchmarks' describer: every frame answered at once, no server.
-#[test]
-fn the_noop_describer_answers_every_frame_without_a_server() {
-    let env = Env::new();
+fn the_noop_describer_answers_every_frame_without_a_server(env: &Env) {
     env.enqueue_images("noop", 5, &[]);
     let o = env
         .cmd([
@@ -644,22 +605,9 @@ fn the_noop_describer_answers_every_frame_without_a_server() {
     assert_exit(&o, 2);
 }
 
-#[test]
-fn a_worker_for_one_film_takes_only_its_frames() {
-    let env = Env::new();
-    one_film(&env, |sql| env.count_now(sql));
-}
+on_both!(a_worker_for_one_film_takes_only_its_frames);
 
-#[test]
-fn a_worker_for_one_film_takes_only_its_frames_on_postgres() {
-    let pg = crate::postgres::Pg::new();
-    let env = Env::on_postgres(pg.url());
-    one_film(&env, |sql| pg.count(sql));
-}
-
-/// One test body, two backends: `count` reads the database `env`'s
-/// commands run on.
-fn one_film(env: &Env, count: impl Fn(&str) -> i64) {
+fn a_worker_for_one_film_takes_only_its_frames(env: &Env) {
     env.enqueue_images("first", 3, &[]);
     env.enqueue_images("second", 4, &[]);
     let fake = FakeServer::start(env, &[]);
@@ -673,7 +621,7 @@ fn one_film(env: &Env, count: impl Fn(&str) -> i64) {
         .unwrap();
     assert!(o.success(), "{}", env.log("first.log"));
     let done_of = |film: &str| {
-        count(&format!(
+        env.count_now(&format!(
             "SELECT count(*) FROM jobs j JOIN films f ON f.id = j.film_id \
              WHERE f.title = '{film}' AND j.state = 'done'"
         ))

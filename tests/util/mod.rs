@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,55 +14,123 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cinecut");
 
-/// A temp folder holding a database file (never `:memory:`).
-pub struct Env {
-    pub dir: tempfile::TempDir,
-    /// A PostgreSQL URL the commands get as `--db` instead of the file
-    /// (a test body run on both backends).
-    pub postgres: Option<String>,
+/// The database a test's commands run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A real SQLite file in the test's folder (never `:memory:`).
+    Sqlite,
+    /// A PostgreSQL database of the test's own.
+    Postgres,
 }
 
+/// A temp folder for a test's files, and the database its commands run
+/// on: a SQLite file in the folder, or a PostgreSQL database of its own.
+/// Every read through it fails the test with its query and error, never
+/// a quiet 0.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pg: Option<pg::Pg>,
+}
+
+/// Runs one test body on both backends: for each `body`, a function
+/// `fn body(env: &Env)` (or `async fn`, after `async`), a module `body`
+/// holding the tests `sqlite` and `postgres`. A test for one backend only
+/// is written without it and says why.
+macro_rules! on_both {
+    (async $($body:ident),+ $(,)?) => {$(
+        mod $body {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(&$crate::util::Env::new()).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(&$crate::util::Env::postgres()).await
+            }
+        }
+    )+};
+    ($($body:ident),+ $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn sqlite() {
+                super::$body(&$crate::util::Env::new())
+            }
+            #[test]
+            fn postgres() {
+                super::$body(&$crate::util::Env::postgres())
+            }
+        }
+    )+};
+}
+pub(crate) use on_both;
+
 impl Env {
+    /// A temp folder and a SQLite database file in it.
     pub fn new() -> Env {
         Env {
             dir: tempfile::Builder::new()
                 .prefix("cinecut-test-")
                 .tempdir()
                 .unwrap(),
-            postgres: None,
+            pg: None,
         }
     }
 
-    /// A temp folder whose commands run on the PostgreSQL database `url`.
-    pub fn on_postgres(url: &str) -> Env {
+    /// A temp folder whose commands run on a PostgreSQL database of its own.
+    pub fn postgres() -> Env {
         Env {
-            postgres: Some(url.to_string()),
+            pg: Some(pg::Pg::new()),
             ..Env::new()
         }
+    }
+
+    pub fn on(backend: Backend) -> Env {
+        match backend {
+            Backend::Sqlite => Env::new(),
+            Backend::Postgres => Env::postgres(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pg {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        }
+    }
+
+    /// The PostgreSQL database (for a read only PostgreSQL has).
+    #[track_caller]
+    pub fn pg(&self) -> &pg::Pg {
+        self.pg.as_ref().expect("a test on PostgreSQL")
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The SQLite file (where a SQLite database is).
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("cinecut.db")
     }
 
-    /// `cinecut --db <db> ARGS…`, not yet run.
+    /// What `--db` names: the SQLite file or the PostgreSQL URL.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.pg {
+            Some(pg) => pg.url().into(),
+            None => self.db().into(),
+        }
+    }
+
+    /// `cinecut --db <db> ARGS…`, not yet run; it runs in the test's folder
+    /// (what it writes beside itself, such as a film's --frames-dir on
+    /// PostgreSQL, stays there).
     pub fn cmd<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
         let mut c = Command::new(BIN);
-        c.arg("--db");
-        match &self.postgres {
-            // What it writes beside itself (a film's --frames-dir) stays
-            // in the test's folder.
-            Some(url) => c.arg(url).current_dir(self.path()),
-            None => c.arg(self.db()),
-        };
+        c.arg("--db").arg(self.db_arg()).current_dir(self.path());
         c.args(args)
             .env("RUST_LOG", "info")
             .env_remove("CINECUT_DB");
@@ -91,19 +160,19 @@ impl Env {
         dir
     }
 
-    /// A read-only pool on the test database for assertions.
+    /// A read-only sqlx pool on the SQLite file, for a test that reads
+    /// what only SQLite has.
     pub async fn pool(&self) -> SqlitePool {
+        assert_eq!(self.backend(), Backend::Sqlite, "a pool on SQLite's file");
         let opts = SqliteConnectOptions::new()
             .filename(self.db())
             .read_only(true);
         SqlitePool::connect_with(opts).await.unwrap()
     }
 
-    pub async fn count(&self, sql: &'static str) -> i64 {
-        let pool = self.pool().await;
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-        pool.close().await;
-        n
+    /// [`Env::count_now`] for an async test.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.count_now(sql)
     }
 }
 
@@ -243,28 +312,9 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    /// Like [`Env::count`], but 0 while the database or its schema does not
-    /// exist yet (another process is creating it).
-    pub async fn count_when_ready(&self, sql: &'static str) -> i64 {
-        if !self.db().exists() {
-            return 0;
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(self.db())
-            .read_only(true);
-        let Ok(pool) = SqlitePool::connect_with(opts).await else {
-            return 0;
-        };
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap_or(0);
-        pool.close().await;
-        n
-    }
-
-    pub async fn strings(&self, sql: &'static str) -> Vec<String> {
-        let pool = self.pool().await;
-        let v: Vec<String> = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
-        pool.close().await;
-        v
+    /// [`Env::strings_now`] for an async test.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        self.strings_now(sql)
     }
 }
 
@@ -464,38 +514,133 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl Fn
 }
 
 impl Env {
-    /// A count from the database, from a test thread that is not async
-    /// (0 while the database or its schema does not exist yet).
-    pub fn count_now(&self, sql: &str) -> i64 {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(
+    /// The SQLite file, opened read-only with a wait for a writer's lock.
+    #[track_caller]
+    fn sqlite(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_with_flags(
             self.db(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) else {
-            return 0;
-        };
-        conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", self.db().display()));
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn
+    }
+
+    /// The one number `sql` selects (one row, one column), from any test
+    /// thread; a query that fails, or finds no row, fails the test.
+    #[track_caller]
+    pub fn count_now(&self, sql: &str) -> i64 {
+        match &self.pg {
+            Some(pg) => pg.count(sql),
+            None => self
+                .sqlite()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// Like [`Env::count_now`], but `None` while the database or its schema
+    /// does not exist yet (a process of the test is still creating it).
+    #[track_caller]
+    pub fn count_if_ready(&self, sql: &str) -> Option<i64> {
+        if let Some(pg) = &self.pg {
+            return pg.count_if_ready(sql);
+        }
+        if !self.db().exists() {
+            return None;
+        }
+        let migrated = self
+            .sqlite()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", self.db().display()));
+        (migrated == 1).then(|| self.count_now(sql))
     }
 
     /// The one text value `sql` selects.
+    #[track_caller]
     pub fn string_now(&self, sql: &str) -> String {
-        let conn = rusqlite::Connection::open(self.db()).unwrap();
-        conn.query_row(sql, [], |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        let all = self.strings_now(sql);
+        match <[String; 1]>::try_from(all) {
+            Ok([one]) => one,
+            Err(all) => panic!("{sql}: {} rows, not one: {all:?}", all.len()),
+        }
     }
 
     /// Every text value `sql` selects (one column).
+    #[track_caller]
     pub fn strings_now(&self, sql: &str) -> Vec<String> {
-        let conn = rusqlite::Connection::open(self.db()).unwrap();
-        let mut stmt = conn.prepare(sql).unwrap();
+        if let Some(pg) = &self.pg {
+            return pg.strings(sql);
+        }
+        let conn = self.sqlite();
+        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .map(|v| v.unwrap_or_else(|e| panic!("{sql}: {e}")))
             .collect()
     }
 
+    /// SQL for time column `col` in ms since the epoch (SQLite keeps
+    /// times as such numbers, PostgreSQL as `timestamptz`).
+    pub fn ms(&self, col: &str) -> String {
+        match self.backend() {
+            Backend::Sqlite => col.to_string(),
+            Backend::Postgres => format!("CAST(extract(epoch FROM {col}) * 1000 AS BIGINT)"),
+        }
+    }
+
+    /// Every row `sql` selects, as column name → value (SQL's NULL, number
+    /// or text; a PostgreSQL `json` column comes as its JSON: cast it to
+    /// text to read the same on both).
+    #[track_caller]
+    pub fn rows_now(&self, sql: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        use serde_json::Value;
+        if let Some(pg) = &self.pg {
+            let rows = pg.strings(&format!(
+                "SELECT CAST(row_to_json(t) AS TEXT) FROM ({sql}) t"
+            ));
+            return rows
+                .iter()
+                .map(|r| serde_json::from_str(r).unwrap())
+                .collect();
+        }
+        let conn = self.sqlite();
+        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows = stmt.query([]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap_or_else(|e| panic!("{sql}: {e}")) {
+            let mut map = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                use rusqlite::types::ValueRef;
+                let v = match row.get_ref(i).unwrap() {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => n.into(),
+                    ValueRef::Real(x) => x.into(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                    ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+                };
+                map.insert(name.clone(), v);
+            }
+            out.push(map);
+        }
+        out
+    }
+
     /// Runs `sql`, a change a test makes to the data (not to the queue).
+    #[track_caller]
     pub fn execute_now(&self, sql: &str) {
+        if let Some(pg) = &self.pg {
+            return pg.execute(sql);
+        }
         let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
         conn.execute_batch(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
