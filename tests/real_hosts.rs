@@ -2,6 +2,12 @@
 //! stand-in `libnvidia-ml.so.1`, tests/fake_nvml), schedulers that set
 //! CUDA_VISIBLE_DEVICES, other SQLite users holding the write lock, many
 //! processes opening one new database, a full disk, logs read through a pipe.
+//!
+//! The gpu-lock and lease tests here run on both backends. The others are
+//! SQLite only: the VRAM pre-flight and CUDA_VISIBLE_DEVICES are the same
+//! code whatever the database, and the write lock, a new database file and
+//! a full disk are SQLite's (PostgreSQL's restart and clock skew are in
+//! `postgres.rs`).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -73,6 +73,8 @@ fn killing_the_worker_ten_times_loses_and_duplicates_nothing(env: &Env) {
     assert_eq!(env.count_now("SELECT count(*) FROM frames"), 300);
 }
 
+/// SQLite only: PostgreSQL's twin is
+/// `postgres::four_worker_processes_on_two_hosts_lose_one_host_and_describe_every_frame_once`.
 #[tokio::test]
 async fn two_workers_on_one_gpu_never_run_together() {
     let env = Env::new();
@@ -118,6 +120,8 @@ async fn two_workers_on_one_gpu_never_run_together() {
     );
 }
 
+/// SQLite only: PostgreSQL's twin is
+/// `postgres::gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_hosts`.
 #[tokio::test]
 async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
     let env = Env::new();
@@ -231,7 +235,8 @@ async fn a_worker_started_under_gpu_lock_waits(env: &Env) {
 }
 
 /// A worker paused past its lease and resumed after another took over
-/// writes nothing.
+/// writes nothing. (SQLite's; PostgreSQL's, which may stop inside a
+/// transaction, is the next test.)
 #[tokio::test]
 async fn a_paused_worker_is_fenced_out_after_a_takeover() {
     let env = Env::new();
@@ -432,7 +437,9 @@ fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0(env: &Env) {
 /// Frames on shared storage mounted elsewhere on the worker's host: with
 /// `--path-map FROM=TO` the worker reads them under TO, and the database
 /// keeps the paths it was given; without it they fail as missing. A bad
-/// mapping is refused before anything runs.
+/// mapping is refused before anything runs. (SQLite only: it reads the
+/// paths with SQLite's own tools; the mapping is the worker's, the same on
+/// both.)
 #[test]
 fn a_worker_reads_frames_through_its_path_map() {
     let env = Env::new();
