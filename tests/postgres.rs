@@ -99,6 +99,9 @@ fn stills_are_enqueued_described_listed_searched_retried_and_cancelled_on_postgr
         "{}",
         stdout(&o)
     );
+    // The server's notices (a migrated schema's "already exists,
+    // skipping") stay out of the user's log.
+    assert!(!stderr(&o).contains("skipping"), "{}", stderr(&o));
     // status: SQLite's table (stdout is not a terminal: plain lines).
     let o = pg.cmd(&["status"]).output().unwrap();
     assert_exit(&o, 0);

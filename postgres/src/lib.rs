@@ -66,9 +66,13 @@ impl PgQueue {
         // frozen worker, a host that lost the network) would hold its row
         // locks, and with them the GPU lease's row, for good: the server
         // ends it after this long, and a takeover goes on.
-        let options = options
-            .application_name("cinecut")
-            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+        // The server's notices (a migration's "relation … already exists,
+        // skipping" on every start) are not the user's news: warnings and
+        // errors only.
+        let options = options.application_name("cinecut").options([
+            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+            ("client_min_messages", "warning"),
+        ]);
         // One connection first: a server that is down or a password that
         // is wrong is its own error at once, not a pool that times out
         // after retrying for `acquire_timeout`.
