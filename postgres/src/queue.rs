@@ -628,6 +628,9 @@ async fn settle_in(
         counts.push(counted);
         poison.push(poison_after);
     }
+    // last_error repeats the end conditions of `state`: one SET cannot read
+    // another, and a CTE computing them once would read the row before the
+    // UPDATE locks it.
     let settled = sqlx::query!(
         r#"WITH o AS (
                SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[],

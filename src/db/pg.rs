@@ -85,14 +85,6 @@ impl PgDb {
         }
     }
 
-    /// The id of pass `name`, made if missing (a pass on PostgreSQL is its
-    /// name: a worker serves the pass it is told to).
-    pub async fn ensure_pass(&self, name: &str) -> Result<i64> {
-        pgq::ensure_pass(&self.queue, name)
-            .await
-            .map_err(self.err())
-    }
-
     /// The passes an enqueue creates jobs in (see
     /// [`pgq::passes_for_enqueue`]).
     pub async fn passes_for_enqueue(&self, names: &[String]) -> Result<Vec<i64>> {
