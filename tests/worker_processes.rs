@@ -73,15 +73,13 @@ fn killing_the_worker_ten_times_loses_and_duplicates_nothing(env: &Env) {
     assert_eq!(env.count_now("SELECT count(*) FROM frames"), 300);
 }
 
-/// SQLite only: PostgreSQL's twin is
-/// `postgres::four_worker_processes_on_two_hosts_lose_one_host_and_describe_every_frame_once`.
-#[tokio::test]
-async fn two_workers_on_one_gpu_never_run_together() {
-    let env = Env::new();
+on_both!(async two_workers_on_one_gpu_never_run_together);
+
+async fn two_workers_on_one_gpu_never_run_together(env: &Env) {
     // Enough work that A is still at it when B and the --no-wait worker ask
     // (about 6 s at this pace).
     env.enqueue_images("pair", 400, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "30"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "30"]);
     let args = ["--parallel", "2", "--until-empty", "--lease-ttl", "120s"];
     let mut a = env.worker(&fake.url(), "a.log", &args).spawn().unwrap();
     wait_until("A to describe frames", Duration::from_secs(30), || {
@@ -120,13 +118,11 @@ async fn two_workers_on_one_gpu_never_run_together() {
     );
 }
 
-/// SQLite only: PostgreSQL's twin is
-/// `postgres::gpu_lock_on_one_host_waits_for_the_worker_on_its_gpu_and_not_for_another_hosts`.
-#[tokio::test]
-async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
-    let env = Env::new();
+on_both!(async gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes);
+
+async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes(env: &Env) {
     env.enqueue_images("lock", 80, &[]);
-    let fake = FakeServer::start(&env, &["--delay-ms", "100"]);
+    let fake = FakeServer::start(env, &["--delay-ms", "100"]);
     let mut w = env
         .worker(
             &fake.url(),
@@ -159,15 +155,11 @@ async fn gpu_lock_gets_the_gpu_within_a_batch_and_the_worker_resumes() {
         80,
         "nothing lost"
     );
-    let pool = env.pool().await;
-    let overlapping: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM attempts WHERE finished_at > ? AND started_at < ?",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let overlapping = env.count_now(&format!(
+        "SELECT count(*) FROM attempts WHERE {} > {start} AND {} < {end}",
+        env.ms("finished_at"),
+        env.ms("started_at")
+    ));
     assert_eq!(
         overlapping, 0,
         "the worker ran no frame while gpu-lock held the GPU"
