@@ -153,7 +153,7 @@ async fn through_server(
     };
     let t = Instant::now();
     let s = worker::run(
-        &cinecut::db::Store::Sqlite(db.clone()),
+        &cinecut::db::Store::from(db.clone()),
         &cfg,
         Engine::Supervised(Box::new(engine)),
         CancellationToken::new(),

@@ -62,7 +62,7 @@ fn cfg(parallel: usize) -> WorkerConfig {
 async fn through_worker(db: &Db, parallel: usize, describer: Arc<dyn Describer>) -> f64 {
     let t = Instant::now();
     let s = worker::run(
-        &cinecut::db::Store::Sqlite(db.clone()),
+        &cinecut::db::Store::from(db.clone()),
         &cfg(parallel),
         Engine::Attached(Attached(describer)),
         CancellationToken::new(),

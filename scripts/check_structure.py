@@ -53,7 +53,6 @@ EXCEPTIONS = {
     ("file", "postgres/src/queue.rs"): "the PostgreSQL queue's statements",
     ("fn", "src/ingest/extract.rs:extract_shots"): "scene mode's boundaries pass and pick readers in one loop",
     ("fn", "src/ingest/film.rs:enqueue_video"): "probe, identity, extraction and undo of one video",
-    ("fn", "src/db/passes.rs:serve"): "a pass's choice and binding in one transaction",
     ("fn", "src/profile.rs:checked_field"): "one match arm per field kind",
     ("fn", "postgres/src/queue.rs:enqueue"): "one chunk's frames, shots marks and jobs in one transaction",
     ("fn", "postgres/src/queue.rs:settle_in"): "every end of a try in two statements",
@@ -221,7 +220,7 @@ BACKEND = re.compile(
 for f in files:
     rel = f.relative_to(SRC).as_posix()
     code = code_of(f)
-    # The backends' names as enum variants (Store::Sqlite) are fine.
+    # The backends' names as enum variants (Loader::Sqlite) are fine.
     if not rel.startswith("db/") and BACKEND.search(code) and not excepted("backend", f"src/{rel}"):
         failures.append(f"src/{rel} names a backend's type; keep it behind src/db/")
     library = not (rel in ("cli.rs", "config.rs", "main.rs") or rel.startswith("cmd/"))

@@ -19,6 +19,11 @@ pub enum Error {
     /// The file exists but is not SQLite.
     #[error("{0} is not a SQLite database; pass another --db (cinecut will create a new one)")]
     NotADatabase(PathBuf),
+    /// A command that only reads was pointed at a file that does not exist.
+    #[error(
+        "no database at {0}: nothing was enqueued there; check --db (or CINECUT_DB), or make one with `cinecut enqueue`"
+    )]
+    NoDatabase(PathBuf),
     /// SQLite could not open or write the file.
     #[error("cannot open database {path}: {reason}; check the path and its permissions")]
     DbCannotOpen { path: PathBuf, reason: String },
@@ -44,11 +49,6 @@ pub enum Error {
         #[source]
         source: cinecut_postgres::Error,
     },
-    /// Something this cinecut does on SQLite only, asked of PostgreSQL.
-    #[error(
-        "{0} is not available on PostgreSQL yet (there, every command but report runs); run it on a SQLite database (--db FILE)"
-    )]
-    NotOnPostgres(&'static str),
     /// A named film does not exist.
     #[error("no film titled {0:?}; `cinecut status` lists the films")]
     UnknownFilm(String),

@@ -19,10 +19,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::WorkQueue;
 use crate::db::jobs::{ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, WorkerState};
 use crate::db::lease::{Acquire, Holder, Purpose};
 use crate::db::passes::Pass;
-use crate::db::work::WorkQueue;
 use crate::db::{Store, now_ms};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -122,10 +122,7 @@ pub async fn run(
     let result = async {
         let pass = match &cfg.pass {
             Some(pass) => pass.clone(),
-            None => match store {
-                Store::Sqlite(db) => crate::db::passes::only(db.pool()).await?,
-                Store::Postgres(_) => return Err(Error::NotOnPostgres("a worker without --pass")),
-            },
+            None => store.only_pass().await?,
         };
         let scope = Scope { pass: pass.id, binding: pass.binding, film: cfg.film };
         loop {
@@ -137,7 +134,7 @@ pub async fn run(
                 let Some(epoch) = acquire_lease(store, cfg, &me, &shutdown).await? else { return Ok(false) };
                 store.set_worker_state(&me.id, WorkerState::Running).await?;
                 let fence = Fence { gpu: cfg.gpu.clone(), owner: me.id.clone(), epoch };
-                let end = match WorkQueue::open(store, &me, fence.clone(), scope, cfg.lease_ttl).await {
+                let end = match store.open_work(&me, fence.clone(), scope, cfg.lease_ttl).await {
                     Ok(queue) => LeaseSession::new(store, cfg, queue, &mut engine, &mut summary).run(&shutdown).await,
                     Err(e) => Err(e),
                 };

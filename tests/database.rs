@@ -6,7 +6,7 @@
 
 use cinecut::db::{Db, Durability};
 
-use crate::util::{Env, assert_exit, stderr};
+use crate::util::{Env, FakeServer, assert_exit, stderr};
 
 #[tokio::test]
 async fn every_migration_applies_to_a_fresh_file() {
@@ -103,7 +103,7 @@ fn a_missing_folder_is_a_clear_error() {
     let o = std::process::Command::new(crate::util::BIN)
         .arg("--db")
         .arg(env.path().join("no/such/folder/x.db"))
-        .arg("status")
+        .args(["enqueue", "frames"])
         .output()
         .unwrap();
     assert_exit(&o, 1);
@@ -145,7 +145,7 @@ fn a_file_that_is_not_sqlite_is_a_clear_error_and_stays_unchanged() {
 #[tokio::test]
 async fn a_schema_newer_than_the_binary_is_a_clear_error() {
     let env = Env::new();
-    assert_exit(&env.run(["status"]), 0);
+    env.make_db();
     {
         let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
         let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
@@ -177,6 +177,36 @@ fn a_bad_flag_is_a_usage_error_with_exit_code_2() {
     let o = env.run(["enqueue", "--max-attempts", "0", "x"]);
     assert_exit(&o, 2);
     assert!(!env.db().exists(), "a usage error touches no database");
+}
+
+/// A command that only reads, pointed at a file that does not exist (a
+/// mistyped --db), fails naming the file and makes none: an empty database
+/// would answer as an empty queue. A worker may start before the first
+/// enqueue, so it makes the database.
+#[test]
+fn a_read_command_on_a_missing_database_is_an_error_and_makes_no_file() {
+    let env = Env::new();
+    let commands: [&[&str]; 8] = [
+        &["status"],
+        &["results"],
+        &["search", "car"],
+        &["passes"],
+        &["report"],
+        &["gpu"],
+        &["retry", "--failed"],
+        &["cancel", "--film", "x"],
+    ];
+    for args in commands {
+        let o = env.run(args);
+        assert_exit(&o, 1);
+        let expected = format!("no database at {}", env.db().display());
+        assert!(stderr(&o).contains(&expected), "{args:?}: {}", stderr(&o));
+        assert!(!env.db().exists(), "{args:?} made a database");
+    }
+    let fake = FakeServer::start(&env, &[]);
+    let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
+    assert_exit(&o, 0);
+    assert!(env.db().exists(), "a worker makes the database it waits on");
 }
 
 /// A PostgreSQL URL given to --db (or CINECUT_DB) selects PostgreSQL, never

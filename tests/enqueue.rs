@@ -405,7 +405,7 @@ on_both!(async two_producers_at_once_neither_fail_nor_duplicate);
 async fn two_producers_at_once_neither_fail_nor_duplicate(env: &Env) {
     let dir = env.frames("race", 3000);
     // Create the schema first so both processes race on the data, not on migration.
-    assert_exit(&env.run(["status"]), 0);
+    env.make_db();
     let spawn = |extra: &str| {
         let mut c = env.cmd(["enqueue", "--json", "--chunk-size", "50", "--film", "race"]);
         c.arg(&dir);

@@ -378,6 +378,53 @@ fn a_worker_never_claims_a_job_of_another_pass(env: &Env) {
     );
 }
 
+on_both!(a_worker_without_a_pass_serves_the_pass_bound_to_its_model);
+
+/// A worker given no --pass picks its pass by one rule on both backends:
+/// the pass bound to its model and profile, else the one pass not settled
+/// yet, else a new pass named after its model and profile. Regression: on
+/// PostgreSQL it always served a pass `default`.
+fn a_worker_without_a_pass_serves_the_pass_bound_to_its_model(env: &Env) {
+    let server_a = FakeServer::start(env, &["--model-id", "model-a"]);
+    let server_b = FakeServer::start(env, &["--model-id", "model-b"]);
+    let work = |server: &FakeServer, log: &str| {
+        let o = env
+            .worker(&server.url(), log, &["--until-empty"])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        env.log(log)
+    };
+    let done_in = |pass: &str| {
+        env.count_now(&format!(
+            "SELECT count(*) FROM jobs j JOIN passes p ON p.id = j.pass_id \
+             WHERE j.state = 'done' AND p.name = '{pass}'"
+        ))
+    };
+    // The only pass, not settled: model-a binds it.
+    env.enqueue_images("first", 3, &["--pass", "alpha"]);
+    let log = work(&server_a, "a1.log");
+    assert!(log.contains("serving pass pass=alpha"), "{log}");
+    assert_eq!(done_in("alpha"), 3);
+    // alpha is model-a's: model-a serves it again, not the new beta.
+    env.enqueue_images("second", 2, &["--pass", "alpha", "--pass", "beta"]);
+    let log = work(&server_a, "a2.log");
+    assert!(log.contains("serving pass pass=alpha"), "{log}");
+    assert_eq!((done_in("alpha"), done_in("beta")), (5, 0));
+    // model-b: alpha is settled on another model, beta is the one not settled.
+    let log = work(&server_b, "b1.log");
+    assert!(log.contains("serving pass pass=beta"), "{log}");
+    assert_eq!(done_in("beta"), 2);
+    // Both settled on other models than model-c's: a pass of its own.
+    let server_c = FakeServer::start(env, &["--model-id", "model-c"]);
+    let log = work(&server_c, "c1.log");
+    assert!(log.contains("serving pass pass=model-c/"), "{log}");
+    assert_eq!(
+        env.strings_now("SELECT name FROM passes ORDER BY id"),
+        ["alpha", "beta", "model-c/default"]
+    );
+}
+
 on_both!(a_custom_profile_fails_answers_out_of_bounds_and_searches_its_tags);
 
 /// A custom profile's answers are checked field by field: an enum value not

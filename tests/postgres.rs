@@ -808,3 +808,52 @@ fn run_and_describe_on_postgres_and_again_add_nothing() {
     assert_eq!(html.matches("<dt>Shot type</dt>").count(), 6);
     assert!(!html.contains("<dt>Visual content</dt>"));
 }
+
+/// A lease taken over from a holder on another host never touches the
+/// llama-server it names: that pid is the other host's. The record names a
+/// live process here whose pid, start time and command line all match, so
+/// only the host check spares it (the same record from this host is
+/// reaped: `server::the_next_worker_kills_a_live_orphan_server…`).
+#[test]
+fn a_lease_taken_over_from_another_host_leaves_the_server_it_names_alone() {
+    let env = Env::new();
+    let pg = Pg::new();
+    enqueue(&pg, &env, "far", 2);
+    let bystander = crate::util::Bystander::start();
+    let pid = i64::from(bystander.id());
+    let mut cmdline = String::new();
+    wait_until("the bystander to exec", Duration::from_secs(10), || {
+        cmdline = cinecut::process::cmdline(pid).unwrap_or_default();
+        cmdline.starts_with("sleep")
+    });
+    let started = cinecut::process::start_ticks(pid).unwrap();
+    pg.execute(&format!(
+        "INSERT INTO gpu_leases (gpu, holder, host, holder_pid, purpose, epoch, heartbeat_at, expires_at,
+                                 server_pid, server_started_at, server_cmdline)
+         VALUES ('far-gpu', 'worker-far', 'another-host/boot', {pid}, 'worker', 3,
+                 now() - interval '1 hour', now() - interval '1 minute', {pid}, {started}, '{cmdline}')"
+    ));
+    let fake = FakeServer::start(&env, &[]);
+    let mut w = pg.worker(&env, &fake, "this-host", "far-gpu", &[]);
+    assert!(wait_for(&mut w, Duration::from_secs(60)).success());
+    let log = env.log("far-gpu.log");
+    assert!(
+        log.contains("took over the GPU lease of worker-far"),
+        "{log}"
+    );
+    assert!(!log.contains("orphaned llama-server"), "{log}");
+    let mut bystander = bystander;
+    assert!(
+        bystander.0.try_wait().unwrap().is_none(),
+        "the bystander lives"
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM jobs WHERE state = 'done'"),
+        2
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM gpu_leases WHERE server_pid IS NOT NULL"),
+        0,
+        "the new holder's lease names no server of the old one"
+    );
+}

@@ -54,12 +54,11 @@ fn the_worker_stops_once_the_crash_budget_is_spent(env: &Env) {
     );
 }
 
-/// "--idle-unload 5m (stop the server when idle, start it again when work comes)"
-/// SQLite only: it watches the server record of the lease row
-/// (`server_pid`), which PostgreSQL's lease row does not keep yet.
-#[test]
-fn an_idle_server_is_stopped_and_started_again_when_work_comes() {
-    let env = &Env::new();
+on_both!(an_idle_server_is_stopped_and_started_again_when_work_comes);
+
+/// "--idle-unload 5m (stop the server when idle, start it again when work comes)";
+/// once stopped, the lease row names no server.
+fn an_idle_server_is_stopped_and_started_again_when_work_comes(env: &Env) {
     env.enqueue_images("first", 2, &[]);
     let mut w = supervised(env, "w.log", &["--idle-unload", "300ms"])
         .spawn()
@@ -335,7 +334,7 @@ on_both!(an_idle_worker_is_woken_by_another_process_commit);
 /// "it notices other processes' commits through PRAGMA data_version"
 /// (on PostgreSQL, through LISTEN/NOTIFY)
 fn an_idle_worker_is_woken_by_another_process_commit(env: &Env) {
-    env.run(["status"]);
+    env.make_db();
     let fake = FakeServer::start(env, &[]);
     // A long lease: no heartbeat (a commit of the worker's own) meanwhile.
     let mut w = env.worker(&fake.url(), "w.log", &["--lease-ttl", "600s"]);

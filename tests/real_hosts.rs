@@ -488,7 +488,7 @@ async fn a_worker_outlives_another_connection_holding_the_write_lock() {
 #[test]
 fn enqueue_waits_for_the_write_lock_and_gives_up_after_lock_wait() {
     let env = Env::new();
-    env.run(["status"]);
+    env.make_db();
     let dir = env.images("a", 5);
     let shell = WriteLock::hold(&env, 1.5);
     let o = env
@@ -542,6 +542,7 @@ fn enqueue_waits_for_the_write_lock_and_gives_up_after_lock_wait() {
 #[test]
 fn processes_opening_a_new_database_at_once_all_succeed() {
     let env = Env::new();
+    let frames = env.images("one", 1);
     for round in 0..50 {
         let db = env.path().join(format!("fresh-{round}.db"));
         let children: Vec<_> = (0..8)
@@ -549,7 +550,8 @@ fn processes_opening_a_new_database_at_once_all_succeed() {
                 Command::new(crate::util::BIN)
                     .arg("--db")
                     .arg(&db)
-                    .arg("status")
+                    .arg("enqueue")
+                    .arg(&frames)
                     .env_remove("CINECUT_DB")
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -657,7 +659,8 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
             .output()
             .unwrap()
     };
-    assert_exit(&run(&["status"]), 0);
+    // The database made first (a command that writes makes it).
+    assert_exit(&run(&["gpu-lock", "--", "true"]), 0);
     disk.fill(400 * 1024);
     let o = run(&["enqueue", frames.to_str().unwrap(), "--chunk-size", "500"]);
     assert_exit(&o, 1);
@@ -822,7 +825,7 @@ fn status_answers_while_another_connection_holds_the_write_lock() {
 #[test]
 fn lock_wait_shorter_than_busy_timeout_is_honoured() {
     let env = Env::new();
-    env.run(["status"]);
+    env.make_db();
     let dir = env.images("c", 2);
     let mut shell = WriteLock::hold(&env, 60.0);
     let o = env

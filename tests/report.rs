@@ -260,13 +260,17 @@ on_both!(reports_go_where_asked_and_bad_requests_say_why);
 /// to xdg-open; the strip field shows in the legend; unknown films and
 /// empty databases are clear errors.
 fn reports_go_where_asked_and_bad_requests_say_why(env: &Env) {
+    // A database with nothing in it (SQLite: made by a worker, as a report
+    // on a file that does not exist is an error of its own).
+    let fake = FakeServer::start(env, &[]);
+    let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
+    assert_exit(&o, 0);
     let o = env.run(["report"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("no films yet"), "{}", stderr(&o));
 
     env.enqueue_images("first", 3, &[]);
     env.enqueue_images("second", 2, &[]);
-    let fake = FakeServer::start(env, &[]);
     assert_exit(
         &env.run(["worker", "--server-url", &fake.url(), "--until-empty"]),
         0,

@@ -2,11 +2,13 @@
 //! generated model for the end-to-end path, crashes and orphans; the fake
 //! server for faults the real one cannot show on demand.
 //!
-//! SQLite only: what is tested here is the supervision of a server process
-//! (start, health, restart, orphans, keys), which is the same code whatever
-//! the database; the store side of a supervised worker runs on both
-//! backends in `parity.rs` and `promises.rs`, and each of these tests
-//! starts a real server or several, which cost minutes twice over.
+//! SQLite only, but for the orphan test: what is tested here is the
+//! supervision of a server process (start, health, restart, keys), which
+//! is the same code whatever the database; the store side of a supervised
+//! worker runs on both backends in `parity.rs` and `promises.rs`, and each
+//! of these tests starts a real server or several, which cost minutes
+//! twice over. The orphan's record is the lease row's, so reaping it runs
+//! on both.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Env, FAKE, assert_exit, llama_server, pids_with, signal, stderr, tiny_model, wait_for,
-    wait_until,
+    Backend, Env, FAKE, assert_exit, llama_server, on_both, pids_with, signal, stderr, tiny_model,
+    wait_for, wait_until,
 };
 
 /// `cinecut worker --model … --mmproj …` on the real server; `alias` tags
@@ -669,34 +671,46 @@ async fn gpu_lock_stops_the_supervised_server_and_the_worker_resumes() {
     assert!(server_pids(&alias).is_empty(), "no orphan after SIGTERM");
 }
 
-/// A lease row naming a dead worker on this host and its llama-server.
+/// A lease row naming a dead worker on this host and its llama-server,
+/// unexpired (only the dead pid frees it); the host as each backend names
+/// it (PostgreSQL: hostname and boot id).
 fn record_dead_holder(env: &Env, server_pid: u32, cmdline: &str) {
     let mut gone = Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute(
-        "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
-                                 server_pid, server_started_at, server_cmdline)
-         VALUES ('gpu0', 'worker-dead', ?1, ?2, 'worker', 1, ?3, ?3 + 3600000, ?4, ?5, ?6)",
-        rusqlite::params![
-            dead_pid,
-            cinecut::process::hostname(),
-            cinecut::db::now_ms(),
-            server_pid,
-            cinecut::process::start_ticks(i64::from(server_pid)),
-            cmdline
-        ],
-    )
-    .unwrap();
+    let started =
+        cinecut::process::start_ticks(i64::from(server_pid)).expect("server's start time");
+    let cmdline = cmdline.replace('\'', "''");
+    let hostname = cinecut::process::hostname();
+    let sql = match env.backend() {
+        Backend::Sqlite => format!(
+            "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
+                                     server_pid, server_started_at, server_cmdline)
+             VALUES ('gpu0', 'worker-dead', {dead_pid}, '{hostname}', 'worker', 1, {now}, {now} + 3600000,
+                     {server_pid}, {started}, '{cmdline}')",
+            now = cinecut::db::now_ms()
+        ),
+        Backend::Postgres => {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+            format!(
+                "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
+                                         server_pid, server_started_at, server_cmdline)
+                 VALUES ('gpu0', 'worker-dead', {dead_pid}, '{hostname}/{}', 'worker', 1, now(),
+                         now() + interval '1 hour', {server_pid}, {started}, '{cmdline}')",
+                boot.trim()
+            )
+        }
+    };
+    env.execute_now(&sql);
 }
+
+on_both!(async the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid);
 
 /// The next worker kills a live orphan llama-server recorded in the lease
 /// row of a dead worker (its parent-death signal defeated: the test started
-/// it), and leaves alone a pid that now runs something else.
-#[tokio::test]
-async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
-    let env = Env::new();
+/// it), and leaves alone a pid that now runs something else. On both
+/// backends: the record is the lease row's.
+async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid(env: &Env) {
     env.enqueue_images("orphans", 3, &[]);
     let (model, mmproj, _) = tiny_model();
     let alias = unique("orphan-live");
@@ -725,8 +739,8 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
         cmdline = cinecut::process::cmdline(i64::from(orphan.id())).unwrap_or_default();
         cmdline.contains(&alias)
     });
-    record_dead_holder(&env, orphan.id(), &cmdline);
-    let fake = crate::util::FakeServer::start(&env, &[]);
+    record_dead_holder(env, orphan.id(), &cmdline);
+    let fake = crate::util::FakeServer::start(env, &[]);
     let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
     assert_exit(&o, 0);
     assert!(
@@ -742,10 +756,8 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid() {
     // The recorded pid now belongs to another program: it lives.
     env.enqueue_images("more", 2, &[]);
     let mut bystander = crate::util::Bystander::start();
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute("DELETE FROM gpu_leases", []).unwrap();
-    drop(conn);
-    record_dead_holder(&env, bystander.id(), &cmdline);
+    env.execute_now("DELETE FROM gpu_leases");
+    record_dead_holder(env, bystander.id(), &cmdline);
     let o = env.run(["worker", "--server-url", &fake.url(), "--until-empty"]);
     assert_exit(&o, 0);
     assert!(

@@ -97,6 +97,7 @@ async fn status_counts_states_and_failure_reasons_per_film(env: &Env) {
 on_both!(an_unknown_film_is_a_clear_error);
 
 fn an_unknown_film_is_a_clear_error(env: &Env) {
+    env.enqueue_images("known", 1, &[]);
     let o = env.run(["cancel", "--film", "nope"]);
     assert_exit(&o, 1);
     assert!(crate::util::stderr(&o).contains("no film titled \"nope\""));

@@ -426,20 +426,18 @@ fn sigterm_finishes_in_flight_frames_releases_the_lease_and_exits_0(env: &Env) {
     );
 }
 
+on_both!(a_worker_reads_frames_through_its_path_map);
+
 /// Frames on shared storage mounted elsewhere on the worker's host: with
 /// `--path-map FROM=TO` the worker reads them under TO, and the database
-/// keeps the paths it was given; without it they fail as missing. A bad
-/// mapping is refused before anything runs. (SQLite only: it reads the
-/// paths with SQLite's own tools; the mapping is the worker's, the same on
-/// both.)
-#[test]
-fn a_worker_reads_frames_through_its_path_map() {
-    let env = Env::new();
+/// keeps the paths it was given. A bad mapping is refused before anything
+/// runs.
+fn a_worker_reads_frames_through_its_path_map(env: &Env) {
     let enqueued = env.enqueue_images("enqueued-here", 4, &[]);
     let from = std::fs::canonicalize(&enqueued).unwrap();
     let mounted = env.path().join("mounted-there");
     std::fs::rename(&from, &mounted).unwrap();
-    let fake = FakeServer::start(&env, &[]);
+    let fake = FakeServer::start(env, &[]);
     let map = format!("{}={}", from.display(), mounted.display());
     let o = env
         .worker(
@@ -454,15 +452,10 @@ fn a_worker_reads_frames_through_its_path_map() {
         env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'"),
         4
     );
-    let prefix = format!("{}/%", from.display());
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let kept: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM frames WHERE path LIKE ?1",
-            [&prefix],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let kept = env.count_now(&format!(
+        "SELECT count(*) FROM frames WHERE path LIKE '{}/%'",
+        from.display()
+    ));
     assert_eq!(kept, 4, "the database keeps the paths it was given");
 
     let o = env.run([

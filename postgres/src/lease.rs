@@ -5,7 +5,9 @@
 //! database's clock, or when its holder is a dead process on this very host
 //! (a pid is checked only on the host it came from). Every new holder
 //! raises the row's epoch and puts the previous holder's running jobs of
-//! that GPU back in the queue, in the same transaction.
+//! that GPU back in the queue, in the same transaction. The row also
+//! names the holder's llama-server, so that a new holder on the same host
+//! can reap one its dead holder left running.
 
 use std::time::Duration;
 
@@ -25,10 +27,9 @@ pub struct Holder {
 
 /// What [`acquire`] got: ours under an epoch (with the previous holder's
 /// jobs recovered), held by a live holder as far as this host can tell, or
-/// free but promised to a waiting gpu-lock command. The PostgreSQL lease
-/// records no llama-server (a worker's server dies with it), so
-/// `orphan_server` is always `None` here.
-pub use cinecut_types::Acquire;
+/// free but promised to a waiting gpu-lock command; `orphan_server` is the
+/// previous holder's llama-server when it ran on this host.
+pub use cinecut_types::{Acquire, OrphanServer};
 
 /// A lease's time to live as the interval PostgreSQL adds to its clock.
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -46,7 +47,8 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     .await?;
     let row = sqlx::query!(
         r#"SELECT holder, host, holder_pid, purpose, epoch,
-                  coalesce(expires_at <= clock_timestamp(), true) AS "expired!"
+                  coalesce(expires_at <= clock_timestamp(), true) AS "expired!",
+                  server_pid, server_started_at, server_cmdline
            FROM gpu_leases WHERE gpu = $1 FOR UPDATE"#,
         gpu
     )
@@ -86,7 +88,8 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     sqlx::query!(
         r#"UPDATE gpu_leases SET holder = $2, host = $3, holder_pid = $4, purpose = $5, epoch = $6,
                   heartbeat_at = clock_timestamp(),
-                  expires_at = clock_timestamp() + make_interval(secs => $7::bigint / 1000.0)
+                  expires_at = clock_timestamp() + make_interval(secs => $7::bigint / 1000.0),
+                  server_pid = NULL, server_started_at = NULL, server_cmdline = NULL
            WHERE gpu = $1"#,
         gpu,
         me.id,
@@ -101,11 +104,22 @@ pub async fn acquire(q: &PgQueue, gpu: &str, me: &Holder, ttl: Duration) -> Resu
     let recovered = requeue_jobs_of_gpu(&mut tx, gpu, epoch).await?;
     tx.commit().await?;
     let took_over_from = row.holder.filter(|h| *h != me.id);
+    // Only a process on this host can be checked and reaped.
+    let orphan_server = match (&took_over_from, row.server_pid) {
+        (Some(_), Some(pid)) if row.host.as_deref() == Some(me.host.0.as_str()) => {
+            Some(OrphanServer {
+                pid,
+                started_at: row.server_started_at,
+                cmdline: row.server_cmdline,
+            })
+        }
+        _ => None,
+    };
     Ok(Acquire::Acquired {
         epoch,
         recovered,
         took_over_from,
-        orphan_server: None,
+        orphan_server,
     })
 }
 
@@ -198,7 +212,8 @@ pub async fn renew(
 pub async fn release(q: &PgQueue, gpu: &str, me: &Holder, epoch: i64) -> Result<()> {
     sqlx::query!(
         r#"UPDATE gpu_leases SET holder = NULL, host = NULL, holder_pid = NULL, purpose = NULL,
-                  expires_at = NULL
+                  expires_at = NULL,
+                  server_pid = NULL, server_started_at = NULL, server_cmdline = NULL
            WHERE gpu = $1 AND holder = $2 AND epoch = $3"#,
         gpu,
         me.id,
@@ -207,6 +222,35 @@ pub async fn release(q: &PgQueue, gpu: &str, me: &Holder, epoch: i64) -> Result<
     .execute(q.pool())
     .await?;
     Ok(())
+}
+
+/// Records (or, with `None`, clears) the holder's llama-server in its
+/// lease row; `false` when the lease is no longer ours under `epoch`.
+pub async fn set_server(
+    q: &PgQueue,
+    gpu: &str,
+    holder: &str,
+    epoch: i64,
+    server: Option<&OrphanServer>,
+) -> Result<bool> {
+    let (pid, started, cmdline) = match server {
+        Some(s) => (Some(s.pid), s.started_at, s.cmdline.as_deref()),
+        None => (None, None, None),
+    };
+    let n = sqlx::query!(
+        r#"UPDATE gpu_leases SET server_pid = $4, server_started_at = $5, server_cmdline = $6
+           WHERE gpu = $1 AND holder = $2 AND epoch = $3"#,
+        gpu,
+        holder,
+        epoch,
+        pid,
+        started,
+        cmdline
+    )
+    .execute(q.pool())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// A gpu-lock command's wait for GPU `gpu` (refreshed while it waits):

@@ -131,3 +131,37 @@ pub async fn fields(
     .map(|r| (r.id, r.name.zip(r.kind)))
     .collect())
 }
+
+pub use cinecut_types::{Pass, PassCandidate};
+
+/// Every pass, oldest first, as a worker given no pass name chooses among
+/// them.
+pub async fn candidates(q: &PgQueue) -> Result<Vec<PassCandidate>> {
+    Ok(sqlx::query_as!(
+        PassCandidate,
+        r#"SELECT p.id, p.name, p.model, p.profile_name, p.profile_hash,
+                  p.model IS NOT NULL
+                  AND (EXISTS (SELECT 1 FROM descriptions d WHERE d.pass_id = p.id)
+                       OR EXISTS (SELECT 1 FROM jobs j WHERE j.state = 'running' AND j.pass_id = p.id))
+                  AS "settled!"
+           FROM passes p ORDER BY p.id"#
+    )
+    .fetch_all(q.pool())
+    .await?)
+}
+
+/// Every pass, oldest first, after making a pass `default` if there is
+/// none (for a worker given no pass, which serves the only one).
+pub async fn all_or_default(q: &PgQueue) -> Result<Vec<Pass>> {
+    sqlx::query!(
+        "INSERT INTO passes (name) SELECT 'default' WHERE NOT EXISTS (SELECT 1 FROM passes)
+         ON CONFLICT (name) DO NOTHING"
+    )
+    .execute(q.pool())
+    .await?;
+    Ok(
+        sqlx::query_as!(Pass, "SELECT id, name, binding FROM passes ORDER BY id")
+            .fetch_all(q.pool())
+            .await?,
+    )
+}

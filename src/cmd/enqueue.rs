@@ -103,15 +103,14 @@ pub fn shot_flags_need_scene_mode(args: &EnqueueArgs) {
 /// file (`<db>-frames`); `cinecut-frames` in the current folder for a
 /// PostgreSQL database, which has no file to stand beside.
 fn frames_dir_of(db: &Store, args: &EnqueueArgs) -> std::path::PathBuf {
-    args.frames_dir.clone().unwrap_or_else(|| match db {
-        Store::Sqlite(db) => {
-            let stem = db
-                .path()
+    args.frames_dir.clone().unwrap_or_else(|| match db.file() {
+        Some(file) => {
+            let stem = file
                 .file_stem()
                 .map_or_else(|| "cinecut".into(), |s| s.to_string_lossy().into_owned());
-            db.path().with_file_name(format!("{stem}-frames"))
+            file.with_file_name(format!("{stem}-frames"))
         }
-        Store::Postgres(_) => std::path::PathBuf::from("cinecut-frames"),
+        None => std::path::PathBuf::from("cinecut-frames"),
     })
 }
 

@@ -58,6 +58,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Location::Sqlite(path) => path.clone(),
         Location::Postgres(url) => return on_postgres(cli.command, url, shutdown).await,
     };
+    // A mistyped --db must not become an empty database that reads as an
+    // empty queue. Workers, gpu-lock and describe may come before the
+    // first enqueue: they make it.
+    if reads_only(&cli.command) && !path.exists() {
+        return Err(Error::NoDatabase(path).into());
+    }
     let explain = |e: anyhow::Error| explain_database_error(e, &path, cli.lock_wait);
     let db = tokio::select! {
         biased;
@@ -66,10 +72,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             .with_context(|| format!("opening database {}", path.display()))
             .map_err(explain)?,
     };
-    let store = db::Store::Sqlite(db);
+    let store = db::Store::from(db);
     let result = on_store(&store, cli.command, shutdown).await;
     store.close().await;
     result.map_err(explain)
+}
+
+/// The commands that read (or change) what an enqueue made, and make
+/// nothing of their own.
+fn reads_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Status(_)
+            | Command::Results(_)
+            | Command::Search(_)
+            | Command::Passes(_)
+            | Command::Report(_)
+            | Command::Gpu(_)
+            | Command::Retry(_)
+            | Command::Cancel(_)
+    )
 }
 
 /// Every command on PostgreSQL (`--db postgres://…`).

@@ -84,16 +84,16 @@ pub async fn describe_until_done(
             );
         }
     }
-    match db {
-        Store::Sqlite(db) => {
-            println!("results: {}", db.path().display());
+    match db.file() {
+        Some(file) => {
+            println!("results: {}", file.display());
             println!(
                 "  sqlite3 {:?} \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\"",
-                db.path().display().to_string()
+                file.display().to_string()
             );
         }
-        Store::Postgres(pg) => {
-            println!("results: cinecut --db {} results", pg.shown());
+        None => {
+            println!("results: cinecut --db {} results", db.shown());
             println!(
                 "  psql … -c \"SELECT film, pts_ms, mood, visual_content FROM frame_descriptions ORDER BY film, frame_index LIMIT 20\""
             );

@@ -15,16 +15,19 @@
 //! only taking the write lock can be busy, so a retried transaction has
 //! written nothing yet.
 
+pub mod contract;
 pub mod files;
-pub mod films;
 pub mod jobs;
 pub mod lease;
 pub mod load;
 pub mod passes;
 pub mod pg;
+mod pg_store;
+mod pg_work;
 pub mod queue;
 pub mod report;
 pub mod results;
+mod sqlite;
 pub mod status;
 pub mod work;
 
@@ -221,158 +224,28 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// The database a worker runs on: either backend, behind the calls the
-/// worker loop and the engine make ([`work::WorkQueue`] for the rest).
-#[derive(Debug, Clone)]
-pub enum Store {
-    Sqlite(Db),
-    Postgres(pg::PgDb),
+pub use contract::{Backend, Store, Work, WorkQueue};
+
+/// The producer's writer on one backend or the other. The producer is
+/// generic over [`load::FrameLoader`] (its rows are made on a blocking thread
+/// in the backend's own shape), so it takes the loader out of this enum
+/// once per enqueue, and nothing else does.
+pub enum Loader {
+    Sqlite(queue::BulkLoader),
+    Postgres(pg::PgLoader),
 }
 
 impl Store {
     /// Connects to the PostgreSQL database at `url` and brings its schema
     /// up to date (see [`pg::PgDb::connect`]).
     pub async fn connect_postgres(url: &str) -> Result<Store> {
-        Ok(Store::Postgres(pg::PgDb::connect(url).await?))
+        Ok(Store::new(pg::PgDb::connect(url).await?))
     }
+}
 
-    /// Closes the connections (SQLite: after `PRAGMA optimize`, see
-    /// [`Db::close`]).
-    pub async fn close(self) {
-        match self {
-            Store::Sqlite(db) => db.close().await,
-            Store::Postgres(db) => db.close().await,
-        }
-    }
-
-    /// The SQLite database, when this is one (the file-hash cache, dialogue
-    /// and llama-server records live there only).
-    pub fn sqlite(&self) -> Option<&Db> {
-        match self {
-            Store::Sqlite(db) => Some(db),
-            Store::Postgres(_) => None,
-        }
-    }
-
-    pub async fn register_worker(&self, me: &lease::Holder, gpu: &str) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => {
-                jobs::register_worker(db.pool(), &me.id, me.pid, &me.host, gpu, now_ms()).await
-            }
-            Store::Postgres(db) => db.register_worker(me, gpu).await,
-        }
-    }
-
-    pub async fn set_worker_state(&self, id: &str, state: jobs::WorkerState) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => jobs::set_worker_state(db.pool(), id, state, now_ms()).await,
-            Store::Postgres(db) => db.set_worker_state(id, state).await,
-        }
-    }
-
-    pub async fn has_open_work(&self, scope: jobs::Scope) -> Result<bool> {
-        match self {
-            Store::Sqlite(db) => jobs::has_open_work(db.pool(), scope).await,
-            Store::Postgres(db) => db.has_open_work(scope).await,
-        }
-    }
-
-    /// Takes the GPU lease if it is free (see [`lease::acquire`]; on
-    /// PostgreSQL, by the database's clock).
-    pub async fn acquire_lease(
-        &self,
-        gpu: &str,
-        me: &lease::Holder,
-        ttl: std::time::Duration,
-    ) -> Result<lease::Acquire> {
-        match self {
-            Store::Sqlite(db) => {
-                lease::acquire(db.pool(), gpu, me, ttl.as_millis() as i64, now_ms()).await
-            }
-            Store::Postgres(db) => db.acquire(gpu, me, ttl).await,
-        }
-    }
-
-    pub async fn release_lease(&self, gpu: &str, me: &lease::Holder, epoch: i64) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => lease::release(db.pool(), gpu, &me.id, epoch, now_ms())
-                .await
-                .map(|_| ()),
-            Store::Postgres(db) => db.release(gpu, me, epoch).await,
-        }
-    }
-
-    /// Extends a lease that runs no jobs (`gpu-lock`'s); `false` when it is
-    /// no longer ours.
-    pub async fn renew_lease(
-        &self,
-        gpu: &str,
-        me: &lease::Holder,
-        epoch: i64,
-        ttl: std::time::Duration,
-    ) -> Result<bool> {
-        match self {
-            Store::Sqlite(db) => {
-                let ttl = ttl.as_millis() as i64;
-                Ok(lease::renew(db.pool(), gpu, &me.id, epoch, ttl, now_ms())
-                    .await?
-                    .held)
-            }
-            Store::Postgres(db) => db.renew(gpu, me, epoch, ttl).await,
-        }
-    }
-
-    /// Says (again) that `me`, a gpu-lock command, waits for GPU `gpu`:
-    /// workers there claim nothing more and give the lease up.
-    pub async fn wait_for_gpu(&self, gpu: &str, me: &lease::Holder) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => lease::wait_for(db.pool(), gpu, me, now_ms()).await,
-            Store::Postgres(db) => db.wait_for_gpu(gpu, me).await,
-        }
-    }
-
-    pub async fn stop_waiting(&self, gpu: &str, me: &lease::Holder) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => lease::stop_waiting(db.pool(), me).await,
-            Store::Postgres(db) => db.stop_waiting(gpu, me).await,
-        }
-    }
-
-    /// The GPU leases that have a holder (for `gpu`).
-    pub async fn lease_holders(&self) -> Result<Vec<status::LeaseHolder>> {
-        match self {
-            Store::Sqlite(db) => status::lease_holders(db.pool()).await,
-            Store::Postgres(db) => db.lease_holders().await,
-        }
-    }
-
-    /// Notes the lease holder's llama-server (or none) in its lease row, so
-    /// a later holder on this host can reap it; `false` when the lease is no
-    /// longer ours. The PostgreSQL lease keeps no server: a worker's server
-    /// dies with it (parent-death signal).
-    pub async fn set_server(
-        &self,
-        fence: &jobs::Fence,
-        server: Option<&lease::OrphanServer>,
-    ) -> Result<bool> {
-        match self {
-            Store::Sqlite(db) => {
-                lease::set_server(db.pool(), &fence.gpu, &fence.owner, fence.epoch, server).await
-            }
-            Store::Postgres(_) => Ok(true),
-        }
-    }
-
-    /// Counts a llama-server start or crash in the worker's row (SQLite's
-    /// `status` shows them).
-    pub async fn count_server_event(&self, worker: &str, event: jobs::ServerEvent) -> Result<()> {
-        match self {
-            Store::Sqlite(db) => jobs::count_server_event(db.pool(), worker, event).await,
-            Store::Postgres(db) => {
-                db.count_server_event(worker, event == jobs::ServerEvent::Crashed)
-                    .await
-            }
-        }
+impl From<Db> for Store {
+    fn from(db: Db) -> Store {
+        Store::new(db)
     }
 }
 
@@ -452,7 +325,7 @@ impl Db {
     /// on every connection's close (sqlx's `optimize_on_close`), it made a
     /// read-only `status` wait out busy_timeout once per connection while a
     /// sqlite3 shell held a transaction open.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         if let Ok(mut conn) = self.pool.acquire().await {
             // Fixed pragmas that the query macros cannot type (optimize
             // answers a column of no type); nothing is bound.

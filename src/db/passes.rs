@@ -16,7 +16,7 @@ use super::{begin_immediate, now_ms};
 use crate::error::{Error, Result};
 use crate::profile::Profile;
 
-pub use cinecut_types::{Pass, PassSummary};
+pub use cinecut_types::{Pass, PassCandidate, PassSummary};
 
 /// What a worker describes with: its model name and prompt profile.
 #[derive(Debug, Clone, Copy)]
@@ -32,21 +32,10 @@ impl PassIdentity<'_> {
     }
 }
 
-struct PassRow {
-    id: i64,
-    name: String,
-    model: Option<String>,
-    profile_name: Option<String>,
-    profile_hash: Option<String>,
-    /// Has a description or a running job: its binding holds.
-    settled: bool,
-}
-
 /// The pass a worker of `identity` serves, and whether it was made now:
 /// `name` if given (created, or bound if not settled, or refused if settled
-/// on another model or profile); otherwise the one pass bound to this
-/// identity, else the one pass not settled, else a new pass named
-/// `model/profile`.
+/// on another model or profile); otherwise the one [`choose`] picks, else
+/// a new pass named `model/profile`.
 pub async fn serve(
     pool: &SqlitePool,
     name: Option<&str>,
@@ -56,7 +45,7 @@ pub async fn serve(
     let suffix = identity.profile.pass_suffix();
     let mut tx = begin_immediate(pool).await?;
     let rows = sqlx::query_as!(
-        PassRow,
+        PassCandidate,
         r#"SELECT p.id AS "id!", p.name, p.model, p.profile_name, p.profile_hash,
                   p.model IS NOT NULL
                   AND (EXISTS (SELECT 1 FROM descriptions d WHERE d.pass_id = p.id)
@@ -66,41 +55,9 @@ pub async fn serve(
     )
     .fetch_all(&mut *tx)
     .await?;
-    let matches = |r: &PassRow| {
-        r.model.as_deref() == Some(identity.model)
-            && match &r.profile_hash {
-                Some(h) => *h == hash,
-                None => r.profile_name.as_deref() == Some(suffix.as_str()),
-            }
-    };
-    let chosen: Option<&PassRow> = match name {
+    let chosen = match name {
         Some(name) => rows.iter().find(|r| r.name == name),
-        None => {
-            let bound: Vec<&PassRow> = rows.iter().filter(|r| matches(r)).collect();
-            let unbound: Vec<&PassRow> =
-                rows.iter().filter(|r| !r.settled && !matches(r)).collect();
-            let names = |v: &[&PassRow]| {
-                v.iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            match (bound.as_slice(), unbound.as_slice()) {
-                ([one], _) => Some(*one),
-                ([_, _, ..], _) => {
-                    return Err(Error::AmbiguousPass {
-                        names: names(&bound),
-                    });
-                }
-                ([], [one]) => Some(*one),
-                ([], [_, _, ..]) => {
-                    return Err(Error::AmbiguousPass {
-                        names: names(&unbound),
-                    });
-                }
-                ([], []) => rows.iter().find(|r| r.name == identity.derived_name()),
-            }
-        }
+        None => choose(&rows, identity)?,
     };
     let name = name.map_or_else(|| identity.derived_name(), str::to_string);
     let profile = identity.profile.to_json();
@@ -154,9 +111,48 @@ pub async fn serve(
     Ok((pass, made))
 }
 
+/// The pass a worker of `identity` given no pass name serves, on either
+/// backend: the one pass bound to this identity (its model and profile),
+/// else the one pass not settled on another, else the pass named after the
+/// identity (`model/profile`) if there is one; `None`: that pass is to be
+/// made. Two bound passes, or two unsettled ones, are an error naming them.
+pub fn choose<'a>(
+    rows: &'a [PassCandidate],
+    identity: PassIdentity<'_>,
+) -> Result<Option<&'a PassCandidate>> {
+    let hash = identity.profile.hash();
+    let suffix = identity.profile.pass_suffix();
+    let matches = |r: &PassCandidate| {
+        r.model.as_deref() == Some(identity.model)
+            && match &r.profile_hash {
+                Some(h) => *h == hash,
+                None => r.profile_name.as_deref() == Some(suffix.as_str()),
+            }
+    };
+    let bound: Vec<&PassCandidate> = rows.iter().filter(|r| matches(r)).collect();
+    let unbound: Vec<&PassCandidate> = rows.iter().filter(|r| !r.settled && !matches(r)).collect();
+    let names = |v: &[&PassCandidate]| {
+        v.iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (bound.as_slice(), unbound.as_slice()) {
+        ([one], _) => Ok(Some(*one)),
+        ([_, _, ..], _) => Err(Error::AmbiguousPass {
+            names: names(&bound),
+        }),
+        ([], [one]) => Ok(Some(*one)),
+        ([], [_, _, ..]) => Err(Error::AmbiguousPass {
+            names: names(&unbound),
+        }),
+        ([], []) => Ok(rows.iter().find(|r| r.name == identity.derived_name())),
+    }
+}
+
 /// A settled pass serves only its own model and profile.
 fn refuse_another_identity(
-    row: &PassRow,
+    row: &PassCandidate,
     identity: PassIdentity<'_>,
     hash: &str,
     suffix: &str,
@@ -334,50 +330,6 @@ pub async fn enqueue_frames(
     .await?;
     tx.commit().await?;
     Ok(n)
-}
-
-/// Passes on either backend: what a worker serves, what `describe` queues,
-/// what `passes` lists.
-impl super::Store {
-    /// The pass a worker of `identity` serves (see [`serve`]), and whether
-    /// it was made now. With no name, SQLite serves its only pass or the
-    /// one named after the identity; PostgreSQL serves `default`, the pass
-    /// `enqueue` fills when none is named.
-    pub async fn serve_pass(
-        &self,
-        name: Option<&str>,
-        identity: PassIdentity<'_>,
-    ) -> Result<(Pass, bool)> {
-        match self {
-            super::Store::Sqlite(db) => serve(db.pool(), name, identity).await,
-            super::Store::Postgres(db) => db.serve_pass(name.unwrap_or("default"), identity).await,
-        }
-    }
-
-    /// Whether the database has any frame.
-    pub async fn has_frames(&self) -> Result<bool> {
-        match self {
-            super::Store::Sqlite(db) => has_frames(db.pool()).await,
-            super::Store::Postgres(db) => db.has_frames().await,
-        }
-    }
-
-    /// `describe`: every frame (of `films`, or all) a job in pass `pass`
-    /// unless it has one; how many were new.
-    pub async fn enqueue_frames(&self, pass: i64, films: &[i64], max_attempts: i64) -> Result<u64> {
-        match self {
-            super::Store::Sqlite(db) => enqueue_frames(db.pool(), pass, films, max_attempts).await,
-            super::Store::Postgres(db) => db.enqueue_frames(pass, films, max_attempts).await,
-        }
-    }
-
-    /// Every pass with its counts and means, oldest first.
-    pub async fn passes(&self) -> Result<Vec<PassSummary>> {
-        match self {
-            super::Store::Sqlite(db) => list(db.pool()).await,
-            super::Store::Postgres(db) => db.passes().await,
-        }
-    }
 }
 
 /// Every pass with its counts and means, oldest first.

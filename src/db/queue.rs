@@ -402,25 +402,6 @@ async fn insert_frames(
     })
 }
 
-/// `retry` and `cancel`, on either backend.
-impl super::Store {
-    /// See [`retry_failed`].
-    pub async fn retry_failed(&self, film: Option<i64>, pass: Option<i64>) -> Result<u64> {
-        match self {
-            super::Store::Sqlite(db) => retry_failed(db.pool(), film, pass).await,
-            super::Store::Postgres(db) => db.retry_failed(film, pass).await,
-        }
-    }
-
-    /// See [`cancel_queued`].
-    pub async fn cancel_queued(&self, film: i64, pass: Option<i64>) -> Result<u64> {
-        match self {
-            super::Store::Sqlite(db) => cancel_queued(db.pool(), film, pass).await,
-            super::Store::Postgres(db) => db.cancel_queued(film, pass).await,
-        }
-    }
-}
-
 /// Puts failed jobs (of a film, of a pass) back in the queue with fresh
 /// attempts. Returns how many.
 pub async fn retry_failed(

@@ -104,29 +104,3 @@ pub async fn workers(pool: &SqlitePool, since_ms: i64) -> Result<Vec<WorkerRow>>
     .fetch_all(pool)
     .await?)
 }
-
-/// What `status` reads, on either backend.
-impl super::Store {
-    /// See [`films`].
-    pub async fn film_status(
-        &self,
-        only: Option<i64>,
-        pass: Option<i64>,
-    ) -> Result<Vec<FilmStatus>> {
-        match self {
-            super::Store::Sqlite(db) => films(db.pool(), only, pass).await,
-            super::Store::Postgres(db) => db.film_status(only, pass).await,
-        }
-    }
-
-    /// Workers running, or stopped within the last `since`.
-    pub async fn workers(&self, since: std::time::Duration) -> Result<Vec<WorkerRow>> {
-        match self {
-            super::Store::Sqlite(db) => {
-                let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
-                workers(db.pool(), super::now_ms() - since_ms).await
-            }
-            super::Store::Postgres(db) => db.workers(since).await,
-        }
-    }
-}

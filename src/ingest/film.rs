@@ -15,6 +15,7 @@ use super::probe::selection_flags;
 pub use super::probe::{FilmOptions, Probe, ProbeFailure, SelectMode, probe, thumbnail_path};
 use super::subtitles::{self, SubtitleSource};
 use super::{EnqueueOptions, FilmSummary};
+use crate::db::Loader;
 use crate::db::Store;
 use crate::db::load::FrameLoader;
 use crate::db::queue::{NewFrame, VideoFilm};
@@ -354,15 +355,9 @@ async fn load_frames(
     frames: &[NewFrame],
     opts: &EnqueueOptions,
 ) -> std::result::Result<u64, Step> {
-    match db {
-        Store::Sqlite(sqlite) => {
-            let loader = sqlite.frame_loader().await?;
-            load_with(loader, film_id, frames, opts).await
-        }
-        Store::Postgres(pg) => {
-            let loader = pg.frame_loader(&opts.passes).await?;
-            load_with(loader, film_id, frames, opts).await
-        }
+    match db.frame_loader(&opts.passes).await? {
+        Loader::Sqlite(loader) => load_with(loader, film_id, frames, opts).await,
+        Loader::Postgres(loader) => load_with(loader, film_id, frames, opts).await,
     }
 }
 

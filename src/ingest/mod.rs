@@ -22,6 +22,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::db::Loader;
 use crate::db::load::FrameLoader;
 use crate::db::queue::{self, FilmSpec, NewFrame};
 use crate::db::{Db, Store};
@@ -295,7 +296,7 @@ pub async fn enqueue(
     let summary = if opts.strict && !checked.rejected.is_empty() {
         EnqueueSummary::only_rejections(checked.rejected)
     } else {
-        write(&Store::Sqlite(db.clone()), checked, opts).await?
+        write(&Store::from(db.clone()), checked, opts).await?
     };
     Ok(summary.finish(started))
 }
@@ -335,12 +336,9 @@ async fn write(db: &Store, checked: Checked, opts: &EnqueueOptions) -> Result<En
     if checked.sources.is_empty() {
         return Ok(EnqueueSummary::only_rejections(checked.rejected));
     }
-    match db {
-        Store::Sqlite(sqlite) => write_with(db, sqlite.frame_loader().await?, checked, opts).await,
-        Store::Postgres(pg) => {
-            let loader = pg.frame_loader(&opts.passes).await?;
-            write_with(db, loader, checked, opts).await
-        }
+    match db.frame_loader(&opts.passes).await? {
+        Loader::Sqlite(loader) => write_with(db, loader, checked, opts).await,
+        Loader::Postgres(loader) => write_with(db, loader, checked, opts).await,
     }
 }
 

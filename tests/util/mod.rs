@@ -632,6 +632,31 @@ impl Env {
         out
     }
 
+    /// Makes the database and its schema, as a first enqueue or worker
+    /// would (the commands that only read refuse a SQLite file that does
+    /// not exist).
+    pub fn make_db(&self) {
+        if self.pg.is_some() {
+            return assert_exit(&self.run(["status"]), 0);
+        }
+        let path = self.db();
+        // A thread of its own: async tests call this from their runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let db = cinecut::db::Db::open(&path, cinecut::db::Durability::Full)
+                    .await
+                    .unwrap();
+                db.close().await;
+            });
+        })
+        .join()
+        .unwrap();
+    }
+
     /// Runs `sql`, a change a test makes to the data (not to the queue).
     #[track_caller]
     pub fn execute_now(&self, sql: &str) {

@@ -14,8 +14,8 @@ pub mod work;
 pub use lease::{Acquire, Holder, OrphanServer, Purpose, Renewal};
 pub use rows::{
     DialogueHit, ExistingFilm, FailureReason, FilmFacts, FilmStatus, LeaseHolder, NewShot, Pass,
-    PassSummary, ReportField, ReportFrame, ResultRow, SearchHit, SubtitleLine, VideoFilm,
-    WorkerRow,
+    PassCandidate, PassSummary, ReportField, ReportFrame, ResultRow, SearchHit, SubtitleLine,
+    VideoFilm, WorkerRow,
 };
 pub use state::{AttemptOutcome, JobState, ServerEvent, WorkerState};
 pub use work::{

@@ -171,6 +171,19 @@ pub struct Pass {
     pub binding: i64,
 }
 
+/// A pass as a worker given no pass name chooses among them (the rule is
+/// `cinecut::db::passes::choose`, the same on both backends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassCandidate {
+    pub id: i64,
+    pub name: String,
+    pub model: Option<String>,
+    pub profile_name: Option<String>,
+    pub profile_hash: Option<String>,
+    /// Bound, with a description or a running job: its binding holds.
+    pub settled: bool,
+}
+
 /// One pass, for `cinecut passes`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PassSummary {
