@@ -138,7 +138,7 @@ async fn through_server(
             request_timeout: Duration::from_secs(60),
             vram_check: VramCheck::Off,
             nvml_index: None,
-            vram_min_mib: 0,
+            vram_need_mib: 0,
             vram_wait: Duration::ZERO,
             crash_budget: 5,
             crash_window: Duration::from_secs(600),

@@ -34,7 +34,7 @@ LAYERS = [
     ["weights", "vision"],
     ["db"],
     ["error"],
-    ["server", "gpu", "frame", "profile"],
+    ["server", "gpu", "frame", "profile", "gguf"],
     ["process"],
 ]
 

@@ -310,9 +310,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "INDEX")]
     pub gpu: Option<u32>,
 
-    /// Free VRAM needed before each server start.
-    #[arg(long, default_value_t = 6144)]
-    pub vram_min_mib: u64,
+    /// Free VRAM (MiB) needed before each server start. Default: computed
+    /// from what will be loaded (model and mmproj sizes, the KV cache of
+    /// every slot from the GGUF's shape, 10 % + 512 MiB margin).
+    #[arg(long, alias = "vram-min-mib", value_name = "MIB")]
+    pub vram_need: Option<u64>,
 
     /// How long to wait for that much VRAM before failing.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]

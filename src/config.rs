@@ -186,6 +186,18 @@ fn supervisor(
         }
         None => s.ctx_per_slot * u32::from(parallel),
     };
+    let text = crate::gguf::read(&model);
+    let vision = crate::gguf::read(&mmproj);
+    let vram_need_mib = match s.vram_need {
+        Some(mib) => {
+            tracing::info!("VRAM need {mib} MiB (--vram-need)");
+            mib
+        }
+        None => vram_need(&model, &mmproj, text.as_ref().ok(), ctx_size),
+    };
+    let mut extra_args =
+        chat_template_args(text.as_ref().ok(), vision.as_ref().ok(), &s.server_args);
+    extra_args.extend(s.server_args.iter().cloned());
     Ok(SupervisorConfig {
         server: ServerConfig {
             bin,
@@ -194,7 +206,7 @@ fn supervisor(
             ctx_size,
             gpu_layers: s.gpu_layers.clone(),
             parallel,
-            extra_args: s.server_args.clone(),
+            extra_args,
             log_file: s.server_log.clone(),
             load_timeout: s.load_timeout,
             cuda_visible_devices: gpu.cuda_visible_devices,
@@ -206,11 +218,82 @@ fn supervisor(
         request_timeout: core.request_timeout,
         vram_check: s.vram_check.into(),
         nvml_index: gpu.nvml_index,
-        vram_min_mib: s.vram_min_mib,
+        vram_need_mib,
         vram_wait: s.vram_wait,
         crash_budget: s.crash_budget as usize,
         crash_window: s.crash_window,
     })
+}
+
+/// What `--vram-need` is when not given: VRAM for what will be loaded.
+const VRAM_FALLBACK_MIB: u64 = 6144;
+
+/// Free VRAM a server start needs: the model's and mmproj's file sizes
+/// (their weights), plus an f16 KV cache of `ctx_tokens` tokens (every
+/// slot's context) from the model's GGUF shape, plus 10 % and 512 MiB for
+/// compute buffers and the CUDA context; said in the log with its parts.
+/// A header that cannot be read gives the fixed 6144 MiB, said why.
+fn vram_need(
+    model: &std::path::Path,
+    mmproj: &std::path::Path,
+    text: Option<&crate::gguf::ModelFacts>,
+    ctx_tokens: u32,
+) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let kv = text.and_then(|t| t.kv_cache_bytes(u64::from(ctx_tokens)));
+    let (Some(weights), Some(projector), Some(kv)) = (size(model), size(mmproj), kv) else {
+        tracing::warn!(
+            "VRAM need {VRAM_FALLBACK_MIB} MiB: the model's size or shape could not be read from its GGUF header (--vram-need sets the figure)"
+        );
+        return VRAM_FALLBACK_MIB;
+    };
+    let loaded = weights + projector + kv;
+    let need = (loaded + loaded / 10) / MIB + 512;
+    tracing::info!(
+        "VRAM need {need} MiB: model {} MiB + mmproj {} MiB + KV cache {} MiB ({ctx_tokens} tokens, f16), + 10 % + 512 MiB (--vram-need overrides)",
+        weights / MIB,
+        projector / MIB,
+        kv / MIB
+    );
+    need
+}
+
+/// The chat template llama-server is told to use when the model's GGUF
+/// carries none: `vicuna` for LLaVA (1.5 and 1.6 answer in it; known by
+/// the model's name or by an mmproj made with a LLaVA projector), said in
+/// the log; nothing when the GGUF has a template, the family is another,
+/// or `--server-arg` names a template itself.
+fn chat_template_args(
+    text: Option<&crate::gguf::ModelFacts>,
+    vision: Option<&crate::gguf::ModelFacts>,
+    server_args: &[String],
+) -> Vec<String> {
+    let chosen_by_user = server_args.iter().any(|a| {
+        let flag = a.split('=').next().unwrap_or_default();
+        matches!(flag, "--chat-template" | "--chat-template-file")
+    });
+    let Some(text) = text.filter(|t| t.chat_template.is_none()) else {
+        return Vec::new();
+    };
+    if chosen_by_user {
+        return Vec::new();
+    }
+    let llava = text
+        .name
+        .as_deref()
+        .is_some_and(|n| n.to_ascii_lowercase().contains("llava"))
+        || vision.is_some_and(|v| v.llava_projector);
+    if llava {
+        tracing::info!(
+            "the model's GGUF carries no chat template; LLaVA answers in vicuna's: starting llama-server with --chat-template vicuna (--server-arg=--chat-template --server-arg=NAME chooses another)"
+        );
+        return vec!["--chat-template".into(), "vicuna".into()];
+    }
+    tracing::warn!(
+        "the model's GGUF carries no chat template and its family is not one cinecut knows; llama-server uses its default (pass --server-arg=--chat-template --server-arg=NAME if answers are poor)"
+    );
+    Vec::new()
 }
 
 /// The GPU a command means (`--gpu`, `--gpu-name`, or an inherited

@@ -99,7 +99,8 @@ pub struct SupervisorConfig {
     pub vram_check: VramCheck,
     /// The leased GPU's NVML index; `None` when NVML does not see it.
     pub nvml_index: Option<u32>,
-    pub vram_min_mib: u64,
+    /// Free VRAM needed before each server start (see `config::vram_need`).
+    pub vram_need_mib: u64,
     pub vram_wait: Duration,
     pub crash_budget: usize,
     pub crash_window: Duration,
@@ -175,8 +176,8 @@ impl Supervised {
         loop {
             match self.probe.probe(index) {
                 Err(e) => return self.no_nvml(e),
-                Ok(mem) if mem.free_mib >= self.cfg.vram_min_mib => {
-                    tracing::info!(gpu = %mem.uuid, free_mib = mem.free_mib, need_mib = self.cfg.vram_min_mib, "VRAM check passed");
+                Ok(mem) if mem.free_mib >= self.cfg.vram_need_mib => {
+                    tracing::info!(gpu = %mem.uuid, free_mib = mem.free_mib, need_mib = self.cfg.vram_need_mib, "VRAM check passed");
                     return Ok(());
                 }
                 Ok(mem) => {
@@ -184,7 +185,7 @@ impl Supervised {
                         return Err(Error::VramShort {
                             index,
                             free_mib: mem.free_mib,
-                            need_mib: self.cfg.vram_min_mib,
+                            need_mib: self.cfg.vram_need_mib,
                             waited_s: started.elapsed().as_secs(),
                             holders: gpu::describe_holders(&mem),
                         });
@@ -192,7 +193,7 @@ impl Supervised {
                     tracing::warn!(
                         "GPU {index}: {} MiB free, {} MiB needed; waiting",
                         mem.free_mib,
-                        self.cfg.vram_min_mib
+                        self.cfg.vram_need_mib
                     );
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(15));

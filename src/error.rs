@@ -159,7 +159,7 @@ pub enum Error {
     NoGpu(String),
     /// Not enough free VRAM within --vram-wait.
     #[error(
-        "GPU {index} has {free_mib} MiB free, {need_mib} MiB needed (--vram-min-mib), after waiting {waited_s} s; memory is held by: {holders}"
+        "GPU {index} has {free_mib} MiB free, {need_mib} MiB needed (--vram-need), after waiting {waited_s} s; memory is held by: {holders}"
     )]
     VramShort {
         index: u32,

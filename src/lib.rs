@@ -25,6 +25,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod gguf;
 pub mod gpu;
 pub mod ingest;
 pub mod process;

@@ -310,6 +310,16 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// Kills an orphaned llama-server left by a dead worker, if the recorded pid
 /// still runs the recorded command line (pid reuse is not murder). Returns
 /// whether one was killed.
+/// [`reap_orphan`] for the server a lease row records, off the runtime
+/// (it waits for the process to go).
+pub async fn reap_recorded(orphan: cinecut_types::OrphanServer) -> bool {
+    tokio::task::spawn_blocking(move || {
+        reap_orphan(orphan.pid, orphan.started_at, orphan.cmdline.as_deref())
+    })
+    .await
+    .expect("reaping thread")
+}
+
 pub fn reap_orphan(pid: i64, started_at: Option<i64>, cmdline: Option<&str>) -> bool {
     if !crate::process::is_alive(pid, started_at) {
         return false;

@@ -223,11 +223,7 @@ async fn acquire_lease(
                     );
                 }
                 if let Some(o) = orphan_server {
-                    tokio::task::spawn_blocking(move || {
-                        crate::server::reap_orphan(o.pid, o.started_at, o.cmdline.as_deref())
-                    })
-                    .await
-                    .expect("reaping thread");
+                    crate::server::reap_recorded(o).await;
                 }
                 tracing::info!(gpu = %cfg.gpu, epoch, "holding the GPU lease");
                 return Ok(Some(epoch));

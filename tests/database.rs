@@ -210,9 +210,9 @@ fn a_read_command_on_a_missing_database_is_an_error_and_makes_no_file() {
 }
 
 /// A PostgreSQL URL given to --db (or CINECUT_DB) selects PostgreSQL, never
-/// a SQLite file named `postgres:` made in the current folder: a command
-/// that does not run there yet says so by name, and a server that cannot be
-/// reached is a clear error (the commands that run there: tests/postgres.rs).
+/// a SQLite file named `postgres:` made in the current folder, and a server
+/// that cannot be reached is a clear error (the commands that run there:
+/// tests/postgres.rs).
 #[test]
 fn a_postgres_url_selects_postgresql_and_writes_no_file() {
     let env = Env::new();

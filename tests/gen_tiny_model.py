@@ -4,6 +4,8 @@
     gen_tiny_model.py OUT_DIR
 
 writes OUT_DIR/tiny-text.gguf (llama architecture, 64-wide, 2 blocks),
+OUT_DIR/tiny-llava.gguf (the same weights named as a LLaVA model and
+written without a chat template, as LLaVA-1.5's GGUFs are),
 OUT_DIR/tiny-text-b.gguf (the same shape from another seed: a second,
 different model that the same projector fits, for tests of several passes),
 OUT_DIR/tiny-mmproj.gguf (a CLIP vision tower with an MLP projector to 64)
@@ -59,7 +61,7 @@ def vocab():
     return tokens, types, np.array(prior, dtype=np.float32)
 
 
-def write_text_model(path, rng):
+def write_text_model(path, rng, template=True):
     tokens, types, prior = vocab()
     n_vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "llama")
@@ -83,7 +85,8 @@ def write_text_model(path, rng):
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     w.add_add_space_prefix(False)
-    w.add_chat_template(CHATML)
+    if template:
+        w.add_chat_template(CHATML)
 
     def rand(*shape, scale=0.05):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -176,6 +179,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     write_text_model(out / "tiny-text.gguf", np.random.default_rng(SEED))
     write_text_model(out / "tiny-text-b.gguf", np.random.default_rng(SEED + 2))
+    write_text_model(out / "tiny-llava.gguf", np.random.default_rng(SEED), template=False)
     write_mmproj(out / "tiny-mmproj.gguf", np.random.default_rng(SEED + 1), N_EMBD)
     write_mmproj(out / "tiny-mmproj-mismatch.gguf", np.random.default_rng(SEED + 1), 96)
 

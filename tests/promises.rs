@@ -54,6 +54,42 @@ fn the_worker_stops_once_the_crash_budget_is_spent(env: &Env) {
     );
 }
 
+on_both!(the_lease_row_names_the_running_server_and_none_once_it_stops);
+
+/// While a supervised worker's server runs, its lease row names it: pid,
+/// start time and command line, what a later holder on this host checks
+/// before it reaps an orphan. Once the worker stops, the server is gone
+/// and the row names none.
+fn the_lease_row_names_the_running_server_and_none_once_it_stops(env: &Env) {
+    env.enqueue_images("named", 1, &[]);
+    let mut w = supervised(env, "w.log", &[]).spawn().unwrap();
+    wait_until("the frame described", Duration::from_secs(30), || {
+        env.count_now("SELECT count(*) FROM descriptions") == 1
+    });
+    let rows = env.rows_now(
+        "SELECT server_pid, server_started_at, server_cmdline FROM gpu_leases \
+         WHERE server_pid IS NOT NULL",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let pid = rows[0]["server_pid"].as_i64().unwrap();
+    let started = cinecut::process::start_ticks(pid);
+    assert!(started.is_some(), "the recorded server {pid} runs");
+    assert_eq!(rows[0]["server_started_at"].as_i64(), started);
+    let cmdline = rows[0]["server_cmdline"].as_str().unwrap();
+    assert_eq!(Some(cmdline), cinecut::process::cmdline(pid).as_deref());
+    assert!(cmdline.starts_with(FAKE), "{cmdline}");
+    crate::util::signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM gpu_leases WHERE server_pid IS NOT NULL"),
+        0
+    );
+    assert!(
+        !cinecut::process::is_alive(pid, started),
+        "the server is gone"
+    );
+}
+
 on_both!(an_idle_server_is_stopped_and_started_again_when_work_comes);
 
 /// "--idle-unload 5m (stop the server when idle, start it again when work comes)";

@@ -229,7 +229,7 @@ async fn too_little_vram_waits_until_the_state_frees_memory_then_starts_the_serv
         &env,
         &nvml,
         "w.log",
-        &["--vram-min-mib", "6144", "--vram-wait", "60s"],
+        &["--vram-need", "6144", "--vram-wait", "60s"],
     )
     .spawn()
     .unwrap();
@@ -251,6 +251,121 @@ async fn too_little_vram_waits_until_the_state_frees_memory_then_starts_the_serv
     assert!(log.contains("VRAM check passed"), "{log}");
 }
 
+/// Without --vram-need, a start needs what its model needs: the tiny
+/// model (well under 1 MiB, a KV cache of 2 MiB for 4,096 tokens) needs
+/// 514 MiB and starts on a GPU with 2,000 MiB free, where the old
+/// fixed 6,144 MiB (given as --vram-need here) waits and fails.
+#[test]
+fn a_small_model_starts_where_a_fixed_6144_mib_would_wait() {
+    let env = Env::new();
+    let nvml = FakeNvml::new(&env);
+    nvml.set(&[gpu(GPU0, 2_000)]);
+    env.enqueue_images("small", 3, &[]);
+    let o = supervised(
+        &env,
+        &nvml,
+        "fixed.log",
+        &["--vram-need", "6144", "--vram-wait", "1s"],
+    )
+    .status()
+    .unwrap();
+    assert_eq!(o.code(), Some(1), "{}", env.log("fixed.log"));
+    assert!(
+        env.log("fixed.log")
+            .contains("2000 MiB free, 6144 MiB needed (--vram-need)"),
+        "{}",
+        env.log("fixed.log")
+    );
+    let o = supervised(&env, &nvml, "computed.log", &["--vram-wait", "1s"])
+        .status()
+        .unwrap();
+    let log = env.log("computed.log");
+    assert!(o.success(), "{log}");
+    assert!(
+        log.contains(
+            "VRAM need 514 MiB: model 0 MiB + mmproj 0 MiB + KV cache 2 MiB (4096 tokens, f16)"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("VRAM check passed"), "{log}");
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 3);
+}
+
+/// A GGUF header alone (no tensors): architecture `llama` and the given
+/// u32 keys, as a large model's header states its shape.
+fn write_gguf_header(path: &Path, keys: &[(&str, u32)]) {
+    let mut b: Vec<u8> = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend((keys.len() as u64 + 1).to_le_bytes());
+    let key = |b: &mut Vec<u8>, k: &str| {
+        b.extend((k.len() as u64).to_le_bytes());
+        b.extend(k.as_bytes());
+    };
+    key(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    key(&mut b, "llama");
+    for (k, v) in keys {
+        key(&mut b, k);
+        b.extend(4u32.to_le_bytes());
+        b.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A model whose KV cache alone is 10 GiB (80 layers, 8192 wide, no
+/// grouped-query attention, 4,096 tokens) waits on a GPU with 8,000 MiB
+/// free, where the old fixed 6,144 MiB would have started it, and fails
+/// after --vram-wait saying the figure and its parts.
+#[test]
+fn a_large_model_waits_where_a_fixed_6144_mib_would_start() {
+    let env = Env::new();
+    let nvml = FakeNvml::new(&env);
+    nvml.set(&[gpu(GPU0, 8_000)]);
+    env.enqueue_images("large", 2, &[]);
+    let big = env.path().join("big.gguf");
+    write_gguf_header(
+        &big,
+        &[
+            ("llama.block_count", 80),
+            ("llama.embedding_length", 8192),
+            ("llama.attention.head_count", 64),
+            ("llama.attention.head_count_kv", 64),
+        ],
+    );
+    let (_, mmproj, _) = tiny_model();
+    let mut c = env.cmd([
+        "worker",
+        "--until-empty",
+        "--server-bin",
+        FAKE,
+        "--vram-wait",
+        "1s",
+    ]);
+    c.arg("--model").arg(&big).arg("--mmproj").arg(mmproj);
+    c.stdout(Stdio::null());
+    c.stderr(std::fs::File::create(env.path().join("w.log")).unwrap());
+    nvml.apply(&mut c);
+    let o = c.status().unwrap();
+    let log = env.log("w.log");
+    assert_eq!(o.code(), Some(1), "{log}");
+    // (10,240 MiB + the files) × 1.1 + 512.
+    assert!(
+        log.contains("VRAM need 11776 MiB: model 0 MiB + mmproj 0 MiB + KV cache 10240 MiB"),
+        "{log}"
+    );
+    assert!(
+        log.contains("8000 MiB free, 11776 MiB needed (--vram-need)"),
+        "{log}"
+    );
+    assert_eq!(env.count_now("SELECT server_starts FROM workers"), 0);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        2,
+        "nothing lost"
+    );
+}
+
 #[tokio::test]
 async fn vram_that_never_frees_fails_naming_the_processes_that_hold_it() {
     let env = Env::new();
@@ -267,7 +382,7 @@ async fn vram_that_never_frees_fails_naming_the_processes_that_hold_it() {
     assert_eq!(o.code(), Some(1));
     let log = env.log("w.log");
     let holder_line = format!("pid {} (sleep 600) 79000 MiB", holder.id());
-    assert!(log.contains("500 MiB free, 6144 MiB needed"), "{log}");
+    assert!(log.contains("500 MiB free, 514 MiB needed"), "{log}");
     assert!(log.contains(&holder_line), "{log}");
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")

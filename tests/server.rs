@@ -690,16 +690,14 @@ fn record_dead_holder(env: &Env, server_pid: u32, cmdline: &str) {
                      {server_pid}, {started}, '{cmdline}')",
             now = cinecut::db::now_ms()
         ),
-        Backend::Postgres => {
-            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-            format!(
-                "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
-                                         server_pid, server_started_at, server_cmdline)
-                 VALUES ('gpu0', 'worker-dead', {dead_pid}, '{hostname}/{}', 'worker', 1, now(),
-                         now() + interval '1 hour', {server_pid}, {started}, '{cmdline}')",
-                boot.trim()
-            )
-        }
+        // The host as the worker names it (hostname and boot id).
+        Backend::Postgres => format!(
+            "INSERT INTO gpu_leases (gpu, holder, holder_pid, host, purpose, epoch, heartbeat_at, expires_at,
+                                     server_pid, server_started_at, server_cmdline)
+             VALUES ('gpu0', 'worker-dead', {dead_pid}, '{}', 'worker', 1, now(),
+                     now() + interval '1 hour', {server_pid}, {started}, '{cmdline}')",
+            cinecut_postgres::host::HostId::this().0
+        ),
     };
     env.execute_now(&sql);
 }
@@ -769,6 +767,28 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid(env:
         bystander.0.try_wait().unwrap().is_none(),
         "the bystander lives"
     );
+
+    // gpu-lock taking a dead worker's lease reaps its server too: it must
+    // not share the GPU with the command. (A `sleep` stands for the server:
+    // reaping checks pid, start time and command line, not the program.)
+    env.execute_now("DELETE FROM gpu_leases");
+    let mut stand_in = crate::util::Bystander::start();
+    let pid = i64::from(stand_in.id());
+    let mut stand_in_cmdline = String::new();
+    wait_until("the stand-in to exec", Duration::from_secs(10), || {
+        stand_in_cmdline = cinecut::process::cmdline(pid).unwrap_or_default();
+        stand_in_cmdline.starts_with("sleep")
+    });
+    record_dead_holder(env, stand_in.id(), &stand_in_cmdline);
+    let o = env.run(["gpu-lock", "--", "true"]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("killing the orphaned llama-server"),
+        "{}",
+        stderr(&o)
+    );
+    let status = wait_for(&mut stand_in.0, Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(9), "gpu-lock reaped the orphan");
     assert_eq!(env.count("SELECT count(*) FROM descriptions").await, 5);
 }
 
@@ -1196,4 +1216,81 @@ async fn every_kind_of_still_is_described_by_the_real_server() {
         ],
         "{log}"
     );
+}
+
+/// The command line of the supervised server the lease row names, once
+/// `frames` jobs are done (near-duplicates too; the server stays up, idle).
+fn running_server_cmdline(env: &Env, frames: i64, log: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.count_now("SELECT count(*) FROM jobs WHERE state = 'done'") != frames {
+        assert!(
+            Instant::now() < deadline,
+            "frames not described: {}",
+            env.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.string_now("SELECT server_cmdline FROM gpu_leases WHERE server_cmdline IS NOT NULL")
+}
+
+/// LLaVA-1.5's GGUFs carry no chat template: for the tiny model written
+/// that way (named as LLaVA) the worker starts its server with
+/// `--chat-template vicuna` and says so. (The fake server stands in: the
+/// real one refuses the tiny model's vicuna prompts, "Failed to tokenize
+/// prompt", a limit of the tiny model's vocabulary, not of the flag.)
+#[test]
+fn a_llava_model_without_a_chat_template_is_served_with_vicuna() {
+    let env = Env::new();
+    env.enqueue_images("llava", 2, &[]);
+    let (_, mmproj, _) = tiny_model();
+    let mut c = env.cmd(["worker", "--server-bin", FAKE]);
+    c.arg("--model")
+        .arg(crate::util::templateless_llava_model())
+        .arg("--mmproj")
+        .arg(mmproj)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path().join("w.log")).unwrap());
+    let mut w = c.spawn().unwrap();
+    let cmdline = running_server_cmdline(&env, 2, "w.log");
+    signal(&w, Signal::SIGTERM);
+    assert!(wait_for(&mut w, Duration::from_secs(30)).success());
+    assert!(cmdline.contains("--chat-template vicuna"), "{cmdline}");
+    let log = env.log("w.log");
+    assert!(
+        log.contains("carries no chat template; LLaVA answers in vicuna's"),
+        "{log}"
+    );
+}
+
+/// `--server-arg=--chat-template` chooses the template itself: nothing is
+/// added, and a model that carries a template gets none either.
+#[test]
+fn a_chat_template_given_or_carried_is_left_as_it_is() {
+    let (model, mmproj, _) = tiny_model();
+    let run = |model: &Path, extra: &[&str]| {
+        let env = Env::new();
+        env.enqueue_images("one", 1, &[]);
+        let mut c = env.cmd(["worker", "--server-bin", FAKE]);
+        c.arg("--model")
+            .arg(model)
+            .arg("--mmproj")
+            .arg(&mmproj)
+            .args(extra);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(env.path().join("w.log")).unwrap());
+        let mut w = c.spawn().unwrap();
+        let cmdline = running_server_cmdline(&env, 1, "w.log");
+        signal(&w, Signal::SIGTERM);
+        assert!(wait_for(&mut w, Duration::from_secs(30)).success());
+        cmdline
+    };
+    let llava = crate::util::templateless_llava_model();
+    let chosen = run(
+        &llava,
+        &["--server-arg=--chat-template", "--server-arg=chatml"],
+    );
+    assert!(chosen.contains("--chat-template chatml"), "{chosen}");
+    assert!(!chosen.contains("vicuna"), "{chosen}");
+    let carried = run(&model, &[]);
+    assert!(!carried.contains("--chat-template"), "{carried}");
 }

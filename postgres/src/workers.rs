@@ -410,15 +410,13 @@ pub async fn passes(q: &PgQueue) -> Result<Vec<PassSummary>> {
     .await?)
 }
 
-/// Every GPU lease that has a holder.
-/// The PostgreSQL lease records no llama-server (a worker's server dies
-/// with it), so `server_pid` is always `None` here.
+/// Every GPU lease that has a holder, with the llama-server it runs.
 pub async fn held_leases(q: &PgQueue) -> Result<Vec<LeaseHolder>> {
     Ok(sqlx::query_as!(
         LeaseHolder,
         r#"SELECT gpu, holder AS "holder!", holder_pid, host, purpose, epoch,
                   (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at,
-                  NULL::bigint AS server_pid
+                  server_pid
            FROM gpu_leases WHERE holder IS NOT NULL ORDER BY gpu"#
     )
     .fetch_all(q.pool())

@@ -21,7 +21,17 @@ pub async fn run(db: &Store, args: GpuLockArgs, shutdown: CancellationToken) -> 
     let epoch = loop {
         db.wait_for_gpu(&gpu, &me).await?;
         match db.acquire_lease(&gpu, &me, ttl).await? {
-            Acquire::Acquired { epoch, .. } => break epoch,
+            Acquire::Acquired {
+                epoch,
+                orphan_server,
+                ..
+            } => {
+                // A dead worker's server must not share the GPU with the command.
+                if let Some(o) = orphan_server {
+                    crate::server::reap_recorded(o).await;
+                }
+                break epoch;
+            }
             Acquire::Held { holder, .. } if !told => {
                 tracing::info!("GPU {gpu} is held by {holder}; waiting for it to yield");
                 told = true;

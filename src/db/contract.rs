@@ -118,8 +118,9 @@ pub trait Backend: Send + Sync + Debug {
     // GPU leases.
 
     /// Takes GPU `gpu`'s lease for `me` if it is free: unheld, expired, or
-    /// held by a dead process on this host (whose jobs are requeued and
-    /// whose llama-server is reaped).
+    /// held by a dead process on this host (whose jobs are requeued; its
+    /// llama-server, when it ran on this host, is returned for the caller
+    /// to reap).
     async fn acquire_lease(&self, gpu: &str, me: &Holder, ttl: Duration) -> Result<Acquire>;
 
     async fn release_lease(&self, gpu: &str, me: &Holder, epoch: i64) -> Result<()>;

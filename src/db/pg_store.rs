@@ -209,19 +209,26 @@ impl Backend for PgDb {
         name: Option<&str>,
         identity: PassIdentity<'_>,
     ) -> Result<(Pass, bool)> {
-        let name = match name {
-            Some(name) => name.to_string(),
-            None => {
-                let rows = cinecut_postgres::passes::candidates(self.queue())
-                    .await
-                    .map_err(self.err())?;
-                match super::passes::choose(&rows, identity)? {
-                    Some(pass) => pass.name.clone(),
-                    None => identity.derived_name(),
-                }
+        if let Some(name) = name {
+            return self.serve_named(name, identity).await;
+        }
+        // The choice and the binding are two transactions here: a pass
+        // chosen as unsettled may be settled by another worker in between
+        // (SQLite decides both under one write lock). Choose again then.
+        let mut tries = 0;
+        loop {
+            let rows = cinecut_postgres::passes::candidates(self.queue())
+                .await
+                .map_err(self.err())?;
+            let name = match super::passes::choose(&rows, identity)? {
+                Some(pass) => pass.name.clone(),
+                None => identity.derived_name(),
+            };
+            match self.serve_named(&name, identity).await {
+                Err(Error::PassMismatch { .. }) if tries < 3 => tries += 1,
+                served => return served,
             }
-        };
-        self.serve_named(&name, identity).await
+        }
     }
 
     async fn only_pass(&self) -> Result<Pass> {

@@ -428,18 +428,25 @@ pub fn llama_server() -> PathBuf {
 /// The tiny test model pair: (text model, mmproj, mismatched mmproj),
 /// generated once into the cache by tests/gen_tiny_model.py.
 pub fn tiny_model() -> (PathBuf, PathBuf, PathBuf) {
-    let [a, b, c, _] = tiny_model_files();
+    let [a, b, c, ..] = tiny_model_files();
     (a, b, c)
 }
 
 /// A second tiny text model, other weights of the same shape (so the same
 /// mmproj fits it): another model for tests of several passes.
 pub fn second_tiny_model() -> PathBuf {
-    let [.., other] = tiny_model_files();
+    let [.., other, _] = tiny_model_files();
     other
 }
 
-fn tiny_model_files() -> [PathBuf; 4] {
+/// The tiny text model named as a LLaVA model and written without a chat
+/// template (the mmproj of [`tiny_model`] fits it).
+pub fn templateless_llava_model() -> PathBuf {
+    let [.., llava] = tiny_model_files();
+    llava
+}
+
+fn tiny_model_files() -> [PathBuf; 5] {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gen_tiny_model.py");
     let text = std::fs::read(&script).unwrap();
     let digest = text.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -451,6 +458,7 @@ fn tiny_model_files() -> [PathBuf; 4] {
         "tiny-mmproj.gguf",
         "tiny-mmproj-mismatch.gguf",
         "tiny-text-b.gguf",
+        "tiny-llava.gguf",
     ]
     .map(|f| dir.join(f));
     if !files.iter().all(|f| f.is_file()) {
