@@ -821,11 +821,12 @@ fn a_lease_taken_over_from_another_host_leaves_the_server_it_names_alone() {
     enqueue(&pg, &env, "far", 2);
     let bystander = crate::util::Bystander::start();
     let pid = i64::from(bystander.id());
-    let mut cmdline = String::new();
+    let mut cmdline = None;
     wait_until("the bystander to exec", Duration::from_secs(10), || {
-        cmdline = cinecut::process::cmdline(pid).unwrap_or_default();
-        cmdline.starts_with("sleep")
+        cmdline = cinecut::process::cmdline(pid);
+        cmdline.as_deref().is_some_and(|c| c.starts_with("sleep"))
     });
+    let cmdline = cmdline.unwrap();
     let started = cinecut::process::start_ticks(pid).unwrap();
     pg.execute(&format!(
         "INSERT INTO gpu_leases (gpu, holder, host, holder_pid, purpose, epoch, heartbeat_at, expires_at,

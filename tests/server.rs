@@ -774,11 +774,14 @@ async fn the_next_worker_kills_a_live_orphan_server_and_spares_a_reused_pid(env:
     env.execute_now("DELETE FROM gpu_leases");
     let mut stand_in = crate::util::Bystander::start();
     let pid = i64::from(stand_in.id());
-    let mut stand_in_cmdline = String::new();
+    let mut stand_in_cmdline = None;
     wait_until("the stand-in to exec", Duration::from_secs(10), || {
-        stand_in_cmdline = cinecut::process::cmdline(pid).unwrap_or_default();
-        stand_in_cmdline.starts_with("sleep")
+        stand_in_cmdline = cinecut::process::cmdline(pid);
+        stand_in_cmdline
+            .as_deref()
+            .is_some_and(|c| c.starts_with("sleep"))
     });
+    let stand_in_cmdline = stand_in_cmdline.unwrap();
     record_dead_holder(env, stand_in.id(), &stand_in_cmdline);
     let o = env.run(["gpu-lock", "--", "true"]);
     assert_exit(&o, 0);

@@ -232,19 +232,10 @@ impl Backend for PgDb {
     }
 
     async fn only_pass(&self) -> Result<Pass> {
-        let mut all = cinecut_postgres::passes::all_or_default(self.queue())
+        let all = cinecut_postgres::passes::all_or_default(self.queue())
             .await
             .map_err(self.err())?;
-        match all.as_slice() {
-            [_] => Ok(all.remove(0)),
-            _ => Err(Error::AmbiguousPass {
-                names: all
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        }
+        super::passes::the_only(all)
     }
 
     /// Whether the database has any frame.
