@@ -558,15 +558,19 @@ impl Env {
         if !self.db().exists() {
             return None;
         }
-        let migrated = self
-            .sqlite()
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or_else(|e| panic!("{}: {e}", self.db().display()));
-        (migrated == 1).then(|| self.count_now(sql))
+        let conn = self.sqlite();
+        let count = |q: &str| -> i64 {
+            conn.query_row(q, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{}: {q}: {e}", self.db().display()))
+        };
+        // The table is made before the first migration: ready once the last
+        // one has committed.
+        let table = count("SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'");
+        let applied = match table {
+            0 => 0,
+            _ => count("SELECT count(*) FROM _sqlx_migrations WHERE success"),
+        };
+        (applied == migrations("migrations")).then(|| self.count_now(sql))
     }
 
     /// The one text value `sql` selects.
@@ -677,6 +681,18 @@ impl Env {
         conn.execute_batch(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+/// How many migrations the folder `dir` (under the crate) holds.
+pub fn migrations(dir: &str) -> i64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| f.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count() as i64
 }
 
 /// A stand-in `libnvidia-ml.so.1` (tests/fake_nvml) and its state file:

@@ -62,8 +62,14 @@ impl Pg {
     /// (a process of the test is still migrating the new database).
     #[track_caller]
     pub fn count_if_ready(&self, sql: &str) -> Option<i64> {
-        let ready = "SELECT count(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'";
-        (self.count(ready) == 1).then(|| self.count(sql))
+        // The table is made before the first migration: ready once the
+        // last one has committed.
+        let table = "SELECT count(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'";
+        let applied = match self.count(table) {
+            0 => 0,
+            _ => self.count("SELECT count(*) FROM _sqlx_migrations WHERE success"),
+        };
+        (applied == super::migrations("migrations/postgres")).then(|| self.count(sql))
     }
 
     /// Every text value `sql` selects (one column).
