@@ -108,18 +108,7 @@ fn main() {
     let both_s = rt.block_on(bare_insert(&work.join("bare2.db"), &frames_dir, n, true));
 
     // status on the enqueued database: best of 5 CLI runs.
-    let mut status_ms = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let out = Command::new(bin)
-            .arg("--db")
-            .arg(&db)
-            .arg("status")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        status_ms = status_ms.min(t.elapsed().as_secs_f64() * 1000.0);
-    }
+    let status_ms = best_status_ms(bin, &db, &["status"]);
 
     // A second pass over the same frames (what `cinecut describe` queues
     // before its worker starts), then `status` of that pass.
@@ -143,18 +132,10 @@ fn main() {
         db.close().await;
         pass_s
     });
-    let mut pass_status_ms = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let out = Command::new(bin)
-            .arg("--db")
-            .arg(&db)
-            .args(["status", "--pass", "second"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        pass_status_ms = pass_status_ms.min(t.elapsed().as_secs_f64() * 1000.0);
-    }
+    let pass_status_ms = best_status_ms(bin, &db, &["status", "--pass", "second"]);
+
+    let (mixed_ms, walk_ms) = rt.block_on(mixed_states(&db));
+    let mixed_status_ms = best_status_ms(bin, &db, &["status", "--pass", "default"]);
 
     let rate = n as f64 / enqueue_s;
     let ceiling = n as f64 / ceiling_s;
@@ -170,8 +151,71 @@ fn main() {
     println!("new pass over those frames     {pass_s:8.2} s  {pass_rate:>10.0} jobs/s");
     println!("ratio (new pass / enqueue)     {:8.2}", pass_rate / rate);
     println!("status --pass (best of 5)      {pass_status_ms:8.1} ms");
+    println!("states mixed (one UPDATE)      {:8.2} s", mixed_ms / 1000.0);
+    println!("status, mixed (best of 5)      {mixed_status_ms:8.1} ms");
+    println!("the same counts by index walk  {walk_ms:8.1} ms  (how status counted before 0017)");
+    println!(
+        "ratio (status / index walk)    {:8.2}",
+        mixed_status_ms / walk_ms
+    );
     stills(bin, &work);
     std::fs::remove_dir_all(&work).ok();
+}
+
+/// The best of 5 runs of `cinecut status ARGS` on `db`, in milliseconds
+/// (whole process).
+fn best_status_ms(bin: &str, db: &Path, args: &[&str]) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    best
+}
+
+/// Gives the first pass's jobs a mix of states (70 % done, 15 % failed
+/// for three reasons, 10 % queued, 3 % cancelled, 2 % running) in one
+/// UPDATE, then times the per-state count status made before migration
+/// 0017 (a walk of the jobs_film_state index; best of 5). Returns the
+/// UPDATE's and the walk's milliseconds.
+async fn mixed_states(path: &Path) -> (f64, f64) {
+    let db = cinecut::db::Db::open(path, cinecut::db::Durability::Full)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    sqlx::query(
+        "UPDATE jobs SET state = CASE WHEN id % 100 < 70 THEN 'done' WHEN id % 100 < 85 THEN 'failed' \
+         WHEN id % 100 < 95 THEN 'queued' WHEN id % 100 < 98 THEN 'cancelled' ELSE 'running' END, \
+         last_error = CASE WHEN id % 100 BETWEEN 70 AND 84 THEN 'reason ' || (id % 3) END \
+         WHERE pass_id = (SELECT id FROM passes WHERE name = 'default')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let update_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut walk_ms = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM jobs WHERE film_id = (SELECT min(id) FROM films) \
+             AND pass_id = (SELECT id FROM passes WHERE name = 'default') \
+             AND state IN ('running', 'done', 'failed', 'cancelled') GROUP BY state",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(counts.len(), 4);
+        walk_ms = walk_ms.min(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    db.close().await;
+    (update_ms, walk_ms)
 }
 
 /// Enqueue of a folder of real stills with the default dedupe (each

@@ -11,7 +11,7 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 cargo build --release --locked --quiet
-bin="$PWD/target/release/cinecut"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/cinecut"
 
 work="${CINECUT_DEMO_DIR:-$PWD/demo}"
 mkdir -p "$work"

@@ -12,7 +12,7 @@ if ! command -v stress-ng >/dev/null 2>&1; then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq stress-ng >/dev/null
 fi
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 # shellcheck disable=SC1091
 source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 SQLX_OFFLINE=true cargo build --locked --workspace --tests --quiet

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# README's test command: installs what is missing (scripts/setup.sh), then
+# README's test command: installs what is missing (scripts/setup.sh --tests), then
 # runs everything CI runs: rustfmt, the structure rules, clippy, the sqlx
 # offline-data checks (SQLite and PostgreSQL) and the whole test suite
 # (cargo nextest), the PostgreSQL queue's tests on a throwaway cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 # shellcheck disable=SC1091
 source "${CINECUT_CACHE:-$HOME/.cache/cinecut}/env.sh"
 

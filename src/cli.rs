@@ -21,8 +21,7 @@ Exit codes:
 pub struct Cli {
     /// SQLite database file (created if missing), or a PostgreSQL URL
     /// (`postgres://user:password@host/db`: many GPU hosts, one queue; every
-    /// command runs there; with no --pass, a worker serves the pass
-    /// `default`).
+    /// command runs there, with the same output).
     #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = db_location)]
     pub db: Location,
 
@@ -599,6 +598,18 @@ pub struct StatusArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Which workers to list: `recent` (running, or gone within the last
+    /// day; older ones are counted on one line) or `all`.
+    #[arg(long, value_enum, default_value_t = WorkersShown::Recent)]
+    pub workers: WorkersShown,
+}
+
+/// `status --workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkersShown {
+    Recent,
+    All,
 }
 
 #[derive(Debug, Args)]

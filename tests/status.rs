@@ -84,6 +84,20 @@ async fn status_counts_states_and_failure_reasons_per_film(env: &Env) {
         14
     );
 
+    // The counts follow the jobs back out of `failed` (status keeps them
+    // beside the job count, not by counting rows).
+    let s: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(["status", "--json", "--film", "alpha"]))).unwrap();
+    assert_eq!(s["films"][0]["failed"], 0);
+    assert_eq!(s["films"][0]["queued"], 10);
+    env.execute_now(
+        "UPDATE jobs SET state = 'done' WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 2)",
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(["status", "--json", "--film", "alpha"]))).unwrap();
+    assert_eq!(s["films"][0]["done"], 2);
+    assert_eq!(s["films"][0]["queued"], 8);
+
     let o = env.run(["cancel", "--film", "beta"]);
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("cancelled 4 queued job(s)"));
@@ -102,4 +116,55 @@ fn an_unknown_film_is_a_clear_error(env: &Env) {
     assert_exit(&o, 1);
     assert!(crate::util::stderr(&o).contains("no film titled \"nope\""));
     assert_exit(&env.run(["retry"]), 2);
+}
+
+on_both!(workers_gone_for_more_than_a_day_are_counted_and_listed_on_request);
+
+/// A crash test or a busy farm leaves many stopped workers behind: those gone
+/// more than a day (stopped, or silent without a stop) are one line.
+fn workers_gone_for_more_than_a_day_are_counted_and_listed_on_request(env: &Env) {
+    env.make_db();
+    let pg = env.backend() == crate::util::Backend::Postgres;
+    let ago = |hours: i64| {
+        if pg {
+            format!("clock_timestamp() - interval '{hours} hours'")
+        } else {
+            format!("(CAST(unixepoch('subsec') * 1000 AS INTEGER) - {hours} * 3600000)")
+        }
+    };
+    for (id, started, beat, stopped) in [
+        ("w-stopped-old", ago(50), ago(49), Some(ago(48))),
+        ("w-silent-old", ago(50), ago(30), None),
+        ("w-stopped-recent", ago(3), ago(2), Some(ago(2))),
+        ("w-running", ago(1), ago(0), None),
+    ] {
+        let stopped = stopped.unwrap_or_else(|| "NULL".into());
+        env.execute_now(&format!(
+            "INSERT INTO workers (id, pid, host, gpu, started_at, heartbeat_at, stopped_at, state) \
+             VALUES ('{id}', 1, 'h', 'gpu0', {started}, {beat}, {stopped}, 'stopped')"
+        ));
+    }
+    let text = stdout(&env.run(["status"]));
+    assert!(text.contains("worker w-stopped-recent "), "{text}");
+    assert!(text.contains("worker w-running "), "{text}");
+    assert!(!text.contains("-old"), "{text}");
+    assert!(
+        text.contains("2 worker(s) gone for more than a day (status --workers all lists them)"),
+        "{text}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(["status", "--json"]))).unwrap();
+    assert_eq!(s["workers"].as_array().unwrap().len(), 2, "{s}");
+    assert_eq!(s["workers_gone_before_a_day"], 2);
+
+    let all = stdout(&env.run(["status", "--workers", "all"]));
+    for id in [
+        "w-stopped-old",
+        "w-silent-old",
+        "w-stopped-recent",
+        "w-running",
+    ] {
+        assert!(all.contains(&format!("worker {id} ")), "{all}");
+    }
+    assert!(!all.contains("gone for more than a day"), "{all}");
 }

@@ -46,22 +46,34 @@ pub async fn set_state(q: &PgQueue, id: &str, state: WorkerState) -> Result<()> 
 
 /// Workers that are running, or stopped within the last `since` (by the
 /// database's clock).
-pub async fn workers(q: &PgQueue, since: std::time::Duration) -> Result<Vec<WorkerRow>> {
-    let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
-    Ok(sqlx::query_as!(
+pub async fn workers(
+    q: &PgQueue,
+    since: Option<std::time::Duration>,
+) -> Result<(Vec<WorkerRow>, i64)> {
+    // NULL: every worker.
+    let since_ms = since.map(|s| i64::try_from(s.as_millis()).unwrap_or(i64::MAX / 2));
+    let seen = sqlx::query_as!(
         WorkerRow,
         r#"SELECT id, pid, host, gpu, state,
                   (extract(epoch FROM started_at) * 1000)::bigint AS "started_at!",
                   (extract(epoch FROM heartbeat_at) * 1000)::bigint AS "heartbeat_at!",
                   jobs_done, jobs_failed, jobs_retried, jobs_requeued, server_starts, server_restarts
            FROM workers
-           WHERE stopped_at IS NULL
-              OR stopped_at >= clock_timestamp() - make_interval(secs => $1::bigint / 1000.0)
+           WHERE $1::bigint IS NULL
+              OR coalesce(stopped_at, heartbeat_at) >= clock_timestamp() - make_interval(secs => $1::bigint / 1000.0)
            ORDER BY started_at"#,
         since_ms
     )
     .fetch_all(q.pool())
-    .await?)
+    .await?;
+    let gone = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM workers
+           WHERE coalesce(stopped_at, heartbeat_at) < clock_timestamp() - make_interval(secs => $1::bigint / 1000.0)"#,
+        since_ms
+    )
+    .fetch_one(q.pool())
+    .await?;
+    Ok((seen, gone))
 }
 
 /// Adds one to worker `id`'s llama-server starts, or restarts with

@@ -40,7 +40,7 @@ fn cluster(action: &str, dir: &Path) -> String {
         .expect("bash");
     assert!(
         out.status.success(),
-        "scripts/pg-cluster.sh {action} failed (PostgreSQL is installed by `bash scripts/setup.sh`):\n{}",
+        "scripts/pg-cluster.sh {action} failed (PostgreSQL is installed by `bash scripts/setup.sh --tests`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -5,23 +5,31 @@ use std::io::Write;
 use super::render::{
     Layout, ago, describe_lease, fit, layout, percent, plain_line, totals, truncate,
 };
-use crate::cli::StatusArgs;
+use crate::cli::{StatusArgs, WorkersShown};
 use crate::db::{self, Store, status};
 
-/// Workers stopped longer ago than this are not shown.
-const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Workers gone (stopped, or silent) longer ago than this are counted, not
+/// listed, unless `--workers all`.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 pub async fn run(db: &Store, args: StatusArgs) -> anyhow::Result<()> {
     let (only, pass) = super::filters(db, args.film.as_deref(), args.pass.as_deref()).await?;
     let mut films = db.film_status(only, pass).await?;
     let leases = db.lease_holders().await?;
-    let workers = db.workers(RECENT).await?;
+    let window = (args.workers == WorkersShown::Recent).then_some(RECENT);
+    let db::status::Workers {
+        seen: workers,
+        gone,
+    } = db.workers(window).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let totals = totals(&films);
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({ "films": films, "totals": totals, "gpu_leases": leases, "workers": workers }),
+            &serde_json::json!({
+                "films": films, "totals": totals, "gpu_leases": leases,
+                "workers": workers, "workers_gone_before_a_day": gone,
+            }),
         )?;
         writeln!(out)?;
         return Ok(());
@@ -38,7 +46,7 @@ pub async fn run(db: &Store, args: StatusArgs) -> anyhow::Result<()> {
         Layout::Fitted { width } => width,
         Layout::Plain => {
             print_plain(&mut out, &films, now)?;
-            print_holders(&mut out, &leases, &workers, now)?;
+            print_holders(&mut out, &leases, &workers, gone, now)?;
             return Ok(());
         }
     };
@@ -91,7 +99,7 @@ pub async fn run(db: &Store, args: StatusArgs) -> anyhow::Result<()> {
         t.cancelled,
         percent(t.done, t.total)
     )?;
-    print_holders(&mut out, &leases, &workers, now)?;
+    print_holders(&mut out, &leases, &workers, gone, now)?;
     Ok(())
 }
 
@@ -141,11 +149,12 @@ fn print_plain(
     Ok(())
 }
 
-/// Who holds each GPU lease, and every worker seen in the last hour.
+/// Who holds each GPU lease, the workers listed, and the count of the rest.
 fn print_holders(
     out: &mut impl Write,
     leases: &[status::LeaseHolder],
     workers: &[status::WorkerRow],
+    gone: i64,
     now: i64,
 ) -> std::io::Result<()> {
     if leases.is_empty() {
@@ -170,6 +179,12 @@ fn print_holders(
             w.jobs_requeued,
             w.server_starts,
             w.server_restarts
+        )?;
+    }
+    if gone > 0 {
+        writeln!(
+            out,
+            "{gone} worker(s) gone for more than a day (status --workers all lists them)"
         )?;
     }
     Ok(())

@@ -27,7 +27,7 @@ use super::passes::{Pass, PassIdentity, PassSummary};
 use super::queue::{ExistingFilm, FilmSpec, NewShot, SubtitleLine, VideoFilm};
 use super::report::{FilmFacts, ReportField, ReportFrame};
 use super::results::{DialogueHit, PageKey, ResultRow, SearchHit};
-use super::status::{FilmStatus, LeaseHolder, WorkerRow};
+use super::status::{FilmStatus, LeaseHolder, Workers};
 use super::{Db, Loader};
 use crate::error::Result;
 
@@ -112,8 +112,9 @@ pub trait Backend: Send + Sync + Debug {
     /// Counts a llama-server start or crash in the worker's row.
     async fn count_server_event(&self, worker: &str, event: ServerEvent) -> Result<()>;
 
-    /// Workers running, or stopped within the last `since`.
-    async fn workers(&self, since: Duration) -> Result<Vec<WorkerRow>>;
+    /// Workers running, or stopped (or silent) within the last `since`
+    /// (every worker with `None`), and the count of the others.
+    async fn workers(&self, since: Option<Duration>) -> Result<Workers>;
 
     // GPU leases.
 

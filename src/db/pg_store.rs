@@ -70,8 +70,11 @@ impl Backend for PgDb {
     }
 
     /// Workers running, or stopped within `since`.
-    async fn workers(&self, since: Duration) -> Result<Vec<super::status::WorkerRow>> {
-        pgw::workers(self.queue(), since).await.map_err(self.err())
+    async fn workers(&self, since: Option<Duration>) -> Result<super::status::Workers> {
+        let (seen, gone) = pgw::workers(self.queue(), since)
+            .await
+            .map_err(self.err())?;
+        Ok(super::status::Workers { seen, gone })
     }
 
     /// Takes GPU `gpu`'s lease for `me` if it is free: unheld, expired by

@@ -16,7 +16,7 @@ use super::passes::{self, Pass, PassIdentity, PassSummary};
 use super::queue::{self, ExistingFilm, FilmSpec, NewShot, SubtitleLine, VideoFilm};
 use super::report::{self, FilmFacts, ReportField, ReportFrame};
 use super::results::{self, DialogueHit, PageKey, ResultRow, SearchHit, fts_query};
-use super::status::{self, FilmStatus, LeaseHolder, WorkerRow};
+use super::status::{self, FilmStatus, LeaseHolder};
 use super::work::SqliteWork;
 use super::{Db, Loader, now_ms};
 use crate::error::Result;
@@ -74,8 +74,8 @@ impl Backend for Db {
         jobs::count_server_event(self.pool(), worker, event).await
     }
 
-    async fn workers(&self, since: Duration) -> Result<Vec<WorkerRow>> {
-        status::workers(self.pool(), now_ms() - ms(since)).await
+    async fn workers(&self, since: Option<Duration>) -> Result<status::Workers> {
+        status::workers(self.pool(), since.map_or(i64::MIN, |s| now_ms() - ms(s))).await
     }
 
     async fn acquire_lease(&self, gpu: &str, me: &Holder, ttl: Duration) -> Result<Acquire> {

@@ -24,7 +24,7 @@ fn chromium() -> &'static str {
         .is_ok_and(|s| s.success());
     assert!(
         found,
-        "chromium not found; install it with `bash scripts/setup.sh` (Debian package chromium)"
+        "chromium not found; install it with `bash scripts/setup.sh --tests` (Debian package chromium)"
     );
     "chromium"
 }

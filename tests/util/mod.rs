@@ -388,7 +388,7 @@ pub fn datasette() -> PathBuf {
     let path = cache_dir().join("venv/bin/datasette");
     assert!(
         path.is_file(),
-        "datasette not found ({}); install it with `bash scripts/setup.sh`",
+        "datasette not found ({}); install it with `bash scripts/setup.sh --tests`",
         path.display()
     );
     path
@@ -399,7 +399,7 @@ pub fn sqlite_utils() -> PathBuf {
     let path = cache_dir().join("venv/bin/sqlite-utils");
     assert!(
         path.is_file(),
-        "sqlite-utils not found ({}); install it with `bash scripts/setup.sh`",
+        "sqlite-utils not found ({}); install it with `bash scripts/setup.sh --tests`",
         path.display()
     );
     path
