@@ -34,7 +34,7 @@ LAYERS = [
     ["weights", "vision"],
     ["db"],
     ["error"],
-    ["server", "gpu", "frame", "profile", "gguf"],
+    ["server", "gpu", "frame", "profile", "gguf", "hf"],
     ["process"],
 ]
 

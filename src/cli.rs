@@ -166,13 +166,13 @@ pub struct PassesArgs {
 pub struct WorkerCore {
     /// An llama-server (or OpenAI-compatible server) that is already running,
     /// e.g. http://127.0.0.1:8080. Instead of --model/--mmproj.
-    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present_any = ["model", "noop_describer"], conflicts_with_all = ["model", "mmproj"])]
+    #[arg(long, value_name = "URL", env = "CINECUT_SERVER_URL", required_unless_present_any = ["model", "hf", "noop_describer"], conflicts_with_all = ["model", "mmproj", "hf"])]
     pub server_url: Option<String>,
 
     /// Benchmarks only: every frame answered at once by a fixed answer of
     /// the built-in profile, no model, no server (the queue's own
     /// throughput, in real worker processes).
-    #[arg(long, hide = true, conflicts_with_all = ["server_url", "model", "mmproj", "prompt"])]
+    #[arg(long, hide = true, conflicts_with_all = ["server_url", "model", "mmproj", "hf", "prompt"])]
     pub noop_describer: bool,
 
     #[command(flatten)]
@@ -267,6 +267,18 @@ pub struct ServerArgs {
     /// The vision projector GGUF that goes with --model.
     #[arg(long, value_name = "GGUF", requires = "model")]
     pub mmproj: Option<PathBuf>,
+
+    /// A model by its Hugging Face name, e.g.
+    /// ggml-org/SmolVLM-500M-Instruct-GGUF:Q8_0, instead of --model/--mmproj:
+    /// llama.cpp's own downloader (the `llama` binary beside llama-server)
+    /// fetches the model and its mmproj into its cache (LLAMA_CACHE, else
+    /// HF_HUB_CACHE, else ~/.cache/huggingface/hub) and cinecut loads them.
+    #[arg(long, value_name = "USER/REPO[:QUANT]", conflicts_with_all = ["model", "mmproj"], value_parser = hf_name)]
+    pub hf: Option<String>,
+
+    /// With --hf: only the cache, no download (a host without internet).
+    #[arg(long, requires = "hf")]
+    pub offline: bool,
 
     /// The llama-server binary (else env LLAMA_SERVER, else PATH).
     #[arg(long, value_name = "PATH")]
@@ -663,6 +675,19 @@ fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("{text:?} is not a number from 0 to 1, e.g. 0.3")),
+    }
+}
+
+fn hf_name(text: &str) -> Result<String, String> {
+    crate::hf::check_name(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn colour_score(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=255.0).contains(&x) => Ok(x),
+        _ => Err(format!("{text:?} is not a number from 0 to 255, e.g. 27")),
     }
 }
 

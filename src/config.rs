@@ -56,7 +56,7 @@ pub async fn worker(
         }
         None => {
             let parallel = core.parallel.unwrap_or(1);
-            let sup = supervisor(&core, gpu.clone(), parallel, max_side, profile.clone())?;
+            let sup = supervisor(&core, gpu.clone(), parallel, max_side, profile.clone()).await?;
             let model = sup.model_name.clone();
             let engine = Engine::Supervised(Box::new(Supervised::new(sup, probe)));
             (engine, parallel, model)
@@ -154,8 +154,9 @@ fn check(core: &WorkerCore) -> anyhow::Result<()> {
 /// cheapest common model at `--max-side 1024`) and the prompt, about 128.
 const MIN_FRAME_TOKENS: u32 = 576 + 128;
 
-/// The supervised llama-server's settings (`--model` with `--mmproj`).
-fn supervisor(
+/// The supervised llama-server's settings (`--model` with `--mmproj`, or
+/// the files `--hf` names).
+async fn supervisor(
     core: &WorkerCore,
     gpu: ResolvedGpu,
     parallel: u16,
@@ -163,10 +164,15 @@ fn supervisor(
     profile: Arc<Profile>,
 ) -> anyhow::Result<SupervisorConfig> {
     let s = &core.server;
-    let (Some(model), Some(mmproj)) = (s.model.clone(), s.mmproj.clone()) else {
-        unreachable!("clap requires --server-url or --model with --mmproj")
-    };
     let bin = server::find_binary(s.server_bin.as_deref())?;
+    let (model, mmproj) = match (&s.hf, s.model.clone(), s.mmproj.clone()) {
+        (Some(name), _, _) => {
+            let files = crate::hf::resolve(&bin, name, s.offline).await?;
+            (files.model, files.mmproj)
+        }
+        (None, Some(model), Some(mmproj)) => (model, mmproj),
+        _ => unreachable!("clap requires --server-url, --hf, or --model with --mmproj"),
+    };
     let model_name = core.model_name.clone().unwrap_or_else(|| {
         model
             .file_name()

@@ -10,7 +10,8 @@
 //!   films, frames and jobs.
 //! - [`worker`]: the loop under a GPU lease: claim, describe, record.
 //! - [`engine`]: what the worker describes with: a server someone else runs,
-//!   or a supervised llama-server ([`server`]) with a VRAM check ([`gpu`]).
+//!   or a supervised llama-server ([`server`]) with a VRAM check ([`gpu`]),
+//!   its model given by path or by name ([`hf`]).
 //! - [`vision`]: one frame to one validated [`profile::Answer`] over
 //!   HTTP, and the [`vision::Describer`] trait the worker speaks; [`frame`]
 //!   makes a frame file something any server can read.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod frame;
 pub mod gguf;
 pub mod gpu;
+pub mod hf;
 pub mod ingest;
 pub mod process;
 pub mod profile;

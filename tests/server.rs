@@ -1297,3 +1297,145 @@ fn a_chat_template_given_or_carried_is_left_as_it_is() {
     let carried = run(&model, &[]);
     assert!(!carried.contains("--chat-template"), "{carried}");
 }
+
+/// llama.cpp's cache (`LLAMA_CACHE`) laid out as its downloader writes it:
+/// `models--USER--REPO/refs/main` names a commit whose snapshot holds the
+/// files. The repository holds the tiny model at two quants (Q8_0 the
+/// tiny model, F16 other weights of its shape) and one mmproj.
+fn llama_cache(dir: &Path) -> std::path::PathBuf {
+    let (model, mmproj, _) = tiny_model();
+    let repo = dir.join("models--cinecut-test--tiny-vlm-GGUF");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, snapshot.join(name)).unwrap();
+    link(&crate::util::second_tiny_model(), "tiny-vlm-F16.gguf");
+    link(&model, "tiny-vlm-Q8_0.gguf");
+    link(&mmproj, "mmproj-tiny-vlm-F16.gguf");
+    snapshot
+}
+
+/// `run FILM --hf USER/REPO:QUANT --offline` loads the files llama.cpp's
+/// own downloader picks from its cache for that name (the Q8_0 model, not
+/// the F16 beside it, and the mmproj), describes the film and records
+/// those files' hashes; a name the cache lacks is a clear error that
+/// starts no server and loses no job.
+#[tokio::test]
+async fn a_model_by_name_is_loaded_from_llama_cpps_cache_offline() {
+    let env = Env::new();
+    let cache = env.path().join("hub");
+    let snapshot = llama_cache(&cache);
+    let film = env.path().join("film.mkv");
+    crate::util::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=4",
+        "-c:v",
+        "libx264",
+        film.to_str().unwrap(),
+    ]);
+    let o = env.run([
+        "enqueue",
+        film.to_str().unwrap(),
+        "--select",
+        "interval",
+        "--every",
+        "1",
+    ]);
+    assert_exit(&o, 0);
+    let frames = env.count("SELECT count(*) FROM frames").await;
+    assert!(frames >= 4, "one frame a second: {frames}");
+    let alias = unique("hf");
+    let run = |command: &[&str], name: &str, log: &str| {
+        let mut c = env.cmd(command);
+        c.args(["--hf", name, "--offline"])
+            .arg("--server-bin")
+            .arg(llama_server())
+            .args(["--server-arg=-t", "--server-arg=1"])
+            .arg("--server-arg=--alias")
+            .arg(format!("--server-arg={alias}"))
+            .env("LLAMA_CACHE", &cache)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HOME");
+        c.stdout(std::process::Stdio::null());
+        c.stderr(std::fs::File::create(env.path().join(log)).unwrap());
+        c.status().unwrap()
+    };
+
+    // A name that is not USER/REPO[:QUANT], or --offline alone: usage errors.
+    for bad in [
+        &["--hf", "tiny-vlm"][..],
+        &["--hf", "a/b/c"],
+        &["--offline"],
+    ] {
+        let o = env.run(["worker", "--until-empty"].iter().chain(bad));
+        assert_exit(&o, 2);
+    }
+    let status = run(
+        &["worker", "--until-empty"],
+        "cinecut-test/not-there-GGUF",
+        "missing.log",
+    );
+    let log = env.log("missing.log");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("--hf cinecut-test/not-there-GGUF: not in llama.cpp's cache")
+            && log.contains(cache.to_str().unwrap()),
+        "names the name and the cache: {log}"
+    );
+    assert!(!log.contains("started llama-server"), "{log}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await,
+        frames,
+        "every job still queued"
+    );
+
+    let film = film.to_str().unwrap();
+    let args = ["run", film, "--select", "interval", "--every", "1"];
+    let status = run(&args, "cinecut-test/tiny-vlm-GGUF:Q8_0", "hf.log");
+    let log = env.log("hf.log");
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "model {}, mmproj {}",
+            snapshot.join("tiny-vlm-Q8_0.gguf").display(),
+            snapshot.join("mmproj-tiny-vlm-F16.gguf").display()
+        )),
+        "the files llama.cpp picked, said: {log}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM descriptions").await,
+        frames,
+        "{log}"
+    );
+    assert_eq!(
+        env.strings("SELECT DISTINCT model FROM descriptions").await,
+        vec!["tiny-vlm-Q8_0.gguf".to_string()]
+    );
+    let (model, mmproj, _) = tiny_model();
+    let sha256sum = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    let want = format!("{}+{}", sha256sum(&model), sha256sum(&mmproj));
+    assert_eq!(
+        env.strings("SELECT DISTINCT coalesce(model_sha256, 'NULL') FROM descriptions")
+            .await,
+        vec![want.clone()],
+        "the Q8_0 file's weights, not the F16's"
+    );
+    assert_eq!(
+        env.strings("SELECT coalesce(model_sha256, 'NULL') FROM passes")
+            .await,
+        vec![want],
+        "the pass is bound to those weights"
+    );
+    assert!(
+        server_pids(&alias).is_empty(),
+        "llama-server stopped at exit"
+    );
+}
