@@ -292,9 +292,16 @@ fn chat_template_args(
         || vision.is_some_and(|v| v.llava_projector);
     if llava {
         tracing::info!(
-            "the model's GGUF carries no chat template; LLaVA answers in vicuna's: starting llama-server with --chat-template vicuna (--server-arg=--chat-template --server-arg=NAME chooses another)"
+            "the model's GGUF carries no chat template; LLaVA answers in vicuna's: starting llama-server with --chat-template vicuna --no-jinja (--server-arg=--chat-template --server-arg=NAME chooses another)"
         );
-        return vec!["--chat-template".into(), "vicuna".into()];
+        // A template given by name is one of llama.cpp's built-in ones, which
+        // it applies only without Jinja: with Jinja (its default) the name is
+        // read as a template of its own and the image marker is lost.
+        return vec![
+            "--chat-template".into(),
+            "vicuna".into(),
+            "--no-jinja".into(),
+        ];
     }
     tracing::warn!(
         "the model's GGUF carries no chat template and its family is not one cinecut knows; llama-server uses its default (pass --server-arg=--chat-template --server-arg=NAME if answers are poor)"
