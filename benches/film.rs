@@ -119,6 +119,7 @@ fn main() {
     let opts = FilmOptions {
         select: SelectMode::Scene,
         scene_threshold: 0.3,
+        colour_threshold: 27.0,
         max_gap_s: 10.0,
         min_shot_s: 0.6,
         pick: Pick::Middle,
@@ -178,7 +179,7 @@ fn main() {
         one_pass / detect
     );
     println!(
-        "cinecut enqueue (scene, --pick middle)              {middle:7.2} s   {:.2}x detection (target <= 1.2)",
+        "cinecut enqueue (scene, --pick middle)              {middle:7.2} s   {:.2}x detection (target <= 1.1)",
         middle / detect
     );
     println!(

@@ -109,6 +109,7 @@ fn extraction_cost(video: &Path, dir: &Path, name: &str) {
     let opts = FilmOptions {
         select: SelectMode::All,
         scene_threshold: 0.3,
+        colour_threshold: 27.0,
         max_gap_s: 10.0,
         min_shot_s: 0.6,
         pick: Pick::Middle,

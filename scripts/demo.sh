@@ -20,17 +20,10 @@ export CINECUT_DB="$work/cinecut.db"
 # The tiny random-weight model the tests use (a real model: see README).
 "$CINECUT_PYTHON" tests/gen_tiny_model.py "$work/model"
 
-# A 15-second sample film: five 3-second shots, so five scene cuts.
+# A 15-second sample film of five 3-second shots (scripts/sample-film.sh).
 film="$work/sample film.mp4"
 if [ ! -f "$film" ]; then
-  ffmpeg -loglevel error -y \
-    -f lavfi -i "testsrc2=size=640x360:rate=25:duration=3" \
-    -f lavfi -i "mandelbrot=size=640x360:rate=25" \
-    -f lavfi -i "smptebars=size=640x360:rate=25:duration=3" \
-    -f lavfi -i "life=size=640x360:rate=25:mold=10:ratio=0.2" \
-    -f lavfi -i "color=c=darkblue:size=640x360:rate=25:duration=3" \
-    -filter_complex "[1]trim=duration=3,setpts=PTS-STARTPTS[m];[3]trim=duration=3,setpts=PTS-STARTPTS[l];[0][m][2][l][4]concat=n=5:v=1:a=0" \
-    -c:v libx264 -pix_fmt yuv420p "$film"
+  bash scripts/sample-film.sh "$film"
 fi
 
 # Enqueue the film's keyframes and describe them all, in one command.

@@ -19,7 +19,8 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "cinecut", version, after_help = EXIT_CODES, propagate_version = true)]
 pub struct Cli {
-    /// SQLite database file (created if missing), or a PostgreSQL URL
+    /// SQLite database file (made by enqueue, run, worker, describe and
+    /// gpu-lock if missing; the read commands need it), or a PostgreSQL URL
     /// (`postgres://user:password@host/db`: many GPU hosts, one queue; every
     /// command runs there, with the same output).
     #[arg(long, global = true, env = "CINECUT_DB", default_value = "cinecut.db", value_parser = db_location)]
@@ -508,6 +509,13 @@ pub struct EnqueueArgs {
     /// Scene-change score above which a frame starts a new shot (0–1).
     #[arg(long, default_value_t = 0.3, value_parser = fraction)]
     pub scene_threshold: f64,
+
+    /// Colour score above which a frame starts a new shot (0–255: the mean
+    /// change of hue, saturation and value of a small copy, as
+    /// PySceneDetect's content score): finds the cuts between shots of like
+    /// brightness and other colour that the scene score misses.
+    #[arg(long, default_value_t = 27.0, value_parser = colour_score)]
+    pub colour_threshold: f64,
 
     /// In scene mode, at least one frame every this many seconds.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]

@@ -569,7 +569,7 @@ async fn other_selection_flags_on_an_enqueued_film_say_so(env: &Env) {
     assert!(
         err.contains("already enqueued as film \"again\" with other frame selection")
             && err.contains(
-                "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
+                "--select scene --scene-threshold 0.3 --colour-threshold 27 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
             )
             && err.contains("--replace")
             && err.contains("--film"),
@@ -746,7 +746,7 @@ async fn a_strobe_gives_no_two_frames_closer_than_min_shot(env: &Env) {
     );
     assert_eq!(
         env.string_now("SELECT extraction FROM films WHERE title = 'strobe'"),
-        "--select scene --scene-threshold 0.3 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
+        "--select scene --scene-threshold 0.3 --colour-threshold 27 --max-gap 10 --min-shot 0.6 --pick middle --max-side 1024"
     );
 }
 
@@ -888,4 +888,149 @@ fn shot_flags_without_scene_mode_are_a_usage_error() {
         );
         assert!(!env.db().exists(), "nothing written");
     }
+}
+
+/// The shots' start times (ms) and scores.
+fn shot_starts(env: &Env) -> Vec<(i64, f64)> {
+    env.rows_now("SELECT start_ms, score FROM shots ORDER BY shot_index")
+        .iter()
+        .map(|r| {
+            (
+                r["start_ms"].as_i64().unwrap(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A film of generated cuts of each kind and of changes that are no cut,
+/// 320×180 at 25 fps: (source, seconds) in order.
+fn cuts_film(env: &Env, name: &str, parts: &[(&str, f64)]) -> PathBuf {
+    let out = env.path().join(name);
+    let mut args: Vec<String> = Vec::new();
+    let mut graph = String::new();
+    for (i, (source, seconds)) in parts.iter().enumerate() {
+        args.extend(["-f", "lavfi", "-i"].map(String::from));
+        // The size and rate belong to the source, before any filter on it
+        // (unless the source names its own).
+        let (source, filters) = source.split_once(',').unwrap_or((source, ""));
+        let filters = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(",{filters}")
+        };
+        let sep = if source.contains('=') { ':' } else { '=' };
+        args.push(match source.contains("size=") {
+            true => format!("{source}{filters}"),
+            false => format!("{source}{sep}size=320x180:rate=25{filters}"),
+        });
+        graph.push_str(&format!(
+            "[{i}]trim=duration={seconds},setpts=PTS-STARTPTS,format=yuv420p[p{i}];"
+        ));
+    }
+    for i in 0..parts.len() {
+        graph.push_str(&format!("[p{i}]"));
+    }
+    graph.push_str(&format!("concat=n={}:v=1:a=0", parts.len()));
+    args.extend(["-filter_complex".into(), graph]);
+    args.extend(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "50"].map(String::from));
+    args.push(out.to_str().unwrap().into());
+    ffmpeg(&args);
+    out
+}
+
+on_both!(async cuts_of_colour_and_of_brightness_are_found_and_flashes_fades_and_motion_are_not);
+
+/// Scene mode's cuts, each kind at a known time: colour alone (dark grey
+/// to dark blue, which ffmpeg's brightness-driven score puts under 0.3),
+/// brightness alone (grey to light grey), hard cuts to a pan and to a
+/// moving test card; and what is no cut: a two-frame white flash, a fade
+/// to black, a static shot, a slow pan, motion in a shot. (Before colour
+/// scores and flashes, ffmpeg's score alone gave 4, 6, 7 — the flash —
+/// and 11 s, and scored the colour cut 0.04.)
+async fn cuts_of_colour_and_of_brightness_are_found_and_flashes_fades_and_motion_are_not(
+    env: &Env,
+) {
+    let film = cuts_film(
+        env,
+        "cuts.mp4",
+        &[
+            ("color=c=0x141414", 2.0),
+            ("color=c=darkblue", 2.0),
+            ("color=c=0x505050", 2.0),
+            ("color=c=0xb0b0b0", 1.0),
+            ("color=c=white", 0.08),
+            ("color=c=0xb0b0b0", 1.92),
+            ("color=c=0xb0b0b0,fade=t=out:st=0:d=1.5", 2.0),
+            // A slow pan across the bars: 60 pixels a second.
+            ("smptebars=size=960x180:rate=25,crop=320:180:'t*60':0", 3.0),
+            ("testsrc2", 3.0),
+        ],
+    );
+    let o = env.run(["enqueue".as_ref(), film.as_os_str()]);
+    assert_exit(&o, 0);
+    let starts = shot_starts(env);
+    let times: Vec<i64> = starts.iter().map(|s| s.0).collect();
+    assert_eq!(
+        times,
+        vec![0, 2000, 4000, 6000, 11_000, 14_000],
+        "cuts at 2 s (colour), 4 s and 6 s (brightness), 11 s (to the pan) and 14 s \
+         (to motion); none at the flash (7 s), in the fade (9–10.5 s), in the pan or in \
+         the test card: {starts:?}"
+    );
+    // The colour cut's score is the colour score over 255 (dark grey to
+    // saturated dark blue: about 0.45), above what ffmpeg gives it.
+    assert!(starts[1].1 > 0.3, "{starts:?}");
+}
+
+on_both!(async the_demo_films_five_shots_are_five);
+
+/// The demo's sample film (scripts/sample-film.sh) has five shots; the cut
+/// from the game of life (coloured cells on black) to dark blue is one of
+/// colour, which ffmpeg's score alone misses (0.126).
+async fn the_demo_films_five_shots_are_five(env: &Env) {
+    let film = env.path().join("sample film.mp4");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-film.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&film)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = env.run(["enqueue".as_ref(), film.as_os_str()]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = shot_starts(env).iter().map(|s| s.0).collect();
+    assert_eq!(times, vec![0, 3000, 6000, 9000, 12_000], "{}", stderr(&o));
+}
+
+on_both!(async a_colour_threshold_of_255_finds_only_what_the_scene_score_does);
+
+/// `--colour-threshold 255` switches the colour score off (nothing passes
+/// it): the demo film's colour cut is missed again, as before it existed,
+/// and the flag is in what the film remembers.
+async fn a_colour_threshold_of_255_finds_only_what_the_scene_score_does(env: &Env) {
+    let film = env.path().join("sample film.mp4");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-film.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&film)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = env.run([
+        "enqueue".as_ref(),
+        film.as_os_str(),
+        "--colour-threshold".as_ref(),
+        "255".as_ref(),
+    ]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = shot_starts(env).iter().map(|s| s.0).collect();
+    assert_eq!(times, vec![0, 3000, 6000, 9000], "{}", stderr(&o));
+    let o = env.run(["enqueue".as_ref(), film.as_os_str()]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("--colour-threshold 255"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -119,6 +119,7 @@ fn film_options(frames_dir: std::path::PathBuf, args: &EnqueueArgs) -> FilmOptio
     FilmOptions {
         select: args.select.into(),
         scene_threshold: args.scene_threshold,
+        colour_threshold: args.colour_threshold,
         max_gap_s: args.max_gap,
         min_shot_s: args.min_shot.unwrap_or(0.6),
         pick: args.pick.unwrap_or(PickArg::Middle).into(),

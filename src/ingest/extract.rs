@@ -3,7 +3,7 @@
 //! boundaries pass and the picks read by seeking (`PickReader`), progress
 //! on a terminal, and each frame's difference hash for near-duplicates.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use super::picks::PickReader;
 use super::probe::{
     FilmOptions, HASH_FILE, Probe, SelectMode, ffmpeg, output_args, thumbnail_path, tool_missing,
 };
-use super::shots;
+use super::{cuts, shots};
 use crate::db::queue::NewFrame;
 
 /// [`dedupe`] with the grey copies of `out_dir`'s hash file, which it removes.
@@ -156,16 +156,19 @@ pub(super) fn extract_shots(
     cmd.args(shots::DETECT_INPUT_ARGS)
         .arg("-i")
         .arg(video)
-        .args(shots::detect_args(opts.scene_threshold, opts.min_shot_s))
-        .args(["-progress", "pipe:1"])
+        .args(shots::detect_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| tool_missing("ffmpeg", e))?;
     let duration_us = probe.duration_ms.unwrap_or(0) * 1000;
     let stdout = child.stdout.take().expect("piped stdout");
-    let progress = show_progress(stdout, duration_us, opts.progress, "finding shots");
     let stderr = child.stderr.take().expect("piped stderr");
+    let limits = cuts::Thresholds {
+        scene: opts.scene_threshold,
+        colour: opts.colour_threshold,
+        min_shot_s: opts.min_shot_s,
+    };
 
     let readers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let reader = PickReader::new(video, out_dir, opts, probe.fps);
@@ -182,11 +185,42 @@ pub(super) fn extract_shots(
                 }
             });
         }
+        // The decode's two outputs, each read on a thread of its own so
+        // that neither pipe fills while the other is waited on: every
+        // frame's time and scene score (stderr, with the errors and the
+        // progress), and its small copy (stdout).
+        let (scored, scores) = std::sync::mpsc::channel::<(f64, f64)>();
+        let log = scope.spawn(move || {
+            let mut progress = Progress::new(duration_us, opts.progress, "finding shots");
+            let mut score_lines = shots::ScoreReader::default();
+            let mut errors = ErrorLines::default();
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Some((t, score)) = score_lines.line(&line) {
+                    progress.at((t * 1e6) as i64);
+                    scored.send((t, score)).ok();
+                }
+                errors.line(line);
+            }
+            if let Some(last) = score_lines.finish() {
+                scored.send(last).ok();
+            }
+            (errors, progress.finish())
+        });
+        let (copied, copies) = std::sync::mpsc::channel::<cuts::Hsv>();
+        scope.spawn(move || {
+            let mut out = BufReader::with_capacity(64 * cuts::SMALL_BYTES, stdout);
+            let mut rgb = vec![0u8; cuts::SMALL_BYTES];
+            while out.read_exact(&mut rgb).is_ok() {
+                if copied.send(cuts::Hsv::from_rgb(&rgb)).is_err() {
+                    break;
+                }
+            }
+        });
         let plan = |shots: &[shots::Shot]| {
             shots::picks(shots, opts.pick, opts.per_shot, opts.max_gap_s, spoken)
         };
-        let mut cuts = shots::CutReader::default();
-        let mut errors = ErrorLines::default();
+        let mut finder = cuts::CutFinder::new(limits);
+        let mut cuts: Vec<(f64, f64)> = Vec::new();
         let mut picks: Vec<shots::PickAt> = Vec::new();
         let (mut closed, mut sent) = (0, 0);
         let send = |picks: &[shots::PickAt], sent: &mut usize, upto: usize| {
@@ -195,28 +229,25 @@ pub(super) fn extract_shots(
                 *sent = upto;
             }
         };
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            let before = cuts.cuts.len();
-            cuts.line(&line);
-            errors.line(line);
-            // A new cut closes the shot before it (the first frame, at 0,
-            // closes nothing).
-            let new_cut = cuts
-                .cuts
-                .last()
-                .filter(|c| cuts.cuts.len() > before && c.0 > 0.0);
-            if let Some(&(last, _)) = new_cut {
-                let done = shots::shots(&cuts.cuts, last);
-                picks.extend(plan(&done[closed..]));
-                closed = done.len();
-                if picks.len() - sent >= STREAMED_BATCH {
-                    send(&picks, &mut sent, picks.len());
-                }
+        for (t, score) in scores {
+            // A copy that never came (the decode's stdout ended first)
+            // scores no colour.
+            let copy = copies.recv().unwrap_or_default();
+            let Some(cut) = finder.frame(t, score, copy) else {
+                continue;
+            };
+            // A new cut closes the shot before it.
+            cuts.push(cut);
+            let done = shots::shots(&cuts, cut.0);
+            picks.extend(plan(&done[closed..]));
+            closed = done.len();
+            if picks.len() - sent >= STREAMED_BATCH {
+                send(&picks, &mut sent, picks.len());
             }
         }
+        cuts.extend(finder.finish());
         let status = child.wait();
-        let reached_us = progress.join().unwrap_or(0);
-        let cuts = cuts.finish();
+        let (errors, reached_us) = log.join().expect("ffmpeg's log reader");
         let damaged = !matches!(&status, Ok(s) if s.success()) || !errors.is_empty();
         // A damaged film's last shot ends where decoding did.
         let end_s = match (damaged, probe.duration_ms) {
@@ -378,17 +409,19 @@ impl ErrorLines {
     }
 }
 
-/// Shows ffmpeg's `-progress` output (its stdout) as a bar on a terminal,
-/// as a log line every 5 s otherwise, on a thread of its own.
-/// Returns the last time ffmpeg reached (µs).
-pub(super) fn show_progress(
-    stdout: std::process::ChildStdout,
-    duration_us: i64,
-    show: bool,
+/// A film's decode shown as a bar on a terminal, as a log line every 5 s
+/// otherwise.
+pub(super) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
     what: &'static str,
-) -> std::thread::JoinHandle<i64> {
-    std::thread::spawn(move || {
-        let mut reached = 0;
+    duration_us: i64,
+    last_log: Instant,
+    /// The last time the decode reached (µs).
+    pub(super) reached: i64,
+}
+
+impl Progress {
+    pub(super) fn new(duration_us: i64, show: bool, what: &'static str) -> Progress {
         let bar = show.then(|| {
             let bar = indicatif::ProgressBar::new(duration_us.max(1) as u64);
             bar.set_style(
@@ -400,33 +433,69 @@ pub(super) fn show_progress(
             );
             bar
         });
-        let mut last_log = Instant::now();
+        Progress {
+            bar,
+            what,
+            duration_us,
+            last_log: Instant::now(),
+            reached: 0,
+        }
+    }
+
+    /// The decode reached `us` into the film.
+    pub(super) fn at(&mut self, us: i64) {
+        self.reached = self.reached.max(us);
+        match &self.bar {
+            Some(b) => b.set_position(us.max(0) as u64),
+            None if self.last_log.elapsed().as_secs() >= 5 => {
+                tracing::info!(
+                    "{}: {:.0} s of {:.0} s",
+                    self.what,
+                    us as f64 / 1e6,
+                    self.duration_us as f64 / 1e6
+                );
+                self.last_log = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    fn speed(&self, speed: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("speed {speed}"));
+        }
+    }
+
+    /// Clears the bar; the last time reached (µs).
+    pub(super) fn finish(self) -> i64 {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+        self.reached
+    }
+}
+
+/// Shows ffmpeg's `-progress` output (its stdout) as [`Progress`], on a
+/// thread of its own. Returns the last time ffmpeg reached (µs).
+pub(super) fn show_progress(
+    stdout: std::process::ChildStdout,
+    duration_us: i64,
+    show: bool,
+    what: &'static str,
+) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let mut progress = Progress::new(duration_us, show, what);
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
             if let Some(us) = line
                 .strip_prefix("out_time_us=")
                 .and_then(|v| v.parse::<i64>().ok())
             {
-                reached = reached.max(us);
-                match &bar {
-                    Some(b) => b.set_position(us.max(0) as u64),
-                    None if last_log.elapsed().as_secs() >= 5 => {
-                        tracing::info!(
-                            "{what}: {:.0} s of {:.0} s",
-                            us as f64 / 1e6,
-                            duration_us as f64 / 1e6
-                        );
-                        last_log = Instant::now();
-                    }
-                    None => {}
-                }
-            } else if let (Some(b), Some(speed)) = (&bar, line.strip_prefix("speed=")) {
-                b.set_message(format!("speed {speed}"));
+                progress.at(us);
+            } else if let Some(speed) = line.strip_prefix("speed=") {
+                progress.speed(speed);
             }
         }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        reached
+        progress.finish()
     })
 }
 

@@ -6,6 +6,7 @@
 //! leaves the database unchanged), and with `--strict` nothing is written
 //! unless every frame passes its check.
 
+pub mod cuts;
 pub mod dedupe;
 mod extract;
 pub mod film;

@@ -34,6 +34,8 @@ pub enum SelectMode {
 pub struct FilmOptions {
     pub select: SelectMode,
     pub scene_threshold: f64,
+    /// Scene mode: the colour score a cut passes (0–255, [`super::cuts`]).
+    pub colour_threshold: f64,
     pub max_gap_s: f64,
     /// Scene mode: a cut this close (seconds) to the previous cut is ignored.
     pub min_shot_s: f64,
@@ -184,8 +186,9 @@ pub fn output_args(opts: &FilmOptions, out_dir: &Path) -> Vec<std::ffi::OsString
 pub fn selection_flags(opts: &FilmOptions) -> String {
     let how = match opts.select {
         SelectMode::Scene => format!(
-            "--select scene --scene-threshold {} --max-gap {} --min-shot {} --pick {}{}",
+            "--select scene --scene-threshold {} --colour-threshold {} --max-gap {} --min-shot {} --pick {}{}",
             opts.scene_threshold,
+            opts.colour_threshold,
             opts.max_gap_s,
             opts.min_shot_s,
             opts.pick.flag(),

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::cuts;
+
 /// Which frame of a shot stands for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Pick {
@@ -60,19 +62,29 @@ impl PickAt {
     }
 }
 
-/// ffmpeg's arguments after `-i VIDEO` for the boundaries pass: the select
-/// expression of scene mode without its --max-gap term (every shot's start,
-/// cuts closer than `min_shot_s` to the last one taken ignored), printing
-/// each selected frame's time and score, writing nothing.
-pub fn detect_args(threshold: f64, min_shot_s: f64) -> Vec<OsString> {
+/// ffmpeg's arguments after `-i VIDEO` for the boundaries pass: every
+/// frame's time and scene score printed (stderr), and its
+/// [`cuts::SMALL_W`]×[`cuts::SMALL_H`] RGB24 copy written to stdout, for
+/// [`cuts::CutFinder`] to decide the cuts from both.
+pub fn detect_args() -> Vec<OsString> {
     let graph = format!(
-        "[0:v:0]select='if(gt(scene\\,{threshold})*gte(t-ld(0)\\,{min_shot_s})\\,st(0\\,t)+1\\,0)\
-         +isnan(prev_selected_t)',metadata=print:key=lavfi.scene_score"
+        "[0:v:0]select='isnan(scene)+gte(scene\\,0)',metadata=print:key=lavfi.scene_score,\
+         scale={}:{}:flags=area,format=rgb24[small]",
+        cuts::SMALL_W,
+        cuts::SMALL_H
     );
-    ["-filter_complex", &graph, "-f", "null", "-"]
-        .iter()
-        .map(Into::into)
-        .collect()
+    let args = [
+        "-filter_complex",
+        &graph,
+        "-map",
+        "[small]",
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "pipe:1",
+    ];
+    args.iter().map(Into::into).collect()
 }
 
 /// Flags that make the boundaries pass cheaper and change no score that
@@ -81,49 +93,38 @@ pub fn detect_args(threshold: f64, min_shot_s: f64) -> Vec<OsString> {
 pub const DETECT_INPUT_ARGS: [&str; 2] = ["-skip_loop_filter", "all"];
 
 /// Reads the boundaries pass's log: `metadata` prints a frame's
-/// `pts_time:T` on one line and `lavfi.scene_score=S` on the next.
+/// `pts_time:T` on one line and `lavfi.scene_score=S` on the next (the
+/// first frame has no score: 0).
 #[derive(Debug, Default)]
-pub struct CutReader {
+pub struct ScoreReader {
     pending: Option<f64>,
-    pub cuts: Vec<(f64, f64)>,
 }
 
-impl CutReader {
-    pub fn line(&mut self, line: &str) {
+impl ScoreReader {
+    /// A frame's (time, score), once its lines are read.
+    pub fn line(&mut self, line: &str) -> Option<(f64, f64)> {
         if !line.contains("Parsed_metadata") {
-            return;
+            return None;
         }
         if let Some(i) = line.find("pts_time:") {
             let rest = &line[i + "pts_time:".len()..];
-            let t = rest.split_whitespace().next().and_then(|s| s.parse().ok());
-            if let Some(t) = t {
-                self.flush();
-                self.pending = Some(t);
-            }
-        } else if let Some(i) = line.find("lavfi.scene_score=") {
-            let score = line[i + "lavfi.scene_score=".len()..]
-                .trim()
-                .parse()
-                .unwrap_or(0.0);
-            if let Some(t) = self.pending.take() {
-                self.cuts.push((t, score));
-            }
+            let t = rest
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())?;
+            return self.pending.replace(t).map(|before| (before, 0.0));
         }
+        let i = line.find("lavfi.scene_score=")?;
+        let score = line[i + "lavfi.scene_score=".len()..]
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        self.pending.take().map(|t| (t, score))
     }
 
-    /// The cuts in time order (a frame printed without its score counts,
-    /// with score 0: the first frame).
-    pub fn finish(mut self) -> Vec<(f64, f64)> {
-        self.flush();
-        self.cuts
-            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-        self.cuts
-    }
-
-    fn flush(&mut self) {
-        if let Some(t) = self.pending.take() {
-            self.cuts.push((t, 0.0));
-        }
+    /// The last frame, if its score never came.
+    pub fn finish(&mut self) -> Option<(f64, f64)> {
+        self.pending.take().map(|t| (t, 0.0))
     }
 }
 
@@ -370,18 +371,22 @@ mod tests {
 
     #[test]
     fn cuts_become_shots_and_picks() {
-        let mut r = CutReader::default();
+        let mut r = ScoreReader::default();
+        let mut cuts = Vec::new();
         for l in [
             "[Parsed_metadata_1 @ 0x1] frame:0    pts:0       pts_time:0",
             "[Parsed_metadata_1 @ 0x1] frame:1    pts:2048    pts_time:2",
             "[Parsed_metadata_1 @ 0x1] lavfi.scene_score=0.7",
+            "[Parsed_select_0 @ 0x1] lavfi.scene_score=0.9",
             "[Parsed_metadata_1 @ 0x1] frame:2    pts:4096    pts_time:30",
             "[Parsed_metadata_1 @ 0x1] lavfi.scene_score=0.5",
+            "[Parsed_metadata_1 @ 0x1] frame:3    pts:4097    pts_time:31",
         ] {
-            r.line(l);
+            cuts.extend(r.line(l));
         }
-        let cuts = r.finish();
-        assert_eq!(cuts, vec![(0.0, 0.0), (2.0, 0.7), (30.0, 0.5)]);
+        cuts.extend(r.finish());
+        assert_eq!(cuts, vec![(0.0, 0.0), (2.0, 0.7), (30.0, 0.5), (31.0, 0.0)]);
+        cuts.pop();
         let shots = shots(&cuts, 33.0);
         assert_eq!(
             shots
