@@ -398,3 +398,82 @@ fn scene_mode_takes_a_frame_for_each_line_its_shot_frame_misses(env: &Env) {
         1
     );
 }
+
+on_both!(utf16_files_mov_text_in_mp4_and_the_json_summary_give_the_dialogue);
+
+/// Promises of README's dialogue and `--json` lines: a subtitle file in
+/// UTF-16 with its mark (little- and big-endian) reads as UTF-8 would; a
+/// film's own mov_text stream in MP4 is its dialogue; `enqueue --json`
+/// gives each film's `dialogue_lines` and the run's `seconds`.
+fn utf16_files_mov_text_in_mp4_and_the_json_summary_give_the_dialogue(env: &Env) {
+    let want = vec![
+        (1000, 3000, "Where were you\nlast night?".to_string()),
+        (10_000, 12_500, "At the lighthouse.".to_string()),
+    ];
+    let video = film(env, "plain", None);
+    let text: Vec<u16> = SRT.encode_utf16().collect();
+    let le: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain(text.iter().flat_map(|c| c.to_le_bytes()))
+        .collect();
+    let be: Vec<u8> = [0xfe, 0xff]
+        .into_iter()
+        .chain(text.iter().flat_map(|c| c.to_be_bytes()))
+        .collect();
+    for (name, bytes) in [("le.srt", le), ("be.srt", be)] {
+        let file = env.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let o = env.run([
+            "enqueue".as_ref(),
+            video.as_os_str(),
+            "--subtitles".as_ref(),
+            file.as_os_str(),
+            "--json".as_ref(),
+        ]);
+        assert_exit(&o, 0);
+        assert_eq!(dialogue(env), want, "{name}: {}", stderr(&o));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(summary["films"][0]["dialogue_lines"], 2, "{summary}");
+        let seconds = summary["seconds"].as_f64().expect("seconds, a number");
+        assert!(seconds >= 0.0, "{summary}");
+    }
+
+    // mov_text, MP4's own text subtitles, muxed from the SRT.
+    let srt = env.path().join("lines.srt");
+    std::fs::write(&srt, SRT).unwrap();
+    let mp4 = env.path().join("with text.mp4");
+    ffmpeg(&[
+        "-i".as_ref(),
+        video.as_os_str(),
+        "-i".as_ref(),
+        srt.as_os_str(),
+        "-map".as_ref(),
+        "0:v".as_ref(),
+        "-map".as_ref(),
+        "1".as_ref(),
+        "-c:v".as_ref(),
+        "copy".as_ref(),
+        "-c:s".as_ref(),
+        "mov_text".as_ref(),
+        mp4.as_os_str(),
+    ]);
+    let o = env.run(["enqueue".as_ref(), mp4.as_os_str(), "--json".as_ref()]);
+    assert_exit(&o, 0);
+    let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let film = summary["films"][0]["film_id"].as_i64().unwrap();
+    assert_eq!(summary["films"][0]["dialogue_lines"], 2, "{summary}");
+    let lines = env.rows_now(&format!(
+        "SELECT start_ms, end_ms, text FROM subtitles WHERE film_id = {film} ORDER BY line_index"
+    ));
+    let got: Vec<(i64, i64, String)> = lines
+        .iter()
+        .map(|r| {
+            (
+                r["start_ms"].as_i64().unwrap(),
+                r["end_ms"].as_i64().unwrap(),
+                r["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "the MP4's own mov_text stream");
+}
