@@ -252,6 +252,44 @@ fn a_film_described_by_the_real_server_reads_in_a_real_browser() {
             "the page asked for {u}: it must make no network request"
         );
     }
+    // The Content Security Policy forbids every fetch: a script's request
+    // and an image's, to a listener on this host, never reach it (asked
+    // last: the network domain reports a blocked request too).
+    // (It answers 404 at once, so that without the policy the page's
+    // requests end, and counts them.)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/x",
+        listener.local_addr().unwrap().port()
+    );
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut conn in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let fetched = b.eval(&format!(
+        "fetch('{url}').then(() => 'fetched', e => 'refused: ' + e.message)"
+    ));
+    assert!(
+        fetched.as_str().unwrap().starts_with("refused"),
+        "{fetched}"
+    );
+    let image = b.eval(&format!(
+        "new Promise(done => {{ const i = new Image(); i.onload = () => done('loaded'); \
+         i.onerror = () => done('refused'); i.src = '{url}.png'; }})"
+    ));
+    assert_eq!(image, json!("refused"));
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the policy let a request out"
+    );
 }
 
 on_both!(reports_go_where_asked_and_bad_requests_say_why);
