@@ -161,6 +161,9 @@ impl Supervised {
 
     async fn preflight(&mut self) -> Result<()> {
         if self.cfg.vram_check == VramCheck::Off {
+            tracing::info!(
+                "VRAM check off (--vram-check off): starting llama-server without asking NVML"
+            );
             return Ok(());
         }
         let Some(index) = self.cfg.nvml_index else {

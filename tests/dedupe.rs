@@ -353,3 +353,70 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         "the unreadable still fails in each film, with its reason"
     );
 }
+
+/// A 90×80 grey still of nine columns (a 9×8 grey copy of it has one
+/// cell per 10×10 block), 40 to 200 left to right; each of `bumped` cells
+/// (column < 8, row) is made brighter than the cell to its right, which
+/// turns exactly one bit of its difference hash.
+fn cells(path: &Path, bumped: &[(u32, u32)]) {
+    let img = image::GrayImage::from_fn(90, 80, |x, y| {
+        let (col, row) = (x / 10, y / 10);
+        let base = 40 + 20 * col;
+        image::Luma([if bumped.contains(&(col, row)) {
+            base + 25
+        } else {
+            base
+        } as u8])
+    });
+    img.save(path).unwrap();
+}
+
+on_both!(dedupe_distance_sets_how_many_bits_a_near_duplicate_may_differ_by);
+
+/// `--dedupe-distance N`: a still whose hash is within N bits of the one
+/// before it (and close in brightness) is a near-duplicate. A pair 1 bit
+/// apart is one under the default 4 and not under 0; a pair 6 bits apart
+/// is not one under the default and is one under 8.
+fn dedupe_distance_sets_how_many_bits_a_near_duplicate_may_differ_by(env: &Env) {
+    let one = env.path().join("one bit");
+    let six = env.path().join("six bits");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&six).unwrap();
+    cells(&one.join("a.png"), &[]);
+    cells(&one.join("b.png"), &[(3, 2)]);
+    cells(&six.join("a.png"), &[]);
+    let bumped: Vec<(u32, u32)> = (0..6).map(|r| (r % 8, r)).collect();
+    cells(&six.join("c.png"), &bumped);
+    let duplicates = |folder: &Path, extra: &[&str]| {
+        let title = format!(
+            "{} {}",
+            folder.file_name().unwrap().to_string_lossy(),
+            extra.join(" ")
+        );
+        let mut c = env.cmd([
+            "enqueue".as_ref(),
+            folder.as_os_str(),
+            "--film".as_ref(),
+            title.as_ref(),
+        ]);
+        c.args(extra);
+        let o = c.output().unwrap();
+        assert_exit(&o, 0);
+        env.count_now(&format!(
+            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
+             WHERE f.title = '{title}' AND fr.duplicate_of IS NOT NULL"
+        ))
+    };
+    assert_eq!(duplicates(&one, &[]), 1, "1 bit apart, default 4");
+    assert_eq!(
+        duplicates(&one, &["--dedupe-distance", "0"]),
+        0,
+        "1 bit apart, 0"
+    );
+    assert_eq!(duplicates(&six, &[]), 0, "6 bits apart, default 4");
+    assert_eq!(
+        duplicates(&six, &["--dedupe-distance", "8"]),
+        1,
+        "6 bits apart, 8"
+    );
+}

@@ -291,6 +291,30 @@ fn a_small_model_starts_where_a_fixed_6144_mib_would_wait() {
     assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 3);
 }
 
+/// `--vram-check off` starts the server without asking NVML: on a GPU
+/// with 100 MiB free, where the check (`auto`) waits and fails, the worker
+/// describes every frame and says the check is off.
+#[test]
+fn vram_check_off_starts_the_server_whatever_nvml_says() {
+    let env = Env::new();
+    let nvml = FakeNvml::new(&env);
+    nvml.set(&[gpu(GPU0, 100)]);
+    env.enqueue_images("off", 3, &[]);
+    let flags = ["--vram-need", "6144", "--vram-wait", "1s"];
+    let o = supervised(&env, &nvml, "auto.log", &flags)
+        .status()
+        .unwrap();
+    assert_eq!(o.code(), Some(1), "{}", env.log("auto.log"));
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 0);
+    let off = [&flags[..], &["--vram-check", "off"]].concat();
+    let o = supervised(&env, &nvml, "off.log", &off).status().unwrap();
+    let log = env.log("off.log");
+    assert!(o.success(), "{log}");
+    assert!(log.contains("VRAM check off (--vram-check off)"), "{log}");
+    assert!(!log.contains("MiB free"), "NVML not asked: {log}");
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 3);
+}
+
 /// A GGUF header alone (no tensors): architecture `llama` and the given
 /// u32 keys, as a large model's header states its shape.
 fn write_gguf_header(path: &Path, keys: &[(&str, u32)]) {
