@@ -237,10 +237,16 @@ fn film_filters_for_worker_and_results(env: &Env) {
 
 on_both!(gpu_lock_renews_its_lease_and_a_second_one_times_out);
 
-/// "gpu-lock --timeout" and the lease renewed while a long command runs.
+/// "gpu-lock --timeout" and the lease renewed while a long command runs
+/// (one that ends when the test says, not after a fixed time).
 fn gpu_lock_renews_its_lease_and_a_second_one_times_out(env: &Env) {
     let marks = env.path().join("long");
-    let script = format!("touch {}; sleep 3", marks.display());
+    let release = env.path().join("release");
+    let script = format!(
+        "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+        marks.display(),
+        release.display()
+    );
     let mut long = env
         .cmd([
             "gpu-lock",
@@ -278,6 +284,7 @@ fn gpu_lock_renews_its_lease_and_a_second_one_times_out(env: &Env) {
         env.count_now("SELECT count(*) FROM gpu_leases WHERE purpose = 'gpu-lock'"),
         1
     );
+    std::fs::write(&release, "").unwrap();
     assert!(wait_for(&mut long, Duration::from_secs(30)).success());
     assert_eq!(env.count_now("SELECT count(*) FROM gpu_waiters"), 0);
 }
