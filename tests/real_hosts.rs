@@ -981,3 +981,97 @@ fn lock_wait_shorter_than_busy_timeout_is_honoured() {
     );
     assert!(shell.held(), "gave up while the lock was held");
 }
+
+/// `retry` and `cancel` under another connection's write lock wait
+/// `CINECUT_LOCK_WAIT` (the env of `--lock-wait`), then exit 1 naming the
+/// file, having changed nothing; once the lock is gone they do their work.
+#[test]
+fn retry_and_cancel_wait_lock_wait_from_the_env_then_change_nothing() {
+    let env = Env::new();
+    env.enqueue_images("held", 3, &[]);
+    env.execute_now("UPDATE jobs SET state = 'failed', last_error = 'bad' WHERE id = 1");
+    let shell = WriteLock::hold(&env, 600.0);
+    for args in [&["retry", "--failed"][..], &["cancel", "--film", "held"]] {
+        let o = env
+            .cmd(args)
+            .env("CINECUT_LOCK_WAIT", "1s")
+            .env("CINECUT_BUSY_TIMEOUT", "200ms")
+            .output()
+            .unwrap();
+        assert_exit(&o, 1);
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!(
+                "database {} is locked by another connection (waited 1 s, --lock-wait)",
+                env.db().display()
+            )) && err.contains("nothing was changed"),
+            "{args:?}: {err}"
+        );
+    }
+    drop(shell);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'failed'"),
+        1,
+        "nothing changed"
+    );
+    assert_exit(&env.run(["retry", "--failed"]), 0);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        3
+    );
+    assert_exit(&env.run(["cancel", "--film", "held"]), 0);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'cancelled'"),
+        3
+    );
+}
+
+/// A database on a read-only file system: `enqueue` exits 1 with the
+/// read-only message naming the file (it said "cannot open database …
+/// unable to open database file" before: SQLite cannot make the -shm file
+/// there), and the database is as it was.
+#[test]
+fn a_read_only_database_is_a_clear_error() {
+    let env = Env::new();
+    let disk = SmallDisk::mount("16m");
+    let db = disk.path().join("ro.db");
+    let frames = env.images("ro", 2);
+    let o = env
+        .cmd(["enqueue"])
+        .arg(&frames)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount read-only");
+    let more = env.images("more", 2);
+    let o = env
+        .cmd(["enqueue"])
+        .arg(&more)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("database {} is read-only", db.display()))
+            && err.contains("fix the permissions or pass another --db"),
+        "{err}"
+    );
+    // (Read back once writable again: SQLite opens a WAL database only
+    // where it can make its -shm file.)
+    let status = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount read-write");
+    assert_eq!(count(&db, "SELECT count(*) FROM frames"), 2, "as it was");
+}

@@ -406,6 +406,20 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> Error {
             Some("26") => return Error::NotADatabase(path.to_path_buf()),
             // SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_PERM
             Some("14") | Some("8") | Some("3") => {
+                // An existing database that cannot be written where it
+                // lies (a read-only mount or file; SQLite cannot make its
+                // -wal/-shm files there) says so.
+                let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let read_only = |p: &Path| {
+                    nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err_and(|e| {
+                        matches!(e, nix::errno::Errno::EROFS | nix::errno::Errno::EACCES)
+                    })
+                };
+                if path.exists() && (read_only(path) || folder.is_some_and(read_only)) {
+                    return Error::DatabaseReadOnly {
+                        path: path.to_path_buf(),
+                    };
+                }
                 return Error::DbCannotOpen {
                     path: path.to_path_buf(),
                     reason: db.message().to_string(),
