@@ -12,7 +12,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  runtime error (bad input, missing tool, database or server failure)
-  2  usage error (unknown flag, bad value)";
+  2  usage error (unknown flag, bad value)
+  130  run, describe or gpu-lock stopped by a signal before the end (run it again to carry on)";
 
 /// Describe every keyframe of a film with a local vision-language model and
 /// keep the results in SQLite.

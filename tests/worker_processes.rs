@@ -646,3 +646,62 @@ fn a_worker_for_one_film_takes_only_its_frames(env: &Env) {
         stderr(&o)
     );
 }
+
+on_both!(run_interrupted_by_ctrl_c_then_run_again_describes_each_frame_once);
+
+/// README's `run`: interrupted (Ctrl-C, SIGINT) part-way it exits 130
+/// with nothing left claimed; run again with the same arguments, it
+/// re-enqueues nothing, and every frame ends described once, none tried
+/// twice to success.
+fn run_interrupted_by_ctrl_c_then_run_again_describes_each_frame_once(env: &Env) {
+    let dir = env.images("ctrl-c", 40);
+    let fake = FakeServer::start(env, &["--delay-ms", "50"]);
+    let run = |log: &str| {
+        let mut c = env.cmd(["run"]);
+        c.arg(&dir)
+            .args(["--server-url", &fake.url(), "--parallel", "2"])
+            .stdout(std::fs::File::create(env.path().join(format!("{log}.out"))).unwrap())
+            .stderr(std::fs::File::create(env.path().join(log)).unwrap());
+        c
+    };
+    let mut first = run("first.log").spawn().unwrap();
+    wait_until("5 frames described", Duration::from_secs(60), || {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished too soon: {}",
+            env.log("first.log")
+        );
+        env.count_if_ready("SELECT count(*) FROM descriptions")
+            .is_some_and(|n| n >= 5)
+    });
+    signal(&first, Signal::SIGINT);
+    let status = wait_for(&mut first, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "interrupted: {}",
+        env.log("first.log")
+    );
+    let partial = env.count_now("SELECT count(*) FROM descriptions");
+    assert!(partial < 40, "interrupted part-way ({partial} of 40)");
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state = 'running'"),
+        0,
+        "nothing left claimed"
+    );
+
+    let status = run("second.log").status().unwrap();
+    assert!(status.success(), "{}", env.log("second.log"));
+    assert!(
+        env.log("second.log.out")
+            .contains("0 new, 40 already queued"),
+        "{}",
+        env.log("second.log.out")
+    );
+    assert_eq!(env.count_now("SELECT count(*) FROM descriptions"), 40);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
+        40,
+        "each frame described once"
+    );
+}

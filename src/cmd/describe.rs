@@ -26,6 +26,6 @@ pub async fn run(
         .enqueue_frames(pass.id, &films, args.max_attempts)
         .await?;
     tracing::info!("queued {queued} frame(s) for pass {:?}", pass.name);
-    super::run::describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
-    Ok(0)
+    super::run::describe_until_done(db, &cfg, engine, shutdown.clone(), pass.id, started).await?;
+    Ok(super::run::interrupted_or(&shutdown, 0))
 }

@@ -43,8 +43,15 @@ pub async fn run(db: &Store, mut args: RunArgs, shutdown: CancellationToken) -> 
     if let Err(e) = &enqueued {
         tracing::error!("{e:#}; describing what was enqueued");
     }
-    describe_until_done(db, &cfg, engine, shutdown, pass.id, started).await?;
-    enqueued.map(|()| 0)
+    describe_until_done(db, &cfg, engine, shutdown.clone(), pass.id, started).await?;
+    enqueued.map(|()| interrupted_or(&shutdown, 0))
+}
+
+/// 130 when a signal stopped the command before the end (what was in
+/// flight was finished and recorded; the same command carries on), else
+/// `code`.
+pub fn interrupted_or(shutdown: &CancellationToken, code: u8) -> u8 {
+    if shutdown.is_cancelled() { 130 } else { code }
 }
 
 /// A worker on `pass` until nothing of it is queued, with a progress
