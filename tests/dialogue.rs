@@ -21,9 +21,15 @@ fn film(env: &Env, name: &str, subtitles: Option<&Path>) -> PathBuf {
     ]);
     let Some(subs) = subtitles else { return plain };
     let out = env.path().join(format!("{name}.mkv"));
+    mux(&plain, subs, "srt", &out);
+    out
+}
+
+/// `video` with `subs` as its subtitle stream in `codec`, into `out`.
+fn mux(video: &Path, subs: &Path, codec: &str, out: &Path) {
     ffmpeg(&[
         "-i".as_ref(),
-        plain.as_os_str(),
+        video.as_os_str(),
         "-i".as_ref(),
         subs.as_os_str(),
         "-map".as_ref(),
@@ -33,10 +39,9 @@ fn film(env: &Env, name: &str, subtitles: Option<&Path>) -> PathBuf {
         "-c:v".as_ref(),
         "copy".as_ref(),
         "-c:s".as_ref(),
-        "srt".as_ref(),
+        codec.as_ref(),
         out.as_os_str(),
     ]);
-    out
 }
 
 const SRT: &str = "1\n00:00:01,000 --> 00:00:03,000\n<i>Where were you</i>\nlast night?\n\n\
@@ -442,21 +447,7 @@ fn utf16_files_mov_text_in_mp4_and_the_json_summary_give_the_dialogue(env: &Env)
     let srt = env.path().join("lines.srt");
     std::fs::write(&srt, SRT).unwrap();
     let mp4 = env.path().join("with text.mp4");
-    ffmpeg(&[
-        "-i".as_ref(),
-        video.as_os_str(),
-        "-i".as_ref(),
-        srt.as_os_str(),
-        "-map".as_ref(),
-        "0:v".as_ref(),
-        "-map".as_ref(),
-        "1".as_ref(),
-        "-c:v".as_ref(),
-        "copy".as_ref(),
-        "-c:s".as_ref(),
-        "mov_text".as_ref(),
-        mp4.as_os_str(),
-    ]);
+    mux(&video, &srt, "mov_text", &mp4);
     let o = env.run(["enqueue".as_ref(), mp4.as_os_str(), "--json".as_ref()]);
     assert_exit(&o, 0);
     let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();

@@ -983,12 +983,8 @@ async fn cuts_of_colour_and_of_brightness_are_found_and_flashes_fades_and_motion
     assert!(starts[1].1 > 0.3, "{starts:?}");
 }
 
-on_both!(async the_demo_films_five_shots_are_five);
-
-/// The demo's sample film (scripts/sample-film.sh) has five shots; the cut
-/// from the game of life (coloured cells on black) to dark blue is one of
-/// colour, which ffmpeg's score alone misses (0.126).
-async fn the_demo_films_five_shots_are_five(env: &Env) {
+/// The demo's sample film, written by the script the demo runs.
+fn sample_film(env: &Env) -> PathBuf {
     let film = env.path().join("sample film.mp4");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-film.sh");
     let status = Command::new("bash")
@@ -996,7 +992,17 @@ async fn the_demo_films_five_shots_are_five(env: &Env) {
         .arg(&film)
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "scripts/sample-film.sh");
+    film
+}
+
+on_both!(async the_demo_films_five_shots_are_five);
+
+/// The demo's sample film (scripts/sample-film.sh) has five shots; the cut
+/// from the game of life (coloured cells on black) to dark blue is one of
+/// colour, which ffmpeg's score alone misses (0.126).
+async fn the_demo_films_five_shots_are_five(env: &Env) {
+    let film = sample_film(env);
     let o = env.run(["enqueue".as_ref(), film.as_os_str()]);
     assert_exit(&o, 0);
     let times: Vec<i64> = shot_starts(env).iter().map(|s| s.0).collect();
@@ -1009,14 +1015,7 @@ on_both!(async a_colour_threshold_of_255_finds_only_what_the_scene_score_does);
 /// it): the demo film's colour cut is missed again, as before it existed,
 /// and the flag is in what the film remembers.
 async fn a_colour_threshold_of_255_finds_only_what_the_scene_score_does(env: &Env) {
-    let film = env.path().join("sample film.mp4");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-film.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(&film)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let film = sample_film(env);
     let o = env.run([
         "enqueue".as_ref(),
         film.as_os_str(),

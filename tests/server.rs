@@ -538,16 +538,8 @@ async fn run_resumes_after_sigkill_and_describes_each_frame_once() {
         c
     };
     let mut first = run("first.log").spawn().unwrap();
-    wait_until("20 frames described", Duration::from_secs(60), || {
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "finished too soon: {}",
-            env.log("first.log")
-        );
-        // `run` makes the database itself.
-        env.count_if_ready("SELECT count(*) FROM descriptions")
-            .is_some_and(|n| n >= 20)
-    });
+    // (`run` makes the database itself.)
+    crate::util::wait_for_descriptions_while_running(&env, &mut first, "first.log", 20);
     signal(&first, Signal::SIGKILL);
     first.wait().unwrap();
     let partial = env.count("SELECT count(*) FROM descriptions").await;

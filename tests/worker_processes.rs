@@ -665,15 +665,7 @@ fn run_interrupted_by_ctrl_c_then_run_again_describes_each_frame_once(env: &Env)
         c
     };
     let mut first = run("first.log").spawn().unwrap();
-    wait_until("5 frames described", Duration::from_secs(60), || {
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "finished too soon: {}",
-            env.log("first.log")
-        );
-        env.count_if_ready("SELECT count(*) FROM descriptions")
-            .is_some_and(|n| n >= 5)
-    });
+    crate::util::wait_for_descriptions_while_running(env, &mut first, "first.log", 5);
     signal(&first, Signal::SIGINT);
     let status = wait_for(&mut first, Duration::from_secs(60));
     assert_eq!(

@@ -510,6 +510,29 @@ pub fn pids_with(needle: &str) -> Vec<i32> {
 /// Polls `condition` until it holds, at most `limit`; panics naming `what`
 /// otherwise. Tests wait for state through this, never for a fixed time.
 #[track_caller]
+/// Waits until `n` descriptions are recorded (the database made by the
+/// command itself, perhaps) while `child`, logging to `log`, still runs.
+pub fn wait_for_descriptions_while_running(
+    env: &Env,
+    child: &mut std::process::Child,
+    log: &str,
+    n: i64,
+) {
+    wait_until(
+        &format!("{n} frames described"),
+        std::time::Duration::from_secs(60),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished too soon: {}",
+                env.log(log)
+            );
+            env.count_if_ready("SELECT count(*) FROM descriptions")
+                .is_some_and(|done| done >= n)
+        },
+    );
+}
+
 pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !condition() {
