@@ -1033,3 +1033,27 @@ async fn a_colour_threshold_of_255_finds_only_what_the_scene_score_does(env: &En
         stderr(&o)
     );
 }
+
+on_both!(async a_film_whose_tags_are_not_utf8_is_still_cut_into_its_shots);
+
+/// ffmpeg prints a file's tags as they are: a title in Latin-1 (an old
+/// AVI's, say) is a line of its log that is not UTF-8, and must not end
+/// the reading of the scores after it (the film came out as one shot).
+async fn a_film_whose_tags_are_not_utf8_is_still_cut_into_its_shots(env: &Env) {
+    use std::os::unix::ffi::OsStrExt;
+    let plain = three_shots(env, "plain.mp4");
+    let tagged = env.path().join("tagged.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&plain)
+        .args(["-c", "copy", "-metadata"])
+        .arg(std::ffi::OsStr::from_bytes(b"title=Caf\xe9 \xe0 minuit"))
+        .arg(&tagged)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+    let o = env.run(["enqueue".as_ref(), tagged.as_os_str()]);
+    assert_exit(&o, 0);
+    let times: Vec<i64> = shot_starts(env).iter().map(|s| s.0).collect();
+    assert_eq!(times, vec![0, 2000, 4000], "{}", stderr(&o));
+}

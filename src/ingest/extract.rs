@@ -103,7 +103,7 @@ pub(super) fn one_pass(
     let stderr = child.stderr.take().expect("piped stderr");
     let mut frames = Vec::new();
     let mut errors = ErrorLines::default();
-    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+    for line in lossy_lines(stderr) {
         if line.contains("Parsed_showinfo") && line.contains(" n:") {
             if let Some(f) = parse_showinfo(&line, out_dir) {
                 frames.push(f);
@@ -194,7 +194,7 @@ pub(super) fn extract_shots(
             let mut progress = Progress::new(duration_us, opts.progress, "finding shots");
             let mut score_lines = shots::ScoreReader::default();
             let mut errors = ErrorLines::default();
-            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            for line in lossy_lines(stderr) {
                 if let Some((t, score)) = score_lines.line(&line) {
                     progress.at((t * 1e6) as i64);
                     scored.send((t, score)).ok();
@@ -246,6 +246,8 @@ pub(super) fn extract_shots(
             }
         }
         cuts.extend(finder.finish());
+        // Copies left unread (none unless the log ended early) stop here.
+        drop(copies);
         let status = child.wait();
         let (errors, reached_us) = log.join().expect("ffmpeg's log reader");
         let damaged = !matches!(&status, Ok(s) if s.success()) || !errors.is_empty();
@@ -485,7 +487,7 @@ pub(super) fn show_progress(
 ) -> std::thread::JoinHandle<i64> {
     std::thread::spawn(move || {
         let mut progress = Progress::new(duration_us, show, what);
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+        for line in lossy_lines(stdout) {
             if let Some(us) = line
                 .strip_prefix("out_time_us=")
                 .and_then(|v| v.parse::<i64>().ok())
@@ -496,6 +498,25 @@ pub(super) fn show_progress(
             }
         }
         progress.finish()
+    })
+}
+
+/// A child's output line by line, each read as UTF-8 with anything else
+/// replaced: ffmpeg prints file names and tags as they are, and a line in
+/// another encoding must not end the reading (and with it the scores, the
+/// progress and the errors after it).
+pub(super) fn lossy_lines(out: impl std::io::Read) -> impl Iterator<Item = String> {
+    let mut out = BufReader::new(out);
+    let mut buf = Vec::new();
+    std::iter::from_fn(move || {
+        buf.clear();
+        match out.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                Some(line.trim_end_matches(['\n', '\r']).to_string())
+            }
+        }
     })
 }
 

@@ -98,6 +98,8 @@ pub const DETECT_INPUT_ARGS: [&str; 2] = ["-skip_loop_filter", "all"];
 #[derive(Debug, Default)]
 pub struct ScoreReader {
     pending: Option<f64>,
+    /// The last time read, for a frame whose own does not parse.
+    last: f64,
 }
 
 impl ScoreReader {
@@ -107,11 +109,16 @@ impl ScoreReader {
             return None;
         }
         if let Some(i) = line.find("pts_time:") {
+            // A time that does not parse (NOPTS) counts as the last one:
+            // every frame must be counted, or the scores and the small
+            // copies (one per frame, in order) fall out of step.
             let rest = &line[i + "pts_time:".len()..];
             let t = rest
                 .split_whitespace()
                 .next()
-                .and_then(|s| s.parse().ok())?;
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(self.last);
+            self.last = t;
             return self.pending.replace(t).map(|before| (before, 0.0));
         }
         let i = line.find("lavfi.scene_score=")?;
@@ -381,12 +388,23 @@ mod tests {
             "[Parsed_metadata_1 @ 0x1] frame:2    pts:4096    pts_time:30",
             "[Parsed_metadata_1 @ 0x1] lavfi.scene_score=0.5",
             "[Parsed_metadata_1 @ 0x1] frame:3    pts:4097    pts_time:31",
+            "[Parsed_metadata_1 @ 0x1] frame:4    pts:NOPTS   pts_time:NOPTS",
         ] {
             cuts.extend(r.line(l));
         }
         cuts.extend(r.finish());
-        assert_eq!(cuts, vec![(0.0, 0.0), (2.0, 0.7), (30.0, 0.5), (31.0, 0.0)]);
-        cuts.pop();
+        assert_eq!(
+            cuts,
+            vec![
+                (0.0, 0.0),
+                (2.0, 0.7),
+                (30.0, 0.5),
+                (31.0, 0.0),
+                (31.0, 0.0)
+            ],
+            "every frame counted, one without a time at the last time"
+        );
+        cuts.truncate(3);
         let shots = shots(&cuts, 33.0);
         assert_eq!(
             shots
