@@ -279,6 +279,20 @@ fn chat_template_args(
         let flag = a.split('=').next().unwrap_or_default();
         matches!(flag, "--chat-template" | "--chat-template-file")
     });
+    if let Some(name) = template_name(server_args) {
+        // The user's own template by name: built in, so applied only
+        // without Jinja (see below), unless they say which.
+        let jinja_said = server_args
+            .iter()
+            .any(|a| a == "--jinja" || a == "--no-jinja");
+        if !jinja_said {
+            tracing::info!(
+                "--chat-template {name} names a template built into llama.cpp, which it applies only without Jinja: adding --no-jinja (--server-arg=--jinja keeps Jinja)"
+            );
+            return vec!["--no-jinja".into()];
+        }
+        return Vec::new();
+    }
     let Some(text) = text.filter(|t| t.chat_template.is_none()) else {
         return Vec::new();
     };
@@ -307,6 +321,19 @@ fn chat_template_args(
         "the model's GGUF carries no chat template and its family is not one cinecut knows; llama-server uses its default (pass --server-arg=--chat-template --server-arg=NAME if answers are poor)"
     );
     Vec::new()
+}
+
+/// The value of `--chat-template` among the server's arguments when it is
+/// a template's name, not a template's text (which has `{`).
+fn template_name(server_args: &[String]) -> Option<&str> {
+    let value = server_args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.as_str() {
+            "--chat-template" => server_args.get(i + 1).map(String::as_str),
+            _ => a.strip_prefix("--chat-template="),
+        })?;
+    (!value.contains('{')).then_some(value)
 }
 
 /// The GPU a command means (`--gpu`, `--gpu-name`, or an inherited

@@ -7,8 +7,9 @@
 //! path and its mmproj's. With `--offline` it reads only the cache
 //! (`LLAMA_CACHE`, else `HF_HUB_CACHE`, else `HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`), so a host without internet uses what an
-//! earlier run or a copied cache holds. Its progress and errors go to the
-//! user's terminal as it prints them.
+//! earlier run or a copied cache holds. Its errors go to the user's
+//! terminal as it prints them; it draws no progress with its output piped,
+//! so cinecut says before that a download may take a while.
 
 use std::path::{Path, PathBuf};
 
@@ -89,12 +90,18 @@ pub async fn resolve(server_bin: &Path, name: &str, offline: bool) -> anyhow::Re
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
-    tracing::info!(
-        "--hf {name}: asking llama.cpp's downloader ({}){} for its files, cache {}",
-        bin.display(),
-        if offline { " offline" } else { "" },
-        cache.display()
-    );
+    match offline {
+        true => tracing::info!(
+            "--hf {name}: looking in llama.cpp's cache {} (--offline), with {}",
+            cache.display(),
+            bin.display()
+        ),
+        false => tracing::info!(
+            "--hf {name}: fetching what llama.cpp's cache {} lacks with {} (a first download of a model takes minutes, silently)",
+            cache.display(),
+            bin.display()
+        ),
+    }
     let out = cmd
         .output()
         .await

@@ -1270,10 +1270,11 @@ fn a_llava_model_without_a_chat_template_is_served_with_vicuna() {
     );
 }
 
-/// `--server-arg=--chat-template` chooses the template itself: nothing is
-/// added, and a model that carries a template gets none either.
+/// `--server-arg=--chat-template` chooses the template itself: no vicuna
+/// is added (a name gets `--no-jinja`, unless `--jinja` is given), and a
+/// model that carries a template gets nothing.
 #[test]
-fn a_chat_template_given_or_carried_is_left_as_it_is() {
+fn a_chat_template_given_is_kept_and_one_carried_gets_nothing_added() {
     let (model, mmproj, _) = tiny_model();
     let run = |model: &Path, extra: &[&str]| {
         let env = Env::new();
@@ -1299,8 +1300,23 @@ fn a_chat_template_given_or_carried_is_left_as_it_is() {
     );
     assert!(chosen.contains("--chat-template chatml"), "{chosen}");
     assert!(!chosen.contains("vicuna"), "{chosen}");
+    // A template by name is built in: llama.cpp applies it only without
+    // Jinja, so --no-jinja comes with it, unless Jinja is asked for.
+    assert!(chosen.contains("--no-jinja"), "{chosen}");
+    let jinja = run(
+        &llava,
+        &[
+            "--server-arg=--chat-template=mistral-v1",
+            "--server-arg=--jinja",
+        ],
+    );
+    assert!(jinja.contains("--chat-template=mistral-v1"), "{jinja}");
+    assert!(!jinja.contains("--no-jinja"), "{jinja}");
     let carried = run(&model, &[]);
-    assert!(!carried.contains("--chat-template"), "{carried}");
+    assert!(
+        !carried.contains("--chat-template") && !carried.contains("jinja"),
+        "{carried}"
+    );
 }
 
 /// llama.cpp's cache (`LLAMA_CACHE`) laid out as its downloader writes it:

@@ -409,7 +409,13 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> Error {
                 // An existing database that cannot be written where it
                 // lies (a read-only mount or file; SQLite cannot make its
                 // -wal/-shm files there) says so.
-                let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let folder = path.parent().map(|p| {
+                    if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    }
+                });
                 let read_only = |p: &Path| {
                     nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err_and(|e| {
                         matches!(e, nix::errno::Errno::EROFS | nix::errno::Errno::EACCES)
