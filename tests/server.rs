@@ -1460,3 +1460,56 @@ async fn a_model_by_name_is_loaded_from_llama_cpps_cache_offline() {
         "llama-server stopped at exit"
     );
 }
+
+/// A signal during a model download (`--hf`) stops it with the command:
+/// `run` exits 130 and the downloader (here a stand-in `llama` that never
+/// ends) is killed, not left running.
+#[test]
+fn a_signal_during_a_model_download_stops_the_download() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pid_file = env.path().join("llama.pid");
+    let scripts = [
+        ("llama-server", "#!/bin/sh\nexit 1\n".to_string()),
+        (
+            "llama",
+            format!(
+                "#!/bin/sh\necho $$ > '{}'\nexec sleep 600\n",
+                pid_file.display()
+            ),
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let frames = env.images("hf", 1);
+    let mut c = env.cmd(["run"]);
+    c.arg(&frames)
+        .args(["--hf", "cinecut-test/slow-GGUF", "--server-bin"])
+        .arg(bin.join("llama-server"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path().join("run.log")).unwrap());
+    let mut run = c.spawn().unwrap();
+    wait_until("the download to start", Duration::from_secs(30), || {
+        pid_file.exists()
+            && !std::fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .is_empty()
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    signal(&run, Signal::SIGINT);
+    let status = wait_for(&mut run, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{}", env.log("run.log"));
+    wait_until("the downloader to be gone", Duration::from_secs(30), || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+    });
+}

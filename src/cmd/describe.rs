@@ -4,7 +4,6 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DescribeArgs;
-use crate::config;
 use crate::db::Store;
 
 pub async fn run(
@@ -19,7 +18,11 @@ pub async fn run(
     }
     let mut core = args.worker;
     core.until_empty = true;
-    let (mut cfg, engine, describing) = config::worker(core, None, args.max_side).await?;
+    let Some((mut cfg, engine, describing)) =
+        super::configure(core, None, args.max_side, &shutdown).await?
+    else {
+        return Ok(130);
+    };
     let pass = super::worker::serve_pass(db, args.pass.as_deref(), &describing).await?;
     cfg.pass = Some(pass.clone());
     let queued = db

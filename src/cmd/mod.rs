@@ -188,3 +188,25 @@ async fn filters(
     };
     Ok((film, pass))
 }
+
+/// [`crate::config::worker`], given up (`None`) when a signal comes
+/// first: a model download (`--hf`) stops with it (its process is killed
+/// when dropped).
+async fn configure(
+    core: crate::cli::WorkerCore,
+    film: Option<i64>,
+    max_side: u32,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<
+    Option<(
+        crate::worker::WorkerConfig,
+        crate::engine::Engine,
+        crate::config::Describing,
+    )>,
+> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Ok(None),
+        r = crate::config::worker(core, film, max_side) => r.map(Some),
+    }
+}

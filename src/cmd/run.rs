@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::render::{totals, truncate};
 use crate::cli::RunArgs;
 use crate::db::Store;
-use crate::{config, worker};
+use crate::worker;
 
 /// Enqueue, then a worker until the queue is empty, with one progress
 /// display. On PostgreSQL, other hosts' workers may share the work: this
@@ -24,7 +24,11 @@ pub async fn run(db: &Store, mut args: RunArgs, shutdown: CancellationToken) -> 
     }
     let mut core = args.worker;
     core.until_empty = true;
-    let (mut cfg, engine, describing) = config::worker(core, None, max_side).await?;
+    let Some((mut cfg, engine, describing)) =
+        super::configure(core, None, max_side, &shutdown).await?
+    else {
+        return Ok(130);
+    };
     let pass = super::worker::serve_pass(
         db,
         args.enqueue.pass.first().map(String::as_str),

@@ -6,7 +6,7 @@ use crate::cli::WorkerArgs;
 use crate::config::Describing;
 use crate::db::Store;
 use crate::db::passes::{Pass, PassIdentity};
-use crate::{config, worker};
+use crate::worker;
 
 /// A worker on either backend: on PostgreSQL, one of many hosts' on the
 /// shared queue.
@@ -15,7 +15,11 @@ pub async fn run(db: &Store, args: WorkerArgs, shutdown: CancellationToken) -> a
         Some(title) => Some(db.film_id(title).await?),
         None => None,
     };
-    let (mut cfg, engine, describing) = config::worker(args.core, film, args.max_side).await?;
+    let Some((mut cfg, engine, describing)) =
+        super::configure(args.core, film, args.max_side, &shutdown).await?
+    else {
+        return Ok(());
+    };
     cfg.pass = Some(serve_pass(db, args.pass.as_deref(), &describing).await?);
     let started = std::time::Instant::now();
     let s = worker::run(db, &cfg, engine, shutdown).await?;
