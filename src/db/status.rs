@@ -30,6 +30,9 @@ pub async fn films(
     only: Option<i64>,
     pass: Option<i64>,
 ) -> Result<Vec<FilmStatus>> {
+    // One read transaction: every count from the same snapshot of the
+    // database (WAL), so that a job finishing meanwhile is counted once.
+    let mut tx = pool.begin().await?;
     let rows = sqlx::query!(
         r#"SELECT f.id AS "id!", f.title, p.id AS "pass_id!", p.name AS pass, fp.job_count,
                   fp.done, fp.failed, fp.cancelled
@@ -39,7 +42,7 @@ pub async fn films(
         only,
         pass
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for film in rows {
@@ -59,7 +62,7 @@ pub async fn films(
             film.id,
             film.pass_id
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
         s.queued = s.total - s.running - s.done - s.failed - s.cancelled;
         if s.queued > 0 {
@@ -69,7 +72,7 @@ pub async fn films(
                 film.id,
                 film.pass_id
             )
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
         }
         if s.failed > 0 {
@@ -84,11 +87,12 @@ pub async fn films(
                 film.pass_id,
                 FAILURES_READ
             )
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
         }
         out.push(s);
     }
+    tx.commit().await?;
     Ok(out)
 }
 
