@@ -853,3 +853,50 @@ fn a_lease_taken_over_from_another_host_leaves_the_server_it_names_alone() {
         2
     );
 }
+
+/// Several hosts starting at once on a new PostgreSQL database: eight
+/// producers, each standing for a host (`CINECUT_TEST_HOST_ID`), run the
+/// migrations together (the migrator's advisory lock takes them one at a
+/// time): every one succeeds, each migration is applied once, and every
+/// frame is there once.
+#[test]
+fn hosts_starting_at_once_on_a_new_database_all_migrate_and_enqueue() {
+    let env = Env::new();
+    for round in 0..3 {
+        let pg = Pg::new();
+        let children: Vec<Child> = (0..8)
+            .map(|host| {
+                let frames = env.images(&format!("r{round}-host{host}"), 3);
+                pg.cmd(&["enqueue", frames.to_str().unwrap()])
+                    .env("CINECUT_TEST_HOST_ID", format!("host-{host}"))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_exit(&out, 0);
+        }
+        let migrations = std::fs::read_dir(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
+        )
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count() as i64;
+        assert_eq!(
+            pg.count("SELECT count(*) FROM _sqlx_migrations WHERE success"),
+            migrations,
+            "each migration once"
+        );
+        assert_eq!(pg.count("SELECT count(*) FROM frames"), 24);
+        assert_eq!(pg.count("SELECT count(*) FROM films"), 8);
+    }
+}
