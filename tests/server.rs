@@ -434,6 +434,46 @@ async fn a_server_that_hangs_after_ready_is_restarted() {
     assert!(env.count("SELECT server_restarts FROM workers").await >= 1);
 }
 
+/// README: "a frame in flight at `--poison-after` crashes is failed as
+/// poison". A frame on which the supervised server dies every time (the
+/// fake server exits mid-request) is failed after two crashes, with the
+/// reason, and the worker ends cleanly with the queue empty.
+#[tokio::test]
+async fn a_frame_that_crashes_the_server_each_time_is_failed_as_poison() {
+    let env = Env::new();
+    env.enqueue_images("crash", 1, &[]);
+    let o = fake_worker(
+        &env,
+        "w.log",
+        &["--answers", "exit"],
+        &["--poison-after", "2", "--crash-budget", "5"],
+    )
+    .status()
+    .unwrap();
+    let log = env.log("w.log");
+    assert!(o.success(), "{log}");
+    let errors = env
+        .strings("SELECT coalesce(last_error, '') FROM jobs WHERE state = 'failed'")
+        .await;
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].starts_with("poison: failed 2 time(s) in a row"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE outcome = 'done'")
+            .await,
+        0
+    );
+    // One start, then a restart after the first crash (the second crash
+    // failed the frame and left nothing to restart for).
+    assert!(
+        env.count("SELECT server_restarts FROM workers").await >= 1,
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn vram_check_required_without_a_driver_is_a_clear_error() {
     let env = Env::new();
