@@ -287,6 +287,32 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         0
     );
 
+    // Enqueued again, it adds nothing and decodes none of them; a new
+    // still beside them is decoded, and hashed.
+    noisy_stills(&dir, 25, 1, |x, _| (x * 255 / 160) as u8);
+    let o = env
+        .cmd(["enqueue".as_ref(), dir.as_os_str()])
+        .env("RUST_LOG", "cinecut=debug")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("1 new, 24 already queued"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("24 of 25 stills already enqueued: not decoded"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
+        24,
+        "the new one is hashed"
+    );
+    std::fs::remove_file(dir.join("img_25.png")).unwrap();
+
     let manifest = env.path().join("stills.jsonl");
     let lines: String = (1..=24)
         .map(|i| format!("{{\"path\": \"stills/img_{i:02}.png\"}}\n"))

@@ -165,6 +165,10 @@ pub trait Backend: Send + Sync + Debug {
     /// Films made from any version of the file at `source_path`.
     async fn films_from_path(&self, source_path: &str) -> Result<Vec<i64>>;
 
+    /// The paths of film `film`'s frames (an enqueue of stills decodes
+    /// only the ones the film lacks).
+    async fn film_paths(&self, film: i64) -> Result<Vec<String>>;
+
     /// Makes the film of `video` (a title another film has gets " (2)"…):
     /// its id and title.
     async fn create_video_film(&self, video: &VideoFilm) -> Result<(i64, String)>;

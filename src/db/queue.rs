@@ -492,6 +492,15 @@ pub async fn films_from_path(pool: &SqlitePool, source_path: &str) -> Result<Vec
     .await?)
 }
 
+/// The paths of film `film`'s frames.
+pub async fn film_paths(pool: &SqlitePool, film: i64) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar!("SELECT path FROM frames WHERE film_id = ?", film)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// Creates the film of a video; a title already taken gets " (2)", " (3)"….
 pub async fn create_video_film(pool: &SqlitePool, v: &VideoFilm) -> Result<(i64, String)> {
     let now = now_ms();
