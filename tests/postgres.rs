@@ -864,21 +864,12 @@ fn hosts_starting_at_once_on_a_new_database_all_migrate_and_enqueue() {
     let env = Env::new();
     for round in 0..3 {
         let pg = Pg::new();
-        let children: Vec<Child> = (0..8)
-            .map(|host| {
-                let frames = env.images(&format!("r{round}-host{host}"), 3);
-                pg.cmd(&["enqueue", frames.to_str().unwrap()])
-                    .env("CINECUT_TEST_HOST_ID", format!("host-{host}"))
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert_exit(&out, 0);
-        }
+        crate::util::all_succeed((0..8).map(|host| {
+            let frames = env.images(&format!("r{round}-host{host}"), 3);
+            let mut c = pg.cmd(&["enqueue", frames.to_str().unwrap()]);
+            c.env("CINECUT_TEST_HOST_ID", format!("host-{host}"));
+            c
+        }));
         let migrations = std::fs::read_dir(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
         )

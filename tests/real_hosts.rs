@@ -684,24 +684,15 @@ fn processes_opening_a_new_database_at_once_all_succeed() {
     let frames = env.images("one", 1);
     for round in 0..50 {
         let db = env.path().join(format!("fresh-{round}.db"));
-        let children: Vec<_> = (0..8)
-            .map(|_| {
-                Command::new(crate::util::BIN)
-                    .arg("--db")
-                    .arg(&db)
-                    .arg("enqueue")
-                    .arg(&frames)
-                    .env_remove("CINECUT_DB")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert_exit(&out, 0);
-        }
+        crate::util::all_succeed((0..8).map(|_| {
+            let mut c = Command::new(crate::util::BIN);
+            c.arg("--db")
+                .arg(&db)
+                .arg("enqueue")
+                .arg(&frames)
+                .env_remove("CINECUT_DB");
+            c
+        }));
     }
 }
 

@@ -199,6 +199,23 @@ pub fn stderr(o: &Output) -> String {
 
 /// Asserts the exit code and shows both streams when it differs.
 #[track_caller]
+/// Runs `commands` side by side (their output piped) and asserts each
+/// exits 0.
+pub fn all_succeed(commands: impl IntoIterator<Item = Command>) {
+    let children: Vec<std::process::Child> = commands
+        .into_iter()
+        .map(|mut c| {
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        assert_exit(&child.wait_with_output().unwrap(), 0);
+    }
+}
+
 pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(
         o.status.code(),
