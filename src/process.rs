@@ -62,8 +62,49 @@ pub fn cmdline(pid: i64) -> Option<String> {
     Some(parts.join(" "))
 }
 
+/// The command line `cmd` will show once it runs, as [`cmdline`] reads it
+/// (arguments joined by spaces, empty ones left out). Taken from the
+/// command, not from `/proc`: right after a spawn returns, the child may
+/// not have its new arguments yet (exec closes the close-on-exec pipe
+/// spawn waits for before it sets them), and `/proc` then shows none.
+pub fn command_line(cmd: &std::process::Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Who this process is, for lease rows.
 pub fn me() -> (i64, Option<i64>) {
     let pid = i64::from(std::process::id());
     (pid, start_ticks(pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `command_line` says is what `/proc` shows once the child runs
+    /// (an empty argument left out on both sides).
+    #[test]
+    fn the_command_line_is_the_one_proc_shows() {
+        let mut odd = std::process::Command::new("x");
+        odd.args(["a", "", "b"]);
+        assert_eq!(command_line(&odd), "x a b");
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        let mut child = cmd.spawn().unwrap();
+        let pid = i64::from(child.id());
+        let want = command_line(&cmd);
+        assert_eq!(want, "sleep 30");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cmdline(pid).as_deref() != Some(want.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", cmdline(pid));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

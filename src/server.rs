@@ -160,7 +160,7 @@ impl LlamaServer {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(drain(err, output.clone(), log));
         }
-        let cmdline = crate::process::cmdline(pid).unwrap_or_else(|| cfg.bin.display().to_string());
+        let cmdline = crate::process::command_line(cmd.as_std());
         tracing::info!(pid, port, "started llama-server");
         Ok(LlamaServer {
             child,
