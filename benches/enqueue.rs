@@ -4,9 +4,12 @@
 //! page size and pragmas), and, for reference, the frame and job rows
 //! enqueue writes into two bare tables; then the time `cinecut status` takes
 //! on the result; a new pass over those frames. The manifest is enqueued
-//! with `--no-dedupe` (its files are empty: there is nothing to decode).
-//! Last, what hashing stills at enqueue costs: a folder of real 1280×720
-//! JPEGs enqueued with the default dedupe and with `--no-dedupe`.
+//! with the default flags (near-duplicates on: its stills are hashed by
+//! the worker, not opened here), then enqueued again (it adds nothing).
+//! Last, stills deduped by the worker: a folder of real 1280×720 JPEGs
+//! enqueued with the default dedupe and with `--no-dedupe`, then described
+//! by a worker against the fake server (instant answers), side by side:
+//! what hashing costs the worker, and the model calls it saves.
 //!
 //! Run: `cargo bench --bench enqueue` (FRAMES=N, STILLS=N to change the
 //! sizes; ONLY=stills for the last part alone). The frame files are made once under $CINECUT_CACHE/bench-frames
@@ -83,22 +86,27 @@ fn main() {
     }
     let bin = env!("CARGO_BIN_EXE_cinecut");
 
-    // cinecut enqueue, end to end through the CLI.
+    // cinecut enqueue, end to end through the CLI, with the default flags;
+    // then the same manifest again (nothing new).
     let db = work.join("queue.db");
-    let t = Instant::now();
-    let out = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
-        .args(["enqueue", "--no-dedupe", "--manifest"])
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    let enqueue_s = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "enqueue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let enqueue = || {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--db")
+            .arg(&db)
+            .args(["enqueue", "--manifest"])
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "enqueue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_secs_f64()
+    };
+    let enqueue_s = enqueue();
+    let again_s = enqueue();
 
     // The ceiling: the same rows into a bare table. Beside it, for reference,
     // both rows enqueue writes per frame (its frame and its job) into two bare
@@ -140,7 +148,14 @@ fn main() {
     let rate = n as f64 / enqueue_s;
     let ceiling = n as f64 / ceiling_s;
     println!("frames                         {n}");
-    println!("cinecut enqueue --manifest     {enqueue_s:8.2} s  {rate:>10.0} frames/s");
+    println!(
+        "cinecut enqueue --manifest     {enqueue_s:8.2} s  {rate:>10.0} frames/s  (default flags)"
+    );
+    println!(
+        "the same manifest again        {again_s:8.2} s  {:>10.0} frames/s  (adds nothing; {:.2}x the first's time)",
+        n as f64 / again_s,
+        again_s / enqueue_s
+    );
     println!("bare SQLite bulk insert        {ceiling_s:8.2} s  {ceiling:>10.0} frames/s");
     println!("ratio (cinecut / ceiling)      {:8.2}", rate / ceiling);
     let both = n as f64 / both_s;
@@ -218,88 +233,149 @@ async fn mixed_states(path: &Path) -> (f64, f64) {
     (update_ms, walk_ms)
 }
 
-/// Enqueue of a folder of real stills with the default dedupe (each
-/// decoded for its hash, on every core) and with `--no-dedupe`, side by
-/// side, and the near-duplicates found.
+/// A folder of real stills enqueued with the default dedupe and with
+/// `--no-dedupe`, then enqueued again; then each database described by a
+/// worker against the fake server (instant answers, so the worker's own
+/// time shows): the worker's hashing cost per still beside the model calls
+/// it saves.
 fn stills(bin: &str, work: &Path) {
     let n: usize = std::env::var("STILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     let dir = cache_dir().join(format!("bench-stills-v2-{n}"));
-    if !dir.join("done").exists() {
-        eprintln!(
-            "making {n} 1280x720 JPEG stills under {} (once)",
-            dir.display()
-        );
-        std::fs::create_dir_all(&dir).unwrap();
-        // Half a changing picture (Conway's life, a generation per still),
-        // half one static picture with fresh sensor noise in each.
-        let half = n / 2;
-        let graph = format!(
-            "[0]trim=end_frame={half}[a];[1]trim=end_frame={}[b];[a][b]concat=n=2:v=1:a=0",
-            n - half
-        );
-        let status = Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("life=size=1280x720:rate=2.5:ratio=0.3:mold=10,format=yuv420p")
-            .args(["-f", "lavfi", "-i"])
-            .arg("smptehdbars=size=1280x720:rate=2.5,noise=alls=20:allf=t,format=yuv420p")
-            .args(["-filter_complex", &graph, "-q:v", "3"])
-            .arg(dir.join("still_%06d.jpg"))
-            .status()
-            .expect("ffmpeg (bash scripts/setup.sh installs it)");
-        assert!(status.success());
-        std::fs::File::create(dir.join("done")).unwrap();
-    }
-    let run = |db: &str, extra: &[&str]| {
+    make_stills(&dir, n);
+    let enqueue = |db: &str, extra: &[&str]| {
         let t = Instant::now();
         let out = Command::new(bin)
             .arg("--db")
             .arg(work.join(db))
-            .args(["enqueue", "--json"])
+            .arg("enqueue")
             .args(extra)
             .arg(&dir)
             .output()
             .unwrap();
-        let secs = t.elapsed().as_secs_f64();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            secs,
-            summary["films"][0]["near_duplicates"].as_u64().unwrap(),
-        )
+        t.elapsed().as_secs_f64()
     };
-    let (hashed_s, copies) = run("stills-hashed.db", &[]);
-    let (plain_s, _) = run("stills-plain.db", &["--no-dedupe"]);
-    // The same stills into the same film again: nothing new, and none
-    // decoded (the film's paths are read first).
-    let (again_s, _) = run("stills-hashed.db", &[]);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let hashed_s = enqueue("stills-hashed.db", &[]);
+    let plain_s = enqueue("stills-plain.db", &["--no-dedupe"]);
+    let again_s = enqueue("stills-hashed.db", &[]);
+    let (work_hashed_s, calls_hashed) = describe(bin, work, "stills-hashed.db");
+    let (work_plain_s, calls_plain) = describe(bin, work, "stills-plain.db");
+    let copies = rusqlite_count(
+        &work.join("stills-hashed.db"),
+        "SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL",
+    );
+    assert_eq!(calls_plain, n, "--no-dedupe sends every still");
+    assert_eq!(calls_hashed + copies, n, "every still is sent or copied");
     println!("stills (1280x720 JPEG)         {n}");
     println!(
-        "enqueue, hashed ({cores} cores)     {hashed_s:8.2} s  {:>10.0} frames/s  {:6.2} ms/still",
-        n as f64 / hashed_s,
-        hashed_s * 1000.0 / n as f64
+        "enqueue (default dedupe)       {hashed_s:8.2} s  {:>10.0} frames/s",
+        n as f64 / hashed_s
     );
     println!(
         "enqueue --no-dedupe            {plain_s:8.2} s  {:>10.0} frames/s",
         n as f64 / plain_s
     );
-    println!("ratio (hashed / --no-dedupe)   {:8.1}", hashed_s / plain_s);
+    println!("ratio (default / --no-dedupe)  {:8.2}", hashed_s / plain_s);
     println!(
         "enqueued again (adds nothing)  {again_s:8.2} s  {:>10.0} frames/s  ({:.2}x --no-dedupe's time)",
         n as f64 / again_s,
         again_s / plain_s
     );
+    println!("worker, hashing each still     {work_hashed_s:8.2} s  {calls_hashed:6} model calls");
+    println!("worker, --no-dedupe stills     {work_plain_s:8.2} s  {calls_plain:6} model calls");
+    println!(
+        "hashing cost to the worker     {:8.2} ms/still  ({:.2}x the --no-dedupe worker's time)",
+        (work_hashed_s - work_plain_s * calls_hashed as f64 / n as f64) * 1000.0 / n as f64,
+        work_hashed_s / work_plain_s
+    );
     println!(
         "near-duplicates found          {copies:8} of {n} ({:.0} % of model calls saved)",
         copies as f64 * 100.0 / n as f64
     );
+}
+
+/// `n` 1280×720 JPEGs in `dir`, made once: half a changing picture
+/// (Conway's life, a generation per still), half one static picture with
+/// fresh sensor noise in each.
+fn make_stills(dir: &Path, n: usize) {
+    if dir.join("done").exists() {
+        return;
+    }
+    eprintln!(
+        "making {n} 1280x720 JPEG stills under {} (once)",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let half = n / 2;
+    let graph = format!(
+        "[0]trim=end_frame={half}[a];[1]trim=end_frame={}[b];[a][b]concat=n=2:v=1:a=0",
+        n - half
+    );
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("life=size=1280x720:rate=2.5:ratio=0.3:mold=10,format=yuv420p")
+        .args(["-f", "lavfi", "-i"])
+        .arg("smptehdbars=size=1280x720:rate=2.5,noise=alls=20:allf=t,format=yuv420p")
+        .args(["-filter_complex", &graph, "-q:v", "3"])
+        .arg(dir.join("still_%06d.jpg"))
+        .status()
+        .expect("ffmpeg (bash scripts/setup.sh installs it)");
+    assert!(status.success());
+    std::fs::File::create(dir.join("done")).unwrap();
+}
+
+/// `cinecut worker --until-empty` on `db` against the fake server with
+/// instant answers: its seconds and the model calls it made.
+fn describe(bin: &str, work: &Path, db: &str) -> (f64, usize) {
+    let port_file = work.join(format!("{db}.port"));
+    let record = work.join(format!("{db}.requests"));
+    let mut fake = Command::new(env!("CARGO_BIN_EXE_fake-llama-server"))
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--record")
+        .arg(&record)
+        .args(["--slots", "4"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !port_file.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(work.join(db))
+        .args(["worker", "--until-empty", "--parallel", "4", "--server-url"])
+        .arg(format!("http://127.0.0.1:{}", port.trim()))
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    fake.kill().ok();
+    fake.wait().ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    (secs, calls)
+}
+
+/// One count from the SQLite database at `path`.
+fn rusqlite_count(path: &Path, sql: &str) -> usize {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as usize
 }
 
 async fn bare_insert(db: &Path, frames_dir: &Path, n: usize, with_jobs: bool) -> f64 {

@@ -168,7 +168,9 @@ fn raw_ceiling(path: &Path, durability: Durability, parallel: usize, n: usize) -
     .unwrap();
     let d = answer();
     let t = Instant::now();
-    let mut claimed: Vec<(i64, i64, i64, i64, String, i64)> = Vec::new();
+    // claim_pick.sql's rows: [id, attempts, transient, max_attempts, path, frame, dedupe].
+    type ClaimRow = (i64, i64, i64, i64, String, i64, Option<u32>);
+    let mut claimed: Vec<ClaimRow> = Vec::new();
     let (pass, binding): (i64, i64) = c
         .query_row("SELECT id, binding FROM passes", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -573,13 +573,13 @@ pub struct EnqueueArgs {
     /// last distinct frame before it (of its shot, in scene mode) is a
     /// near-duplicate: it is not sent to the model but gets that frame's
     /// description (marked as a copy). Stills (folders, globs, manifests)
-    /// are decoded at enqueue for their hash, on every core.
+    /// are hashed by the worker that claims them.
     #[arg(long, default_value_t = crate::ingest::DEFAULT_DEDUPE_DISTANCE,
           value_parser = clap::value_parser!(u32).range(0..=32))]
     pub dedupe_distance: u32,
 
-    /// Send every frame to the model, near-duplicates too (stills are then
-    /// not decoded at enqueue: the fastest enqueue of a huge manifest).
+    /// Send every frame to the model, near-duplicates too (the worker then
+    /// does not hash stills).
     #[arg(long)]
     pub no_dedupe: bool,
 

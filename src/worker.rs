@@ -87,6 +87,9 @@ pub struct WorkerSummary {
     pub retried: u64,
     pub requeued: u64,
     pub fenced: u64,
+    /// Claimed stills that nearly repeated the frame before them: not sent,
+    /// their jobs wait for that frame's description.
+    pub near_duplicates: u64,
 }
 
 impl WorkerSummary {
@@ -455,11 +458,17 @@ impl<'a> LeaseSession<'a> {
         }
         let claim = if describer.is_some() { room } else { 0 };
         let (rec, mut claimed) = self.queue.record_and_claim(&self.finished, claim).await?;
+        self.finished.clear();
+        self.summary.add(rec);
+        self.summary.near_duplicates += crate::ingest::dedupe::hash_claimed(
+            &mut self.queue,
+            &mut claimed.jobs,
+            &self.cfg.path_map,
+        )
+        .await? as u64;
         if self.cfg.dialogue_context && !claimed.jobs.is_empty() {
             self.queue.add_dialogue(&mut claimed.jobs).await?;
         }
-        self.finished.clear();
-        self.summary.add(rec);
         if claimed.rebound {
             return Err(Error::PassRebound {
                 pass: self
@@ -760,6 +769,7 @@ mod tests {
             transient_failures: 0,
             max_attempts: 3,
             stored: None,
+            dedupe: None,
         }
     }
 

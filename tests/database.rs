@@ -499,6 +499,7 @@ async fn enqueuing_into_a_deleted_film_is_a_clear_error() {
         height: None,
         dhash: None,
         duplicate_of: None,
+        dedupe_distance: None,
         shot: None,
     }]);
     let mut loader = db.bulk_loader().await.unwrap();
@@ -547,6 +548,7 @@ async fn a_duplicate_of_an_already_described_frame_is_done_when_enqueued() {
     let frame = |i: i64, duplicate_of: Option<i64>| NewFrame {
         path: format!("/frames/{i}.jpg"),
         duplicate_of: duplicate_of.map(|o| format!("/frames/{o}.jpg")),
+        dedupe_distance: None,
         frame_index: Some(i),
         pts_ms: Some(i * 1000),
         width: None,

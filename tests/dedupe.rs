@@ -67,9 +67,12 @@ fn enqueue_every_second(env: &Env, video: &Path, extra: &[&str]) -> String {
 }
 
 /// Runs a worker against a fake server until the queue is empty; returns
-/// how many frames were sent to the model.
+/// how many frames were sent to the model (by this worker).
 fn describe(env: &Env, answers: &str) -> usize {
     let record = env.path().join("requests.jsonl");
+    if record.exists() {
+        std::fs::remove_file(&record).unwrap();
+    }
     let fake = FakeServer::start(
         env,
         &["--answers", answers, "--record", record.to_str().unwrap()],
@@ -151,7 +154,7 @@ fn a_static_minute_sends_a_few_frames_and_stores_sixty_descriptions(env: &Env) {
     // --no-dedupe (here a second film of the same file) sends every frame.
     let out = enqueue_every_second(env, &video, &["--film", "every frame", "--no-dedupe"]);
     assert!(out.contains("60 new, 0 already queued\n"), "{out}");
-    assert_eq!(describe(env, "ok"), 60 + sent);
+    assert_eq!(describe(env, "ok"), 60);
 }
 
 on_both!(five_distinct_shots_are_all_sent);
@@ -248,10 +251,11 @@ fn noisy_stills(dir: &Path, first: usize, n: usize, pattern: fn(u32, u32) -> u8)
 
 on_both!(stills_from_folders_and_manifests_are_hashed_and_deduped);
 
-/// Stills from a folder and from a manifest are hashed at enqueue: a run of
-/// stills of one picture costs one model call, a new picture another; an
-/// unreadable still gets no hash and still fails in the worker with its
-/// reason; --no-dedupe decodes nothing and sends every still.
+/// Stills from a folder and from a manifest are enqueued without being
+/// opened and hashed by the worker that claims them: a run of stills of one
+/// picture costs one model call, a new picture another; an unreadable still
+/// gets no hash and still fails with its reason; --no-dedupe sends every
+/// still and the worker hashes none of them.
 fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
     let dir = env.path().join("stills");
     noisy_stills(&dir, 1, 10, |x, _| (x * 255 / 160) as u8);
@@ -265,51 +269,25 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
 
     let o = env.run(["enqueue".as_ref(), dir.as_os_str()]);
     assert_exit(&o, 0);
-    let copies = env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL");
     assert!(
-        stdout(&o).contains(&format!(
-            "24 new, 0 already queued ({copies} near-duplicates"
-        )),
+        stdout(&o).contains("24 new, 0 already queued\n"),
         "{}",
         stdout(&o)
     );
     assert_eq!(
-        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
-        23,
-        "every readable still is hashed"
-    );
-    // Copies point back within their own picture, never across.
-    assert_eq!(
-        env.count_now(
-            "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
-             WHERE (c.frame_index < 10) <> (o.frame_index < 10) OR o.frame_index >= c.frame_index"
-        ),
-        0
+        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NULL AND dedupe_distance = 4"),
+        24,
+        "nothing is decoded at enqueue; each still waits for its worker's hash"
     );
 
-    // Enqueued again, it adds nothing and decodes none of them; a new
-    // still beside them is decoded, and hashed.
+    // Enqueued again, it adds nothing; a new still beside them is added.
     noisy_stills(&dir, 25, 1, |x, _| (x * 255 / 160) as u8);
-    let o = env
-        .cmd(["enqueue".as_ref(), dir.as_os_str()])
-        .env("RUST_LOG", "cinecut=debug")
-        .output()
-        .unwrap();
+    let o = env.run(["enqueue".as_ref(), dir.as_os_str()]);
     assert_exit(&o, 0);
     assert!(
         stdout(&o).contains("1 new, 24 already queued"),
         "{}",
         stdout(&o)
-    );
-    assert!(
-        stderr(&o).contains("24 of 25 stills already enqueued: not decoded"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(
-        env.count_now("SELECT count(*) FROM frames WHERE dhash IS NOT NULL"),
-        24,
-        "the new one is hashed"
     );
     std::fs::remove_file(dir.join("img_25.png")).unwrap();
 
@@ -326,15 +304,6 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         "listed".as_ref(),
     ]);
     assert_exit(&o, 0);
-    assert_eq!(
-        env.count_now(
-            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
-             WHERE f.title = 'listed' AND fr.duplicate_of IS NOT NULL"
-        ),
-        copies,
-        "a manifest of the same stills dedupes them alike"
-    );
-
     let o = env.run([
         "enqueue".as_ref(),
         dir.as_os_str(),
@@ -343,16 +312,39 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         "--no-dedupe".as_ref(),
     ]);
     assert_exit(&o, 0);
-    assert_eq!(
-        env.count_now(
-            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
-             WHERE f.title = 'every still' AND fr.dhash IS NULL"
-        ),
-        24,
-        "--no-dedupe decodes nothing at enqueue"
-    );
 
     let sent = describe(env, "ok");
+    let in_film = |title: &str, condition: &str| {
+        env.count_now(&format!(
+            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
+             WHERE f.title = '{title}' AND {condition}"
+        ))
+    };
+    assert_eq!(
+        in_film("stills", "fr.dhash IS NOT NULL"),
+        23,
+        "every readable still is hashed by the worker"
+    );
+    assert_eq!(
+        in_film("every still", "fr.dhash IS NOT NULL"),
+        0,
+        "--no-dedupe: the worker hashes nothing"
+    );
+    let copies = in_film("stills", "fr.duplicate_of IS NOT NULL");
+    assert_eq!(
+        in_film("listed", "fr.duplicate_of IS NOT NULL"),
+        copies,
+        "a manifest of the same stills dedupes them alike"
+    );
+    // Copies point back within their own picture, never across.
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
+             WHERE (c.frame_index < 10) <> (o.frame_index < 10) OR o.frame_index >= c.frame_index \
+                OR o.film_id <> c.film_id"
+        ),
+        0
+    );
     // Per deduped film: one call per picture (three runs: the third
     // picture starts afresh after the unreadable still), at most one more
     // per picture for noise; the undecodable still is tried and fails.
@@ -361,6 +353,7 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         per_film / 2 >= 3 && per_film / 2 <= 6,
         "{sent} model calls: {per_film} for the two deduped films"
     );
+    assert_eq!(per_film as i64, 2 * (23 - copies), "{sent} model calls");
     assert_eq!(
         env.count_now("SELECT count(*) FROM descriptions"),
         3 * 23,
@@ -377,6 +370,106 @@ fn stills_from_folders_and_manifests_are_hashed_and_deduped(env: &Env) {
         ),
         3,
         "the unreadable still fails in each film, with its reason"
+    );
+}
+
+on_both!(a_still_added_after_its_original_was_described_gets_its_description_unsent);
+
+/// A still enqueued later that repeats the described still before it is
+/// not sent: its worker hashes it and gives it that still's description at
+/// once (model calls: none).
+fn a_still_added_after_its_original_was_described_gets_its_description_unsent(env: &Env) {
+    let dir = env.path().join("stills");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["a", "b", "c"] {
+        cells(&dir.join(format!("{name}.png")), &[]);
+    }
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    assert_eq!(describe(env, "ok"), 1, "a run of one picture: one call");
+    for name in ["d", "e"] {
+        cells(&dir.join(format!("{name}.png")), &[]);
+    }
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    assert_eq!(describe(env, "ok"), 0, "the later stills are not sent");
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM descriptions d JOIN frames fr ON fr.id = d.frame_id \
+             WHERE fr.frame_index >= 3 AND d.duplicate_of IS NOT NULL"
+        ),
+        2
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state <> 'done'"),
+        0
+    );
+}
+
+on_both!(a_still_is_marked_only_where_its_original_is_described_in_each_of_its_passes);
+
+/// A still with a job in a pass where the still before it will never be
+/// described (cancelled there) is not marked, since nothing would ever give
+/// it a description there: it is described in both its passes, the one
+/// after it repeats it, and no job is left waiting.
+fn a_still_is_marked_only_where_its_original_is_described_in_each_of_its_passes(env: &Env) {
+    let dir = env.path().join("stills");
+    std::fs::create_dir_all(&dir).unwrap();
+    cells(&dir.join("a.png"), &[]);
+    let enqueue = || {
+        let o = env.run([
+            "enqueue".as_ref(),
+            dir.as_os_str(),
+            "--pass".as_ref(),
+            "alpha".as_ref(),
+            "--pass".as_ref(),
+            "beta".as_ref(),
+        ]);
+        assert_exit(&o, 0);
+    };
+    enqueue();
+    let cancel = env.run(["cancel", "--film", "stills", "--pass", "beta"]);
+    assert_exit(&cancel, 0);
+    let record = env.path().join("requests.jsonl");
+    let fake = FakeServer::start(
+        env,
+        &["--answers", "ok", "--record", record.to_str().unwrap()],
+    );
+    let work = |pass: &str| {
+        let o = env
+            .cmd([
+                "worker",
+                "--server-url",
+                &fake.url(),
+                "--until-empty",
+                "--pass",
+                pass,
+            ])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+    };
+    work("alpha");
+    cells(&dir.join("b.png"), &[]);
+    cells(&dir.join("c.png"), &[]);
+    enqueue();
+    work("alpha");
+    work("beta");
+    let marks = env.count_now(
+        "SELECT count(*) FROM frames WHERE duplicate_of = (SELECT id FROM frames WHERE frame_index = 1)",
+    );
+    assert_eq!(
+        (
+            env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+            marks
+        ),
+        (1, 1),
+        "b is not marked (a is cancelled in beta); c repeats b"
+    );
+    let sent = std::fs::read_to_string(&record).unwrap().lines().count();
+    assert_eq!(sent, 3, "a in alpha, b in alpha and in beta");
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state NOT IN ('done', 'cancelled')"),
+        0,
+        "no job is left waiting"
     );
 }
 
@@ -413,7 +506,7 @@ fn dedupe_distance_sets_how_many_bits_a_near_duplicate_may_differ_by(env: &Env) 
     cells(&six.join("a.png"), &[]);
     let bumped: Vec<(u32, u32)> = (0..6).map(|r| (r % 8, r)).collect();
     cells(&six.join("c.png"), &bumped);
-    let duplicates = |folder: &Path, extra: &[&str]| {
+    let enqueue = |folder: &Path, extra: &[&str]| {
         let title = format!(
             "{} {}",
             folder.file_name().unwrap().to_string_lossy(),
@@ -428,21 +521,28 @@ fn dedupe_distance_sets_how_many_bits_a_near_duplicate_may_differ_by(env: &Env) 
         c.args(extra);
         let o = c.output().unwrap();
         assert_exit(&o, 0);
-        env.count_now(&format!(
-            "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
-             WHERE f.title = '{title}' AND fr.duplicate_of IS NOT NULL"
-        ))
+        title
     };
-    assert_eq!(duplicates(&one, &[]), 1, "1 bit apart, default 4");
+    let films = [
+        enqueue(&one, &[]),
+        enqueue(&one, &["--dedupe-distance", "0"]),
+        enqueue(&six, &[]),
+        enqueue(&six, &["--dedupe-distance", "8"]),
+    ];
+    describe(env, "ok");
+    let duplicates: Vec<i64> = films
+        .iter()
+        .map(|title| {
+            env.count_now(&format!(
+                "SELECT count(*) FROM frames fr JOIN films f ON f.id = fr.film_id \
+                 WHERE f.title = '{title}' AND fr.duplicate_of IS NOT NULL"
+            ))
+        })
+        .collect();
     assert_eq!(
-        duplicates(&one, &["--dedupe-distance", "0"]),
-        0,
-        "1 bit apart, 0"
-    );
-    assert_eq!(duplicates(&six, &[]), 0, "6 bits apart, default 4");
-    assert_eq!(
-        duplicates(&six, &["--dedupe-distance", "8"]),
-        1,
-        "6 bits apart, 8"
+        duplicates,
+        [1, 0, 0, 1],
+        "1 bit apart: one under the default 4, none under 0; \
+         6 bits apart: none under the default, one under 8"
     );
 }

@@ -27,15 +27,6 @@ pub async fn find_video_film(
     .await?)
 }
 
-/// The paths of film `film`'s frames.
-pub async fn film_paths(q: &PgQueue, film: i64) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query_scalar!("SELECT path FROM frames WHERE film_id = $1", film)
-            .fetch_all(q.pool())
-            .await?,
-    )
-}
-
 /// Films made from any version of the file at `source_path`.
 pub async fn films_from_path(q: &PgQueue, source_path: &str) -> Result<Vec<i64>> {
     Ok(

@@ -19,6 +19,7 @@
 //! migrator holds an advisory lock while it does, so hosts starting at once
 //! do not race.
 
+pub mod dedupe;
 pub mod dialogue;
 pub mod films;
 pub mod host;

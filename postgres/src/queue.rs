@@ -28,6 +28,9 @@ pub struct NewFrame {
     /// The path of the earlier frame of the film it nearly repeats: its
     /// job is never claimed, and it gets that frame's description.
     pub duplicate_of: Option<String>,
+    /// A still a worker hashes when it claims it: how many bits its hash
+    /// may differ by from its original's (0014_worker_dedupe.sql).
+    pub dedupe_distance: Option<i64>,
     /// The frame file's bytes, stored with it (`enqueue --store-frames`):
     /// workers then need no file system in common with the producer.
     pub bytes: Option<Vec<u8>>,
@@ -258,18 +261,21 @@ pub async fn enqueue(
     let dhashes: Vec<Option<i64>> = frames.iter().map(|f| f.dhash).collect();
     let widths: Vec<Option<i64>> = frames.iter().map(|f| f.width).collect();
     let heights: Vec<Option<i64>> = frames.iter().map(|f| f.height).collect();
+    let distances: Vec<Option<i64>> = frames.iter().map(|f| f.dedupe_distance).collect();
     let mut tx = q.pool().begin().await?;
     let added = sqlx::query!(
         r#"WITH new_frames AS (
                INSERT INTO frames (film_id, frame_index, pts_ms, path, jpeg, shot_id, dhash,
-                                   width, height)
+                                   width, height, dedupe_distance)
                SELECT $1, coalesce(i, (SELECT coalesce(max(frame_index) + 1, 0) FROM frames
-                                       WHERE film_id = $1) + n - 1), p, f, b,
+                                       WHERE film_id = $1) + row_number() OVER (ORDER BY n) - 1),
+                      p, f, b,
                       (SELECT s.id FROM shots s WHERE s.film_id = $1 AND s.shot_index = u.shot), h,
-                      w, ht
+                      w, ht, d
                FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $7::bytea[], $8::bigint[],
-                           $9::bigint[], $10::bigint[], $11::bigint[])
-                    WITH ORDINALITY AS u(i, p, f, b, shot, h, w, ht, n)
+                           $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+                    WITH ORDINALITY AS u(i, p, f, b, shot, h, w, ht, d, n)
+               WHERE NOT EXISTS (SELECT 1 FROM frames x WHERE x.film_id = $1 AND x.path = u.f)
                ON CONFLICT DO NOTHING
                RETURNING id),
            new_jobs AS (
@@ -289,7 +295,8 @@ pub async fn enqueue(
         &shots as &[Option<i64>],
         &dhashes as &[Option<i64>],
         &widths as &[Option<i64>],
-        &heights as &[Option<i64>]
+        &heights as &[Option<i64>],
+        &distances as &[Option<i64>]
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -396,7 +403,7 @@ async fn mark_duplicates(
     )
     .fetch_all(&mut **tx)
     .await?;
-    let marked = sqlx::query!(
+    let marked: Vec<i64> = sqlx::query_scalar!(
         r#"UPDATE frames SET duplicate_of = o.id
            FROM UNNEST($2::text[], $3::text[]) AS u(path, original)
            JOIN frames o ON o.film_id = $1 AND o.path = u.original
@@ -404,34 +411,16 @@ async fn mark_duplicates(
              AND EXISTS (SELECT 1 FROM jobs oj
                          WHERE oj.frame_id = o.id AND oj.state IN ('queued', 'running', 'done'))
              AND NOT EXISTS (SELECT 1 FROM jobs fj
-                             WHERE fj.frame_id = frames.id AND fj.state <> 'queued')"#,
+                             WHERE fj.frame_id = frames.id AND fj.state <> 'queued')
+           RETURNING frames.id"#,
         film,
         &paths as &[&str],
         &originals as &[&str]
     )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    sqlx::query!(
-        r#"WITH copied AS (
-               INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action,
-                                         setting, fields, search_text, model, duplicate_of)
-               SELECT j.id, fr.id, j.pass_id, d.visual_content, d.mood, d.action, d.setting,
-                      d.fields, d.search_text, d.model, d.frame_id
-               FROM frames fr
-               JOIN jobs j ON j.frame_id = fr.id AND j.state = 'queued'
-               JOIN descriptions d ON d.frame_id = fr.duplicate_of AND d.pass_id = j.pass_id
-               WHERE fr.film_id = $1 AND fr.path = ANY($2::text[])
-               ON CONFLICT DO NOTHING
-               RETURNING job_id)
-           UPDATE jobs SET state = 'done', updated_at = clock_timestamp()
-           WHERE id IN (SELECT job_id FROM copied)"#,
-        film,
-        &paths as &[&str]
-    )
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(marked)
+    crate::dedupe::copy_to_duplicates(tx, &marked).await?;
+    Ok(marked.len() as u64)
 }
 
 /// Claims up to `n` queued jobs of pass `pass` due by the database's clock,
@@ -568,7 +557,7 @@ pub async fn record_and_claim(
 /// Records the tries that did not end in an answer (see [`Outcome`]), in
 /// one statement for the jobs and one for their attempts; returns how many
 /// were released (never tried).
-async fn settle_in(
+pub(crate) async fn settle_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     fence: &Fence,
     finished: &[Finished],
@@ -831,7 +820,8 @@ async fn claim_in(
                SELECT id, $3, $4, $5 FROM claimed)
            SELECT c.id AS "job_id!", c.frame_id AS "frame_id!", f.path AS "path!",
                   c.attempts AS "attempts!", c.transient_failures AS "transient_failures!",
-                  c.max_attempts AS "max_attempts!", f.jpeg AS bytes
+                  c.max_attempts AS "max_attempts!", f.jpeg AS bytes,
+                  CASE WHEN f.dhash IS NULL THEN f.dedupe_distance END AS dedupe
            FROM claimed c JOIN frames f ON f.id = c.frame_id
            ORDER BY c.id"#,
         scope.pass,
@@ -855,6 +845,7 @@ async fn claim_in(
             transient_failures: r.transient_failures,
             max_attempts: r.max_attempts,
             stored: r.bytes.map(|b| StoredFrame(b.into())),
+            dedupe: r.dedupe.and_then(|d| u32::try_from(d).ok()),
         })
         .collect())
 }

@@ -24,6 +24,7 @@ fn frames(n: i64) -> Vec<NewFrame> {
             shot: None,
             dhash: None,
             duplicate_of: None,
+            dedupe_distance: None,
             frame_index: Some(i),
             bytes: None,
             pts_ms: Some(i * 40),
@@ -70,6 +71,7 @@ fn job(id: i64) -> ClaimedJob {
         transient_failures: 0,
         max_attempts: 3,
         stored: None,
+        dedupe: None,
     }
 }
 

@@ -37,6 +37,12 @@ fn log_summary(s: &worker::WorkerSummary, started: std::time::Instant) {
         s.requeued,
         s.done as f64 / secs.max(1e-9)
     );
+    if s.near_duplicates > 0 {
+        tracing::info!(
+            "{} still(s) nearly repeated the frame before them: not sent, given that frame's description",
+            s.near_duplicates
+        );
+    }
 }
 
 /// The pass this worker serves (see [`Store::serve_pass`]), said in the log.

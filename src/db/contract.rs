@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::jobs::{
-    Claimed, ClaimedJob, Fence, Finished, Recorded, Scope, ServerEvent, WorkerState,
+    Claimed, ClaimedJob, Fence, Finished, HashedFrame, Neighbour, Recorded, Scope, ServerEvent,
+    WorkerState,
 };
 use super::lease::{Acquire, Holder, OrphanServer, Renewal};
 use super::passes::{Pass, PassIdentity, PassSummary};
@@ -164,10 +165,6 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Films made from any version of the file at `source_path`.
     async fn films_from_path(&self, source_path: &str) -> Result<Vec<i64>>;
-
-    /// The paths of film `film`'s frames (an enqueue of stills decodes
-    /// only the ones the film lacks).
-    async fn film_paths(&self, film: i64) -> Result<Vec<String>>;
 
     /// Makes the film of `video` (a title another film has gets " (2)"…):
     /// its id and title.
@@ -314,6 +311,26 @@ pub trait Work: Send {
     /// Sets each claimed job's `line`: the dialogue line on screen at its
     /// frame's time.
     async fn add_dialogue(&mut self, jobs: &mut [ClaimedJob]) -> Result<()>;
+
+    /// The frame before each of `frames` in its film and, when that one is
+    /// hashed, its original ([`crate::ingest::dedupe::hash_claimed`]).
+    async fn neighbours(&mut self, frames: &[i64]) -> Result<Vec<Neighbour>>;
+
+    /// Writes claimed stills' hashes (a frame another worker hashed first
+    /// keeps its own) and marks the near-duplicates among them, in one
+    /// transaction. A frame is marked only while its every job is queued or
+    /// one of `claimed`, and only against an original that is itself no
+    /// duplicate and has a queued, running or done job in each of those
+    /// passes: every mark is then resolved by the original's description or
+    /// freed by its failure. `claimed`'s jobs of marked frames go back to the
+    /// queue as released (never tried), then every queued job of a marked
+    /// frame whose original is described gets that description. Returns
+    /// the marked frames among `hashed`.
+    async fn mark_hashed(
+        &mut self,
+        hashed: &[HashedFrame],
+        claimed: &[ClaimedJob],
+    ) -> Result<Vec<i64>>;
 
     /// Extends the lease and our jobs' leases; says whether it is still
     /// ours and whether a gpu-lock command waits.

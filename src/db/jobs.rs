@@ -25,8 +25,8 @@ use super::{begin_immediate, begin_immediate_on};
 use crate::error::Result;
 
 pub use cinecut_types::{
-    Answer, AttemptOutcome, Claimed, ClaimedJob, Fence, Finished, JobState, Outcome, Recorded,
-    Scope, ServerEvent, StoredFrame, WorkerState,
+    Answer, AttemptOutcome, Claimed, ClaimedJob, Fence, Finished, HashedFrame, JobState, Neighbour,
+    Outcome, Recorded, Scope, ServerEvent, StoredFrame, WorkerState,
 };
 
 /// One record-and-claim step, by name.
@@ -108,8 +108,8 @@ async fn record_and_claim_once(
 }
 
 /// A claimed job as the claim's JSON answer spells it:
-/// `[id, attempts, transient_failures, max_attempts, path, frame_id]`.
-type ClaimRow = (i64, i64, i64, i64, String, i64);
+/// `[id, attempts, transient_failures, max_attempts, path, frame_id, dedupe]`.
+type ClaimRow = (i64, i64, i64, i64, String, i64, Option<u32>);
 
 /// Claims up to `n` jobs inside the batch's transaction. Long only for the
 /// two spellings of the pick (all films, one film), which sqlx's checked
@@ -190,27 +190,28 @@ async fn claim_in(
     )
     .execute(&mut **tx)
     .await?;
-    let mut claimed: Vec<ClaimedJob> = rows
-        .into_iter()
-        .map(
-            |(job_id, attempts, transient_failures, max_attempts, path, frame_id)| ClaimedJob {
-                job_id,
-                frame_id,
-                path,
-                line: None,
-                attempts,
-                transient_failures,
-                max_attempts,
-                stored: None,
-            },
-        )
-        .collect();
+    let mut claimed: Vec<ClaimedJob> = rows.into_iter().map(claimed_job).collect();
     add_stored(tx, &mut claimed).await?;
     claimed.sort_by_key(|j| j.job_id);
     Ok(Claimed {
         jobs: claimed,
         ..Claimed::default()
     })
+}
+
+fn claimed_job(row: ClaimRow) -> ClaimedJob {
+    let (job_id, attempts, transient_failures, max_attempts, path, frame_id, dedupe) = row;
+    ClaimedJob {
+        job_id,
+        frame_id,
+        path,
+        line: None,
+        attempts,
+        transient_failures,
+        max_attempts,
+        stored: None,
+        dedupe,
+    }
 }
 
 /// Gives each claimed job its frame's stored bytes, if it has any
@@ -362,7 +363,7 @@ fn result_row(f: &Finished, now: i64) -> ResultRow<'_> {
 
 /// Records a batch of results with four statements, whatever its size.
 /// Rows whose job is no longer ours (fencing) change nothing.
-async fn record_batch(
+pub(super) async fn record_batch(
     tx: &mut Transaction<'_, Sqlite>,
     fence: &Fence,
     finished: &[Finished],

@@ -16,6 +16,7 @@
 //! written nothing yet.
 
 pub mod contract;
+mod dedupe;
 pub mod files;
 pub mod jobs;
 pub mod lease;

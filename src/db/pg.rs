@@ -190,6 +190,7 @@ impl FrameLoader for PgLoader {
                 shot: f.shot,
                 dhash: f.dhash,
                 duplicate_of: f.duplicate_of.clone(),
+                dedupe_distance: f.dedupe_distance.map(i64::from),
                 bytes: stored.as_mut().and_then(Iterator::next),
             })
             .collect()

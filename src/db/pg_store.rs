@@ -161,12 +161,6 @@ impl Backend for PgDb {
             .map_err(self.err())
     }
 
-    async fn film_paths(&self, film: i64) -> Result<Vec<String>> {
-        cinecut_postgres::films::film_paths(self.queue(), film)
-            .await
-            .map_err(self.err())
-    }
-
     /// Makes the film of `video` (a title taken gets " (2)"…): its id and
     /// title.
     async fn create_video_film(&self, video: &super::queue::VideoFilm) -> Result<(i64, String)> {

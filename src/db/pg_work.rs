@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use cinecut_postgres::{lease as pgl, queue as pgq};
 
 use super::contract::{Backend, Work};
-use super::jobs::{Claimed, ClaimedJob, Fence, Finished, Recorded, Scope, WorkerState};
+use super::jobs::{
+    Claimed, ClaimedJob, Fence, Finished, HashedFrame, Neighbour, Recorded, Scope, WorkerState,
+};
 use super::lease::{Holder, Renewal};
 use super::pg::{PgDb, pg_holder};
 use crate::error::Result;
@@ -93,6 +95,28 @@ impl Work for PgWork {
         }
         self.mine.extend(claimed.jobs.iter().map(|j| j.job_id));
         Ok((recorded, claimed))
+    }
+
+    async fn neighbours(&mut self, frames: &[i64]) -> Result<Vec<Neighbour>> {
+        cinecut_postgres::dedupe::neighbours(self.db.queue(), frames)
+            .await
+            .map_err(self.db.err())
+    }
+
+    /// The released jobs are no longer ours to renew.
+    async fn mark_hashed(
+        &mut self,
+        hashed: &[HashedFrame],
+        claimed: &[ClaimedJob],
+    ) -> Result<Vec<i64>> {
+        let marked =
+            cinecut_postgres::dedupe::mark_hashed(self.db.queue(), &self.fence, hashed, claimed)
+                .await
+                .map_err(self.db.err())?;
+        for job in claimed.iter().filter(|j| marked.contains(&j.frame_id)) {
+            self.mine.remove(&job.job_id);
+        }
+        Ok(marked)
     }
 
     /// Extends the lease and the job leases of the jobs in flight, and

@@ -35,6 +35,9 @@ pub struct NewFrame {
     pub duplicate_of: Option<String>,
     /// The shot_index of its shot (scene mode).
     pub shot: Option<i64>,
+    /// A still the worker hashes when it claims it: how many bits its hash
+    /// may differ by from its original's (see migration 0018).
+    pub dedupe_distance: Option<u32>,
 }
 
 /// A chunk of frames serialised for [`enqueue_chunk`]: a JSON array of
@@ -49,6 +52,9 @@ pub struct FrameChunk {
     pub indexed: bool,
     /// Some frame is a near-duplicate of an earlier one.
     pub duplicates: bool,
+    /// The stills' `--dedupe-distance`, for the worker that hashes them
+    /// (a chunk's frames come from one source, enqueued with one distance).
+    pub dedupe_distance: Option<u32>,
     /// Frames' paths with their bytes, kept in `stored_frames`
     /// (`enqueue --store-frames`).
     pub stored: Vec<(String, Vec<u8>)>,
@@ -78,6 +84,7 @@ impl FrameChunk {
             len: frames.len() as u64,
             indexed: frames.iter().all(|f| f.frame_index.is_some()),
             duplicates: frames.iter().any(|f| f.duplicate_of.is_some()),
+            dedupe_distance: frames.first().and_then(|f| f.dedupe_distance),
             stored: Vec::new(),
         }
     }
@@ -304,7 +311,7 @@ async fn mark_duplicates(
     // The chunk's (duplicate, original) pairs first, then two lookups by
     // UNIQUE(film_id, path) each: joined directly, the planner scans the
     // film's frames for every pair.
-    let marked = sqlx::query!(
+    let marked: Vec<i64> = sqlx::query_scalar!(
         r#"WITH pair(path, original) AS MATERIALIZED (
                SELECT j.value ->> 0, j.value ->> 6 FROM jsonb_each(jsonb(?2)) AS j
                WHERE j.value ->> 6 IS NOT NULL)
@@ -313,40 +320,15 @@ async fn mark_duplicates(
            WHERE frames.film_id = ?1 AND frames.path = pair.path
              AND EXISTS (SELECT 1 FROM jobs oj
                          WHERE oj.frame_id = o.id AND oj.state IN ('queued', 'running', 'done'))
-             AND NOT EXISTS (SELECT 1 FROM jobs fj WHERE fj.frame_id = frames.id AND fj.state <> 'queued')"#,
+             AND NOT EXISTS (SELECT 1 FROM jobs fj WHERE fj.frame_id = frames.id AND fj.state <> 'queued')
+           RETURNING frames.id AS "id!: i64""#,
         film_id,
         chunk.json
     )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    let now = now_ms();
-    sqlx::query!(
-        r#"INSERT INTO descriptions (job_id, frame_id, pass_id, visual_content, mood, action, setting,
-                                     fields, search_text, model, model_sha256, prompt_version,
-                                     created_at, duplicate_of)
-           SELECT j.id, fr.id, j.pass_id, d.visual_content, d.mood, d.action, d.setting, d.fields,
-                  d.search_text, d.model, d.model_sha256, d.prompt_version, ?2, d.frame_id
-           FROM frames fr
-           JOIN jobs j ON j.frame_id = fr.id AND j.state = 'queued'
-           JOIN descriptions d ON d.frame_id = fr.duplicate_of AND d.pass_id = j.pass_id
-           WHERE fr.film_id = ?1 AND fr.duplicate_of IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = j.id)"#,
-        film_id,
-        now
-    )
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    sqlx::query!(
-        r#"UPDATE jobs SET state = 'done', updated_at = ?2
-           WHERE film_id = ?1 AND state = 'queued'
-             AND EXISTS (SELECT 1 FROM descriptions x WHERE x.job_id = jobs.id)"#,
-        film_id,
-        now
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(marked)
+    super::dedupe::copy_to_duplicates(tx, &marked).await?;
+    Ok(marked.len() as u64)
 }
 
 /// Inserts a chunk's frames (paths the film has are skipped); returns how
@@ -360,17 +342,18 @@ async fn insert_frames(
     Ok(if chunk.indexed {
         sqlx::query!(
             r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, shot_id,
-                                   created_at)
+                                   dedupe_distance, created_at)
                SELECT ?1, j.value ->> 1, j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4,
                       j.value ->> 5,
                       (SELECT s.id FROM shots s WHERE s.film_id = ?1 AND s.shot_index = j.value ->> 7),
-                      ?2
+                      ?4, ?2
                FROM jsonb_each(jsonb(?3)) AS j
                WHERE true
                ON CONFLICT DO NOTHING"#,
             film_id,
             now,
-            chunk.json
+            chunk.json,
+            chunk.dedupe_distance
         )
         .execute(&mut **tx)
         .await?
@@ -385,16 +368,18 @@ async fn insert_frames(
         // Window functions run after WHERE, so the numbers given have no
         // gaps for frames the film already has.
         sqlx::query!(
-            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash, created_at)
+            r#"INSERT INTO frames (film_id, frame_index, pts_ms, path, width, height, dhash,
+                                   dedupe_distance, created_at)
                SELECT ?1, coalesce(j.value ->> 1, ?2 + row_number() OVER (ORDER BY j.key) - 1),
-                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?3
+                      j.value ->> 2, j.value ->> 0, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?5, ?3
                FROM jsonb_each(jsonb(?4)) AS j
                WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.film_id = ?1 AND f.path = j.value ->> 0)
                ON CONFLICT DO NOTHING"#,
             film_id,
             next_index,
             now,
-            chunk.json
+            chunk.json,
+            chunk.dedupe_distance
         )
         .execute(&mut **tx)
         .await?
@@ -490,15 +475,6 @@ pub async fn films_from_path(pool: &SqlitePool, source_path: &str) -> Result<Vec
     )
     .fetch_all(pool)
     .await?)
-}
-
-/// The paths of film `film`'s frames.
-pub async fn film_paths(pool: &SqlitePool, film: i64) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query_scalar!("SELECT path FROM frames WHERE film_id = ?", film)
-            .fetch_all(pool)
-            .await?,
-    )
 }
 
 /// Creates the film of a video; a title already taken gets " (2)", " (3)"….

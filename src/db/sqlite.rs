@@ -132,10 +132,6 @@ impl Backend for Db {
         queue::films_from_path(self.pool(), source_path).await
     }
 
-    async fn film_paths(&self, film: i64) -> Result<Vec<String>> {
-        queue::film_paths(self.pool(), film).await
-    }
-
     async fn create_video_film(&self, video: &VideoFilm) -> Result<(i64, String)> {
         queue::create_video_film(self.pool(), video).await
     }

@@ -99,6 +99,18 @@ impl Work for SqliteWork {
         Ok(())
     }
 
+    async fn neighbours(&mut self, frames: &[i64]) -> Result<Vec<jobs::Neighbour>> {
+        super::dedupe::neighbours(&mut self.batches, frames).await
+    }
+
+    async fn mark_hashed(
+        &mut self,
+        hashed: &[jobs::HashedFrame],
+        claimed: &[jobs::ClaimedJob],
+    ) -> Result<Vec<i64>> {
+        super::dedupe::mark_hashed(&mut self.batches, &self.fence, hashed, claimed).await
+    }
+
     /// Extends the lease and our jobs' leases; says whether it is still ours
     /// and whether a gpu-lock command waits.
     async fn renew(&self) -> Result<Renewal> {

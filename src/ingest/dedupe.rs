@@ -1,12 +1,18 @@
 //! Near-duplicate frames: a frame's 64-bit difference hash (dHash) of its
 //! 9×8 grey copy, and which earlier frame it nearly repeats. Video frames
-//! get their grey copies from ffmpeg in the extraction pass; stills
-//! (folders, globs, manifests) from [`grey_of_still`] at enqueue, on every
-//! core.
+//! get their grey copies from ffmpeg in the extraction pass ([`Deduper`]);
+//! stills (folders, globs, manifests) are hashed by the worker that claims
+//! them ([`hash_claimed`]), which decodes them anyway: the producer writes
+//! them at full speed.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use crate::db::WorkQueue;
+use crate::db::jobs::{ClaimedJob, HashedFrame, Neighbour};
 use crate::db::queue::NewFrame;
+use crate::error::Result;
+use crate::frame::PathMap;
 
 /// Bytes of a 9×8 grey copy.
 pub const GREY_LEN: usize = 72;
@@ -41,6 +47,13 @@ fn grey_difference(a: &[u8], b: &[u8]) -> u32 {
         .map(|(x, y)| u32::from(x.abs_diff(*y)))
         .sum();
     sum / a.len().max(1) as u32
+}
+
+/// Whether frame `b` (its hash and grey copy) nearly repeats original `a`:
+/// hashes within `distance` bits and brightness within
+/// [`MAX_GREY_DIFFERENCE`].
+fn near(a: (i64, &[u8]), b: (i64, &[u8]), distance: u32) -> bool {
+    (a.0 ^ b.0).count_ones() <= distance && grey_difference(a.1, b.1) <= MAX_GREY_DIFFERENCE
 }
 
 /// The last frame kept as an original, which the next frames are compared with.
@@ -78,10 +91,7 @@ impl Deduper {
         let hash = dhash(grey);
         frame.dhash = Some(hash);
         match (&self.original, self.distance) {
-            (Some(o), Some(d))
-                if (o.hash ^ hash).count_ones() <= d
-                    && grey_difference(&o.grey, grey) <= MAX_GREY_DIFFERENCE =>
-            {
+            (Some(o), Some(d)) if near((o.hash, &o.grey), (hash, grey), d) => {
                 frame.duplicate_of = Some(o.path.clone());
             }
             _ => {
@@ -97,10 +107,9 @@ impl Deduper {
 
 /// A still's 9×8 grey copy (area-averaged, as ffmpeg's `scale=9:8:flags=area`
 /// makes a video frame's); `None` when it cannot be read as an image (the
-/// worker says why when it comes to describe it).
-pub fn grey_of_still(path: &Path) -> Option<[u8; GREY_LEN]> {
-    let image = image::ImageReader::open(path)
-        .ok()?
+/// describer says why when it comes to send it).
+pub fn grey_of_still(bytes: &[u8]) -> Option<[u8; GREY_LEN]> {
+    let image = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .ok()?
         .decode()
@@ -109,26 +118,152 @@ pub fn grey_of_still(path: &Path) -> Option<[u8; GREY_LEN]> {
     small.into_raw().try_into().ok()
 }
 
-/// The grey copies of `paths`, in order, made on every core.
-pub fn greys_of_stills(paths: &[&str]) -> Vec<Option<[u8; GREY_LEN]>> {
+/// Hashes the claimed stills that wait for it (`dedupe`), marks those that
+/// nearly repeat the frame before them (or that frame's original) and takes
+/// them out of `jobs`: their jobs go back to the queue until the original's
+/// description is copied to them, or get it now if it is there. Returns
+/// how many were taken out.
+///
+/// The frame before a still is compared when it is hashed already: claimed
+/// beside it (same claim) or by an earlier claim. Workers that claim
+/// neighbouring stills at the same moment may each describe one of a run
+/// of repeats; one worker describes a run once.
+pub async fn hash_claimed(
+    queue: &mut WorkQueue,
+    jobs: &mut Vec<ClaimedJob>,
+    paths: &PathMap,
+) -> Result<usize> {
+    let todo: Vec<(i64, u32, Source)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let source = match &j.stored {
+                Some(bytes) => Source::Stored(bytes.0.clone()),
+                None => Source::File(paths.apply(&j.path).into_owned()),
+            };
+            Some((j.frame_id, j.dedupe?, source))
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = todo.iter().map(|t| t.0).collect();
+    let neighbours: HashMap<i64, Neighbour> = queue
+        .neighbours(&ids)
+        .await?
+        .into_iter()
+        .map(|n| (n.frame_id, n))
+        .collect();
+    let mut greys = tokio::task::spawn_blocking(move || greys_of(todo))
+        .await
+        .expect("a hashing thread panicked");
+    greys.sort_by_key(|g| g.0);
+    // A mark the database refuses (see `Work::mark_hashed`) leaves its
+    // frame an original: the stills after it, which were compared with its
+    // would-be original, are decided again (one more transaction per
+    // refusal; hashes already written stay).
+    let mut refused = HashSet::new();
+    let mut taken = 0;
+    loop {
+        let hashed = decide(&greys, &neighbours, &refused);
+        if hashed.is_empty() {
+            break;
+        }
+        let marked = queue.mark_hashed(&hashed, jobs).await?;
+        let before = jobs.len();
+        jobs.retain(|j| !marked.contains(&j.frame_id));
+        taken += before - jobs.len();
+        // Only the first refusal is sure: the ones after it may have been
+        // compared with an original through it.
+        let first = hashed
+            .iter()
+            .find(|h| h.duplicate_of.is_some() && !marked.contains(&h.frame_id));
+        match first {
+            Some(h) if refused.insert(h.frame_id) => {}
+            _ => break,
+        }
+    }
+    if taken > 0 {
+        tracing::debug!("{taken} claimed still(s) nearly repeat a frame before them: not sent");
+    }
+    Ok(taken)
+}
+
+/// Where a claimed still's bytes are.
+enum Source {
+    Stored(std::sync::Arc<[u8]>),
+    File(String),
+}
+
+/// Each still's frame id, distance and grey copy (`None`: unreadable), made
+/// on every core.
+fn greys_of(todo: Vec<(i64, u32, Source)>) -> Vec<(i64, u32, Option<[u8; GREY_LEN]>)> {
+    let grey = |(frame, distance, source): (i64, u32, Source)| {
+        let grey = match source {
+            Source::Stored(bytes) => grey_of_still(&bytes),
+            Source::File(path) => std::fs::read(Path::new(&path))
+                .ok()
+                .and_then(|b| grey_of_still(&b)),
+        };
+        (frame, distance, grey)
+    };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = paths.len().div_ceil(threads).max(1);
+    let chunk = todo.len().div_ceil(threads).max(1);
+    let mut todo = todo.into_iter();
     std::thread::scope(|scope| {
-        let parts: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|p| grey_of_still(Path::new(p)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
+        let parts: Vec<_> = std::iter::from_fn(|| {
+            let part: Vec<_> = todo.by_ref().take(chunk).collect();
+            (!part.is_empty()).then(|| scope.spawn(move || part.into_iter().map(grey).collect()))
+        })
+        .collect();
         parts
             .into_iter()
-            .flat_map(|p| p.join().expect("a hashing thread panicked"))
+            .flat_map(|p: std::thread::ScopedJoinHandle<'_, Vec<_>>| {
+                p.join().expect("a hashing thread panicked")
+            })
             .collect()
     })
+}
+
+/// Decides, in frame order, which hashed stills nearly repeat an original:
+/// the frame before each (`neighbours`), when it was hashed beside it in
+/// this claim, or its original as the database has it. A still in
+/// `refused` is an original whatever it resembles; one that could not be
+/// read gets no hash (its worker fails it with the reason).
+fn decide(
+    greys: &[(i64, u32, Option<[u8; GREY_LEN]>)],
+    neighbours: &HashMap<i64, Neighbour>,
+    refused: &HashSet<i64>,
+) -> Vec<HashedFrame> {
+    // Each hashed still's original (itself or the one it repeats), by id.
+    let mut originals: HashMap<i64, (i64, i64, Vec<u8>)> = HashMap::new();
+    let mut out = Vec::new();
+    for &(frame, distance, grey) in greys {
+        let Some(grey) = grey else { continue };
+        let hash = dhash(&grey);
+        let neighbour = neighbours.get(&frame);
+        let previous = neighbour.and_then(|n| n.previous);
+        let original = match previous.and_then(|p| originals.get(&p)) {
+            Some(o) => Some(o.clone()),
+            None => neighbour.and_then(|n| n.original.clone()),
+        };
+        let duplicate_of = original
+            .as_ref()
+            .filter(|(_, h, g)| near((*h, g), (hash, &grey), distance))
+            .filter(|_| !refused.contains(&frame))
+            .map(|o| o.0);
+        let mine = match duplicate_of {
+            Some(_) => original.expect("a duplicate has an original"),
+            None => (frame, hash, grey.to_vec()),
+        };
+        originals.insert(frame, mine);
+        out.push(HashedFrame {
+            frame_id: frame,
+            dhash: hash,
+            grey: grey.to_vec(),
+            duplicate_of,
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -144,6 +279,7 @@ mod tests {
             height: None,
             dhash: None,
             duplicate_of: None,
+            dedupe_distance: None,
             shot: None,
         }
     }

@@ -307,6 +307,7 @@ pub(super) fn extract_shots(
             height: seen.height,
             dhash: None,
             duplicate_of: None,
+            dedupe_distance: None,
             shot: Some(pick.shot_index),
         });
     }
@@ -552,6 +553,7 @@ pub(super) fn parse_showinfo(line: &str, out_dir: &Path) -> Option<NewFrame> {
         height: h,
         dhash: None,
         duplicate_of: None,
+        dedupe_distance: None,
         shot: None,
     })
 }
@@ -582,6 +584,7 @@ mod tests {
                 height: None,
                 dhash: None,
                 duplicate_of: None,
+                dedupe_distance: None,
                 shot,
             })
             .collect();

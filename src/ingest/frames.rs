@@ -443,6 +443,7 @@ impl FrameChecker {
             height: None,
             dhash: None,
             duplicate_of: None,
+            dedupe_distance: None,
             shot: None,
         })
     }

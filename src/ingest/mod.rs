@@ -16,7 +16,7 @@ pub mod probe;
 pub mod shots;
 pub mod subtitles;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +28,6 @@ use crate::db::load::FrameLoader;
 use crate::db::queue::{self, FilmSpec, NewFrame};
 use crate::db::{Db, Store};
 use crate::error::{Error, Result};
-use dedupe::Deduper;
 use frames::{FrameChecker, FrameRef, ManifestReader, Rejection, Source};
 
 /// How an enqueue behaves, for every kind of input.
@@ -44,9 +43,10 @@ pub struct EnqueueOptions {
     pub chunk_size: usize,
     /// The passes to queue the frames for (`--pass`); empty: every pass.
     pub passes: Vec<String>,
-    /// Stills are decoded at enqueue for their hash, and one within this
-    /// many bits of the last distinct still before it is a near-duplicate;
-    /// `None` (`--no-dedupe`): no decoding, no hash.
+    /// A frame within this many bits of the last distinct frame before it
+    /// is a near-duplicate (a video's frames are hashed as they are
+    /// extracted, stills by the worker that claims them); `None`
+    /// (`--no-dedupe`): no hash, no near-duplicates.
     pub dedupe_distance: Option<u32>,
     /// Each frame's bytes go into the database with it (`--store-frames`).
     pub store_frames: bool,
@@ -358,12 +358,8 @@ async fn write_with<L: FrameLoader>(
     let chunk_size = opts.chunk();
     let distance = opts.dedupe_distance;
     let store = opts.store_frames;
-    let known = match distance {
-        Some(_) => known_paths(db, &sources).await?,
-        None => Known::new(),
-    };
     let producer = tokio::task::spawn_blocking(move || {
-        produce::<L>(&sources, chunk_size, distance, store, &known, &tx)
+        produce::<L>(&sources, chunk_size, distance, store, &tx)
     });
     let mut films: BTreeMap<String, FilmSummary> = BTreeMap::new();
     let mut last_log = Instant::now();
@@ -467,37 +463,14 @@ fn frame_refs(source: &Source) -> Result<Box<dyn Iterator<Item = Result<FrameRef
     })
 }
 
-/// The paths each source's film already has, by title: an enqueue again
-/// decodes none of them for its hash (they add nothing).
-type Known = HashMap<String, HashSet<String>>;
-
-async fn known_paths(db: &Store, sources: &[Source]) -> Result<Known> {
-    let mut known = Known::new();
-    for source in sources {
-        let title = source.title();
-        if known.contains_key(title) {
-            continue;
-        }
-        let paths = match db.film_id(title).await {
-            Ok(film) => db.film_paths(film).await?.into_iter().collect(),
-            Err(Error::UnknownFilm(_)) => HashSet::new(),
-            Err(e) => return Err(e),
-        };
-        known.insert(title.to_string(), paths);
-    }
-    Ok(known)
-}
-
 /// Checks each source's frames and sends them in chunks; with a dedupe
-/// distance, each chunk's stills that its film lacks (`known`) are hashed
-/// (on every core) and marked against the last distinct still before them,
-/// chunk after chunk.
+/// distance, each still carries it to the worker, which hashes the still
+/// when it decodes it (nothing is decoded here: see migration 0018).
 fn produce<L: FrameLoader>(
     sources: &[Source],
     chunk_size: usize,
     dedupe_distance: Option<u32>,
     store: bool,
-    known: &Known,
     tx: &mpsc::Sender<TitledChunk<L::Rows>>,
 ) -> Result<Vec<Rejection>> {
     let mut rejected = Vec::new();
@@ -510,12 +483,7 @@ fn produce<L: FrameLoader>(
                 .map(|p| p.display().to_string()),
         };
         let mut batch: Vec<NewFrame> = Vec::with_capacity(chunk_size);
-        let mut deduper = dedupe_distance.map(|d| Deduper::new(Some(d)));
-        let had = known.get(source.title());
-        let mut send = |batch: &mut Vec<NewFrame>, rejected: &mut Vec<Rejection>| -> bool {
-            if let Some(deduper) = &mut deduper {
-                hash_stills(batch, deduper, had);
-            }
+        let send = |batch: &mut Vec<NewFrame>, rejected: &mut Vec<Rejection>| -> bool {
             let rows = rows_of::<L>(std::mem::take(batch), store, rejected);
             tx.blocking_send(TitledChunk {
                 title: source.title().to_string(),
@@ -526,7 +494,10 @@ fn produce<L: FrameLoader>(
         };
         for frame in frame_refs(source)? {
             match checker.check(frame?) {
-                Ok(f) => batch.push(f),
+                Ok(f) => batch.push(NewFrame {
+                    dedupe_distance,
+                    ..f
+                }),
                 Err(r) => rejected.push(r),
             }
             if batch.len() >= chunk_size && !send(&mut batch, &mut rejected) {
@@ -538,37 +509,6 @@ fn produce<L: FrameLoader>(
         }
     }
     Ok(rejected)
-}
-
-/// Hashes `frames` from their grey copies and marks the near-duplicates;
-/// a still that cannot be decoded gets no hash and the next one starts
-/// afresh. A still its film has (`had`) is not decoded: it adds nothing,
-/// and the next one starts afresh too.
-fn hash_stills(frames: &mut [NewFrame], deduper: &mut Deduper, had: Option<&HashSet<String>>) {
-    let new = |f: &NewFrame| !had.is_some_and(|h| h.contains(&f.path));
-    let paths: Vec<&str> = frames
-        .iter()
-        .filter(|f| new(f))
-        .map(|f| f.path.as_str())
-        .collect();
-    if paths.len() < frames.len() {
-        tracing::debug!(
-            "{} of {} stills already enqueued: not decoded",
-            frames.len() - paths.len(),
-            frames.len()
-        );
-    }
-    let mut greys = dedupe::greys_of_stills(&paths).into_iter();
-    for frame in frames.iter_mut() {
-        let grey = match new(frame) {
-            true => greys.next().flatten(),
-            false => None,
-        };
-        match grey {
-            Some(grey) => deduper.see(frame, &grey),
-            None => deduper.restart(),
-        }
-    }
 }
 
 /// The folder all `paths` share, if they share one.

@@ -19,5 +19,6 @@ pub use rows::{
 };
 pub use state::{AttemptOutcome, JobState, ServerEvent, WorkerState};
 pub use work::{
-    Answer, Claimed, ClaimedJob, Fence, Finished, Outcome, Recorded, Scope, StoredFrame,
+    Answer, Claimed, ClaimedJob, Fence, Finished, HashedFrame, Neighbour, Outcome, Recorded, Scope,
+    StoredFrame,
 };

@@ -67,6 +67,30 @@ pub struct ClaimedJob {
     /// The frame's bytes when the database holds them (read instead of
     /// `path`).
     pub stored: Option<StoredFrame>,
+    /// A still not hashed yet, enqueued with near-duplicate detection: the
+    /// most bits its hash may differ by from its original's
+    /// (`--dedupe-distance`). The worker hashes it before sending it.
+    pub dedupe: Option<u32>,
+}
+
+/// A claimed still as the worker hashed it: its 64-bit difference hash, its
+/// 9×8 grey copy, and the earlier frame it nearly repeats, if it found one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedFrame {
+    pub frame_id: i64,
+    pub dhash: i64,
+    pub grey: Vec<u8>,
+    pub duplicate_of: Option<i64>,
+}
+
+/// What a claimed still is compared with: the frame before it in its film
+/// and, when that one is hashed, its original (itself, or the frame it
+/// nearly repeats) with that original's hash and grey copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub frame_id: i64,
+    pub previous: Option<i64>,
+    pub original: Option<(i64, i64, Vec<u8>)>,
 }
 
 /// Which jobs a worker works on: one pass's, of one film or of all.
