@@ -1,6 +1,6 @@
 //! Near-duplicates: a video's frames are hashed as they are extracted,
-//! stills as they are enqueued; a frame that nearly repeats the last
-//! distinct one is not sent to the model but gets that frame's
+//! stills by the worker that claims them; a frame that nearly repeats the
+//! last distinct one is not sent to the model but gets that frame's
 //! description, marked as a copy in SQL.
 
 use std::path::{Path, PathBuf};
@@ -544,5 +544,67 @@ fn dedupe_distance_sets_how_many_bits_a_near_duplicate_may_differ_by(env: &Env) 
         [1, 0, 0, 1],
         "1 bit apart: one under the default 4, none under 0; \
          6 bits apart: none under the default, one under 8"
+    );
+}
+
+on_both!(killing_the_worker_while_it_marks_repeats_loses_and_duplicates_nothing);
+
+/// Twelve pictures, ten identical stills of each in a row; the worker is
+/// killed (SIGKILL) five times, each once the database holds a random
+/// number of descriptions more (a moment chosen by state), then one runs
+/// to the end. Every still has one description, each picture's from one
+/// model answer, copied within its run only; every job is done, with one
+/// recorded success per model answer.
+fn killing_the_worker_while_it_marks_repeats_loses_and_duplicates_nothing(env: &Env) {
+    let dir = env.path().join("runs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for picture in 0..12u32 {
+        // 4×4 blocks of colours hashed from the picture's number: a 9×8
+        // grey copy of each is unrelated to the others'.
+        let img = image::RgbImage::from_fn(36, 32, |x, y| {
+            let mut h = picture << 16 ^ (y / 4) << 8 ^ (x / 4);
+            h = h.wrapping_mul(0x9e37_79b9) ^ h >> 15;
+            h = h.wrapping_mul(0x85eb_ca6b) ^ h >> 13;
+            image::Rgb([h as u8, (h >> 8) as u8, (h >> 16) as u8])
+        });
+        for copy in 0..10 {
+            img.save(dir.join(format!("p{picture:02}_{copy}.png")))
+                .unwrap();
+        }
+    }
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    let fake = FakeServer::start(env, &["--delay-ms", "20"]);
+    let args = ["--parallel", "4", "--lease-ttl", "120s"];
+    let described = || env.count_now("SELECT count(*) FROM descriptions");
+    env.kill_workers_in_turn(&fake.url(), &args, (5, 20, 120), described);
+    let mut last = env.worker(&fake.url(), "final.log", &args);
+    last.arg("--until-empty");
+    assert!(last.status().unwrap().success(), "{}", env.log("final.log"));
+    assert_eq!(described(), 120);
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM jobs WHERE state <> 'done'"),
+        0
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM descriptions WHERE duplicate_of IS NULL"),
+        12,
+        "one model answer per picture"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM attempts WHERE outcome = 'done'"),
+        12,
+        "one recorded success per model answer"
+    );
+    assert_eq!(
+        env.count_now(
+            "SELECT count(*) FROM frames c JOIN frames o ON o.id = c.duplicate_of \
+             WHERE c.frame_index / 10 <> o.frame_index / 10 OR o.duplicate_of IS NOT NULL"
+        ),
+        0,
+        "a copy names an original of its own run"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+        108
     );
 }

@@ -25,29 +25,9 @@ fn killing_the_worker_ten_times_loses_and_duplicates_nothing(env: &Env) {
     let fake = FakeServer::start(env, &["--delay-ms", "20"]);
     // A long lease: recovery must not wait for it to expire.
     let args = ["--parallel", "4", "--lease-ttl", "120s"];
-    let mut seed = 0x9e37_79b9_u64;
     // (The database exists: enqueue_images made it.)
     let described = || env.count_now("SELECT count(*) FROM descriptions");
-    for round in 0..10 {
-        let log = format!("kill{round}.log");
-        let before = described();
-        let mut w = env.worker(&fake.url(), &log, &args).spawn().unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let more = 1 + (seed % 24) as i64;
-        wait_until(
-            &format!("worker {round} to hold the lease and record {more} more"),
-            Duration::from_secs(60),
-            || {
-                assert!(w.try_wait().unwrap().is_none(), "{}", env.log(&log));
-                env.log(&log).contains("holding the GPU lease")
-                    && described() >= (before + more).min(300)
-            },
-        );
-        signal(&w, Signal::SIGKILL);
-        w.wait().unwrap();
-    }
+    env.kill_workers_in_turn(&fake.url(), &args, (10, 24, 300), described);
     let o = {
         let mut c = env.worker(&fake.url(), "final.log", &args);
         c.arg("--until-empty");

@@ -26,14 +26,7 @@ pub async fn neighbours(q: &PgQueue, frames: &[i64]) -> Result<Vec<Neighbour>> {
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Neighbour {
-            frame_id: r.frame,
-            previous: r.previous,
-            original: match (r.original, r.dhash, r.grey) {
-                (Some(id), Some(hash), Some(grey)) => Some((id, hash, grey)),
-                _ => None,
-            },
-        })
+        .map(|r| Neighbour::new(r.frame, r.previous, (r.original, r.dhash, r.grey)))
         .collect())
 }
 

@@ -369,6 +369,42 @@ pub fn on_terminal(cmd: &mut Command, columns: u16) -> (String, std::process::Ex
     (String::from_utf8_lossy(&out).replace("\r\n", "\n"), status)
 }
 
+impl Env {
+    /// `rounds` workers in turn (stderr into `kill{round}.log`), each
+    /// killed (SIGKILL) once it holds the GPU lease and `progress` has grown
+    /// by a random 1 to `most` since it started (a moment of its run chosen
+    /// by state, not by time; `progress` stops counting at `total`).
+    pub fn kill_workers_in_turn(
+        &self,
+        url: &str,
+        args: &[&str],
+        (rounds, most, total): (usize, u64, i64),
+        progress: impl Fn() -> i64,
+    ) {
+        let mut seed = 0x9e37_79b9_u64;
+        for round in 0..rounds {
+            let log = format!("kill{round}.log");
+            let before = progress();
+            let mut w = self.worker(url, &log, args).spawn().unwrap();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let more = 1 + (seed % most) as i64;
+            wait_until(
+                &format!("worker {round} to hold the lease and record {more} more"),
+                std::time::Duration::from_secs(60),
+                || {
+                    assert!(w.try_wait().unwrap().is_none(), "{}", self.log(&log));
+                    self.log(&log).contains("holding the GPU lease")
+                        && progress() >= (before + more).min(total)
+                },
+            );
+            signal(&w, nix::sys::signal::Signal::SIGKILL);
+            w.wait().unwrap();
+        }
+    }
+}
+
 /// Sends `sig` to `child`.
 pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();

@@ -93,6 +93,26 @@ pub struct Neighbour {
     pub original: Option<(i64, i64, Vec<u8>)>,
 }
 
+impl Neighbour {
+    /// From a row as both backends read it: the original counts only with
+    /// its hash and grey copy.
+    pub fn new(
+        frame_id: i64,
+        previous: Option<i64>,
+        original: (Option<i64>, Option<i64>, Option<Vec<u8>>),
+    ) -> Neighbour {
+        let original = match original {
+            (Some(id), Some(hash), Some(grey)) => Some((id, hash, grey)),
+            _ => None,
+        };
+        Neighbour {
+            frame_id,
+            previous,
+            original,
+        }
+    }
+}
+
 /// Which jobs a worker works on: one pass's, of one film or of all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
