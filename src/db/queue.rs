@@ -236,19 +236,25 @@ async fn enqueue_chunk_once(
     let mut near_duplicates = 0;
     if inserted > 0 {
         let passes = super::passes::for_enqueue(&mut tx, jobs.passes).await?;
-        sqlx::query!(
-            r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts, created_at, updated_at)
-               SELECT f.id, p.value, f.film_id, ?1, ?2, ?3, ?3
-               FROM json_each(?5) AS p, frames f WHERE f.id > ?4
-               ORDER BY p.value, f.id"#,
-            priority,
-            jobs.max_attempts,
-            now,
-            max_frame_id,
-            passes
-        )
-        .execute(&mut *tx)
-        .await?;
+        // A statement per pass, in frame order: the frames' rowid order
+        // needs no sort (one statement over passes × frames sorted every
+        // chunk in a temporary B-tree).
+        let ids: Vec<i64> = serde_json::from_str(&passes).expect("pass ids are JSON");
+        for pass in ids {
+            sqlx::query!(
+                r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts, created_at, updated_at)
+                   SELECT f.id, ?5, f.film_id, ?1, ?2, ?3, ?3
+                   FROM frames f WHERE f.id > ?4
+                   ORDER BY f.id"#,
+                priority,
+                jobs.max_attempts,
+                now,
+                max_frame_id,
+                pass
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         let added = inserted as i64;
         sqlx::query!(
             r#"INSERT INTO film_passes (film_id, pass_id, job_count)
