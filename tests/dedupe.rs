@@ -384,13 +384,37 @@ fn a_still_added_after_its_original_was_described_gets_its_description_unsent(en
     for name in ["a", "b", "c"] {
         cells(&dir.join(format!("{name}.png")), &[]);
     }
-    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
-    assert_eq!(describe(env, "ok"), 1, "a run of one picture: one call");
+    // The worker's summary: described by the model, and repeats not sent
+    // (one claim holds all three stills: --parallel 4).
+    let fake = FakeServer::start(env, &["--answers", "ok"]);
+    let work = |described: &str, repeats: &str| {
+        assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+        let o = env
+            .cmd([
+                "worker",
+                "--server-url",
+                &fake.url(),
+                "--until-empty",
+                "--parallel",
+                "4",
+            ])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        let log = stderr(&o);
+        let said = format!(
+            "{repeats} still(s) nearly repeated the frame before them: not sent, given that frame's description"
+        );
+        assert!(
+            log.contains(&format!("worker done: {described} described")) && log.contains(&said),
+            "{described} described, {repeats} repeats expected: {log}"
+        );
+    };
+    work("1", "2");
     for name in ["d", "e"] {
         cells(&dir.join(format!("{name}.png")), &[]);
     }
-    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
-    assert_eq!(describe(env, "ok"), 0, "the later stills are not sent");
+    work("0", "2");
     assert_eq!(
         env.count_now(
             "SELECT count(*) FROM descriptions d JOIN frames fr ON fr.id = d.frame_id \
@@ -606,5 +630,41 @@ fn killing_the_worker_while_it_marks_repeats_loses_and_duplicates_nothing(env: &
     assert_eq!(
         env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
         108
+    );
+}
+
+on_both!(a_darker_still_is_no_repeat_of_one_hashed_in_an_earlier_claim);
+
+/// A still of the same picture, darker (a fade: the same difference hash,
+/// 30 grey levels apart), enqueued after the first was described, is no
+/// repeat: the grey copy kept with the first is compared, not only its
+/// hash (each grey copy is kept whole: 72 bytes).
+fn a_darker_still_is_no_repeat_of_one_hashed_in_an_earlier_claim(env: &Env) {
+    let dir = env.path().join("stills");
+    std::fs::create_dir_all(&dir).unwrap();
+    let picture = |path: &Path, darker: u8| {
+        image::GrayImage::from_fn(90, 80, |x, _| {
+            image::Luma([(40 + 20 * (x / 10)) as u8 - darker])
+        })
+        .save(path)
+        .unwrap();
+    };
+    picture(&dir.join("a.png"), 0);
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    assert_eq!(describe(env, "ok"), 1);
+    picture(&dir.join("b.png"), 30);
+    assert_exit(&env.run(["enqueue".as_ref(), dir.as_os_str()]), 0);
+    assert_eq!(describe(env, "ok"), 1, "the darker still is sent");
+    assert_eq!(
+        (
+            env.count_now("SELECT count(*) FROM frames WHERE length(grey) = 72"),
+            env.count_now("SELECT count(DISTINCT dhash) FROM frames")
+        ),
+        (2, 1),
+        "both hashed alike, each with its grey copy"
+    );
+    assert_eq!(
+        env.count_now("SELECT count(*) FROM frames WHERE duplicate_of IS NOT NULL"),
+        0
     );
 }

@@ -236,25 +236,8 @@ async fn enqueue_chunk_once(
     let mut near_duplicates = 0;
     if inserted > 0 {
         let passes = super::passes::for_enqueue(&mut tx, jobs.passes).await?;
-        // A statement per pass, in frame order: the frames' rowid order
-        // needs no sort (one statement over passes × frames sorted every
-        // chunk in a temporary B-tree).
-        let ids: Vec<i64> = serde_json::from_str(&passes).expect("pass ids are JSON");
-        for pass in ids {
-            sqlx::query!(
-                r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts, created_at, updated_at)
-                   SELECT f.id, ?5, f.film_id, ?1, ?2, ?3, ?3
-                   FROM frames f WHERE f.id > ?4
-                   ORDER BY f.id"#,
-                priority,
-                jobs.max_attempts,
-                now,
-                max_frame_id,
-                pass
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        let new_jobs = (priority, jobs.max_attempts, now);
+        insert_jobs(&mut tx, &passes, new_jobs, max_frame_id).await?;
         let added = inserted as i64;
         sqlx::query!(
             r#"INSERT INTO film_passes (film_id, pass_id, job_count)
@@ -302,6 +285,35 @@ async fn enqueue_chunk_once(
     }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// A job in each of `passes` (a JSON array of ids) for every frame after
+/// `after`, with (priority, max_attempts, now): a statement per pass, in
+/// frame order, which the frames' rowid order gives with no sort (one
+/// statement over passes × frames sorted every chunk in a temporary B-tree).
+async fn insert_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    passes: &str,
+    (priority, max_attempts, now): (i64, i64, i64),
+    after: i64,
+) -> Result<()> {
+    let ids: Vec<i64> = serde_json::from_str(passes).expect("pass ids are JSON");
+    for pass in ids {
+        sqlx::query!(
+            r#"INSERT INTO jobs (frame_id, pass_id, film_id, priority, max_attempts, created_at, updated_at)
+               SELECT f.id, ?5, f.film_id, ?1, ?2, ?3, ?3
+               FROM frames f WHERE f.id > ?4
+               ORDER BY f.id"#,
+            priority,
+            max_attempts,
+            now,
+            after,
+            pass
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Points the chunk's near-duplicates at their originals (by path; an

@@ -173,7 +173,8 @@ pub async fn hash_claimed(
         jobs.retain(|j| !marked.contains(&j.frame_id));
         taken += before - jobs.len();
         // Only the first refusal is sure: the ones after it may have been
-        // compared with an original through it.
+        // compared with an original through it. (An original counted as
+        // refused would change no decision, only cost a round.)
         let first = hashed
             .iter()
             .find(|h| h.duplicate_of.is_some() && !marked.contains(&h.frame_id));
@@ -181,9 +182,6 @@ pub async fn hash_claimed(
             Some(h) if refused.insert(h.frame_id) => {}
             _ => break,
         }
-    }
-    if taken > 0 {
-        tracing::debug!("{taken} claimed still(s) nearly repeat a frame before them: not sent");
     }
     Ok(taken)
 }
