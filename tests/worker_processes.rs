@@ -289,6 +289,10 @@ fn a_paused_worker_is_fenced_out_after_a_takeover_on_postgres() {
     wait_until("A to claim frames", Duration::from_secs(30), || {
         pg.count("SELECT count(*) FROM jobs WHERE state = 'running'") > 0
     });
+    // A's lease epoch: what it writes under it after it is resumed is stale
+    // (with a 1 s lease it may later win the lease back from B, under a
+    // new epoch, and work on legitimately).
+    let epoch = pg.count("SELECT epoch FROM gpu_leases");
     // Anywhere, a transaction included.
     signal(&a, Signal::SIGSTOP);
     let mut b = env.worker(&fake.url(), "b.log", &args).spawn().unwrap();
@@ -314,9 +318,12 @@ fn a_paused_worker_is_fenced_out_after_a_takeover_on_postgres() {
     wait_for(&mut a, Duration::from_secs(20));
     let late = pg.count(&format!(
         "SELECT count(*) FROM attempts WHERE worker_id = (SELECT id FROM workers ORDER BY started_at LIMIT 1)
-           AND finished_at >= to_timestamp({resumed_at} / 1000.0)"
+           AND lease_epoch = {epoch} AND finished_at >= to_timestamp({resumed_at} / 1000.0)"
     ));
-    assert_eq!(late, 0, "the stale worker wrote after it was resumed");
+    assert_eq!(
+        late, 0,
+        "the stale worker wrote under its old epoch after it was resumed"
+    );
     assert_eq!(pg.count("SELECT count(*) FROM descriptions"), 40);
     assert_eq!(
         pg.count("SELECT count(*) FROM attempts WHERE outcome = 'done'"),

@@ -32,11 +32,37 @@ pub async fn neighbours(q: &PgQueue, frames: &[i64]) -> Result<Vec<Neighbour>> {
 
 /// Writes claimed stills' hashes and marks their near-duplicates, under
 /// the rules SQLite's `Work::mark_hashed` states; returns the marked
-/// frames among `hashed`. Locks in the order enqueue's marks and a
-/// worker's record take them: the originals' jobs first (`FOR SHARE`: an
+/// frames among `hashed` (none when the lease is no longer `fence`'s).
+/// Locks in the order enqueue's marks and a worker's record take them:
+/// the originals' jobs (`FOR SHARE`: an
 /// original's description or failure meanwhile waits, and then sees the
 /// marks), then the hashed frames' rows.
+///
+/// A lock held longer than 250 ms (a paused worker's open
+/// transaction, until the server ends it) is not waited for: nothing is
+/// written, and the stills go to the model as originals, so that the
+/// worker's own loop (its lease renewals) never stalls here.
 pub async fn mark_hashed(
+    q: &PgQueue,
+    fence: &Fence,
+    hashed: &[HashedFrame],
+    claimed: &[ClaimedJob],
+) -> Result<Vec<i64>> {
+    match mark_hashed_in(q, fence, hashed, claimed).await {
+        Err(crate::Error::Sql(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+        {
+            tracing::debug!("near-duplicate marks skipped: rows locked by another session");
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
+/// PostgreSQL's `lock_not_available`, which `lock_timeout` raises.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+async fn mark_hashed_in(
     q: &PgQueue,
     fence: &Fence,
     hashed: &[HashedFrame],
@@ -47,6 +73,12 @@ pub async fn mark_hashed(
     let greys: Vec<&[u8]> = hashed.iter().map(|h| h.grey.as_slice()).collect();
     let originals: Vec<Option<i64>> = hashed.iter().map(|h| h.duplicate_of).collect();
     let mut tx = q.pool().begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '250ms'")
+        .execute(&mut *tx)
+        .await?;
+    if !lease_current(&mut tx, fence).await? {
+        return Ok(Vec::new());
+    }
     sqlx::query!(
         "SELECT id FROM jobs WHERE frame_id = ANY($1::bigint[]) ORDER BY id FOR SHARE",
         &originals as &[Option<i64>]
@@ -119,6 +151,26 @@ pub async fn mark_hashed(
     }
     tx.commit().await?;
     Ok(marked)
+}
+
+/// Whether `fence`'s lease is still current. Nothing is written for a
+/// worker that lost its lease (paused, taken over). Not locked: a renewal
+/// or a takeover never waits for these marks (the job rows are fenced in
+/// settle_in all the same).
+async fn lease_current(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    fence: &Fence,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM gpu_leases
+                          WHERE gpu = $1 AND holder = $2 AND epoch = $3
+                            AND expires_at > clock_timestamp()) AS "current!""#,
+        fence.gpu,
+        fence.owner,
+        fence.epoch
+    )
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// Gives every queued job of `frames` (frames marked as near-duplicates)

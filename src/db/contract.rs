@@ -325,7 +325,8 @@ pub trait Work: Send {
     /// freed by its failure. `claimed`'s jobs of marked frames go back to the
     /// queue as released (never tried), then every queued job of a marked
     /// frame whose original is described gets that description. Returns
-    /// the marked frames among `hashed`.
+    /// the marked frames among `hashed`; a worker whose lease is gone
+    /// writes nothing (and gets none).
     async fn mark_hashed(
         &mut self,
         hashed: &[HashedFrame],

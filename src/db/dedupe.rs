@@ -68,6 +68,19 @@ async fn mark_hashed_once(
     claimed: &[ClaimedJob],
 ) -> Result<Vec<i64>> {
     let mut tx = begin_immediate_on(conn).await?;
+    // Nothing from a worker that lost its lease (paused, taken over).
+    let current = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM gpu_leases WHERE gpu = ?1 AND holder = ?2 AND epoch = ?3)
+           AS "current!: bool""#,
+        fence.gpu,
+        fence.owner,
+        fence.epoch
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !current {
+        return Ok(Vec::new());
+    }
     sqlx::query!(
         r#"UPDATE frames SET dhash = m.value ->> 1, grey = unhex(m.value ->> 2)
            FROM json_each(?1) AS m
